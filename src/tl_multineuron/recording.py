@@ -1,0 +1,277 @@
+"""Recording MLP neuron activations from parallel prompts, reduced on the device.
+
+Prompts are right-padded into one batch: with a causal model the pads come after every real
+token, so no real token attends to them and positions (absolute or rotary) are those of the
+prompt alone. No attention mask or position-id shifting is needed, and batched results equal
+one-prompt-at-a-time results (tested on the embedded Gemma model). Hooks reduce each
+``[batch, pos, d_mlp]`` activation to ``[batch, d_mlp]`` in place (last real token, or an
+aggregate over the prompt's tokens); full activations are never cached, and the forward pass is
+stopped after the last recorded layer (the unembedding is never computed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from .data import ParallelDataset
+from .errors import MultiNeuronError
+from .models import check_model, model_device
+
+TOKEN_MODES = ("last", "all")
+AGGREGATIONS = ("mean", "max", "any")
+CRITERIA = ("gt", "abs")
+
+
+@dataclass(frozen=True)
+class RecordingConfig:
+    """Where and how activations are read.
+
+    hook: per-block hook suffix, read at ``blocks.{layer}.{hook}``. ``mlp.hook_post`` (default)
+        is the input of W_out; in gated MLPs ``mlp.hook_pre`` is the gate pre-activation.
+    token: ``"last"`` prompt token (default) or ``"all"`` prompt tokens, reduced by
+        ``aggregate``: ``mean``, ``max``, or ``any`` (the value that decides "active on any
+        token" under ``criterion``: the max for ``gt``, the signed max-|a| for ``abs``).
+    skip_bos: in ``all`` mode, leave the BOS position out of the aggregate (its activations are
+        the same for every prompt and would make every neuron look shared).
+    layers: the layers to record (default: all).
+    """
+
+    hook: str = "mlp.hook_post"
+    token: str = "last"
+    aggregate: str = "mean"
+    criterion: str = "gt"
+    skip_bos: bool = True
+    layers: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.token not in TOKEN_MODES:
+            raise MultiNeuronError(f"token mode {self.token!r}; expected one of {TOKEN_MODES}")
+        if self.aggregate not in AGGREGATIONS:
+            raise MultiNeuronError(
+                f"aggregation {self.aggregate!r}; expected one of {AGGREGATIONS}"
+            )
+        if self.criterion not in CRITERIA:
+            raise MultiNeuronError(f"criterion {self.criterion!r}; expected one of {CRITERIA}")
+        if not self.hook or self.hook.startswith("blocks."):
+            raise MultiNeuronError(
+                f"hook {self.hook!r}: give the per-block suffix (e.g. 'mlp.hook_post'), not a "
+                "full hook name"
+            )
+        if self.layers is not None:
+            layers = tuple(int(x) for x in self.layers)
+            if not layers or len(set(layers)) != len(layers) or min(layers) < 0:
+                raise MultiNeuronError(
+                    f"layers {self.layers!r}: expected distinct non-negative layer indices"
+                )
+            object.__setattr__(self, "layers", tuple(sorted(layers)))
+
+    def layer_indices(self, model: Any) -> list[int]:
+        n = model.cfg.n_layers
+        layers = list(self.layers) if self.layers is not None else list(range(n))
+        bad = [x for x in layers if x >= n]
+        if bad:
+            raise MultiNeuronError(f"layer(s) {bad} do not exist: the model has {n} layers")
+        return layers
+
+    def hook_names(self, model: Any) -> list[str]:
+        return [f"blocks.{x}.{self.hook}" for x in self.layer_indices(model)]
+
+    @property
+    def site(self) -> str:
+        """The activation site, recorded with every result."""
+        return f"blocks.{{layer}}.{self.hook}"
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["layers"] = list(self.layers) if self.layers is not None else None
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RecordingConfig:
+        d = dict(d)
+        if d.get("layers") is not None:
+            d["layers"] = tuple(d["layers"])
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class TokenBatch:
+    """Right-padded token ids and the real length of every row."""
+
+    tokens: Int[Tensor, "batch pos"]
+    lengths: Int[Tensor, " batch"]
+    has_bos: bool
+
+    @property
+    def last_index(self) -> Int[Tensor, " batch"]:
+        return self.lengths - 1
+
+    def mask(self, skip_bos: bool = False) -> Tensor:
+        pos = torch.arange(self.tokens.shape[1], device=self.tokens.device)
+        m = pos[None, :] < self.lengths[:, None]
+        if skip_bos and self.has_bos:
+            m = m & (pos[None, :] > 0)
+            m = m | (self.lengths[:, None] == 1) & (pos[None, :] == 0)  # keep a lone BOS
+        return m
+
+    def to(self, device: torch.device | str) -> TokenBatch:
+        return TokenBatch(self.tokens.to(device), self.lengths.to(device), self.has_bos)
+
+
+def get_tokenizer(model: Any) -> Any:
+    tok = getattr(model, "tokenizer", None)
+    if tok is None:
+        raise MultiNeuronError(
+            "model has no tokenizer; pass one to TransformerBridge.boot_native(cfg, tokenizer=...) "
+            "or set model.tokenizer"
+        )
+    return tok
+
+
+def encode(model: Any, text: str, prepend_bos: bool | None = None) -> list[int]:
+    """Token ids of ``text`` as the model would see it (BOS prepended as TransformerLens does)."""
+    tok = get_tokenizer(model)
+    ids = list(tok(text, add_special_tokens=True)["input_ids"])
+    bos = getattr(tok, "bos_token_id", None)
+    if prepend_bos is None:
+        prepend_bos = bool(getattr(model.cfg, "default_prepend_bos", True))
+    if prepend_bos and bos is not None and (not ids or ids[0] != bos):
+        ids = [bos] + ids
+    if not prepend_bos and bos is not None and ids and ids[0] == bos:
+        ids = ids[1:]
+    return ids
+
+
+def tokenize(
+    model: Any,
+    prompts: Sequence[str],
+    labels: Sequence[str] | None = None,
+    prepend_bos: bool | None = None,
+) -> TokenBatch:
+    """Tokenize and right-pad ``prompts``; ``labels`` name each prompt in error messages."""
+    labels = labels or [f"prompt {i}" for i in range(len(prompts))]
+    ids = [encode(model, p, prepend_bos) for p in prompts]
+    n_ctx = getattr(model.cfg, "n_ctx", None)
+    bos = getattr(get_tokenizer(model), "bos_token_id", None)
+    for lab, row in zip(labels, ids, strict=True):
+        if not row:
+            raise MultiNeuronError(f"{lab}: the prompt tokenizes to nothing")
+        if n_ctx and len(row) > n_ctx:
+            raise MultiNeuronError(
+                f"{lab}: the prompt is {len(row)} tokens, longer than the model's context "
+                f"({n_ctx})"
+            )
+    width = max(len(r) for r in ids)
+    pad = getattr(get_tokenizer(model), "pad_token_id", None) or 0
+    tokens = torch.full((len(ids), width), int(pad), dtype=torch.long)
+    for i, row in enumerate(ids):
+        tokens[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+    lengths = torch.tensor([len(r) for r in ids], dtype=torch.long)
+    has_bos = bos is not None and all(r[0] == bos for r in ids)
+    return TokenBatch(tokens, lengths, has_bos)
+
+
+class _StopForward(Exception):
+    """Raised by the last recording hook: nothing after it is needed."""
+
+
+def _reduce(act: Tensor, batch: TokenBatch, cfg: RecordingConfig) -> Tensor:
+    rows = torch.arange(act.shape[0], device=act.device)
+    if cfg.token == "last":
+        return act[rows, batch.last_index]
+    mask = batch.mask(cfg.skip_bos)[..., None]
+    if cfg.aggregate == "mean":
+        return (act * mask).sum(1) / mask.sum(1).clamp_min(1)
+    if cfg.aggregate == "max" or cfg.criterion == "gt":
+        return act.masked_fill(~mask, float("-inf")).max(1).values
+    # any under |a| > t: the signed value of largest magnitude
+    idx = act.abs().masked_fill(~mask, -1.0).argmax(1, keepdim=True)
+    return act.gather(1, idx).squeeze(1)
+
+
+def record(
+    model: Any, batch: TokenBatch, config: RecordingConfig | None = None
+) -> Float[Tensor, "batch layer d_mlp"]:
+    """Reduced activations of every recorded layer for a token batch (on the model's device)."""
+    config = config or RecordingConfig()
+    names = config.hook_names(model)
+    check_model(model, names)
+    device = model_device(model)
+    batch = batch.to(device)
+    d_mlp = model.cfg.d_mlp
+    out: Tensor | None = None
+    fired: list[bool] = [False] * len(names)
+
+    def make_hook(k: int):
+        def hook(act: Tensor, hook: Any) -> None:
+            nonlocal out
+            if act.ndim != 3 or act.shape[-1] != d_mlp:
+                raise MultiNeuronError(
+                    f"hook {names[k]!r} gives activations of shape {tuple(act.shape)}; expected "
+                    f"[batch, pos, d_mlp={d_mlp}] (MLP neurons)"
+                )
+            red = _reduce(act, batch, config)
+            if out is None:
+                out = torch.empty(act.shape[0], len(names), d_mlp, dtype=red.dtype,
+                                  device=red.device)
+            out[:, k] = red
+            fired[k] = True
+            if k == len(names) - 1:
+                raise _StopForward
+            return None
+
+        return hook
+
+    hooks = [(n, make_hook(k)) for k, n in enumerate(names)]
+    with torch.inference_mode():
+        try:
+            with model.hooks(fwd_hooks=hooks):
+                model(batch.tokens)
+        except _StopForward:
+            pass
+    if out is None or not all(fired):
+        missing = [n for n, f in zip(names, fired, strict=True) if not f]
+        raise MultiNeuronError(f"hooks {missing} never fired during the forward pass")
+    return out
+
+
+def iter_dataset(
+    model: Any,
+    dataset: ParallelDataset,
+    config: RecordingConfig | None = None,
+    batch_size: int = 8,
+    start: int = 0,
+    progress: bool = False,
+) -> Iterator[tuple[int, Float[Tensor, "item lang layer d_mlp"]]]:
+    """Yield ``(first_item_index, activations)`` for consecutive item batches.
+
+    ``batch_size`` counts items; each forward pass holds ``batch_size * n_languages`` prompts.
+    """
+    if batch_size < 1:
+        raise MultiNeuronError(f"batch_size must be >= 1, got {batch_size}")
+    config = config or RecordingConfig()
+    langs = dataset.languages
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(dataset), initial=start, desc="items", unit="item")
+    try:
+        for s in range(start, len(dataset), batch_size):
+            items = dataset.items[s : s + batch_size]
+            prompts = [it.prompts[x] for it in items for x in langs]
+            labels = [f"item {it.item_id!r}, language {x!r}" for it in items for x in langs]
+            batch = tokenize(model, prompts, labels)
+            acts = record(model, batch, config)
+            yield s, acts.reshape(len(items), len(langs), *acts.shape[1:])
+            if bar is not None:
+                bar.update(len(items))
+    finally:
+        if bar is not None:
+            bar.close()

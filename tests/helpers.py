@@ -1,0 +1,88 @@
+"""Test helpers: tiny offline TransformerBridge models and a byte tokenizer."""
+
+from __future__ import annotations
+
+import tempfile
+from typing import Any
+
+import torch
+from transformer_lens.config import TransformerBridgeConfig
+from transformer_lens.model_bridge import TransformerBridge
+
+from tl_multineuron import ParallelDataset, ParallelItem
+
+
+def byte_tokenizer() -> Any:
+    """A real HF fast tokenizer built offline: one token per byte, <bos> prepended."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab = {"<pad>": 0, "<bos>": 1, "<eos>": 2, **{c: i + 3 for i, c in enumerate(alphabet)}}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.TemplateProcessing(
+        single="<bos> $A", special_tokens=[("<bos>", 1)])
+    global _TOK_DIR
+    if _TOK_DIR is None:  # TransformerLens reloads tokenizers by path: save it to a folder
+        _TOK_DIR = tempfile.mkdtemp(prefix="tlmn-bytetok-")
+        PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>",
+                                pad_token="<pad>").save_pretrained(_TOK_DIR)
+    return PreTrainedTokenizerFast.from_pretrained(_TOK_DIR)
+
+
+_TOK_DIR: str | None = None
+
+
+VOCAB = 259
+
+
+def tiny_model(kind: str = "gelu", seed: int = 0, n_layers: int = 2, d_mlp: int = 24,
+               d_vocab: int = VOCAB, n_ctx: int = 64) -> Any:
+    """A random TransformerBridge: ``gelu`` (LayerNorm, absolute positions) or ``gated``
+    (RMSNorm, rotary, gated MLP)."""
+    common = dict(d_model=16, d_head=4, n_layers=n_layers, n_ctx=n_ctx, n_heads=4, d_mlp=d_mlp,
+                  d_vocab=d_vocab, seed=seed)
+    if kind == "gelu":
+        cfg = TransformerBridgeConfig(act_fn="gelu", **common)
+    elif kind == "gated":
+        cfg = TransformerBridgeConfig(act_fn="gelu", gated_mlp=True, normalization_type="RMS",
+                                      positional_embedding_type="rotary", rotary_dim=4, **common)
+    else:
+        raise ValueError(kind)
+    model = TransformerBridge.boot_native(cfg, tokenizer=byte_tokenizer())
+    model.eval()
+    return model
+
+
+def toy_dataset(n_items: int = 5, languages=("en", "de", "fr"), answers: bool = True
+                ) -> ParallelDataset:
+    words = {"en": "dog cat sun", "de": "Hund Katze Sonne", "fr": "chien chat soleil",
+             "ru": "собака кот", "ja": "犬 猫 太陽"}
+    items = []
+    for i in range(n_items):
+        prompts = {x: f"{words.get(x, x)} {i} " + "ab" * (i % 3) for x in languages}
+        ans = {x: f" {x}{i}" for x in languages} if answers else {}
+        items.append(ParallelItem(f"it{i}", prompts, ans, "toy"))
+    return ParallelDataset(tuple(items), tuple(languages), "toy")
+
+
+def seeded_acts(shape, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, generator=g)
+
+
+def tiny_hf_dir(path) -> str:
+    """Save a tiny random GPT-2 HF checkpoint with the byte tokenizer (a local HF directory in
+    the same format as the hub's)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    cfg = GPT2Config(vocab_size=VOCAB, n_positions=128, n_embd=32, n_layer=2, n_head=4,
+                     n_inner=48, bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    model = GPT2LMHeadModel(cfg)
+    model.config.architectures = ["GPT2LMHeadModel"]
+    model.save_pretrained(path)
+    byte_tokenizer().save_pretrained(path)
+    return str(path)

@@ -1,0 +1,89 @@
+import json
+
+import pytest
+import torch
+from helpers import tiny_hf_dir, toy_dataset
+
+from tl_multineuron import SharingStats
+from tl_multineuron.cli import main
+from tl_multineuron.statistics import SharingStats as _S
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    hf = tiny_hf_dir(root / "model")
+    data = root / "toy.jsonl"
+    toy_dataset(6, ("en", "de", "fr", "ja")).to_jsonl(data)
+    return hf, str(data), root
+
+
+def _args(hf, data, out, *extra):
+    return ["analyze", "--model", hf, "--data", data, "--out", str(out), "--batch-size", "2",
+            "--no-progress", *extra]
+
+
+def test_analyze_writes_results(setup, capsys):
+    hf, data, root = setup
+    out = root / "run1"
+    assert main(_args(hf, data, out, "--threshold", "0,0.1", "--save-items")) == 0
+    printed = capsys.readouterr().out
+    assert "all-shared" in printed and "site blocks.{layer}.mlp.hook_post" in printed
+    stats = SharingStats.load(out / "stats.pt")
+    assert stats.n_items == 6 and stats.thresholds == (0.0, 0.1)
+    run = json.loads((out / "run.json").read_text())
+    assert run["identity"]["analysis"]["thresholds"] == [0.0, 0.1]
+    assert (out / "layer_fractions.csv").exists() and (out / "stability.csv").exists()
+    from tl_multineuron.runs import load_item_categories
+
+    ids, codes, _ = load_item_categories(out)
+    assert ids == [f"it{i}" for i in range(6)] and codes.shape == (6, 2, 48)
+    # same directory, same config, no --resume: refuse rather than overwrite
+    assert main(_args(hf, data, out, "--threshold", "0,0.1", "--save-items")) == 2
+    assert "already holds results" in capsys.readouterr().err
+    # different configuration: refuse and say what differs
+    assert main(_args(hf, data, out, "--threshold", "0.5")) == 2
+    err = capsys.readouterr().err
+    assert "different configuration" in err and "thresholds" in err
+
+
+def test_resume_after_interruption_equals_one_run(setup, monkeypatch):
+    hf, data, root = setup
+    full = root / "full"
+    assert main(_args(hf, data, full)) == 0
+    calls = {"n": 0}
+    orig = _S.update
+
+    def flaky(self, acts):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return orig(self, acts)
+
+    part = root / "part"
+    monkeypatch.setattr(_S, "update", flaky)
+    assert main(_args(hf, data, part)) == 130
+    monkeypatch.setattr(_S, "update", orig)
+    assert SharingStats.load(part / "stats.pt").n_items == 4  # two batches were saved
+    assert main(_args(hf, data, part, "--resume")) == 0
+    a, b = SharingStats.load(full / "stats.pt"), SharingStats.load(part / "stats.pt")
+    assert a.n_items == b.n_items == 6
+    assert torch.equal(a.category_counts, b.category_counts)
+    torch.testing.assert_close(a.act_sum, b.act_sum)
+
+
+def test_bad_cli_input(setup, capsys):
+    hf, data, root = setup
+    assert main(_args(hf, data, root / "x", "--threshold", "0,0")) == 2
+    assert "repeats" in capsys.readouterr().err
+    assert main(_args(hf, data, root / "y", "--languages", "en")) == 2
+    assert "at least 2 languages" in capsys.readouterr().err
+    assert main(_args(hf, data, root / "z", "--hook", "mlp.nope")) == 2
+    assert "no hook named" in capsys.readouterr().err
+    assert main(["analyze", "--model", hf, "--out", str(root / "w")]) == 2
+    assert "exactly one of --task" in capsys.readouterr().err
+
+
+def test_tasks_command(capsys):
+    assert main(["tasks"]) == 0
+    assert "translate_en_xx" in capsys.readouterr().out

@@ -1,0 +1,34 @@
+import pytest
+import torch
+from helpers import tiny_hf_dir, toy_dataset
+
+from tl_multineuron import MultiNeuronError, analyze, load_model
+from tl_multineuron.models import check_model
+
+
+@pytest.fixture(scope="module")
+def hf_dir(tmp_path_factory):
+    return tiny_hf_dir(tmp_path_factory.mktemp("tiny_gpt2"))
+
+
+def test_local_hf_directory_loads_unprocessed(hf_dir):
+    from transformers import AutoModelForCausalLM
+
+    model, info = load_model(hf_dir, return_info=True)
+    assert info.kind == "hf_dir"
+    assert model.cfg.n_layers == 2 and model.cfg.d_mlp == 48
+    check_model(model, ["blocks.0.mlp.hook_post"])
+    raw = AutoModelForCausalLM.from_pretrained(hf_dir)
+    # GPT-2's c_proj is a Conv1D: weight is [d_mlp, d_model] = W_out[layer]
+    assert torch.equal(model.W_out[1].detach(), raw.transformer.h[1].mlp.c_proj.weight.detach())
+    res = analyze(model, toy_dataset(3))
+    assert res.stats.n_items == 3 and res.stats.d_mlp == 48
+
+
+def test_bad_sources(tmp_path):
+    with pytest.raises(MultiNeuronError, match="does not exist"):
+        load_model(str(tmp_path / "x.gguf"))
+    with pytest.raises(MultiNeuronError, match="no config.json"):
+        load_model(str(tmp_path))
+    with pytest.raises(MultiNeuronError, match="dtype"):
+        load_model(str(tmp_path), dtype="float8")
