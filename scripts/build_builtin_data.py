@@ -11,6 +11,7 @@ an explicit city name. Month/weekday names are not used (babel's stand-alone nam
 
 from __future__ import annotations
 
+import datetime
 import json
 import random
 from pathlib import Path
@@ -27,46 +28,138 @@ OUT = Path(__file__).resolve().parents[1] / "src" / "tl_multineuron" / "data"
 LOC = {x: Locale.parse(x) for x in LANGS}
 
 CAPITAL_TZ = {
-    "FR": "Europe/Paris", "DE": "Europe/Berlin", "IT": "Europe/Rome", "ES": "Europe/Madrid",
-    "PT": "Europe/Lisbon", "GB": "Europe/London", "IE": "Europe/Dublin",
-    "NL": "Europe/Amsterdam", "BE": "Europe/Brussels", "LU": "Europe/Luxembourg",
-    "AT": "Europe/Vienna", "PL": "Europe/Warsaw", "CZ": "Europe/Prague",
-    "SK": "Europe/Bratislava", "HU": "Europe/Budapest", "RO": "Europe/Bucharest",
-    "BG": "Europe/Sofia", "GR": "Europe/Athens", "RS": "Europe/Belgrade", "HR": "Europe/Zagreb",
-    "SI": "Europe/Ljubljana", "BA": "Europe/Sarajevo", "ME": "Europe/Podgorica",
-    "MK": "Europe/Skopje", "AL": "Europe/Tirane", "DK": "Europe/Copenhagen",
-    "NO": "Europe/Oslo", "SE": "Europe/Stockholm", "FI": "Europe/Helsinki",
-    "IS": "Atlantic/Reykjavik", "EE": "Europe/Tallinn", "LV": "Europe/Riga",
-    "LT": "Europe/Vilnius", "BY": "Europe/Minsk", "UA": "Europe/Kiev", "RU": "Europe/Moscow",
-    "MD": "Europe/Chisinau", "MC": "Europe/Monaco", "SM": "Europe/San_Marino",
-    "CY": "Asia/Nicosia", "GE": "Asia/Tbilisi", "AM": "Asia/Yerevan", "AZ": "Asia/Baku",
-    "JP": "Asia/Tokyo", "KR": "Asia/Seoul", "KP": "Asia/Pyongyang", "TW": "Asia/Taipei",
-    "MN": "Asia/Ulaanbaatar", "TH": "Asia/Bangkok", "KH": "Asia/Phnom_Penh",
-    "LA": "Asia/Vientiane", "MY": "Asia/Kuala_Lumpur", "SG": "Asia/Singapore",
-    "ID": "Asia/Jakarta", "PH": "Asia/Manila", "TL": "Asia/Dili", "BD": "Asia/Dhaka",
-    "NP": "Asia/Kathmandu", "BT": "Asia/Thimphu", "AF": "Asia/Kabul", "IR": "Asia/Tehran",
-    "IQ": "Asia/Baghdad", "SY": "Asia/Damascus", "LB": "Asia/Beirut", "JO": "Asia/Amman",
-    "SA": "Asia/Riyadh", "OM": "Asia/Muscat", "UZ": "Asia/Tashkent", "TM": "Asia/Ashgabat",
-    "TJ": "Asia/Dushanbe", "KG": "Asia/Bishkek", "EG": "Africa/Cairo", "LY": "Africa/Tripoli",
-    "TN": "Africa/Tunis", "DZ": "Africa/Algiers", "SD": "Africa/Khartoum", "SS": "Africa/Juba",
-    "ET": "Africa/Addis_Ababa", "ER": "Africa/Asmera", "DJ": "Africa/Djibouti",
-    "SO": "Africa/Mogadishu", "KE": "Africa/Nairobi", "UG": "Africa/Kampala",
-    "RW": "Africa/Kigali", "CD": "Africa/Kinshasa", "CG": "Africa/Brazzaville",
-    "GA": "Africa/Libreville", "CF": "Africa/Bangui", "TD": "Africa/Ndjamena",
-    "NE": "Africa/Niamey", "BJ": "Africa/Porto-Novo", "TG": "Africa/Lome", "GH": "Africa/Accra",
-    "BF": "Africa/Ouagadougou", "ML": "Africa/Bamako", "SN": "Africa/Dakar",
-    "GM": "Africa/Banjul", "GW": "Africa/Bissau", "GN": "Africa/Conakry",
-    "SL": "Africa/Freetown", "LR": "Africa/Monrovia", "MR": "Africa/Nouakchott",
-    "AO": "Africa/Luanda", "ZM": "Africa/Lusaka", "ZW": "Africa/Harare", "MZ": "Africa/Maputo",
-    "BW": "Africa/Gaborone", "NA": "Africa/Windhoek", "LS": "Africa/Maseru",
-    "SZ": "Africa/Mbabane", "MG": "Indian/Antananarivo", "GQ": "Africa/Malabo",
-    "ST": "Africa/Sao_Tome", "MX": "America/Mexico_City", "HN": "America/Tegucigalpa",
-    "NI": "America/Managua", "CU": "America/Havana", "HT": "America/Port-au-Prince",
-    "DO": "America/Santo_Domingo", "BS": "America/Nassau", "TT": "America/Port_of_Spain",
-    "CO": "America/Bogota", "VE": "America/Caracas", "PE": "America/Lima",
-    "BO": "America/La_Paz", "CL": "America/Santiago", "AR": "America/Buenos_Aires",
-    "UY": "America/Montevideo", "PY": "America/Asuncion", "SR": "America/Paramaribo",
-    "PG": "Pacific/Port_Moresby", "WS": "Pacific/Apia",
+    "FR": "Europe/Paris",
+    "DE": "Europe/Berlin",
+    "IT": "Europe/Rome",
+    "ES": "Europe/Madrid",
+    "PT": "Europe/Lisbon",
+    "GB": "Europe/London",
+    "IE": "Europe/Dublin",
+    "NL": "Europe/Amsterdam",
+    "BE": "Europe/Brussels",
+    "LU": "Europe/Luxembourg",
+    "AT": "Europe/Vienna",
+    "PL": "Europe/Warsaw",
+    "CZ": "Europe/Prague",
+    "SK": "Europe/Bratislava",
+    "HU": "Europe/Budapest",
+    "RO": "Europe/Bucharest",
+    "BG": "Europe/Sofia",
+    "GR": "Europe/Athens",
+    "RS": "Europe/Belgrade",
+    "HR": "Europe/Zagreb",
+    "SI": "Europe/Ljubljana",
+    "BA": "Europe/Sarajevo",
+    "ME": "Europe/Podgorica",
+    "MK": "Europe/Skopje",
+    "AL": "Europe/Tirane",
+    "DK": "Europe/Copenhagen",
+    "NO": "Europe/Oslo",
+    "SE": "Europe/Stockholm",
+    "FI": "Europe/Helsinki",
+    "IS": "Atlantic/Reykjavik",
+    "EE": "Europe/Tallinn",
+    "LV": "Europe/Riga",
+    "LT": "Europe/Vilnius",
+    "BY": "Europe/Minsk",
+    "UA": "Europe/Kiev",
+    "RU": "Europe/Moscow",
+    "MD": "Europe/Chisinau",
+    "MC": "Europe/Monaco",
+    "SM": "Europe/San_Marino",
+    "CY": "Asia/Nicosia",
+    "GE": "Asia/Tbilisi",
+    "AM": "Asia/Yerevan",
+    "AZ": "Asia/Baku",
+    "JP": "Asia/Tokyo",
+    "KR": "Asia/Seoul",
+    "KP": "Asia/Pyongyang",
+    "TW": "Asia/Taipei",
+    "MN": "Asia/Ulaanbaatar",
+    "TH": "Asia/Bangkok",
+    "KH": "Asia/Phnom_Penh",
+    "LA": "Asia/Vientiane",
+    "MY": "Asia/Kuala_Lumpur",
+    "SG": "Asia/Singapore",
+    "ID": "Asia/Jakarta",
+    "PH": "Asia/Manila",
+    "TL": "Asia/Dili",
+    "BD": "Asia/Dhaka",
+    "NP": "Asia/Kathmandu",
+    "BT": "Asia/Thimphu",
+    "AF": "Asia/Kabul",
+    "IR": "Asia/Tehran",
+    "IQ": "Asia/Baghdad",
+    "SY": "Asia/Damascus",
+    "LB": "Asia/Beirut",
+    "JO": "Asia/Amman",
+    "SA": "Asia/Riyadh",
+    "OM": "Asia/Muscat",
+    "UZ": "Asia/Tashkent",
+    "TM": "Asia/Ashgabat",
+    "TJ": "Asia/Dushanbe",
+    "KG": "Asia/Bishkek",
+    "EG": "Africa/Cairo",
+    "LY": "Africa/Tripoli",
+    "TN": "Africa/Tunis",
+    "DZ": "Africa/Algiers",
+    "SD": "Africa/Khartoum",
+    "SS": "Africa/Juba",
+    "ET": "Africa/Addis_Ababa",
+    "ER": "Africa/Asmera",
+    "DJ": "Africa/Djibouti",
+    "SO": "Africa/Mogadishu",
+    "KE": "Africa/Nairobi",
+    "UG": "Africa/Kampala",
+    "RW": "Africa/Kigali",
+    "CD": "Africa/Kinshasa",
+    "CG": "Africa/Brazzaville",
+    "GA": "Africa/Libreville",
+    "CF": "Africa/Bangui",
+    "TD": "Africa/Ndjamena",
+    "NE": "Africa/Niamey",
+    "BJ": "Africa/Porto-Novo",
+    "TG": "Africa/Lome",
+    "GH": "Africa/Accra",
+    "BF": "Africa/Ouagadougou",
+    "ML": "Africa/Bamako",
+    "SN": "Africa/Dakar",
+    "GM": "Africa/Banjul",
+    "GW": "Africa/Bissau",
+    "GN": "Africa/Conakry",
+    "SL": "Africa/Freetown",
+    "LR": "Africa/Monrovia",
+    "MR": "Africa/Nouakchott",
+    "AO": "Africa/Luanda",
+    "ZM": "Africa/Lusaka",
+    "ZW": "Africa/Harare",
+    "MZ": "Africa/Maputo",
+    "BW": "Africa/Gaborone",
+    "NA": "Africa/Windhoek",
+    "LS": "Africa/Maseru",
+    "SZ": "Africa/Mbabane",
+    "MG": "Indian/Antananarivo",
+    "GQ": "Africa/Malabo",
+    "ST": "Africa/Sao_Tome",
+    "MX": "America/Mexico_City",
+    "HN": "America/Tegucigalpa",
+    "NI": "America/Managua",
+    "CU": "America/Havana",
+    "HT": "America/Port-au-Prince",
+    "DO": "America/Santo_Domingo",
+    "BS": "America/Nassau",
+    "TT": "America/Port_of_Spain",
+    "CO": "America/Bogota",
+    "VE": "America/Caracas",
+    "PE": "America/Lima",
+    "BO": "America/La_Paz",
+    "CL": "America/Santiago",
+    "AR": "America/Buenos_Aires",
+    "UY": "America/Montevideo",
+    "PY": "America/Asuncion",
+    "SR": "America/Paramaribo",
+    "PG": "Pacific/Port_Moresby",
+    "WS": "Pacific/Apia",
 }
 RENAMED_TZ = {"Europe/Kiev", "Africa/Asmera"}
 
@@ -99,8 +192,12 @@ def write(task: str, languages: list[str], records: list[dict]) -> None:
     path = OUT / f"{task}.jsonl"
     with open(path, "w", encoding="utf-8") as f:
         for r in records:
-            r = {"id": r["id"], "task": task, "prompts": {x: r["prompts"][x] for x in languages},
-                 "answers": {x: r["answers"][x] for x in languages}}
+            r = {
+                "id": r["id"],
+                "task": task,
+                "prompts": {x: r["prompts"][x] for x in languages},
+                "answers": {x: r["answers"][x] for x in languages},
+            }
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
     print(f"{task}: {len(records)} items, languages {languages} -> {path.name}")
 
@@ -151,8 +248,9 @@ def build_qa() -> None:
     ccs = [cc for cc in LOC["en"].territories if len(cc) == 2 and cc.isalpha() and cc != "ZZ"]
     cur_of = {}
     for cc in ccs:
-        cur = get_territory_currencies(cc, start_date=__import__("datetime").date.fromisoformat(date),
-                                       tender=True)
+        cur = get_territory_currencies(
+            cc, start_date=datetime.date.fromisoformat(date), tender=True
+        )
         if len(cur) == 1:
             cur_of[cc] = cur[0]
             users.setdefault(cur[0], []).append(cc)
@@ -201,10 +299,12 @@ def build_translation() -> None:
     for c in items:
         pf, af, pb, ab = {}, {}, {}, {}
         for x in targets:
-            shots_f = "".join(f"English: {table[s]['en']}\n{autonym[x]}: {table[s][x]}\n\n"
-                              for s in TRANS_SHOTS)
-            shots_b = "".join(f"{autonym[x]}: {table[s][x]}\nEnglish: {table[s]['en']}\n\n"
-                              for s in TRANS_SHOTS)
+            shots_f = "".join(
+                f"English: {table[s]['en']}\n{autonym[x]}: {table[s][x]}\n\n" for s in TRANS_SHOTS
+            )
+            shots_b = "".join(
+                f"{autonym[x]}: {table[s][x]}\nEnglish: {table[s]['en']}\n\n" for s in TRANS_SHOTS
+            )
             pf[x] = shots_f + f"English: {table[c]['en']}\n{autonym[x]}:"
             af[x] = " " + table[c][x]
             pb[x] = shots_b + f"{autonym[x]}: {table[c][x]}\nEnglish:"
@@ -217,22 +317,48 @@ def build_translation() -> None:
 
 # -- reasoning (NLI-style): does the hypothesis follow from the premise? ----------------------
 NLI = {
-    "en": ("Premise: The number is {a}.\nHypothesis: The number is {r} {b}.\nTrue or false? "
-           "Answer:", ("greater than", "less than"), ("true", "false")),
-    "de": ("Prämisse: Die Zahl ist {a}.\nHypothese: Die Zahl ist {r} {b}.\nWahr oder falsch? "
-           "Antwort:", ("größer als", "kleiner als"), ("wahr", "falsch")),
-    "fr": ("Prémisse : Le nombre est {a}.\nHypothèse : Le nombre est {r} {b}.\nVrai ou faux ? "
-           "Réponse :", ("plus grand que", "plus petit que"), ("vrai", "faux")),
-    "es": ("Premisa: El número es {a}.\nHipótesis: El número es {r} {b}.\n¿Verdadero o falso? "
-           "Respuesta:", ("mayor que", "menor que"), ("verdadero", "falso")),
-    "ru": ("Посылка: Число равно {a}.\nГипотеза: Число {r} {b}.\nВерно или неверно? Ответ:",
-           ("больше", "меньше"), ("верно", "неверно")),
-    "zh": ("前提：这个数是{a}。\n假设：这个数{r}{b}。\n对还是错？答案：", ("大于", "小于"),
-           ("对", "错")),
-    "ja": ("前提：その数は{a}です。\n仮説：その数は{b}{r}。\n正しいか間違いか？答え：",
-           ("より大きい", "より小さい"), ("正しい", "間違い")),
-    "ar": ("المقدمة: العدد هو {a}.\nالفرضية: العدد {r} {b}.\nصحيح أم خطأ؟ الجواب:",
-           ("أكبر من", "أصغر من"), ("صحيح", "خطأ")),
+    "en": (
+        "Premise: The number is {a}.\nHypothesis: The number is {r} {b}.\nTrue or false? Answer:",
+        ("greater than", "less than"),
+        ("true", "false"),
+    ),
+    "de": (
+        "Prämisse: Die Zahl ist {a}.\nHypothese: Die Zahl ist {r} {b}.\nWahr oder falsch? Antwort:",
+        ("größer als", "kleiner als"),
+        ("wahr", "falsch"),
+    ),
+    "fr": (
+        "Prémisse : Le nombre est {a}.\nHypothèse : Le nombre est {r} {b}.\nVrai ou faux ? "
+        "Réponse :",
+        ("plus grand que", "plus petit que"),
+        ("vrai", "faux"),
+    ),
+    "es": (
+        "Premisa: El número es {a}.\nHipótesis: El número es {r} {b}.\n¿Verdadero o falso? "
+        "Respuesta:",
+        ("mayor que", "menor que"),
+        ("verdadero", "falso"),
+    ),
+    "ru": (
+        "Посылка: Число равно {a}.\nГипотеза: Число {r} {b}.\nВерно или неверно? Ответ:",
+        ("больше", "меньше"),
+        ("верно", "неверно"),
+    ),
+    "zh": (
+        "前提：这个数是{a}。\n假设：这个数{r}{b}。\n对还是错？答案：",
+        ("大于", "小于"),
+        ("对", "错"),
+    ),
+    "ja": (
+        "前提：その数は{a}です。\n仮説：その数は{b}{r}。\n正しいか間違いか？答え：",
+        ("より大きい", "より小さい"),
+        ("正しい", "間違い"),
+    ),
+    "ar": (
+        "المقدمة: العدد هو {a}.\nالفرضية: العدد {r} {b}.\nصحيح أم خطأ؟ الجواب:",
+        ("أكبر من", "أصغر من"),
+        ("صحيح", "خطأ"),
+    ),
 }
 NLI_SHOTS = [(7, 3, 0), (2, 9, 0), (15, 40, 1), (60, 12, 1)]
 
@@ -258,8 +384,13 @@ def build_nli() -> None:
             shots = "".join("".join(nli_text(x, *s)) + "\n\n" for s in NLI_SHOTS)
             p, ans = nli_text(x, a, b, rel)
             prompts[x], answers[x] = shots + p, ans
-        recs.append({"id": f"cmp-{a}-{'gt' if rel == 0 else 'lt'}-{b}", "prompts": prompts,
-                     "answers": answers})
+        recs.append(
+            {
+                "id": f"cmp-{a}-{'gt' if rel == 0 else 'lt'}-{b}",
+                "prompts": prompts,
+                "answers": answers,
+            }
+        )
     write("nli", LANGS, recs)
 
 

@@ -38,8 +38,10 @@ def main() -> None:
     res = pd.concat(frames)
     with open(out / "accuracy.md", "w") as f:
         for metric in ("prefix_match", "first_token_match"):
-            f.write(f"\n{metric} accuracy (%), {args.model}, n items per task: "
-                    f"{res.groupby('task').item_id.nunique().to_dict()}\n\n")
+            f.write(
+                f"\n{metric} accuracy (%), {args.model}, n items per task: "
+                f"{res.groupby('task').item_id.nunique().to_dict()}\n\n"
+            )
             f.write(accuracy_table(res, metric).to_markdown() + "\n")
     print((out / "accuracy.md").read_text())
 

@@ -23,12 +23,14 @@ def byte_tokenizer() -> Any:
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     tok.decoder = decoders.ByteLevel()
     tok.post_processor = processors.TemplateProcessing(
-        single="<bos> $A", special_tokens=[("<bos>", 1)])
+        single="<bos> $A", special_tokens=[("<bos>", 1)]
+    )
     global _TOK_DIR
     if _TOK_DIR is None:  # TransformerLens reloads tokenizers by path: save it to a folder
         _TOK_DIR = tempfile.mkdtemp(prefix="tlmn-bytetok-")
-        PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>",
-                                pad_token="<pad>").save_pretrained(_TOK_DIR)
+        PreTrainedTokenizerFast(
+            tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>"
+        ).save_pretrained(_TOK_DIR)
     return PreTrainedTokenizerFast.from_pretrained(_TOK_DIR)
 
 
@@ -38,17 +40,37 @@ _TOK_DIR: str | None = None
 VOCAB = 259
 
 
-def tiny_model(kind: str = "gelu", seed: int = 0, n_layers: int = 2, d_mlp: int = 24,
-               d_vocab: int = VOCAB, n_ctx: int = 64) -> Any:
+def tiny_model(
+    kind: str = "gelu",
+    seed: int = 0,
+    n_layers: int = 2,
+    d_mlp: int = 24,
+    d_vocab: int = VOCAB,
+    n_ctx: int = 64,
+) -> Any:
     """A random TransformerBridge: ``gelu`` (LayerNorm, absolute positions) or ``gated``
     (RMSNorm, rotary, gated MLP)."""
-    common = dict(d_model=16, d_head=4, n_layers=n_layers, n_ctx=n_ctx, n_heads=4, d_mlp=d_mlp,
-                  d_vocab=d_vocab, seed=seed)
+    common = dict(
+        d_model=16,
+        d_head=4,
+        n_layers=n_layers,
+        n_ctx=n_ctx,
+        n_heads=4,
+        d_mlp=d_mlp,
+        d_vocab=d_vocab,
+        seed=seed,
+    )
     if kind == "gelu":
         cfg = TransformerBridgeConfig(act_fn="gelu", **common)
     elif kind == "gated":
-        cfg = TransformerBridgeConfig(act_fn="gelu", gated_mlp=True, normalization_type="RMS",
-                                      positional_embedding_type="rotary", rotary_dim=4, **common)
+        cfg = TransformerBridgeConfig(
+            act_fn="gelu",
+            gated_mlp=True,
+            normalization_type="RMS",
+            positional_embedding_type="rotary",
+            rotary_dim=4,
+            **common,
+        )
     else:
         raise ValueError(kind)
     model = TransformerBridge.boot_native(cfg, tokenizer=byte_tokenizer())
@@ -56,10 +78,16 @@ def tiny_model(kind: str = "gelu", seed: int = 0, n_layers: int = 2, d_mlp: int 
     return model
 
 
-def toy_dataset(n_items: int = 5, languages=("en", "de", "fr"), answers: bool = True
-                ) -> ParallelDataset:
-    words = {"en": "dog cat sun", "de": "Hund Katze Sonne", "fr": "chien chat soleil",
-             "ru": "собака кот", "ja": "犬 猫 太陽"}
+def toy_dataset(
+    n_items: int = 5, languages=("en", "de", "fr"), answers: bool = True
+) -> ParallelDataset:
+    words = {
+        "en": "dog cat sun",
+        "de": "Hund Katze Sonne",
+        "fr": "chien chat soleil",
+        "ru": "собака кот",
+        "ja": "犬 猫 太陽",
+    }
     items = []
     for i in range(n_items):
         prompts = {x: f"{words.get(x, x)} {i} " + "ab" * (i % 3) for x in languages}
@@ -79,8 +107,17 @@ def tiny_hf_dir(path) -> str:
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(0)
-    cfg = GPT2Config(vocab_size=VOCAB, n_positions=128, n_embd=32, n_layer=2, n_head=4,
-                     n_inner=48, bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    cfg = GPT2Config(
+        vocab_size=VOCAB,
+        n_positions=128,
+        n_embd=32,
+        n_layer=2,
+        n_head=4,
+        n_inner=48,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+    )
     model = GPT2LMHeadModel(cfg)
     model.config.architectures = ["GPT2LMHeadModel"]
     model.save_pretrained(path)

@@ -16,11 +16,13 @@ from tl_multineuron import (
 
 def test_hand_checked_categories():
     # 3 languages, 1 layer, 5 neurons
-    acts = torch.tensor([
-        [[1.0, 0.5, -1.0, 0.0, 2.0]],   # en
-        [[1.0, 0.5, -1.0, 0.0, -2.0]],  # de
-        [[1.0, -0.5, -1.0, 3.0, -2.0]],  # fr
-    ])
+    acts = torch.tensor(
+        [
+            [[1.0, 0.5, -1.0, 0.0, 2.0]],  # en
+            [[1.0, 0.5, -1.0, 0.0, -2.0]],  # de
+            [[1.0, -0.5, -1.0, 3.0, -2.0]],  # fr
+        ]
+    )
     cats = categorize_acts(acts, 0.0, "gt", ["en", "de", "fr"])
     assert cats.codes.tolist() == [[3, 2, 0, 1, 1]]
     assert cats.specific_lang.tolist() == [[-1, -1, -1, 2, 0]]
@@ -112,3 +114,20 @@ def test_raising_threshold_never_adds_active_neurons(shape, t, dt, crit):
     lo = active_mask(acts, t, crit)[0]
     hi = active_mask(acts, t + dt + 1e-6, crit)[0]
     assert not (hi & ~lo).any()
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(2, 6), st.integers(1, 3), st.integers(1, 12), st.integers(0, 10_000))
+def test_matches_notebook_reference(n_lang, n_layer, d, seed):
+    from naive_reference import naive_categories
+
+    g = torch.Generator().manual_seed(seed)
+    acts = torch.randn(n_lang, n_layer, d, generator=g)
+    ref = naive_categories(acts.numpy(), 0.0)
+    cats = categorize_acts(acts)
+    for name in ("all-shared", "partial-shared", "specific", "non-activated"):
+        got = {tuple(x) for x in cats.mask(name).nonzero().tolist()}
+        assert got == ref[name], name
+    for lang, neurons in ref["by_language"].items():
+        got = {tuple(x) for x in (cats.specific_lang == lang).nonzero().tolist()}
+        assert got == neurons

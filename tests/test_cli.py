@@ -19,8 +19,19 @@ def setup(tmp_path_factory):
 
 
 def _args(hf, data, out, *extra):
-    return ["analyze", "--model", hf, "--data", data, "--out", str(out), "--batch-size", "2",
-            "--no-progress", *extra]
+    return [
+        "analyze",
+        "--model",
+        hf,
+        "--data",
+        data,
+        "--out",
+        str(out),
+        "--batch-size",
+        "2",
+        "--no-progress",
+        *extra,
+    ]
 
 
 def test_analyze_writes_results(setup, capsys):

@@ -47,7 +47,8 @@ def test_select_languages_and_errors():
 def test_validation_errors_name_item_and_language():
     a = ParallelItem("a", {"en": "x", "de": "y"})
     b = ParallelItem("b", {"en": "x"})
-    with pytest.raises(MultiNeuronError, match=r"item 'b' has no prompt for language\(s\) \['de'\]"):
+    msg = r"item 'b' has no prompt for language\(s\) \['de'\]"
+    with pytest.raises(MultiNeuronError, match=msg):
         ParallelDataset((a, b), ("en", "de"))
     with pytest.raises(MultiNeuronError, match="duplicate item id 'a'"):
         ParallelDataset((a, a), ("en", "de"))
@@ -63,8 +64,7 @@ def test_jsonl_roundtrip_and_long_formats(tmp_path):
     ds = toy_dataset(4)
     ds.to_jsonl(tmp_path / "d.jsonl")
     back = load_parallel(tmp_path / "d.jsonl")
-    assert back.languages == ds.languages and [i.item_id for i in back] == [
-        i.item_id for i in ds]
+    assert back.languages == ds.languages and [i.item_id for i in back] == [i.item_id for i in ds]
     assert back[1].prompts == ds[1].prompts and back[1].answers == ds[1].answers
     rows = [(it.item_id, x, it.prompts[x], it.answers[x]) for it in ds for x in ds.languages]
     for sep, ext in ((",", "csv"), ("\t", "tsv")):
@@ -79,7 +79,8 @@ def test_jsonl_roundtrip_and_long_formats(tmp_path):
         assert got.fingerprint() == ds.fingerprint()
     with open(tmp_path / "long.jsonl", "w") as f:
         for r in rows:
-            f.write(json.dumps(dict(zip(["id", "lang", "prompt", "answer"], r))) + "\n")
+            row = dict(zip(["id", "lang", "prompt", "answer"], r, strict=True))
+            f.write(json.dumps(row) + "\n")
     assert load_parallel(tmp_path / "long.jsonl").fingerprint() == ds.fingerprint()
 
 
@@ -104,14 +105,22 @@ def test_xnli_all_languages_format(tmp_path):
     from tl_multineuron import load_xnli
 
     rows = [
-        {"premise": {"en": "A man sleeps.", "de": "Ein Mann schläft.", "zh": "一个人在睡觉。"},
-         "hypothesis": {"language": ["de", "en", "zh"],
-                        "translation": ["Er ist wach.", "He is awake.", "他醒着。"]},
-         "label": 2},
-        {"premise": {"en": "It rains.", "de": "Es regnet.", "zh": "下雨了。"},
-         "hypothesis": {"language": ["de", "en", "zh"],
-                        "translation": ["Es ist nass.", "It is wet.", "很湿。"]},
-         "label": 0},
+        {
+            "premise": {"en": "A man sleeps.", "de": "Ein Mann schläft.", "zh": "一个人在睡觉。"},
+            "hypothesis": {
+                "language": ["de", "en", "zh"],
+                "translation": ["Er ist wach.", "He is awake.", "他醒着。"],
+            },
+            "label": 2,
+        },
+        {
+            "premise": {"en": "It rains.", "de": "Es regnet.", "zh": "下雨了。"},
+            "hypothesis": {
+                "language": ["de", "en", "zh"],
+                "translation": ["Es ist nass.", "It is wet.", "很湿。"],
+            },
+            "label": 0,
+        },
     ]
     p = tmp_path / "xnli_test.jsonl"
     p.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows))

@@ -93,8 +93,8 @@ def test_bad_hook_and_layers(model):
 def test_prompt_longer_than_context_names_item_and_language(model):
     ds = toy_dataset(2)
     long = type(ds)(
-        (ds[0], type(ds[1])("long", {x: "y" * 100 for x in ds.languages}, {}, "toy")),
-        ds.languages)
+        (ds[0], type(ds[1])("long", {x: "y" * 100 for x in ds.languages}, {}, "toy")), ds.languages
+    )
     with pytest.raises(MultiNeuronError, match="item 'long', language 'en'.*longer than"):
         list(iter_dataset(model, long))
 
@@ -145,8 +145,9 @@ def test_analyze_resume_equals_one_run(model):
 
 
 def test_config_roundtrip():
-    cfg = AnalysisConfig((0.0, 0.2), "abs", RecordingConfig(token="all", aggregate="any",
-                                                           layers=(2, 0)), 3)
+    cfg = AnalysisConfig(
+        (0.0, 0.2), "abs", RecordingConfig(token="all", aggregate="any", layers=(2, 0)), 3
+    )
     assert AnalysisConfig.from_dict(cfg.to_dict()) == cfg
     assert cfg.recording.criterion == "abs" and cfg.recording.layers == (0, 2)
     with pytest.raises(MultiNeuronError):

@@ -23,8 +23,7 @@ def test_counts_match_per_item_categorization():
         for c in range(4):
             assert torch.equal(s.category_counts[ti, c], (cats.codes == c).sum(0).int())
         for li in range(4):
-            assert torch.equal(s.specific_counts[ti, li],
-                               (cats.specific_lang == li).sum(0).int())
+            assert torch.equal(s.specific_counts[ti, li], (cats.specific_lang == li).sum(0).int())
         assert torch.equal(s.active_counts[ti], (acts > t).sum(0).int())
     # fractions per layer sum to one; counts sum to d_mlp per item
     assert torch.allclose(s.layer_fractions().sum(-1), torch.ones(3, dtype=torch.float64))
@@ -72,7 +71,7 @@ def test_frames_are_tidy():
     assert (alls - 1).abs().max() < 1e-9
     st_ = s.stability()
     assert set(st_.category) == {"non-activated", "specific", "partial-shared", "all-shared"}
-    assert ((st_.always <= st_.ever + 1e-12)).all()
+    assert (st_.always <= st_.ever + 1e-12).all()
 
 
 def test_stability_of_constant_input_is_total():

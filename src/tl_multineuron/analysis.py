@@ -39,17 +39,26 @@ class AnalysisConfig:
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise MultiNeuronError(f"batch_size must be a positive int, got {self.batch_size!r}")
         if self.recording.criterion != self.criterion:
-            object.__setattr__(self, "recording",
-                               dataclasses.replace(self.recording, criterion=self.criterion))
+            object.__setattr__(
+                self, "recording", dataclasses.replace(self.recording, criterion=self.criterion)
+            )
 
     def to_dict(self) -> dict:
-        return {"thresholds": list(self.thresholds), "criterion": self.criterion,
-                "recording": self.recording.to_dict(), "batch_size": self.batch_size}
+        return {
+            "thresholds": list(self.thresholds),
+            "criterion": self.criterion,
+            "recording": self.recording.to_dict(),
+            "batch_size": self.batch_size,
+        }
 
     @classmethod
     def from_dict(cls, d: dict) -> AnalysisConfig:
-        return cls(tuple(d["thresholds"]), d["criterion"],
-                   RecordingConfig.from_dict(d["recording"]), int(d["batch_size"]))
+        return cls(
+            tuple(d["thresholds"]),
+            d["criterion"],
+            RecordingConfig.from_dict(d["recording"]),
+            int(d["batch_size"]),
+        )
 
     def identity(self) -> dict:
         """The fields that change results (batch size does not)."""
@@ -70,11 +79,22 @@ class AnalysisResult:
 
 def new_stats(model: Any, dataset: ParallelDataset, config: AnalysisConfig) -> SharingStats:
     layers = config.recording.layer_indices(model)
-    meta = {"site": config.recording.site, "model": model_name(model),
-            "dataset": dataset.name, "dataset_fingerprint": dataset.fingerprint(),
-            "layers": layers, "config": config.to_dict()}
-    return SharingStats(dataset.languages, config.thresholds, config.criterion, len(layers),
-                        model.cfg.d_mlp, meta=meta)
+    meta = {
+        "site": config.recording.site,
+        "model": model_name(model),
+        "dataset": dataset.name,
+        "dataset_fingerprint": dataset.fingerprint(),
+        "layers": layers,
+        "config": config.to_dict(),
+    }
+    return SharingStats(
+        dataset.languages,
+        config.thresholds,
+        config.criterion,
+        len(layers),
+        model.cfg.d_mlp,
+        meta=meta,
+    )
 
 
 def analyze(
@@ -99,13 +119,15 @@ def analyze(
     stats = stats if stats is not None else new_stats(model, dataset, config)
     kept: list[torch.Tensor] = []
     kept_lang: list[torch.Tensor] = []
-    for s, acts in iter_dataset(model, dataset, config.recording, config.batch_size, start,
-                                progress):
+    for s, acts in iter_dataset(
+        model, dataset, config.recording, config.batch_size, start, progress
+    ):
         stats.update(acts)
         cats = None
         if keep_items or on_batch is not None:
-            cats = categorize(active_mask(acts, config.thresholds[0], config.criterion)[0],
-                              dataset.languages)
+            cats = categorize(
+                active_mask(acts, config.thresholds[0], config.criterion)[0], dataset.languages
+            )
             cats = Categories(cats.codes.cpu(), cats.specific_lang.cpu(), cats.languages)
         if keep_items:
             kept.append(cats.codes)

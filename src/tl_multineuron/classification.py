@@ -134,8 +134,9 @@ def categorize(
     if n_lang < 2:
         raise MultiNeuronError(f"need at least 2 languages to categorize, got {n_lang}")
     count = active.sum(LANG_DIM, dtype=_count_dtype(n_lang))
-    lut = torch.full((n_lang + 1,), int(Category.PARTIAL_SHARED), dtype=torch.int8,
-                     device=active.device)
+    lut = torch.full(
+        (n_lang + 1,), int(Category.PARTIAL_SHARED), dtype=torch.int8, device=active.device
+    )
     lut[0], lut[1], lut[n_lang] = Category.NON_ACTIVATED, Category.SPECIFIC, Category.ALL_SHARED
     codes = lut[count.long()]
     first = active.to(torch.uint8).argmax(LANG_DIM).to(torch.int8)

@@ -31,8 +31,11 @@ def _dataset(args: argparse.Namespace):
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", default="gemma-3-270m",
-                   help="'gemma-3-270m' (embedded), a .gguf file, a HF directory or a hub id")
+    p.add_argument(
+        "--model",
+        default="gemma-3-270m",
+        help="'gemma-3-270m' (embedded), a .gguf file, a HF directory or a hub id",
+    )
     p.add_argument("--task", help="built-in task (see `tl-multineuron tasks`)")
     p.add_argument("--data", help="JSONL/CSV/TSV parallel data file")
     p.add_argument("--languages", help="comma-separated languages (default: all of the data)")
@@ -52,14 +55,23 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 
     layers = tuple(int(x) for x in args.layers.split(",")) if args.layers else None
     config = AnalysisConfig(
-        thresholds=_floats(args.threshold), criterion=args.criterion,
-        recording=RecordingConfig(hook=args.hook, token=args.token, aggregate=args.aggregate,
-                                  layers=layers),
-        batch_size=args.batch_size)
+        thresholds=_floats(args.threshold),
+        criterion=args.criterion,
+        recording=RecordingConfig(
+            hook=args.hook, token=args.token, aggregate=args.aggregate, layers=layers
+        ),
+        batch_size=args.batch_size,
+    )
     ds = _dataset(args)
-    identity = {"model": args.model, "dtype": args.dtype, "dataset": ds.name,
-                "dataset_fingerprint": ds.fingerprint(), "languages": list(ds.languages),
-                "analysis": config.identity(), "save_items": bool(args.save_items)}
+    identity = {
+        "model": args.model,
+        "dtype": args.dtype,
+        "dataset": ds.name,
+        "dataset_fingerprint": ds.fingerprint(),
+        "languages": list(ds.languages),
+        "analysis": config.identity(),
+        "save_items": bool(args.save_items),
+    }
     run = RunDir(args.out, identity, resume=args.resume, overwrite=args.overwrite)
     stats = run.load_checkpoint() if args.resume else None
     start = stats.n_items if stats is not None else 0
@@ -67,34 +79,50 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         print(f"{args.out}: all {len(ds)} items already done")
     else:
         t0 = time.perf_counter()
-        model, info = load_model(args.model, device=args.device, dtype=args.dtype,
-                                 return_info=True)
-        print(f"model {args.model} ({info.kind}, cache hit: {info.cache_hit}) loaded in "
-              f"{info.seconds:.1f}s; {len(ds)} items x {ds.n_languages} languages "
-              f"{list(ds.languages)}" + (f", resuming at item {start}" if start else ""))
-        run.write_run({"config": config.to_dict(), "n_items": len(ds),
-                       "started": time.strftime("%Y-%m-%dT%H:%M:%S")})
+        model, info = load_model(args.model, device=args.device, dtype=args.dtype, return_info=True)
+        print(
+            f"model {args.model} ({info.kind}, cache hit: {info.cache_hit}) loaded in "
+            f"{info.seconds:.1f}s; {len(ds)} items x {ds.n_languages} languages "
+            f"{list(ds.languages)}" + (f", resuming at item {start}" if start else "")
+        )
+        run.write_run(
+            {
+                "config": config.to_dict(),
+                "n_items": len(ds),
+                "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            }
+        )
         every = max(1, args.checkpoint_every)
         state = {"batches": 0, "begin": start}
 
         def on_batch(end: int, stats, cats) -> None:
             if args.save_items and cats is not None:
                 b = state["begin"]
-                run.save_items(b, [it.item_id for it in ds.items[b:end]], cats.codes,
-                               cats.specific_lang)
+                run.save_items(
+                    b, [it.item_id for it in ds.items[b:end]], cats.codes, cats.specific_lang
+                )
             state["begin"] = end
             state["batches"] += 1
             if state["batches"] % every == 0 or end == len(ds):
                 run.checkpoint(stats)
 
-        res = analyze(model, ds, config, progress=not args.no_progress, stats=stats,
-                      start=start, on_batch=on_batch)
+        res = analyze(
+            model,
+            ds,
+            config,
+            progress=not args.no_progress,
+            stats=stats,
+            start=start,
+            on_batch=on_batch,
+        )
         stats = res.stats
         run.checkpoint(stats)
         print(f"analysed {len(ds) - start} items in {time.perf_counter() - t0:.1f}s")
     _write_tables(stats, Path(args.out))
-    print(f"\nsite {stats.meta.get('site')}, criterion {stats.criterion}, "
-          f"threshold {stats.thresholds[0]}: % of neurons per item")
+    print(
+        f"\nsite {stats.meta.get('site')}, criterion {stats.criterion}, "
+        f"threshold {stats.thresholds[0]}: % of neurons per item"
+    )
     print(stats.summary().round(2).to_string())
     print(f"\nresults in {args.out}/ (stats.pt, layer_fractions.csv, stability.csv)")
     return 0
@@ -117,8 +145,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     ds = _dataset(args)
     model = load_model(args.model, device=args.device, dtype=args.dtype)
-    df = evaluate(model, ds, EvalConfig(args.max_new_tokens, args.batch_size),
-                  progress=not args.no_progress)
+    df = evaluate(
+        model, ds, EvalConfig(args.max_new_tokens, args.batch_size), progress=not args.no_progress
+    )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "generations.csv", lambda t: df.to_csv(t, index=False))
@@ -143,8 +172,12 @@ def build_parser() -> argparse.ArgumentParser:
     a = sub.add_parser("analyze", help="sharing categories of MLP neurons across languages")
     _add_common(a)
     a.add_argument("--threshold", default="0", help="threshold or comma-separated sweep")
-    a.add_argument("--criterion", default="gt", choices=["gt", "abs"],
-                   help="active when a > t (gt, the paper's) or |a| > t (abs)")
+    a.add_argument(
+        "--criterion",
+        default="gt",
+        choices=["gt", "abs"],
+        help="active when a > t (gt, the paper's) or |a| > t (abs)",
+    )
     a.add_argument("--hook", default="mlp.hook_post", help="per-block hook suffix")
     a.add_argument("--token", default="last", choices=["last", "all"])
     a.add_argument("--aggregate", default="mean", choices=["mean", "max", "any"])

@@ -47,8 +47,12 @@ class ParallelItem:
         object.__setattr__(self, "answers", MappingProxyType(dict(self.answers)))
 
     def to_dict(self) -> dict:
-        return {"id": self.item_id, "task": self.task, "prompts": dict(self.prompts),
-                "answers": dict(self.answers)}
+        return {
+            "id": self.item_id,
+            "task": self.task,
+            "prompts": dict(self.prompts),
+            "answers": dict(self.answers),
+        }
 
 
 @dataclass(frozen=True)
@@ -138,8 +142,11 @@ class ParallelDataset:
         h = hashlib.sha256()
         h.update(json.dumps(self.languages).encode())
         for it in self.items:
-            h.update(json.dumps([it.item_id, [it.prompts[x] for x in self.languages]],
-                                ensure_ascii=False).encode())
+            h.update(
+                json.dumps(
+                    [it.item_id, [it.prompts[x] for x in self.languages]], ensure_ascii=False
+                ).encode()
+            )
         return h.hexdigest()[:16]
 
     def to_jsonl(self, path: str | Path) -> None:
@@ -158,8 +165,12 @@ class ParallelDataset:
             if "prompts" not in r or not isinstance(r["prompts"], Mapping):
                 raise MultiNeuronError(f"{name}: record {k} has no 'prompts' mapping: {dict(r)}")
             items.append(
-                ParallelItem(str(r.get("id", r.get("item_id", k))), r["prompts"],
-                             r.get("answers") or {}, str(r.get("task", "") or ""))
+                ParallelItem(
+                    str(r.get("id", r.get("item_id", k))),
+                    r["prompts"],
+                    r.get("answers") or {},
+                    str(r.get("task", "") or ""),
+                )
             )
         if not items:
             raise MultiNeuronError(f"dataset {name!r} has no items")
@@ -173,8 +184,10 @@ def _from_long_rows(rows: Sequence[Mapping], languages, name: str) -> ParallelDa
         for col in ("id", "lang", "prompt"):
             if col not in r or r[col] in (None, ""):
                 raise MultiNeuronError(f"{name}: row {k + 1} has no {col!r} column value: {r}")
-        rec = by_id.setdefault(str(r["id"]), {"id": str(r["id"]), "prompts": {}, "answers": {},
-                                             "task": r.get("task") or ""})
+        rec = by_id.setdefault(
+            str(r["id"]),
+            {"id": str(r["id"]), "prompts": {}, "answers": {}, "task": r.get("task") or ""},
+        )
         lang = str(r["lang"])
         if lang in rec["prompts"]:
             raise MultiNeuronError(f"{name}: item {r['id']!r} has two rows for language {lang!r}")
@@ -223,5 +236,7 @@ def load_parallel(
     if task:
         ds = ParallelDataset(
             tuple(ParallelItem(i.item_id, i.prompts, i.answers, task) for i in ds.items),
-            ds.languages, ds.name)
+            ds.languages,
+            ds.name,
+        )
     return ds

@@ -44,13 +44,16 @@ def left_pad(model: Any, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Te
     tokens = torch.full((len(ids), width), int(pad), dtype=torch.long)
     mask = torch.zeros((len(ids), width), dtype=torch.long)
     for i, r in enumerate(ids):
-        tokens[i, width - len(r):] = torch.tensor(r)
-        mask[i, width - len(r):] = 1
+        tokens[i, width - len(r) :] = torch.tensor(r)
+        mask[i, width - len(r) :] = 1
     return tokens, mask
 
 
 def generate_greedy(
-    model: Any, prompts: Sequence[str], max_new_tokens: int = 8, batch_size: int = 16,
+    model: Any,
+    prompts: Sequence[str],
+    max_new_tokens: int = 8,
+    batch_size: int = 16,
     progress: bool = False,
 ) -> list[list[int]]:
     """Greedy continuations (new token ids) of each prompt, batched with left padding and the
@@ -66,10 +69,16 @@ def generate_greedy(
     for s in rng:
         tokens, mask = left_pad(model, prompts[s : s + batch_size])
         with torch.inference_mode():
-            res = model.generate(tokens.to(device), max_new_tokens=max_new_tokens,
-                                 do_sample=False, return_type="tokens", verbose=False,
-                                 attention_mask=mask.to(device), stop_at_eos=True)
-        new = res[:, tokens.shape[1]:].tolist()
+            res = model.generate(
+                tokens.to(device),
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                return_type="tokens",
+                verbose=False,
+                attention_mask=mask.to(device),
+                stop_at_eos=True,
+            )
+        new = res[:, tokens.shape[1] :].tolist()
         for row in new:
             if eos is not None and eos in row:
                 row = row[: row.index(eos)]
@@ -90,8 +99,12 @@ def evaluate(
     newline), ``prefix_match`` and ``first_token_match``."""
     config = config or EvalConfig()
     if not dataset.has_answers:
-        missing = next((it.item_id, x) for it in dataset.items for x in dataset.languages
-                       if x not in it.answers)
+        missing = next(
+            (it.item_id, x)
+            for it in dataset.items
+            for x in dataset.languages
+            if x not in it.answers
+        )
         raise MultiNeuronError(
             f"dataset {dataset.name!r}: item {missing[0]!r} has no answer for language "
             f"{missing[1]!r}; accuracy needs gold answers"
@@ -105,16 +118,25 @@ def evaluate(
         ans = it.answers[x]
         text = tok.decode(g).split("\n")[0]
         first = answer_first_token(model, it.prompts[x], ans)
-        rows.append({
-            "task": it.task or dataset.name, "item_id": it.item_id, "language": x,
-            "answer": ans.strip(), "generated": text.strip(),
-            "prefix_match": normalize(text).startswith(normalize(ans)),
-            "first_token_match": bool(g) and g[0] == first,
-        })
+        rows.append(
+            {
+                "task": it.task or dataset.name,
+                "item_id": it.item_id,
+                "language": x,
+                "answer": ans.strip(),
+                "generated": text.strip(),
+                "prefix_match": normalize(text).startswith(normalize(ans)),
+                "first_token_match": bool(g) and g[0] == first,
+            }
+        )
     return pd.DataFrame(rows)
 
 
 def accuracy_table(results: pd.DataFrame, metric: str = "prefix_match") -> pd.DataFrame:
     """Accuracy (%) per task (rows) and language (columns)."""
-    return (results.pivot_table(index="task", columns="language", values=metric,
-                                aggfunc="mean", sort=False) * 100).round(1)
+    return (
+        results.pivot_table(
+            index="task", columns="language", values=metric, aggfunc="mean", sort=False
+        )
+        * 100
+    ).round(1)

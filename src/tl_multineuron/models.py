@@ -32,7 +32,8 @@ _CACHE_VERSION = "v1"
 
 
 def cache_root() -> Path:
-    """Where converted models are cached (``$TL_MULTINEURON_CACHE`` or ``~/.cache/tl_multineuron``)."""
+    """Where converted models are cached: ``$TL_MULTINEURON_CACHE`` or
+    ``~/.cache/tl_multineuron``."""
     env = os.environ.get("TL_MULTINEURON_CACHE")
     return Path(env) if env else Path.home() / ".cache" / "tl_multineuron"
 
@@ -50,8 +51,14 @@ class LoadInfo:
 def _dtype(dtype: str | torch.dtype) -> torch.dtype:
     if isinstance(dtype, torch.dtype):
         return dtype
-    table = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16,
-             "fp16": torch.float16, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+    table = {
+        "float32": torch.float32,
+        "fp32": torch.float32,
+        "float16": torch.float16,
+        "fp16": torch.float16,
+        "bfloat16": torch.bfloat16,
+        "bf16": torch.bfloat16,
+    }
     if dtype not in table:
         raise MultiNeuronError(f"dtype {dtype!r} is not supported; expected one of {sorted(table)}")
     return table[dtype]

@@ -164,8 +164,7 @@ def tokenize(
             raise MultiNeuronError(f"{lab}: the prompt tokenizes to nothing")
         if n_ctx and len(row) > n_ctx:
             raise MultiNeuronError(
-                f"{lab}: the prompt is {len(row)} tokens, longer than the model's context "
-                f"({n_ctx})"
+                f"{lab}: the prompt is {len(row)} tokens, longer than the model's context ({n_ctx})"
             )
     width = max(len(r) for r in ids)
     pad = getattr(get_tokenizer(model), "pad_token_id", None) or 0
@@ -218,8 +217,9 @@ def record(
                 )
             red = _reduce(act, batch, config)
             if out is None:
-                out = torch.empty(act.shape[0], len(names), d_mlp, dtype=red.dtype,
-                                  device=red.device)
+                out = torch.empty(
+                    act.shape[0], len(names), d_mlp, dtype=red.dtype, device=red.device
+                )
             out[:, k] = red
             fired[k] = True
             if k == len(names) - 1:

@@ -33,15 +33,23 @@ def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
 
 
 def write_json(path: Path, obj: Any) -> None:
-    atomic_write(path, lambda tmp: Path(tmp).write_text(
-        json.dumps(obj, indent=2, ensure_ascii=False)))
+    atomic_write(
+        path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2, ensure_ascii=False))
+    )
 
 
 class RunDir:
     """An output directory bound to one configuration (``identity``)."""
 
-    def __init__(self, path: str | Path, identity: dict, *, resume: bool = False,
-                 overwrite: bool = False, kind: str = "analyze") -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        identity: dict,
+        *,
+        resume: bool = False,
+        overwrite: bool = False,
+        kind: str = "analyze",
+    ) -> None:
         self.path = Path(path)
         self.identity = {"kind": kind, **identity}
         run_file = self.path / RUN_FILE
@@ -77,10 +85,15 @@ class RunDir:
     def checkpoint(self, stats: SharingStats) -> None:
         stats.save(self.path / STATS_FILE)
 
-    def save_items(self, start: int, item_ids: list[str], codes: torch.Tensor,
-                   specific_lang: torch.Tensor) -> None:
-        atomic_write(self.path / "items" / f"codes-{start:07d}.pt", lambda tmp: torch.save(
-            {"item_ids": item_ids, "codes": codes, "specific_lang": specific_lang}, tmp))
+    def save_items(
+        self, start: int, item_ids: list[str], codes: torch.Tensor, specific_lang: torch.Tensor
+    ) -> None:
+        atomic_write(
+            self.path / "items" / f"codes-{start:07d}.pt",
+            lambda tmp: torch.save(
+                {"item_ids": item_ids, "codes": codes, "specific_lang": specific_lang}, tmp
+            ),
+        )
 
 
 def load_item_categories(path: str | Path) -> tuple[list[str], torch.Tensor, torch.Tensor]:
@@ -90,5 +103,8 @@ def load_item_categories(path: str | Path) -> tuple[list[str], torch.Tensor, tor
         raise MultiNeuronError(f"{str(path)!r} has no per-item categories (run with --save-items)")
     parts = [torch.load(f, weights_only=True) for f in files]
     ids = [i for p in parts for i in p["item_ids"]]
-    return ids, torch.cat([p["codes"] for p in parts]), torch.cat(
-        [p["specific_lang"] for p in parts])
+    return (
+        ids,
+        torch.cat([p["codes"] for p in parts]),
+        torch.cat([p["specific_lang"] for p in parts]),
+    )

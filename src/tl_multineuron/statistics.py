@@ -81,8 +81,13 @@ class SharingStats:
         if self.criterion not in ("gt", "abs"):
             raise MultiNeuronError(f"criterion {self.criterion!r}; expected 'gt' or 'abs'")
         T, N, L, D = len(self.thresholds), len(self.languages), self.n_layers, self.d_mlp
-        shapes = {"category_counts": (T, 4, L, D), "specific_counts": (T, N, L, D),
-                  "active_counts": (T, N, L, D), "act_sum": (N, L, D), "act_sq_sum": (N, L, D)}
+        shapes = {
+            "category_counts": (T, 4, L, D),
+            "specific_counts": (T, N, L, D),
+            "active_counts": (T, N, L, D),
+            "act_sum": (N, L, D),
+            "act_sq_sum": (N, L, D),
+        }
         for name, shape in shapes.items():
             dtype = torch.float64 if name.startswith("act_") else torch.int32
             val = getattr(self, name)
@@ -141,8 +146,13 @@ class SharingStats:
 
     def copy(self) -> SharingStats:
         return SharingStats(
-            self.languages, self.thresholds, self.criterion, self.n_layers, self.d_mlp,
-            self.n_items, json.loads(json.dumps(self.meta)),
+            self.languages,
+            self.thresholds,
+            self.criterion,
+            self.n_layers,
+            self.d_mlp,
+            self.n_items,
+            json.loads(json.dumps(self.meta)),
             *(getattr(self, n).clone() for n in _TENSORS),
         )
 
@@ -167,15 +177,15 @@ class SharingStats:
         c = self.category_counts[self._t(threshold)].sum(-1).T.double()
         return c / (self.n_items * self.d_mlp)
 
-    def category_frequency(
-        self, threshold: float | None = None
-    ) -> Float[Tensor, "4 layer neuron"]:
+    def category_frequency(self, threshold: float | None = None) -> Float[Tensor, "4 layer neuron"]:
         """Fraction of items in which each neuron had each category."""
         self._need_items()
         return self.category_counts[self._t(threshold)].double() / self.n_items
 
     def neuron_mask(
-        self, category: str | Category, min_frequency: float = 1.0,
+        self,
+        category: str | Category,
+        min_frequency: float = 1.0,
         threshold: float | None = None,
     ) -> Bool[Tensor, "layer neuron"]:
         """Neurons with ``category`` in at least ``min_frequency`` of the items."""
@@ -199,15 +209,23 @@ class SharingStats:
         rows = []
         for layer in range(self.n_layers):
             for c in range(4):
-                rows.append((self.thresholds[self._t(threshold)], layer, CATEGORY_NAMES[c],
-                             float(always[c, layer]), float(ever[c, layer]),
-                             float(overlap[c, layer]), float(modal[layer])))
-        return pd.DataFrame(rows, columns=["threshold", "layer", "category", "always", "ever",
-                                           "overlap", "modal_share"])
+                rows.append(
+                    (
+                        self.thresholds[self._t(threshold)],
+                        layer,
+                        CATEGORY_NAMES[c],
+                        float(always[c, layer]),
+                        float(ever[c, layer]),
+                        float(overlap[c, layer]),
+                        float(modal[layer]),
+                    )
+                )
+        return pd.DataFrame(
+            rows,
+            columns=["threshold", "layer", "category", "always", "ever", "overlap", "modal_share"],
+        )
 
-    def specific_per_language(
-        self, threshold: float | None = None
-    ) -> Float[Tensor, "lang layer"]:
+    def specific_per_language(self, threshold: float | None = None) -> Float[Tensor, "lang layer"]:
         """Mean number of neurons per item specific to each language, per layer."""
         self._need_items()
         return self.specific_counts[self._t(threshold)].sum(-1).double() / self.n_items
@@ -262,9 +280,13 @@ class SharingStats:
     def state(self) -> dict:
         return {
             "format_version": FORMAT_VERSION,
-            "languages": list(self.languages), "thresholds": list(self.thresholds),
-            "criterion": self.criterion, "n_layers": self.n_layers, "d_mlp": self.d_mlp,
-            "n_items": self.n_items, "meta_json": json.dumps(self.meta),
+            "languages": list(self.languages),
+            "thresholds": list(self.thresholds),
+            "criterion": self.criterion,
+            "n_layers": self.n_layers,
+            "d_mlp": self.d_mlp,
+            "n_items": self.n_items,
+            "meta_json": json.dumps(self.meta),
             **{n: getattr(self, n) for n in _TENSORS},
         }
 
@@ -275,9 +297,16 @@ class SharingStats:
             raise MultiNeuronError(
                 f"statistics file format version {v!r}; this library reads {FORMAT_VERSION}"
             )
-        return cls(tuple(s["languages"]), tuple(s["thresholds"]), s["criterion"],
-                   int(s["n_layers"]), int(s["d_mlp"]), int(s["n_items"]),
-                   json.loads(s["meta_json"]), *(s[n] for n in _TENSORS))
+        return cls(
+            tuple(s["languages"]),
+            tuple(s["thresholds"]),
+            s["criterion"],
+            int(s["n_layers"]),
+            int(s["d_mlp"]),
+            int(s["n_items"]),
+            json.loads(s["meta_json"]),
+            *(s[n] for n in _TENSORS),
+        )
 
     def save(self, path: str | Path) -> None:
         """Write losslessly (atomic)."""
@@ -292,8 +321,15 @@ class SharingStats:
 
     @classmethod
     def empty_like(cls, other: SharingStats) -> SharingStats:
-        return cls(other.languages, other.thresholds, other.criterion, other.n_layers,
-                   other.d_mlp, 0, json.loads(json.dumps(other.meta)))
+        return cls(
+            other.languages,
+            other.thresholds,
+            other.criterion,
+            other.n_layers,
+            other.d_mlp,
+            0,
+            json.loads(json.dumps(other.meta)),
+        )
 
     def equals(self, other: SharingStats) -> bool:
         """Exact equality of configuration and every count."""
@@ -302,7 +338,8 @@ class SharingStats:
         except MultiNeuronError:
             return False
         return self.n_items == other.n_items and all(
-            torch.equal(getattr(self, n), getattr(other, n)) for n in _TENSORS)
+            torch.equal(getattr(self, n), getattr(other, n)) for n in _TENSORS
+        )
 
 
 def merge_all(parts: Sequence[SharingStats]) -> SharingStats:

@@ -21,8 +21,11 @@ TASKS: dict[str, str] = {
     "translate_xx_en": "translation xx -> English of language names (CLDR)",
 }
 TASK_FAMILIES = {
-    "nli": "reasoning", "facts": "fact probing", "qa": "question answering",
-    "translate_en_xx": "translation en->xx", "translate_xx_en": "translation xx->en",
+    "nli": "reasoning",
+    "facts": "fact probing",
+    "qa": "question answering",
+    "translate_en_xx": "translation en->xx",
+    "translate_xx_en": "translation xx->en",
 }
 
 

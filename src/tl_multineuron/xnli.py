@@ -17,17 +17,27 @@ from .errors import MultiNeuronError
 # Prompt template and label words per language ({p} premise, {h} hypothesis).
 XNLI_TEMPLATES: dict[str, tuple[str, tuple[str, str, str]]] = {
     "en": ("{p}\nQuestion: {h} True, False or Neither?\nAnswer:", ("True", "Neither", "False")),
-    "de": ("{p}\nFrage: {h} Wahr, falsch oder weder noch?\nAntwort:",
-           ("Wahr", "Weder noch", "Falsch")),
-    "fr": ("{p}\nQuestion : {h} Vrai, faux ou ni l'un ni l'autre ?\nRéponse :",
-           ("Vrai", "Ni l'un ni l'autre", "Faux")),
-    "es": ("{p}\nPregunta: {h} ¿Verdadero, falso o ninguno?\nRespuesta:",
-           ("Verdadero", "Ninguno", "Falso")),
-    "ru": ("{p}\nВопрос: {h} Верно, неверно или ни то ни другое?\nОтвет:",
-           ("Верно", "Ни то ни другое", "Неверно")),
+    "de": (
+        "{p}\nFrage: {h} Wahr, falsch oder weder noch?\nAntwort:",
+        ("Wahr", "Weder noch", "Falsch"),
+    ),
+    "fr": (
+        "{p}\nQuestion : {h} Vrai, faux ou ni l'un ni l'autre ?\nRéponse :",
+        ("Vrai", "Ni l'un ni l'autre", "Faux"),
+    ),
+    "es": (
+        "{p}\nPregunta: {h} ¿Verdadero, falso o ninguno?\nRespuesta:",
+        ("Verdadero", "Ninguno", "Falso"),
+    ),
+    "ru": (
+        "{p}\nВопрос: {h} Верно, неверно или ни то ни другое?\nОтвет:",
+        ("Верно", "Ни то ни другое", "Неверно"),
+    ),
     "zh": ("{p}\n问题：{h} 对、错还是都不是？\n答案：", ("对", "都不是", "错")),
-    "ar": ("{p}\nسؤال: {h} صحيح أم خطأ أم لا هذا ولا ذاك؟\nالجواب:",
-           ("صحيح", "لا هذا ولا ذاك", "خطأ")),
+    "ar": (
+        "{p}\nسؤال: {h} صحيح أم خطأ أم لا هذا ولا ذاك؟\nالجواب:",
+        ("صحيح", "لا هذا ولا ذاك", "خطأ"),
+    ),
 }
 _NO_SPACE = {"zh", "ja"}
 
@@ -84,6 +94,6 @@ def load_xnli(
                 raise MultiNeuronError(f"XNLI row {k} has no text in language {x!r}")
             tpl, words = tpls[x]
             prompts[x] = tpl.format(p=prem[x], h=hyps[x])
-            answers[x] = (words[label] if x in _NO_SPACE else " " + words[label])
+            answers[x] = words[label] if x in _NO_SPACE else " " + words[label]
         items.append(ParallelItem(f"xnli-{split}-{k}", prompts, answers, "xnli"))
     return ParallelDataset(tuple(items), tuple(languages), f"xnli-{split}")

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Set up .venv with everything tl_multineuron needs (idempotent). Used by main.sh, test.sh, CI.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+. .venv/bin/activate
+python -m pip install -q --upgrade pip
+# A CPU build of torch first (pinned): a bare `torch` requirement could pull a multi-GB CUDA build.
+python -c "import torch" 2>/dev/null || python -m pip install -q "torch==2.13.0"
+python -m pip install -q -e ".[test]"

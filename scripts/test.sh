@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Set up and run every test: unit, property and integration tests on the embedded Gemma model,
+# then ruff. Pass pytest arguments through, e.g. `bash scripts/test.sh -m "not gemma"`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/bootstrap.sh
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+.venv/bin/ruff check src tests examples benchmarks scripts
+.venv/bin/ruff format --check src tests examples benchmarks scripts
+.venv/bin/python -m pytest -q "$@"

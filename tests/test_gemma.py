@@ -1,0 +1,116 @@
+"""Integration tests on the embedded Gemma 3 270M (marked `gemma`; CI runs them)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import tl_multineuron as tlm
+
+pytestmark = pytest.mark.gemma
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_gemma_shape_and_names(gemma):
+    assert gemma.cfg.n_layers == 18 and gemma.cfg.d_mlp == 2048
+    tlm.check_model(gemma, [f"blocks.{x}.mlp.hook_post" for x in range(18)])
+
+
+def test_hook_post_is_raw_down_proj_input(gemma):
+    hf = gemma.original_model
+    got = {}
+    handles = [
+        hf.model.layers[x].mlp.down_proj.register_forward_hook(
+            lambda m, i, o, x=x: got.__setitem__(x, i[0].detach())
+        )
+        for x in range(18)
+    ]
+    try:
+        batch = tlm.tokenize(gemma, ["Paris ist die Hauptstadt von"])
+        with torch.inference_mode():
+            _, cache = gemma.run_with_cache(
+                batch.tokens, names_filter=lambda n: n.endswith("mlp.hook_post")
+            )
+    finally:
+        for h in handles:
+            h.remove()
+    for x in range(18):
+        assert torch.equal(cache[f"blocks.{x}.mlp.hook_post"], got[x])
+    assert torch.equal(gemma.W_out[7].detach(), hf.model.layers[7].mlp.down_proj.weight.T)
+
+
+def test_batched_equals_single_on_gemma(gemma):
+    ds = tlm.load_task("facts").head(3)
+    batched = torch.cat([a for _, a in tlm.iter_dataset(gemma, ds, batch_size=3)])
+    single = torch.stack(
+        [
+            tlm.record(gemma, tlm.tokenize(gemma, [it.prompts[x]]))[0]
+            for it in ds
+            for x in ds.languages
+        ]
+    ).reshape(batched.shape)
+    torch.testing.assert_close(batched, single, rtol=1e-4, atol=1e-4)
+    # categories agree except for activations within numerical noise of the threshold
+    a = tlm.categorize_acts(batched, 0.0).codes
+    b = tlm.categorize_acts(single, 0.0).codes
+    assert (a != b).float().mean() < 1e-3
+
+
+def test_gate_and_post_disagree_in_sign(gemma):
+    batch = tlm.tokenize(gemma, ["France: Paris\nSpain:"])
+    post = tlm.record(gemma, batch)
+    gate = tlm.record(gemma, batch, tlm.RecordingConfig(hook="mlp.hook_pre"))
+    disagree = ((post > 0) != (gate > 0)).float().mean()
+    assert disagree > 0.05  # why every result records its activation site
+
+
+def test_analyze_gemma_small(gemma):
+    ds = tlm.load_task("nli").head(4)
+    res = tlm.analyze(gemma, ds, tlm.AnalysisConfig(thresholds=(0.0, 0.5), batch_size=2))
+    s = res.stats
+    assert s.n_items == 4 and s.meta["site"] == "blocks.{layer}.mlp.hook_post"
+    frac = s.layer_fractions()
+    torch.testing.assert_close(frac.sum(-1), torch.ones(18, dtype=torch.float64))
+    # raising the threshold never increases activity
+    assert (s.active_counts[1] <= s.active_counts[0]).all()
+
+
+def test_example_runs():
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "sharing_analysis.py"), "--items", "3"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "all-shared fraction by threshold" in r.stdout
+
+
+def test_cli_on_embedded_model(tmp_path):
+    out = tmp_path / "run"
+    args = [
+        "analyze",
+        "--task",
+        "facts",
+        "--limit",
+        "4",
+        "--languages",
+        "en,de,ru,ja",
+        "--out",
+        str(out),
+        "--no-progress",
+        "--batch-size",
+        "2",
+    ]
+    from tl_multineuron.cli import main
+
+    assert main(args) == 0
+    s = tlm.SharingStats.load(out / "stats.pt")
+    assert s.n_items == 4 and s.languages == ("en", "de", "ru", "ja")
+
+
+def test_embedded_model_is_cached():
+    _, info = tlm.load_model("gemma-3-270m", return_info=True)
+    assert info.cache_hit and info.kind == "embedded"
