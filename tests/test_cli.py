@@ -98,3 +98,58 @@ def test_bad_cli_input(setup, capsys):
 def test_tasks_command(capsys):
     assert main(["tasks"]) == 0
     assert "translate_en_xx" in capsys.readouterr().out
+
+
+def test_attribute_cli_and_resume(setup, capsys, monkeypatch):
+    from tl_multineuron.attribution_stats import AttributionStats, ScoreStats
+
+    hf, data, root = setup
+    out = root / "attr"
+    args = [
+        "attribute",
+        "--model",
+        hf,
+        "--data",
+        data,
+        "--out",
+        str(out),
+        "--batch-size",
+        "2",
+        "--no-progress",
+        "--method",
+        "contribution,effective,ig",
+        "--k",
+        "5",
+        "--steps",
+        "4",
+    ]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "IG completeness" in printed and "top-5" in printed
+    full = AttributionStats.load(out / "attribution.pt")
+    assert full.n_items == 6 and (out / "attribution.csv").exists()
+    # interrupted after two batches, then resumed: equals the uninterrupted run
+    calls = {"n": 0}
+    orig = ScoreStats.update
+
+    def flaky(self, scores, codes):
+        if self.method == "contribution":
+            calls["n"] += 1
+            if calls["n"] == 3:
+                raise KeyboardInterrupt
+        return orig(self, scores, codes)
+
+    part = root / "attr_part"
+    monkeypatch.setattr(ScoreStats, "update", flaky)
+    assert main([*args[:6], str(part), *args[7:]]) == 130
+    monkeypatch.setattr(ScoreStats, "update", orig)
+    assert AttributionStats.load(part / "attribution.pt").n_items == 4
+    assert main([*args[:6], str(part), *args[7:], "--resume"]) == 0
+    back = AttributionStats.load(part / "attribution.pt")
+    for m in full.methods:
+        assert torch.equal(back[m].topk_counts, full[m].topk_counts)
+    # analyze and attribute results live side by side in one directory
+    assert main(_args(hf, data, out)) == 0
+    capsys.readouterr()
+    assert main([*args, "--k", "7"]) == 2
+    assert "different configuration" in capsys.readouterr().err

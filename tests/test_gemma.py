@@ -114,3 +114,61 @@ def test_cli_on_embedded_model(tmp_path):
 def test_embedded_model_is_cached():
     _, info = tlm.load_model("gemma-3-270m", return_info=True)
     assert info.cache_hit and info.kind == "embedded"
+
+
+def test_attribution_weights_are_raw_hf(gemma):
+    from tl_multineuron.weights import model_weights
+
+    hf = gemma.original_model
+    w = model_weights(gemma)
+    for x in (0, 9, 17):
+        assert torch.equal(w.W_out[x], hf.model.layers[x].mlp.down_proj.weight.T)
+        torch.testing.assert_close(
+            w.out_norms[x], hf.model.layers[x].mlp.down_proj.weight.norm(dim=0)
+        )
+    assert torch.equal(w.W_U, hf.lm_head.weight.T)
+    assert w.tied  # Gemma ties the input embedding to the unembedding
+
+
+def test_ig_matches_captum_on_gemma(gemma):
+    from captum.attr import IntegratedGradients
+
+    from tl_multineuron.attribution import answer_token_ids, integrated_gradients
+
+    prompt = "France: Paris\nGermany: Berlin\nItaly:"
+    tok = int(answer_token_ids(gemma, [prompt], [" Rome"], ["x"])[0])
+    layer = 12
+    ids = tlm.recording.encode(gemma, prompt)
+    last = len(ids) - 1
+
+    def fwd(x):
+        toks = torch.tensor([ids] * x.shape[0])
+
+        def patch(act, hook):
+            act = act.clone()
+            act[:, last] = x
+            return act
+
+        def only_last(z, hook):
+            return z[:, last : last + 1]
+
+        with gemma.hooks(
+            fwd_hooks=[(f"blocks.{layer}.mlp.hook_post", patch), ("unembed.hook_in", only_last)]
+        ):
+            logits = gemma(toks)[:, -1]
+        return torch.log_softmax(logits, -1)[:, tok]
+
+    a = tlm.record(gemma, tlm.tokenize(gemma, [prompt]))[0, layer].clone()
+    ref = IntegratedGradients(fwd).attribute(
+        a[None],
+        baselines=torch.zeros_like(a)[None],
+        n_steps=20,
+        method="gausslegendre",
+        internal_batch_size=20,
+    )[0]
+    ours = integrated_gradients(gemma, prompt, tok, layer, steps=20)
+    scale = ref.abs().max()
+    assert (ours.attributions - ref).abs().max() / scale < 1e-4
+    # Gemma 3 normalises the MLP output (post-feedforward RMSNorm): the IG path is sharp near
+    # the zero baseline, so the gap needs ~20+ steps (10 steps: 72%, 20: 3%, 50: 0.01%)
+    assert ours.relative_gap < 0.1

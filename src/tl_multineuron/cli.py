@@ -1,4 +1,4 @@
-"""Command line: ``tl-multineuron analyze | evaluate | tasks``."""
+"""Command line: ``tl-multineuron analyze | attribute | evaluate | tasks``."""
 
 from __future__ import annotations
 
@@ -138,6 +138,90 @@ def _write_tables(stats, out: Path) -> None:
     atomic_write(out / "stability.csv", lambda t: stab.to_csv(t, index=False))
 
 
+def cmd_attribute(args: argparse.Namespace) -> int:
+    from .attribution_analysis import AttributionConfig, attribute
+    from .attribution_stats import AttributionStats
+    from .models import load_model
+    from .runs import RunDir
+    from .statistics import atomic_write
+
+    def ints(text):
+        return tuple(int(x) for x in text.split(",")) if text else None
+
+    k = float(args.k) if "." in args.k else int(args.k)
+    config = AttributionConfig(
+        methods=tuple(m.strip() for m in args.method.split(",")),
+        k=k,
+        threshold=float(args.threshold),
+        criterion=args.criterion,
+        layers=ints(args.layers),
+        ig_steps=args.steps,
+        ig_target=args.ig_target,
+        ig_method=args.ig_method,
+        ig_baseline=args.baseline,
+        ig_layers=ints(args.ig_layers),
+        use_embedding=args.use_embedding,
+        batch_size=args.batch_size,
+    )
+    ds = _dataset(args)
+    cfg_id = config.to_dict()
+    cfg_id.pop("batch_size")
+    identity = {
+        "model": args.model,
+        "dtype": args.dtype,
+        "dataset": ds.name,
+        "dataset_fingerprint": ds.fingerprint(),
+        "languages": list(ds.languages),
+        "attribution": cfg_id,
+    }
+    run = RunDir(
+        args.out,
+        identity,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        kind="attribute",
+        stats_file="attribution.pt",
+    )
+    stats = run.load_checkpoint(AttributionStats.load) if args.resume else None
+    start = stats.n_items if stats is not None else 0
+    if start >= len(ds):
+        print(f"{args.out}: all {len(ds)} items already attributed")
+    else:
+        t0 = time.perf_counter()
+        model = load_model(args.model, device=args.device, dtype=args.dtype)
+        run.write_run({"config": config.to_dict(), "n_items": len(ds)})
+        res = attribute(
+            model,
+            ds,
+            config,
+            progress=not args.no_progress,
+            stats=stats,
+            start=start,
+            on_batch=lambda end, st: run.checkpoint(st),
+        )
+        stats = res.stats
+        run.checkpoint(stats)
+        print(f"attributed {len(ds) - start} items in {time.perf_counter() - t0:.1f}s")
+    df = stats.to_frame()
+    atomic_write(Path(args.out) / "attribution.csv", lambda t: df.to_csv(t, index=False))
+    for m, s in stats.methods.items():
+        share = s.topk_share().mean(0) * 100  # mean over languages: [layer, 4]
+        print(f"\n{m}: % of the top-{s.k} neurons per layer in each category (mean over languages)")
+        import pandas as pd
+
+        from .classification import CATEGORY_NAMES
+
+        tab = pd.DataFrame(share.numpy(), columns=list(CATEGORY_NAMES), index=list(s.layers))
+        print(tab.rename_axis("layer").round(1).to_string())
+        if m == "ig":
+            print(
+                f"IG completeness: mean |gap| {s.gap_abs_sum / max(1, s.n_gaps):.4g}, "
+                f"max relative gap {s.rel_gap_max:.3g} over {s.n_gaps} runs"
+            )
+    print(f"\nresults in {args.out}/ (attribution.pt, attribution.csv)")
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluation import EvalConfig, accuracy_table, evaluate
     from .models import load_model
@@ -187,6 +271,38 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--resume", action="store_true", help="continue an interrupted run")
     a.add_argument("--overwrite", action="store_true", help="discard results in --out")
     a.set_defaults(func=cmd_analyze)
+    b = sub.add_parser("attribute", help="neuron importance joined with sharing categories")
+    _add_common(b)
+    b.add_argument(
+        "--method",
+        default="contribution,effective",
+        help="comma-separated: contribution, effective, ig",
+    )
+    b.add_argument("--k", default="0.05", help="top-K per layer: a count or a fraction")
+    b.add_argument("--threshold", default="0", help="activity threshold for the categories")
+    b.add_argument("--criterion", default="gt", choices=["gt", "abs"])
+    b.add_argument("--layers", help="layers for contribution/effective (default all)")
+    b.add_argument("--ig-layers", help="layers for IG (default: the last layer)")
+    b.add_argument("--steps", type=int, default=20, help="IG interpolation steps")
+    b.add_argument("--ig-target", default="logprob", choices=["logprob", "logit"])
+    b.add_argument(
+        "--ig-method",
+        default="gausslegendre",
+        choices=[
+            "gausslegendre",
+            "riemann_left",
+            "riemann_right",
+            "riemann_middle",
+            "riemann_trapezoid",
+        ],
+    )
+    b.add_argument("--baseline", default="zero", choices=["zero", "mean"])
+    b.add_argument(
+        "--use-embedding", action="store_true", help="effective score with the tied input embedding"
+    )
+    b.add_argument("--resume", action="store_true")
+    b.add_argument("--overwrite", action="store_true")
+    b.set_defaults(func=cmd_attribute)
     e = sub.add_parser("evaluate", help="task accuracy by greedy generation")
     _add_common(e)
     e.add_argument("--max-new-tokens", type=int, default=8)

@@ -49,10 +49,13 @@ class RunDir:
         resume: bool = False,
         overwrite: bool = False,
         kind: str = "analyze",
+        stats_file: str = STATS_FILE,
     ) -> None:
         self.path = Path(path)
         self.identity = {"kind": kind, **identity}
-        run_file = self.path / RUN_FILE
+        self.run_name = RUN_FILE if kind == "analyze" else f"run-{kind}.json"
+        self.stats_name = stats_file
+        run_file = self.path / self.run_name
         if run_file.exists() and not overwrite:
             old = json.loads(run_file.read_text()).get("identity", {})
             diffs = _diff(old, json.loads(json.dumps(self.identity)))
@@ -61,29 +64,30 @@ class RunDir:
                     f"output directory {str(self.path)!r} holds results of a different "
                     f"configuration ({'; '.join(diffs)}); use another directory or --overwrite"
                 )
-            if not resume and (self.path / STATS_FILE).exists():
+            if not resume and (self.path / self.stats_name).exists():
                 raise MultiNeuronError(
                     f"output directory {str(self.path)!r} already holds results of this "
                     "configuration; pass --resume to continue them or --overwrite to redo them"
                 )
         if overwrite and self.path.exists():
-            for f in (STATS_FILE, RUN_FILE):
+            for f in (self.stats_name, self.run_name):
                 (self.path / f).unlink(missing_ok=True)
             items = self.path / "items"
-            if items.exists():
+            if kind == "analyze" and items.exists():
                 for f in items.glob("*.pt"):
                     f.unlink()
         self.path.mkdir(parents=True, exist_ok=True)
 
     def write_run(self, extra: dict) -> None:
-        write_json(self.path / RUN_FILE, {"identity": self.identity, **extra})
+        write_json(self.path / self.run_name, {"identity": self.identity, **extra})
 
-    def load_checkpoint(self) -> SharingStats | None:
-        f = self.path / STATS_FILE
-        return SharingStats.load(f) if f.exists() else None
+    def load_checkpoint(self, loader: Any = SharingStats.load) -> Any:
+        f = self.path / self.stats_name
+        return loader(f) if f.exists() else None
 
-    def checkpoint(self, stats: SharingStats) -> None:
-        stats.save(self.path / STATS_FILE)
+    def checkpoint(self, stats: Any) -> None:
+        """Save the accumulator atomically (anything with ``save(path)``)."""
+        stats.save(self.path / self.stats_name)
 
     def save_items(
         self, start: int, item_ids: list[str], codes: torch.Tensor, specific_lang: torch.Tensor

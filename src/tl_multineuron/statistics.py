@@ -250,6 +250,13 @@ class SharingStats:
         self._need_items()
         return self.act_sum / self.n_items
 
+    def select_mean(self, languages) -> Float[Tensor, "lang layer neuron"]:
+        """Mean activations for ``languages`` (in that order)."""
+        bad = [x for x in languages if x not in self.languages]
+        if bad:
+            raise MultiNeuronError(f"statistics have no language(s) {bad}")
+        return self.mean_activation()[[self.languages.index(x) for x in languages]].float()
+
     def std_activation(self) -> Float[Tensor, "lang layer neuron"]:
         m = self.mean_activation()
         return (self.act_sq_sum / self.n_items - m * m).clamp_min(0).sqrt()

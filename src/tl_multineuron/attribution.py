@@ -1,0 +1,223 @@
+"""Neuron importance: contribution score, effective score and integrated gradients.
+
+* contribution ``|a_i| * ||W_out[layer, i, :]||``: how much a neuron writes to the residual;
+* effective ``a_i * (W_out[layer, i, :] . W_U[:, t])``: its direct effect on the logit of the
+  answer's *first token* ``t`` (the first token of the gold answer as it continues the
+  prompt); for models that tie embeddings, ``W_E[t]`` may stand for ``W_U[:, t]`` (as the paper
+  did on BLOOM);
+* integrated gradients on the activations at the last prompt position (Dai et al.'s
+  knowledge-neuron recipe): target the log-probability (or logit) of ``t``, baseline zero (or
+  a mean activation), ``steps`` points batched into one forward/backward pass per prompt and
+  layer, all neurons of the layer at once; every result carries its completeness gap.
+
+Scores use the model's unprocessed weights (:mod:`tl_multineuron.weights`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
+
+from .errors import MultiNeuronError
+from .models import check_model, model_device
+from .recording import encode
+from .weights import ModelWeights
+
+IG_METHODS = (
+    "gausslegendre",
+    "riemann_left",
+    "riemann_right",
+    "riemann_middle",
+    "riemann_trapezoid",
+)
+IG_TARGETS = ("logprob", "logit")
+
+
+def contribution_scores(
+    acts: Float[Tensor, "*batch layer d_mlp"],
+    weights: ModelWeights,
+    layers: Sequence[int] | None = None,
+) -> Float[Tensor, "*batch layer d_mlp"]:
+    """``|a| * ||W_out row||`` for every neuron."""
+    norms = weights.out_norms if layers is None else weights.out_norms[list(layers)]
+    return acts.abs() * norms.to(acts.device, acts.dtype)
+
+
+def effective_scores(
+    acts: Float[Tensor, "batch layer d_mlp"],
+    answer_tokens: Int[Tensor, " batch"],
+    weights: ModelWeights,
+    layers: Sequence[int] | None = None,
+    use_embedding: bool = False,
+) -> Float[Tensor, "batch layer d_mlp"]:
+    """``a * (W_out row . u_t)`` with ``u_t`` the answer token's unembedding (or tied
+    embedding). One ``[layer, d_mlp]`` projection per prompt; no d_mlp x vocab product."""
+    W = weights.W_out if layers is None else weights.W_out[list(layers)]
+    u = weights.answer_directions(answer_tokens, use_embedding).to(W.dtype)  # [b, d_model]
+    proj = torch.einsum("lnd,bd->bln", W, u.to(W.device))
+    return acts * proj.to(acts.device, acts.dtype)
+
+
+def resolve_k(k: int | float, d_mlp: int) -> int:
+    """K as a count (int) or a fraction of d_mlp (float in (0, 1])."""
+    if isinstance(k, bool) or not isinstance(k, (int, float)):
+        raise MultiNeuronError(f"K must be a count or a fraction, got {k!r}")
+    if isinstance(k, float):
+        if not 0.0 < k <= 1.0:
+            raise MultiNeuronError(f"K as a fraction must be in (0, 1], got {k}")
+        return max(1, int(round(k * d_mlp)))
+    if not 1 <= k <= d_mlp:
+        raise MultiNeuronError(f"K={k} must be between 1 and d_mlp={d_mlp}")
+    return k
+
+
+def topk_mask(
+    scores: Float[Tensor, "*batch layer d_mlp"], k: int | float
+) -> Bool[Tensor, "*batch layer d_mlp"]:
+    """The top-K neurons per layer by score (highest first)."""
+    kk = resolve_k(k, scores.shape[-1])
+    idx = scores.topk(kk, dim=-1).indices
+    return torch.zeros_like(scores, dtype=torch.bool).scatter_(-1, idx, True)
+
+
+def answer_token_ids(
+    model: Any, prompts: Sequence[str], answers: Sequence[str], labels: Sequence[str]
+) -> Int[Tensor, " batch"]:
+    """First token of each answer as it continues its prompt; a clear error when an answer
+    tokenizes to nothing."""
+    out = []
+    for p, a, lab in zip(prompts, answers, labels, strict=True):
+        pi = encode(model, p)
+        full = encode(model, p + a)
+        if len(full) > len(pi) and full[: len(pi)] == pi:
+            out.append(full[len(pi)])
+            continue
+        ids = encode(model, a, prepend_bos=False)
+        if not ids:
+            raise MultiNeuronError(f"{lab}: the answer {a!r} tokenizes to nothing")
+        out.append(ids[0])
+    return torch.tensor(out, dtype=torch.long)
+
+
+# -- integrated gradients ------------------------------------------------------------------
+def ig_alphas(steps: int, method: str = "gausslegendre") -> tuple[Tensor, Tensor]:
+    """Interpolation points in [0, 1] and quadrature weights (summing to 1)."""
+    if not isinstance(steps, int) or steps < 1:
+        raise MultiNeuronError(f"steps must be an int >= 1, got {steps!r}")
+    if method not in IG_METHODS:
+        raise MultiNeuronError(f"IG method {method!r}; expected one of {IG_METHODS}")
+    if method == "gausslegendre":
+        x, w = np.polynomial.legendre.leggauss(steps)
+        return torch.tensor((x + 1) / 2), torch.tensor(w / 2)
+    k = torch.arange(steps, dtype=torch.float64)
+    if method == "riemann_trapezoid":
+        if steps < 2:
+            raise MultiNeuronError("riemann_trapezoid needs steps >= 2")
+        a = k / (steps - 1)
+        w = torch.full((steps,), 1.0 / (steps - 1), dtype=torch.float64)
+        w[0] = w[-1] = 0.5 / (steps - 1)
+        return a, w
+    shift = {"riemann_left": 0.0, "riemann_right": 1.0, "riemann_middle": 0.5}[method]
+    return (k + shift) / steps, torch.full((steps,), 1.0 / steps, dtype=torch.float64)
+
+
+@dataclass(frozen=True)
+class IGResult:
+    """IG attributions of one prompt at one layer, with the completeness check."""
+
+    attributions: Float[Tensor, " d_mlp"]
+    f_input: float
+    f_baseline: float
+    layer: int
+    target: str
+    method: str
+    steps: int
+
+    @property
+    def completeness_gap(self) -> float:
+        """``sum(attributions) - (f(input) - f(baseline))``."""
+        return float(self.attributions.sum()) - (self.f_input - self.f_baseline)
+
+    @property
+    def relative_gap(self) -> float:
+        return abs(self.completeness_gap) / max(abs(self.f_input - self.f_baseline), 1e-12)
+
+
+def _target(logits: Tensor, token: int, target: str) -> Tensor:
+    if target == "logit":
+        return logits[:, token]
+    return torch.log_softmax(logits.float(), dim=-1)[:, token].to(logits.dtype)
+
+
+def integrated_gradients(
+    model: Any,
+    prompt: str,
+    answer_token: int,
+    layer: int,
+    *,
+    steps: int = 20,
+    baseline: Float[Tensor, " d_mlp"] | None = None,
+    target: str = "logprob",
+    method: str = "gausslegendre",
+    hook: str = "mlp.hook_post",
+) -> IGResult:
+    """IG of ``target`` w.r.t. the activations of every neuron of ``layer`` at the last
+    prompt position. The ``steps`` interpolation points, the input and the baseline run as
+    one batch: one forward and one backward pass."""
+    if target not in IG_TARGETS:
+        raise MultiNeuronError(f"IG target {target!r}; expected one of {IG_TARGETS}")
+    if not 0 <= layer < model.cfg.n_layers:
+        raise MultiNeuronError(
+            f"layer {layer} does not exist: the model has {model.cfg.n_layers} layers"
+        )
+    check_model(model, [f"blocks.{layer}.{hook}"])
+    alphas, wts = ig_alphas(steps, method)
+    device = model_device(model)
+    ids = encode(model, prompt)
+    rows = steps + 2  # interpolation points, then input (alpha=1) and baseline (alpha=0)
+    tokens = torch.tensor([ids] * rows, device=device)
+    last = len(ids) - 1
+    d_mlp = model.cfg.d_mlp
+    base = torch.zeros(d_mlp, device=device) if baseline is None else baseline.to(device)
+    if base.shape != (d_mlp,):
+        raise MultiNeuronError(f"IG baseline has shape {tuple(base.shape)}; expected ({d_mlp},)")
+    all_alpha = torch.cat([alphas, torch.tensor([1.0, 0.0], dtype=torch.float64)])
+    state: dict[str, Tensor] = {}
+
+    def patch(act: Tensor, hook: Any) -> Tensor:
+        a = act[0, last].detach()
+        al = all_alpha.to(act.device, act.dtype)[:, None]
+        scaled = (base.to(act.dtype) + al * (a - base.to(act.dtype))).requires_grad_(True)
+        state["a"], state["scaled"] = a, scaled
+        act = act.clone()
+        act[:, last] = scaled
+        return act
+
+    def only_last(x: Tensor, hook: Any) -> Tensor:
+        return x[:, last : last + 1]
+
+    with (
+        torch.enable_grad(),
+        model.hooks(fwd_hooks=[(f"blocks.{layer}.{hook}", patch), ("unembed.hook_in", only_last)]),
+    ):
+        logits = model(tokens)[:, -1]
+        f = _target(logits, answer_token, target)
+        (grads,) = torch.autograd.grad(f[:steps].sum(), state["scaled"])
+    g = grads[:steps].double()
+    avg = (wts.to(g.device)[:, None] * g).sum(0)
+    attr = ((state["a"] - base).double() * avg).float().detach().cpu()
+    f = f.detach()
+    return IGResult(attr, float(f[steps]), float(f[steps + 1]), layer, target, method, steps)
+
+
+def ig_layers(
+    model: Any, prompt: str, answer_token: int, layers: Sequence[int], **kw: Any
+) -> list[IGResult]:
+    """IG for several layers (one run per layer)."""
+    return [integrated_gradients(model, prompt, answer_token, x, **kw) for x in layers]
