@@ -172,3 +172,29 @@ def test_ig_matches_captum_on_gemma(gemma):
     # Gemma 3 normalises the MLP output (post-feedforward RMSNorm): the IG path is sharp near
     # the zero baseline, so the gap needs ~20+ steps (10 steps: 72%, 20: 3%, 50: 0.01%)
     assert ours.relative_gap < 0.1
+
+
+@pytest.mark.parametrize("scope", ["last", "all"])
+def test_cached_generate_with_intervention_equals_stepwise(gemma, scope):
+    from tl_multineuron.interventions import amplify, apply
+    from tl_multineuron.neuron_sets import NeuronSet
+
+    g = torch.Generator().manual_seed(0)
+    s = NeuronSet(torch.rand(18, 2048, generator=g) < 0.02, "random 2%")
+    prompt = tlm.recording.encode(gemma, "France: Paris\nSpain:")
+    P = len(prompt)
+    ids = list(prompt)
+    for _ in range(4):  # no cache: intervene at the last prompt token and every new token
+        pos = "all" if scope == "all" else tuple(range(P - 1, len(ids)))
+        with torch.inference_mode(), apply(gemma, amplify(s, 3.0, pos)):
+            ids.append(int(gemma(torch.tensor([ids]))[0, -1].argmax()))
+    with torch.inference_mode(), apply(gemma, amplify(s, 3.0, scope)):
+        got = gemma.generate(
+            torch.tensor([prompt]),
+            max_new_tokens=4,
+            do_sample=False,
+            return_type="tokens",
+            verbose=False,
+            stop_at_eos=False,
+        )
+    assert got[0, P:].tolist() == ids[P:]

@@ -7,7 +7,7 @@ First-token match is lenient where several answers share a first token (e.g. Jap
 from __future__ import annotations
 
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,15 +49,60 @@ def left_pad(model: Any, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Te
     return tokens, mask
 
 
+class _NewlineStop:
+    """Stop a batch once every row has generated a newline (answers are one line)."""
+
+    def __init__(self, tokenizer: Any, width: int) -> None:
+        self.tok, self.width, self.done = tokenizer, width, None
+
+    def __call__(self, input_ids: torch.Tensor, scores: Any = None, **_: Any) -> torch.Tensor:
+        last = input_ids[:, -1].tolist()
+        hit = torch.tensor(["\n" in self.tok.decode([t]) for t in last])
+        self.done = hit if self.done is None else (self.done | hit)
+        return self.done.clone().to(input_ids.device)
+
+
+def _hf_generate(model: Any, tokens: torch.Tensor, mask: torch.Tensor, n: int) -> torch.Tensor:
+    from transformers import StoppingCriteriaList
+
+    stop = _NewlineStop(get_tokenizer(model), tokens.shape[1])
+    tok = get_tokenizer(model)
+    return model.original_model.generate(
+        input_ids=tokens,
+        attention_mask=mask,
+        max_new_tokens=n,
+        do_sample=False,
+        stopping_criteria=StoppingCriteriaList([stop]),
+        pad_token_id=tok.pad_token_id or 0,
+        top_p=None,
+        top_k=None,
+    )
+
+
 def generate_greedy(
     model: Any,
     prompts: Sequence[str],
     max_new_tokens: int = 8,
     batch_size: int = 16,
     progress: bool = False,
+    hooks_for_batch: Callable[[int, int], list] | None = None,
+    backend: str = "tl",
 ) -> list[list[int]]:
-    """Greedy continuations (new token ids) of each prompt, batched with left padding and the
-    model's own KV-cached ``generate``. Hooks active in ``model.hooks(...)`` apply."""
+    """Greedy continuations (new token ids) of each prompt, batched with left padding and a
+    KV cache. Hooks active in ``model.hooks(...)`` apply at every step (with a KV cache a
+    hook sees only the new position after the prompt); ``hooks_for_batch(start, stop)``
+    gives extra hooks for the rows ``prompts[start:stop]`` (per-row interventions).
+
+    backend: ``tl`` (TransformerLens ``generate``, default) or ``hf`` (the wrapped HF model's
+    ``generate``, stopping at a newline; on the embedded model it was faster for long prompts
+    (180 tokens: 22 s vs 39 s per 16 prompts) and slower for short ones).
+    """
+    if backend not in ("tl", "hf"):
+        raise MultiNeuronError(f"backend {backend!r}; expected 'tl' or 'hf'")
+    use_hf = backend == "hf"
+    if use_hf and not hasattr(getattr(model, "original_model", None), "generate"):
+        raise MultiNeuronError("backend 'hf' needs a TransformerBridge wrapping a HF model")
+    pad = getattr(get_tokenizer(model), "pad_token_id", None)
     out: list[list[int]] = []
     device = model_device(model)
     rng = range(0, len(prompts), batch_size)
@@ -67,21 +112,28 @@ def generate_greedy(
         rng = tqdm(rng, desc="generate", unit="batch")
     eos = getattr(get_tokenizer(model), "eos_token_id", None)
     for s in rng:
-        tokens, mask = left_pad(model, prompts[s : s + batch_size])
-        with torch.inference_mode():
-            res = model.generate(
-                tokens.to(device),
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                return_type="tokens",
-                verbose=False,
-                attention_mask=mask.to(device),
-                stop_at_eos=True,
-            )
-        new = res[:, tokens.shape[1] :].tolist()
-        for row in new:
+        e = min(s + batch_size, len(prompts))
+        tokens, mask = left_pad(model, prompts[s:e])
+        tokens, mask = tokens.to(device), mask.to(device)
+        extra = hooks_for_batch(s, e) if hooks_for_batch is not None else []
+        with torch.inference_mode(), model.hooks(fwd_hooks=extra):
+            if use_hf:
+                res = _hf_generate(model, tokens, mask, max_new_tokens)
+            else:
+                res = model.generate(
+                    tokens,
+                    max_new_tokens=max_new_tokens,
+                    do_sample=False,
+                    return_type="tokens",
+                    verbose=False,
+                    attention_mask=mask,
+                    stop_at_eos=True,
+                )
+        for row in res[:, tokens.shape[1] :].tolist():
             if eos is not None and eos in row:
                 row = row[: row.index(eos)]
+            if use_hf and pad is not None and pad in row:  # HF pads rows that stopped early
+                row = row[: row.index(pad)]
             out.append(row)
     return out
 
@@ -90,13 +142,20 @@ def generate_greedy(
 class EvalConfig:
     max_new_tokens: int = 8
     batch_size: int = 16
+    backend: str = "tl"
 
 
 def evaluate(
-    model: Any, dataset: ParallelDataset, config: EvalConfig | None = None, progress: bool = False
+    model: Any,
+    dataset: ParallelDataset,
+    config: EvalConfig | None = None,
+    progress: bool = False,
+    hooks_for_batch: Callable[[int, int], list] | None = None,
 ) -> pd.DataFrame:
     """One row per (item, language): the gold answer, the generated text (to the first
-    newline), ``prefix_match`` and ``first_token_match``."""
+    newline), ``prefix_match`` and ``first_token_match``. Rows are item-major (all languages
+    of item 0, then item 1, ...); ``hooks_for_batch(start, stop)`` gives hooks for a batch
+    of those rows (per-row interventions)."""
     config = config or EvalConfig()
     if not dataset.has_answers:
         missing = next(
@@ -111,7 +170,15 @@ def evaluate(
         )
     pairs = [(it, x) for it in dataset.items for x in dataset.languages]
     prompts = [it.prompts[x] for it, x in pairs]
-    gens = generate_greedy(model, prompts, config.max_new_tokens, config.batch_size, progress)
+    gens = generate_greedy(
+        model,
+        prompts,
+        config.max_new_tokens,
+        config.batch_size,
+        progress,
+        hooks_for_batch,
+        config.backend,
+    )
     tok = get_tokenizer(model)
     rows = []
     for (it, x), g in zip(pairs, gens, strict=True):

@@ -1,0 +1,249 @@
+"""Interventions on MLP neurons as values that produce TransformerLens hooks.
+
+An :class:`Intervention` (zero, mean-ablate, scale, set, add, or shift toward a language's mean
+activation) on a :class:`~tl_multineuron.neuron_sets.NeuronSet` -- or on per-row masks
+``[batch, layer, d_mlp]`` for one padded batch -- yields ``(hook_name, NeuronHook)`` pairs for
+TL's own ``run_with_hooks`` / ``hooks()`` / ``generate``. Positions: ``"last"`` (index -1 of
+what the hook sees: the last prompt token of a left-padded batch, and during KV-cached
+generation the new token at every step), ``"all"``, or explicit indices (applied when the
+hook sees the whole sequence, i.e. not on cached generation steps). :func:`apply` is a
+context manager that removes the hooks even on an exception and checks that they fired.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from jaxtyping import Bool, Float
+from torch import Tensor
+
+from .errors import MultiNeuronError
+from .neuron_sets import NeuronSet
+
+OPS = ("zero", "scale", "set", "add", "mean", "toward")
+
+
+def _check_positions(positions: str | Sequence[int]) -> str | tuple[int, ...]:
+    if isinstance(positions, str):
+        if positions not in ("last", "all"):
+            raise MultiNeuronError(f"positions {positions!r}; expected 'last', 'all' or indices")
+        return positions
+    pos = tuple(int(p) for p in positions)
+    if not pos:
+        raise MultiNeuronError("positions: an empty list of indices")
+    return pos
+
+
+@dataclass(frozen=True)
+class NeuronHook:
+    """The hook function of one layer: ``__call__(activation, hook)`` returns the modified
+    activation. ``mask`` is ``[d_mlp]`` or per row ``[batch, d_mlp]``; ``value`` is a scalar
+    or a ``[d_mlp]`` / ``[batch, d_mlp]`` tensor."""
+
+    layer: int
+    mask: Tensor
+    op: str
+    value: float | Tensor = 0.0
+    strength: float = 1.0
+    positions: str | tuple[int, ...] = "last"
+    fired: list = field(default_factory=list, compare=False, repr=False)
+
+    def __call__(self, act: Float[Tensor, "batch pos d_mlp"], hook: Any) -> Tensor:
+        B, S, D = act.shape
+        m = self.mask.to(act.device)
+        if m.shape[-1] != D or (m.ndim == 2 and m.shape[0] != B):
+            raise MultiNeuronError(
+                f"layer {self.layer}: neuron mask of shape {tuple(m.shape)} for activations "
+                f"of shape {tuple(act.shape)}"
+            )
+        m = m.view(1, 1, D) if m.ndim == 1 else m.view(B, 1, D)
+        pos = torch.zeros(1, S, 1, dtype=torch.bool, device=act.device)
+        if self.positions == "all":
+            pos[:] = True
+        elif self.positions == "last":
+            pos[:, -1] = True
+        else:
+            idx = [p for p in self.positions if -S <= p < S]
+            if S == 1 and len(idx) < len(self.positions):
+                idx = []  # a cached generation step: explicit prompt positions are past
+            pos[:, idx] = True
+        v = self.value
+        if isinstance(v, Tensor):
+            v = v.to(act.device, act.dtype)
+            v = v.view(1, 1, D) if v.ndim == 1 else v.view(B, 1, D)
+        if self.op == "zero":
+            new = torch.zeros_like(act)
+        elif self.op == "scale":
+            new = act * v
+        elif self.op in ("set", "mean"):
+            new = torch.zeros_like(act) + v
+        elif self.op == "add":
+            new = act + v
+        else:  # toward
+            new = act + self.strength * (v - act)
+        self.fired.append(S)
+        return torch.where(m & pos, new, act)
+
+
+@dataclass(frozen=True)
+class Intervention:
+    """What to do to which neurons, where.
+
+    neurons: a NeuronSet, or per-row masks ``[batch, layer, d_mlp]`` for one padded batch.
+    op: ``zero`` (deactivate), ``scale`` (``value`` = alpha; amplify when > 1), ``set``
+        (constant), ``add`` (constant or ``[layer, d_mlp]`` tensor), ``mean`` (set to
+        ``value`` = mean activations ``[layer, d_mlp]``), ``toward`` (``a + strength *
+        (value - a)``, e.g. a language's mean activation).
+    """
+
+    neurons: NeuronSet | Tensor
+    op: str = "zero"
+    value: float | Tensor = 0.0
+    positions: str | tuple[int, ...] = "last"
+    strength: float = 1.0
+    hook: str = "mlp.hook_post"
+    allow_empty: bool = False
+
+    def __post_init__(self) -> None:
+        if self.op not in OPS:
+            raise MultiNeuronError(f"intervention op {self.op!r}; expected one of {OPS}")
+        object.__setattr__(self, "positions", _check_positions(self.positions))
+        if isinstance(self.value, Tensor):
+            if not torch.isfinite(self.value).all():
+                raise MultiNeuronError(f"{self.op} intervention: value tensor is not finite")
+        elif not isinstance(self.value, (int, float)) or not math.isfinite(self.value):
+            raise MultiNeuronError(f"{self.op} intervention: value {self.value!r} is not finite")
+        if not math.isfinite(self.strength):
+            raise MultiNeuronError(f"strength {self.strength!r} is not finite")
+        if self.op in ("mean", "toward") and not isinstance(self.value, Tensor):
+            raise MultiNeuronError(f"op {self.op!r} needs value= a [layer, d_mlp] tensor")
+        if not isinstance(self.neurons, NeuronSet):
+            m = self.neurons
+            if not isinstance(m, Tensor) or m.dtype != torch.bool or m.ndim != 3:
+                raise MultiNeuronError(
+                    "neurons must be a NeuronSet or a bool [batch, layer, d_mlp] tensor"
+                )
+
+    def _mask(self) -> Tensor:
+        return self.neurons.mask if isinstance(self.neurons, NeuronSet) else self.neurons
+
+    def fwd_hooks(self, model: Any) -> list[tuple[str, NeuronHook]]:
+        """``(hook_name, hook_fn)`` pairs for TL (``run_with_hooks``, ``hooks()``)."""
+        mask = self._mask()
+        n, d = model.cfg.n_layers, model.cfg.d_mlp
+        if mask.shape[-2:] != (n, d):
+            name = getattr(self.neurons, "name", "per-row masks")
+            raise MultiNeuronError(
+                f"neuron set {name!r} is for {mask.shape[-2]} layers x {mask.shape[-1]} "
+                f"neurons; the model has {n} x {d}"
+            )
+        if not self.allow_empty and not mask.any():
+            raise MultiNeuronError(
+                f"{self.op} intervention on an empty neuron set would do nothing; pass "
+                "allow_empty=True if that is intended"
+            )
+        per_row = mask.ndim == 3
+        layers = mask.any(0).any(-1) if per_row else mask.any(-1)
+        hooks = []
+        for layer in layers.nonzero().flatten().tolist():
+            v = self.value
+            if isinstance(v, Tensor) and v.ndim >= 2:
+                if v.shape[-2:] != (n, d):
+                    raise MultiNeuronError(
+                        f"value tensor of shape {tuple(v.shape)}; expected [layer={n}, "
+                        f"d_mlp={d}] (or [batch, layer, d_mlp])"
+                    )
+                v = v[..., layer, :]
+            m = mask[:, layer] if per_row else mask[layer]
+            hooks.append(
+                (
+                    f"blocks.{layer}.{self.hook}",
+                    NeuronHook(layer, m, self.op, v, self.strength, self.positions),
+                )
+            )
+        return hooks
+
+    def __add__(self, other: Intervention | Composite) -> Composite:
+        return Composite((self,)) + other
+
+
+@dataclass(frozen=True)
+class Composite:
+    """Several interventions applied in order (TL runs hooks on one point in order)."""
+
+    parts: tuple[Intervention, ...]
+
+    def fwd_hooks(self, model: Any) -> list[tuple[str, NeuronHook]]:
+        return [h for p in self.parts for h in p.fwd_hooks(model)]
+
+    def __add__(self, other: Intervention | Composite) -> Composite:
+        more = other.parts if isinstance(other, Composite) else (other,)
+        return Composite(self.parts + more)
+
+
+def deactivate(
+    neurons: NeuronSet | Tensor, positions: str | Sequence[int] = "last"
+) -> Intervention:
+    """Set the neurons' activations to zero."""
+    return Intervention(
+        neurons, "zero", 0.0, tuple(positions) if not isinstance(positions, str) else positions
+    )
+
+
+def amplify(
+    neurons: NeuronSet | Tensor, alpha: float, positions: str | Sequence[int] = "last"
+) -> Intervention:
+    """Multiply the neurons' activations by ``alpha`` (> 1 strengthens)."""
+    return Intervention(
+        neurons,
+        "scale",
+        float(alpha),
+        tuple(positions) if not isinstance(positions, str) else positions,
+    )
+
+
+def mean_ablate(
+    neurons: NeuronSet | Tensor,
+    means: Float[Tensor, "layer d_mlp"],
+    positions: str | Sequence[int] = "last",
+) -> Intervention:
+    """Replace the neurons' activations by reference means (e.g. ``stats.mean_activation()``
+    averaged over languages)."""
+    return Intervention(
+        neurons, "mean", means, positions if isinstance(positions, str) else tuple(positions)
+    )
+
+
+def steer_toward(
+    neurons: NeuronSet | Tensor,
+    target_means: Float[Tensor, "layer d_mlp"],
+    strength: float = 1.0,
+    positions: str | Sequence[int] = "last",
+) -> Intervention:
+    """Shift activations toward a language's mean activation: ``a + strength * (mu - a)``."""
+    return Intervention(
+        neurons,
+        "toward",
+        target_means,
+        positions if isinstance(positions, str) else tuple(positions),
+        strength,
+    )
+
+
+@contextmanager
+def apply(model: Any, *interventions: Intervention | Composite) -> Iterator[None]:
+    """Apply interventions inside ``with``: hooks are removed on exit (even on an
+    exception), and an error is raised if any of them never fired."""
+    hooks = [h for iv in interventions for h in iv.fwd_hooks(model)]
+    for _, fn in hooks:
+        fn.fired.clear()
+    with model.hooks(fwd_hooks=hooks):
+        yield
+    silent = [name for name, fn in hooks if not fn.fired]
+    if silent:
+        raise MultiNeuronError(f"intervention hooks never fired: {silent}")

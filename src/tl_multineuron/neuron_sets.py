@@ -1,0 +1,204 @@
+"""Neuron sets: a boolean mask ``[layer, d_mlp]`` with set algebra, builders and a file format."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from jaxtyping import Bool, Float
+from torch import Tensor
+
+from .classification import Categories, parse_category
+from .errors import MultiNeuronError
+from .statistics import SharingStats, atomic_write
+
+
+@dataclass(frozen=True)
+class NeuronSet:
+    """A set of MLP neurons of a model with ``n_layers x d_mlp`` neurons."""
+
+    mask: Bool[Tensor, "layer d_mlp"]
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if self.mask.dtype != torch.bool or self.mask.ndim != 2:
+            raise MultiNeuronError(
+                f"a neuron set is a bool [layer, d_mlp] mask, got {self.mask.dtype} "
+                f"{tuple(self.mask.shape)}"
+            )
+        object.__setattr__(self, "mask", self.mask.detach().cpu())
+
+    # -- builders ------------------------------------------------------------------------
+    @classmethod
+    def from_indices(
+        cls, indices: Mapping[int, Sequence[int]], n_layers: int, d_mlp: int, name: str = ""
+    ) -> NeuronSet:
+        """From ``{layer: [neuron, ...]}``; indices are checked against the model size."""
+        mask = torch.zeros(n_layers, d_mlp, dtype=torch.bool)
+        for layer, idx in indices.items():
+            layer = int(layer)
+            if not 0 <= layer < n_layers:
+                raise MultiNeuronError(
+                    f"neuron set {name!r}: layer {layer} does not exist (model has {n_layers})"
+                )
+            t = torch.as_tensor(list(idx), dtype=torch.long)
+            if t.numel() and (t.min() < 0 or t.max() >= d_mlp):
+                bad = t[(t < 0) | (t >= d_mlp)].tolist()
+                raise MultiNeuronError(
+                    f"neuron set {name!r}: layer {layer} has neuron indices {bad} outside "
+                    f"[0, {d_mlp})"
+                )
+            mask[layer, t] = True
+        return cls(mask, name)
+
+    @classmethod
+    def from_stats(
+        cls,
+        stats: SharingStats,
+        category: str,
+        min_frequency: float = 1.0,
+        threshold: float | None = None,
+    ) -> NeuronSet:
+        """Neurons in ``category`` in at least ``min_frequency`` of the calibration items."""
+        if stats.meta.get("layers") not in (None, list(range(stats.n_layers))):
+            raise MultiNeuronError("neuron sets need statistics recorded over all layers")
+        m = stats.neuron_mask(category, min_frequency, threshold)
+        return cls(m, f"{parse_category(category).label}>={min_frequency:g}")
+
+    @classmethod
+    def specific(
+        cls,
+        stats: SharingStats,
+        language: str,
+        min_frequency: float = 0.5,
+        threshold: float | None = None,
+    ) -> NeuronSet:
+        """Neurons specific to ``language`` in at least ``min_frequency`` of the items."""
+        if language not in stats.languages:
+            raise MultiNeuronError(f"language {language!r} not in {list(stats.languages)}")
+        t = stats._t(threshold)
+        freq = stats.specific_counts[t, stats.languages.index(language)].double()
+        return cls(
+            freq / max(1, stats.n_items) >= min_frequency - 1e-12,
+            f"specific-{language}>={min_frequency:g}",
+        )
+
+    @classmethod
+    def from_categories(cls, cats: Categories, category: str, item: int = 0) -> NeuronSet:
+        """The neurons of one item in ``category`` (dynamic sets)."""
+        codes = cats.codes if cats.codes.ndim == 2 else cats.codes[item]
+        return cls(codes == int(parse_category(category)), parse_category(category).label)
+
+    @classmethod
+    def top_k(
+        cls, scores: Float[Tensor, "layer d_mlp"], k: int | float, name: str = "top-k"
+    ) -> NeuronSet:
+        """The top-K neurons per layer by attribution score."""
+        from .attribution import topk_mask
+
+        return cls(topk_mask(scores, k), name)
+
+    # -- algebra and views ---------------------------------------------------------------
+    def __and__(self, other: NeuronSet) -> NeuronSet:
+        self._same_shape(other)
+        return NeuronSet(self.mask & other.mask, f"({self.name} & {other.name})")
+
+    def __or__(self, other: NeuronSet) -> NeuronSet:
+        self._same_shape(other)
+        return NeuronSet(self.mask | other.mask, f"({self.name} | {other.name})")
+
+    def __sub__(self, other: NeuronSet) -> NeuronSet:
+        self._same_shape(other)
+        return NeuronSet(self.mask & ~other.mask, f"({self.name} - {other.name})")
+
+    def __invert__(self) -> NeuronSet:
+        return NeuronSet(~self.mask, f"~{self.name}")
+
+    def __len__(self) -> int:
+        return int(self.mask.sum())
+
+    def _same_shape(self, other: NeuronSet) -> None:
+        if self.mask.shape != other.mask.shape:
+            raise MultiNeuronError(
+                f"neuron sets of different shapes {tuple(self.mask.shape)} and "
+                f"{tuple(other.mask.shape)}"
+            )
+
+    @property
+    def n_layers(self) -> int:
+        return self.mask.shape[0]
+
+    @property
+    def d_mlp(self) -> int:
+        return self.mask.shape[1]
+
+    def per_layer_sizes(self) -> list[int]:
+        return self.mask.sum(-1).tolist()
+
+    def indices(self) -> dict[int, list[int]]:
+        return {
+            x: self.mask[x].nonzero().flatten().tolist()
+            for x in range(self.n_layers)
+            if self.mask[x].any()
+        }
+
+    def random_like(self, seed: int, exclude: NeuronSet | None = None) -> NeuronSet:
+        """Random neurons with exactly the same per-layer sizes (optionally avoiding
+        ``exclude``)."""
+        g = torch.Generator().manual_seed(seed)
+        scores = torch.rand(self.mask.shape, generator=g)
+        if exclude is not None:
+            self._same_shape(exclude)
+            scores = scores.masked_fill(exclude.mask, -1.0)
+        sizes = self.mask.sum(-1)
+        rank = scores.argsort(-1, descending=True).argsort(-1)
+        return NeuronSet(rank < sizes[:, None], f"random-like({self.name}, seed={seed})")
+
+    def check_model(self, model: Any) -> None:
+        n, d = model.cfg.n_layers, model.cfg.d_mlp
+        if (self.n_layers, self.d_mlp) != (n, d):
+            raise MultiNeuronError(
+                f"neuron set {self.name!r} is for {self.n_layers} layers x {self.d_mlp} "
+                f"neurons; the model has {n} x {d}"
+            )
+
+    def require_nonempty(self) -> None:
+        if len(self) == 0:
+            raise MultiNeuronError(
+                f"neuron set {self.name!r} is empty; an intervention on it would do nothing"
+            )
+
+    # -- persistence -----------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "n_layers": self.n_layers,
+            "d_mlp": self.d_mlp,
+            "neurons": {str(k): v for k, v in self.indices().items()},
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> NeuronSet:
+        try:
+            return cls.from_indices(
+                {int(k): v for k, v in d["neurons"].items()},
+                int(d["n_layers"]),
+                int(d["d_mlp"]),
+                d.get("name", ""),
+            )
+        except KeyError as e:
+            raise MultiNeuronError(f"neuron set file lacks the field {e}") from e
+
+    def save(self, path: str | Path) -> None:
+        atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(self.to_dict())))
+
+    @classmethod
+    def load(cls, path: str | Path) -> NeuronSet:
+        p = Path(path)
+        if not p.is_file():
+            raise MultiNeuronError(f"neuron set file {str(p)!r} does not exist")
+        return cls.from_dict(json.loads(p.read_text()))
