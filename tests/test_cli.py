@@ -1,5 +1,6 @@
 import json
 
+import pandas as pd
 import pytest
 import torch
 from helpers import tiny_hf_dir, toy_dataset
@@ -152,4 +153,42 @@ def test_attribute_cli_and_resume(setup, capsys, monkeypatch):
     assert main(_args(hf, data, out)) == 0
     capsys.readouterr()
     assert main([*args, "--k", "7"]) == 2
+    assert "different configuration" in capsys.readouterr().err
+
+
+def test_intervene_cli_resume(setup, capsys):
+    hf, data, root = setup
+    out = root / "iv"
+    args = [
+        "intervene",
+        "--model",
+        hf,
+        "--data",
+        data,
+        "--out",
+        str(out),
+        "--no-progress",
+        "--calibration",
+        "3",
+        "--alphas",
+        "2",
+        "--scopes",
+        "last",
+        "--seeds",
+        "0",
+        "--modes",
+        "dynamic",
+        "--max-new-tokens",
+        "2",
+        "--min-frequency",
+        "0.5",
+    ]
+    assert main(args) == 0
+    summ = pd.read_csv(out / "summary.csv")
+    assert {"none", "all-shared", "random", "specific"} <= set(summ.target)
+    n = len(pd.read_csv(out / "generations.csv"))
+    assert main([*args, "--resume"]) == 0  # nothing left to do, nothing duplicated
+    assert len(pd.read_csv(out / "generations.csv")) == n
+    assert "0 to run" in capsys.readouterr().out
+    assert main([*args[:-1], "0.7", "--resume"]) == 2
     assert "different configuration" in capsys.readouterr().err

@@ -5,6 +5,16 @@ Across Languages and Tasks in LLMs" (arXiv 2406.09265).
 """
 
 from .analysis import AnalysisConfig, AnalysisResult, analyze
+from .attribution import (
+    IGResult,
+    answer_token_ids,
+    contribution_scores,
+    effective_scores,
+    integrated_gradients,
+    topk_mask,
+)
+from .attribution_analysis import AttributionConfig, AttributionResult, attribute
+from .attribution_stats import AttributionStats, ScoreStats
 from .classification import (
     CATEGORY_NAMES,
     Categories,
@@ -17,10 +27,23 @@ from .classification import (
 from .data import ParallelDataset, ParallelItem, load_parallel
 from .errors import MultiNeuronError
 from .evaluation import EvalConfig, accuracy_table, evaluate, generate_greedy
+from .experiments import Condition, accuracy_summary, paper_conditions, run_experiment
+from .interventions import (
+    Composite,
+    Intervention,
+    NeuronHook,
+    amplify,
+    apply,
+    deactivate,
+    mean_ablate,
+    steer_toward,
+)
 from .models import EMBEDDED_MODEL, LoadInfo, check_model, load_model
+from .neuron_sets import NeuronSet
 from .recording import RecordingConfig, TokenBatch, iter_dataset, record, tokenize
 from .statistics import SharingStats, merge_all
 from .tasks import TASKS, list_tasks, load_task
+from .weights import ModelWeights, model_weights
 from .xnli import load_xnli
 
 __version__ = "0.1.0"
@@ -31,32 +54,58 @@ __all__ = [
     "TASKS",
     "AnalysisConfig",
     "AnalysisResult",
+    "AttributionConfig",
+    "AttributionResult",
+    "AttributionStats",
     "Categories",
     "Category",
+    "Composite",
+    "Condition",
     "EvalConfig",
+    "IGResult",
+    "Intervention",
     "LoadInfo",
+    "ModelWeights",
     "MultiNeuronError",
+    "NeuronHook",
+    "NeuronSet",
     "ParallelDataset",
     "ParallelItem",
     "RecordingConfig",
+    "ScoreStats",
     "SharingStats",
     "TokenBatch",
+    "accuracy_summary",
     "accuracy_table",
     "active_mask",
+    "amplify",
     "analyze",
+    "answer_token_ids",
+    "apply",
+    "attribute",
     "categorize",
     "categorize_acts",
     "check_model",
+    "contribution_scores",
+    "deactivate",
+    "effective_scores",
     "evaluate",
     "generate_greedy",
+    "integrated_gradients",
     "iter_dataset",
     "list_tasks",
     "load_model",
     "load_parallel",
     "load_task",
     "load_xnli",
+    "mean_ablate",
     "merge_all",
+    "model_weights",
+    "paper_conditions",
     "record",
+    "run_experiment",
+    "steer_toward",
     "tokenize",
+    "topk_mask",
     "validate_thresholds",
 ]

@@ -1,4 +1,4 @@
-"""Command line: ``tl-multineuron analyze | attribute | evaluate | tasks``."""
+"""Command line: ``tl-multineuron analyze | attribute | intervene | evaluate | tasks``."""
 
 from __future__ import annotations
 
@@ -222,6 +222,89 @@ def cmd_attribute(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_intervene(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from .evaluation import EvalConfig
+    from .experiments import accuracy_summary, paper_conditions, run_experiment
+    from .models import load_model
+    from .runs import RunDir
+    from .statistics import atomic_write
+
+    full = _dataset(args)
+    n_cal = args.calibration
+    if n_cal < 1 or n_cal >= len(full):
+        raise MultiNeuronError(
+            f"--calibration {n_cal}: need 1 <= N < {len(full)} items (the rest are evaluated)"
+        )
+    cal = full.slice(0, n_cal)
+    ev = full.slice(n_cal, n_cal + args.eval_items if args.eval_items else None)
+    conditions = paper_conditions(
+        alphas=_floats(args.alphas),
+        scopes=[x.strip() for x in args.scopes.split(",")],
+        seeds=[int(x) for x in args.seeds.split(",")],
+        modes=[x.strip() for x in args.modes.split(",")],
+    )
+    identity = {
+        "model": args.model,
+        "dtype": args.dtype,
+        "dataset": full.name,
+        "dataset_fingerprint": full.fingerprint(),
+        "languages": list(full.languages),
+        "calibration": n_cal,
+        "eval_items": len(ev),
+        "min_frequency": args.min_frequency,
+        "threshold": args.threshold,
+        "max_new_tokens": args.max_new_tokens,
+    }
+    out = Path(args.out)
+    run = RunDir(
+        out,
+        identity,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        kind="intervene",
+        stats_file="generations.csv",
+    )
+    gen_file = out / "generations.csv"
+    prev = pd.read_csv(gen_file) if args.resume and gen_file.exists() else pd.DataFrame()
+    done_names = set(prev["condition"]) if not prev.empty else set()
+    frames = [prev] if not prev.empty else []
+    run.write_run({"conditions": [c.name for c in conditions]})
+
+    def save(cond, df) -> None:
+        frames.append(df)
+        allg = pd.concat(frames, ignore_index=True)
+        atomic_write(gen_file, lambda t: allg.to_csv(t, index=False))
+        summ = accuracy_summary(allg)
+        atomic_write(out / "summary.csv", lambda t: summ.to_csv(t, index=False))
+
+    todo = [c for c in conditions if c.name not in done_names]
+    print(
+        f"{len(conditions)} conditions ({len(todo)} to run) on {len(ev)} items x "
+        f"{ev.n_languages} languages; static sets calibrated on {n_cal} other items"
+    )
+    if todo:
+        model = load_model(args.model, device=args.device, dtype=args.dtype)
+        run_experiment(
+            model,
+            ev,
+            conditions,
+            cal,
+            min_frequency=args.min_frequency,
+            threshold=float(args.threshold),
+            eval_config=EvalConfig(args.max_new_tokens, args.batch_size),
+            done=lambda c: c.name in done_names,
+            on_condition=save,
+            progress=not args.no_progress,
+        )
+    summ = accuracy_summary(pd.concat(frames, ignore_index=True))
+    view = summ[summ.language == "all"].drop(columns=["language"])
+    print(view.to_string(index=False))
+    print(f"\nresults in {args.out}/ (generations.csv, summary.csv)")
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluation import EvalConfig, accuracy_table, evaluate
     from .models import load_model
@@ -303,6 +386,30 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--resume", action="store_true")
     b.add_argument("--overwrite", action="store_true")
     b.set_defaults(func=cmd_attribute)
+    v = sub.add_parser("intervene", help="accuracy under deactivation / amplification")
+    _add_common(v)
+    v.add_argument(
+        "--calibration",
+        type=int,
+        default=64,
+        help="first N items calibrate the static sets; the rest are evaluated",
+    )
+    v.add_argument("--eval-items", type=int, help="evaluate at most this many items")
+    v.add_argument("--alphas", default="1.1,1.25,1.5,2,3")
+    v.add_argument("--scopes", default="last,all")
+    v.add_argument("--modes", default="static,dynamic")
+    v.add_argument("--seeds", default="0,1,2", help="random-control seeds")
+    v.add_argument(
+        "--min-frequency",
+        type=float,
+        default=0.9,
+        help="static set: all-shared in at least this share of calibration items",
+    )
+    v.add_argument("--threshold", default="0")
+    v.add_argument("--max-new-tokens", type=int, default=8)
+    v.add_argument("--resume", action="store_true")
+    v.add_argument("--overwrite", action="store_true")
+    v.set_defaults(func=cmd_intervene, batch_size=16)
     e = sub.add_parser("evaluate", help="task accuracy by greedy generation")
     _add_common(e)
     e.add_argument("--max-new-tokens", type=int, default=8)
