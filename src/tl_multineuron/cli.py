@@ -1,4 +1,4 @@
-"""Command line: ``tl-multineuron analyze | attribute | intervene | evaluate | tasks``."""
+"""Command line: ``tl-multineuron analyze | attribute | intervene | report | evaluate | tasks``."""
 
 from __future__ import annotations
 
@@ -119,12 +119,47 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         run.checkpoint(stats)
         print(f"analysed {len(ds) - start} items in {time.perf_counter() - t0:.1f}s")
     _write_tables(stats, Path(args.out))
+    if not args.no_views and not (Path(args.out) / "views.json").exists():
+        _write_views(args, ds, stats)
     print(
         f"\nsite {stats.meta.get('site')}, criterion {stats.criterion}, "
         f"threshold {stats.thresholds[0]}: % of neurons per item"
     )
     print(stats.summary().round(2).to_string())
     print(f"\nresults in {args.out}/ (stats.pt, layer_fractions.csv, stability.csv)")
+    return 0
+
+
+def _write_views(args: argparse.Namespace, ds, stats) -> None:
+    """circuitsvis data for the first item: the most often all-shared neurons of three
+    layers, token by token, one row per language."""
+    from .models import load_model
+    from .recording import token_activations
+    from .views import neuron_activation_view, save_views
+
+    layers = list(stats.meta.get("layers") or range(stats.n_layers))
+    pick = sorted({0, len(layers) // 2, len(layers) - 1})
+    neurons = {layers[i]: stats.top_neurons("all-shared", i, 4) for i in pick}
+    model = load_model(args.model, device=args.device, dtype=args.dtype)
+    hook = stats.meta.get("config", {}).get("recording", {}).get("hook", "mlp.hook_post")
+    item = ds.items[0]
+    toks, acts = token_activations(model, [item.prompts[x] for x in ds.languages], neurons, hook)
+    view = neuron_activation_view(
+        dict(zip(ds.languages, toks, strict=True)),
+        dict(zip(ds.languages, acts, strict=True)),
+        [f"L{x}" for x in neurons],
+        [f"top-{j + 1} all-shared" for j in range(4)],
+        title=f"Item {item.item_id!r}: the 4 neurons most often all-shared in layers "
+        f"{list(neurons)} ({', '.join(f'L{x}: {v}' for x, v in neurons.items())})",
+    )
+    save_views([view], Path(args.out) / "views.json")
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import build_report
+
+    path = build_report(args.results, args.out)
+    print(f"report written to {path}")
     return 0
 
 
@@ -351,6 +386,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--layers", help="comma-separated layer indices (default all)")
     a.add_argument("--save-items", action="store_true", help="also write per-item categories")
     a.add_argument("--checkpoint-every", type=int, default=1, help="batches between checkpoints")
+    a.add_argument("--no-views", action="store_true", help="skip the circuitsvis views data")
     a.add_argument("--resume", action="store_true", help="continue an interrupted run")
     a.add_argument("--overwrite", action="store_true", help="discard results in --out")
     a.set_defaults(func=cmd_analyze)
@@ -414,6 +450,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(e)
     e.add_argument("--max-new-tokens", type=int, default=8)
     e.set_defaults(func=cmd_evaluate, batch_size=16)
+    r = sub.add_parser("report", help="self-contained HTML report of a results directory")
+    r.add_argument("results", help="results directory")
+    r.add_argument("--out", help="output file (default RESULTS/report.html)")
+    r.set_defaults(func=cmd_report)
     t = sub.add_parser("tasks", help="list the built-in tasks")
     t.set_defaults(func=cmd_tasks)
     return ap

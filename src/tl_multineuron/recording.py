@@ -275,3 +275,36 @@ def iter_dataset(
     finally:
         if bar is not None:
             bar.close()
+
+
+def token_activations(
+    model: Any,
+    prompts: Sequence[str],
+    neurons: dict[int, Sequence[int]],
+    hook: str = "mlp.hook_post",
+) -> tuple[list[list[str]], list[Float[Tensor, "pos layer neuron"]]]:
+    """Per-token activations of chosen neurons (``{layer: [neuron, ...]}``, the same count
+    per layer) for each prompt: string tokens and ``[pos, layer, neuron]`` tensors (for
+    circuitsvis views)."""
+    if not neurons:
+        raise MultiNeuronError("no neurons chosen")
+    counts = {len(v) for v in neurons.values()}
+    if len(counts) != 1 or 0 in counts:
+        raise MultiNeuronError("choose the same non-zero number of neurons in every layer")
+    names = [f"blocks.{x}.{hook}" for x in neurons]
+    check_model(model, names)
+    tok = get_tokenizer(model)
+    words, acts = [], []
+    for p in prompts:
+        ids = encode(model, p)
+        with torch.inference_mode():
+            _, cache = model.run_with_cache(
+                torch.tensor([ids], device=model_device(model)),
+                names_filter=lambda n: n in names,
+            )
+        a = torch.stack(
+            [cache[f"blocks.{x}.{hook}"][0][:, list(idx)] for x, idx in neurons.items()], dim=1
+        )
+        words.append([tok.decode([i]) for i in ids])
+        acts.append(a.float().cpu())
+    return words, acts

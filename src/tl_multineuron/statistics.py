@@ -44,6 +44,7 @@ def atomic_write(path: str | Path, write: Any) -> None:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600 files
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -193,6 +194,18 @@ class SharingStats:
             raise MultiNeuronError(f"min_frequency must be in (0, 1], got {min_frequency}")
         freq = self.category_frequency(threshold)[int(parse_category(category))]
         return freq >= min_frequency - 1e-12
+
+    def top_neurons(
+        self, category: str | Category, layer: int, n: int = 5, threshold: float | None = None
+    ) -> list[int]:
+        """The ``n`` neurons of a (recorded-layer index) ``layer`` most often in ``category``
+        (ties: larger mean |activation| first)."""
+        if not 0 <= layer < self.n_layers:
+            raise MultiNeuronError(f"layer index {layer} outside the {self.n_layers} recorded")
+        freq = self.category_frequency(threshold)[int(parse_category(category)), layer]
+        mag = self.mean_activation()[:, layer].abs().mean(0)
+        key = freq * 1e6 + mag / (mag.max() + 1e-12)
+        return key.topk(min(n, self.d_mlp)).indices.tolist()
 
     def stability(self, threshold: float | None = None) -> pd.DataFrame:
         """How stable a neuron's category is across inputs, per layer and category.

@@ -1,0 +1,233 @@
+"""Matplotlib figures for every kind of result. Each function takes results (never the model)
+and returns a ``Figure``; :func:`save_figure` writes PNG or SVG by the file suffix."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from .attribution_stats import AttributionStats  # noqa: E402
+from .classification import CATEGORY_NAMES  # noqa: E402
+from .errors import MultiNeuronError  # noqa: E402
+from .statistics import SharingStats, atomic_write  # noqa: E402
+
+COLORS = {
+    "non-activated": "#c7c7c7",
+    "specific": "#ff7f0e",
+    "partial-shared": "#1f77b4",
+    "all-shared": "#2ca02c",
+}
+
+
+def _fig(w: float | int = 7.0, h: float | int = 3.6) -> tuple[Figure, plt.Axes]:
+    from matplotlib.ticker import MaxNLocator
+
+    fig, ax = plt.subplots(figsize=(w, h), constrained_layout=True)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    return fig, ax
+
+
+def _stacked(ax: plt.Axes, x: np.ndarray, parts: np.ndarray, labels=CATEGORY_NAMES) -> None:
+    bottom = np.zeros(len(x))
+    for c, name in enumerate(labels):
+        ax.bar(x, parts[:, c], bottom=bottom, color=COLORS[name], label=name, width=0.85)
+        bottom += parts[:, c]
+
+
+def _layers(stats) -> list[int]:
+    return list(stats.meta.get("layers") or range(stats.n_layers))
+
+
+def plot_layer_fractions(
+    stats: SharingStats, threshold: float | None = None, title: str | None = None
+) -> Figure:
+    """Stacked per-layer fractions of the four categories (mean over items)."""
+    frac = stats.layer_fractions(threshold).numpy() * 100
+    fig, ax = _fig()
+    _stacked(ax, np.array(_layers(stats)), frac)
+    t = stats.thresholds[stats._t(threshold)]
+    ax.set(
+        xlabel="layer",
+        ylabel="% of neurons",
+        ylim=(0, 100),
+        title=title
+        or f"Neuron categories per layer ({stats.criterion}, t={t:g}, {stats.n_items} items)",
+    )
+    ax.legend(loc="upper left", bbox_to_anchor=(1, 1), fontsize=8)
+    return fig
+
+
+def plot_task_comparison(
+    stats_by_task: Mapping[str, SharingStats], threshold: float | None = None
+) -> Figure:
+    """Per-layer all-shared and specific fractions for several tasks."""
+    if not stats_by_task:
+        raise MultiNeuronError("plot_task_comparison needs at least one task")
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), constrained_layout=True, sharex=True)
+    for task, st in stats_by_task.items():
+        frac = st.layer_fractions(threshold).numpy() * 100
+        axes[0].plot(_layers(st), frac[:, 3], marker="o", ms=3, label=task)
+        axes[1].plot(_layers(st), frac[:, 1], marker="o", ms=3, label=task)
+    axes[0].set(title="all-shared", xlabel="layer", ylabel="% of neurons")
+    axes[1].set(title="specific", xlabel="layer")
+    axes[1].legend(fontsize=8)
+    return fig
+
+
+def plot_threshold_sweep(stats: SharingStats) -> Figure:
+    """Category fractions (mean over layers) against the activity threshold."""
+    ts = list(stats.thresholds)
+    vals = np.stack([stats.layer_fractions(t).mean(0).numpy() * 100 for t in ts])
+    fig, ax = _fig(6, 3.6)
+    for c, name in enumerate(CATEGORY_NAMES):
+        ax.plot(ts, vals[:, c], marker="o", color=COLORS[name], label=name)
+    ax.set(
+        xlabel=f"threshold t ({'a > t' if stats.criterion == 'gt' else '|a| > t'})",
+        ylabel="% of neurons (mean over layers)",
+        title="Threshold sweep",
+    )
+    ax.legend(fontsize=8)
+    return fig
+
+
+def plot_stability(stats: SharingStats, threshold: float | None = None) -> Figure:
+    """Overlap across inputs: neurons always in a category / neurons ever in it."""
+    df = stats.stability(threshold)
+    fig, ax = _fig()
+    for name in CATEGORY_NAMES:
+        d = df[df.category == name]
+        ax.plot(d.layer, d.overlap * 100, marker="o", ms=3, color=COLORS[name], label=name)
+    ax.set(
+        xlabel="layer",
+        ylabel="always / ever (%)",
+        title=f"Stability of categories across {stats.n_items} inputs",
+    )
+    ax.legend(fontsize=8)
+    return fig
+
+
+def plot_specific_per_language(stats: SharingStats, threshold: float | None = None) -> Figure:
+    """Heat map: mean number of language-specific neurons per item, language x layer."""
+    spec = stats.specific_per_language(threshold).numpy()
+    fig, ax = _fig(8, 0.45 * len(stats.languages) + 1.4)
+    im = ax.imshow(spec, aspect="auto", cmap="Oranges")
+    ax.set_yticks(range(len(stats.languages)), stats.languages)
+    layers = _layers(stats)
+    ax.set_xticks(range(len(layers)), layers, fontsize=7)
+    ax.set(xlabel="layer", title="Language-specific neurons per item")
+    fig.colorbar(im, ax=ax, label="neurons")
+    return fig
+
+
+def plot_topk_share(attr: AttributionStats, method: str = "contribution") -> Figure:
+    """Share of each category among the top-K neurons per layer (mean over languages)."""
+    s = attr[method]
+    share = s.topk_share().mean(0).numpy() * 100
+    fig, ax = _fig()
+    _stacked(ax, np.array(s.layers), share)
+    ax.set(
+        xlabel="layer",
+        ylabel=f"% of top-{s.k}",
+        ylim=(0, 100),
+        title=f"Categories of the top-{s.k} neurons by {method} score",
+    )
+    ax.legend(loc="upper left", bbox_to_anchor=(1, 1), fontsize=8)
+    return fig
+
+
+def plot_score_by_category(attr: AttributionStats, method: str = "effective") -> Figure:
+    """Min / mean / max score per category and layer (over items and languages)."""
+    s = attr[method]
+    fig, ax = _fig()
+    layers = np.array(s.layers)
+    for c, name in enumerate(CATEGORY_NAMES):
+        if int(s.count[..., c].sum()) == 0:
+            continue
+        mean = (s.mass[..., c].sum(0) / s.count[..., c].sum(0).clamp_min(1)).numpy()
+        lo = s.min[..., c].amin(0).numpy()
+        hi = s.max[..., c].amax(0).numpy()
+        ax.plot(layers, mean, color=COLORS[name], label=name)
+        ax.fill_between(
+            layers,
+            np.where(np.isfinite(lo), lo, np.nan),
+            np.where(np.isfinite(hi), hi, np.nan),
+            color=COLORS[name],
+            alpha=0.15,
+        )
+    ax.set(
+        xlabel="layer",
+        ylabel=f"{method} score",
+        title=f"{method} score by category (line: mean, band: min-max)",
+    )
+    ax.legend(fontsize=8)
+    return fig
+
+
+def plot_attribution_mass(attr: AttributionStats, method: str = "contribution") -> Figure:
+    """Share of attribution magnitude held by each category, per layer."""
+    s = attr[method]
+    share = s.mass_share().mean(0).numpy() * 100
+    fig, ax = _fig()
+    _stacked(ax, np.array(s.layers), share)
+    ax.set(
+        xlabel="layer",
+        ylabel="% of |score| mass",
+        ylim=(0, 100),
+        title=f"Attribution mass by category ({method})",
+    )
+    ax.legend(loc="upper left", bbox_to_anchor=(1, 1), fontsize=8)
+    return fig
+
+
+def plot_intervention_accuracy(
+    summary: pd.DataFrame, metric: str = "prefix_match", language: str = "all"
+) -> Figure:
+    """Accuracy per condition with 95% intervals over random-control seeds."""
+    need = {"target", "op", "alpha", "mode", "scope", "language", f"{metric}_acc"}
+    if not need <= set(summary.columns):
+        raise MultiNeuronError(f"summary lacks columns {sorted(need - set(summary.columns))}")
+    d = summary[summary.language == language].copy()
+    if d.empty:
+        raise MultiNeuronError(f"summary has no rows for language {language!r}")
+    d["label"] = [
+        "none" if t == "none" else f"{'deact.' if o == 'zero' else f'x{a:g}'} {t} ({m}, {s})"
+        for t, o, a, m, s in zip(d.target, d.op, d.alpha, d["mode"], d.scope, strict=True)
+    ]
+    fig, ax = _fig(8, 0.28 * len(d) + 1.2)
+    y = np.arange(len(d))
+    colors = [
+        "#7f7f7f"
+        if t == "none"
+        else "#d62728"
+        if o == "zero" and t != "random"
+        else "#bcbd22"
+        if t == "random"
+        else "#2ca02c"
+        for t, o in zip(d.target, d.op, strict=True)
+    ]
+    ax.barh(y, d[f"{metric}_acc"], xerr=d.get(f"{metric}_ci95"), color=colors, capsize=2)
+    ax.set_yticks(y, d.label, fontsize=7)
+    ax.invert_yaxis()
+    ax.set(
+        xlabel=f"{metric.replace('_', ' ')} accuracy (%)",
+        title=f"Accuracy under interventions (language: {language})",
+    )
+    return fig
+
+
+def save_figure(fig: Figure, path: str | Path) -> Path:
+    """Write ``fig`` as PNG or SVG (by suffix), atomically."""
+    path = Path(path)
+    fmt = path.suffix.lstrip(".").lower()
+    if fmt not in ("png", "svg", "pdf"):
+        raise MultiNeuronError(f"figure format {fmt!r}; expected .png, .svg or .pdf")
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format=fmt, dpi=120))
+    return path

@@ -1,0 +1,262 @@
+"""A self-contained HTML report of whatever a results directory holds.
+
+Figures are embedded as PNG data, circuitsvis views with the locally bundled JavaScript: the
+file makes no external request. Missing, partial or old-format results are named in the report,
+and the rest is rendered.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .errors import MultiNeuronError
+from .statistics import SharingStats, atomic_write
+
+CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;
+color:#222}h1{margin-bottom:0}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:2em}
+.note{background:#fff7e0;border-left:4px solid #f0b400;padding:.5em 1em;margin:1em 0}
+.missing{background:#f4f4f4;border-left:4px solid #999;padding:.5em 1em;margin:1em 0}
+img{max-width:100%}table{border-collapse:collapse;font-size:12px}td,th{border:1px solid #ddd;
+padding:2px 6px;text-align:right}pre{background:#f7f7f7;padding:.6em;overflow:auto;font-size:12px}
+figure.cv{margin:1em 0}figcaption{font-weight:600}"""
+
+
+def _png(fig: Any) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    data = base64.b64encode(buf.getvalue()).decode()
+    return f'<img alt="figure" src="data:image/png;base64,{data}">'
+
+
+class _Report:
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.problems: list[str] = []
+
+    def h2(self, text: str) -> None:
+        self.parts.append(f"<h2>{html.escape(text)}</h2>")
+
+    def p(self, text: str, cls: str = "") -> None:
+        c = f' class="{cls}"' if cls else ""
+        self.parts.append(f"<p{c}>{html.escape(text)}</p>")
+
+    def missing(self, text: str) -> None:
+        self.problems.append(text)
+        self.parts.append(f'<div class="missing">{html.escape(text)}</div>')
+
+    def figure(self, make: Callable[[], Any], what: str) -> None:
+        try:
+            self.parts.append(_png(make()))
+        except (MultiNeuronError, KeyError, ValueError) as e:
+            self.missing(f"{what}: could not be drawn ({e})")
+
+    def table(self, df: pd.DataFrame) -> None:
+        self.parts.append(df.to_html(index=False, float_format=lambda v: f"{v:.2f}", border=0))
+
+
+def _load(path: Path, loader: Callable[[Path], Any], what: str, rep: _Report) -> Any:
+    try:
+        return loader(path)
+    except (MultiNeuronError, KeyError, RuntimeError, ValueError, OSError) as e:
+        rep.missing(f"{what} ({path.name}) could not be read: {e}")
+        return None
+
+
+def _run_info(d: Path, name: str) -> dict | None:
+    f = d / name
+    if not f.exists():
+        return None
+    try:
+        return json.loads(f.read_text())
+    except json.JSONDecodeError:
+        return None
+
+
+def _sharing(rep: _Report, d: Path) -> SharingStats | None:
+    from . import plots
+
+    rep.h2("Neuron sharing across languages")
+    f = d / "stats.pt"
+    if not f.exists():
+        rep.missing("No sharing analysis (stats.pt): run `tl-multineuron analyze --out DIR`.")
+        return None
+    st = _load(f, SharingStats.load, "sharing statistics", rep)
+    if st is None:
+        return None
+    run = _run_info(d, "run.json") or {}
+    total = run.get("n_items")
+    if total and st.n_items < total:
+        rep.parts.append(
+            f'<div class="note">Partial results: {st.n_items} of {total} items '
+            "(resume with --resume).</div>"
+        )
+    rep.p(
+        f"{st.n_items} items x {len(st.languages)} languages {list(st.languages)}; site "
+        f"{st.meta.get('site')}; active when {'a > t' if st.criterion == 'gt' else '|a| > t'}"
+        f"; thresholds {list(st.thresholds)}; model {st.meta.get('model')}; dataset "
+        f"{st.meta.get('dataset')}."
+    )
+    rep.figure(lambda: plots.plot_layer_fractions(st), "layer fractions")
+    if len(st.thresholds) > 1:
+        rep.figure(lambda: plots.plot_threshold_sweep(st), "threshold sweep")
+    rep.figure(lambda: plots.plot_stability(st), "stability")
+    rep.figure(lambda: plots.plot_specific_per_language(st), "specific per language")
+    rep.table(st.summary().round(2).reset_index())
+    return st
+
+
+def _tasks(rep: _Report, d: Path, own: SharingStats | None) -> None:
+    from . import plots
+
+    subs = {}
+    for sub in sorted(p for p in d.iterdir() if p.is_dir() and (p / "stats.pt").exists()):
+        st = _load(sub / "stats.pt", SharingStats.load, f"statistics of {sub.name}", rep)
+        if st is not None:
+            subs[sub.name] = st
+    if own is not None and own.meta.get("dataset"):
+        subs.setdefault(str(own.meta["dataset"]), own)
+    if len(subs) > 1:
+        rep.h2("Comparison across tasks")
+        rep.figure(lambda: plots.plot_task_comparison(subs), "task comparison")
+
+
+def _views(rep: _Report, d: Path) -> None:
+    from .views import load_views, render_views
+
+    rep.h2("Token-level activations (circuitsvis)")
+    f = d / "views.json"
+    if not f.exists():
+        rep.missing("No views (views.json): `tl-multineuron analyze` writes them.")
+        return
+    views = _load(f, load_views, "views", rep)
+    if views:
+        rep.parts.append(render_views(views))
+
+
+def _attribution(rep: _Report, d: Path) -> None:
+    from . import plots
+    from .attribution_stats import AttributionStats
+
+    rep.h2("Attribution: which categories the important neurons belong to")
+    f = d / "attribution.pt"
+    if not f.exists():
+        rep.missing(
+            "No attribution results (attribution.pt): run `tl-multineuron attribute --out DIR`."
+        )
+        return
+    at = _load(f, AttributionStats.load, "attribution statistics", rep)
+    if at is None:
+        return
+    run = _run_info(d, "run-attribute.json") or {}
+    if run.get("n_items") and at.n_items < run["n_items"]:
+        rep.parts.append(
+            f'<div class="note">Partial results: {at.n_items} of {run["n_items"]} items.</div>'
+        )
+    rep.p(f"{at.n_items} items; answer token: {at.meta.get('answer_token')}.")
+    for m, s in at.methods.items():
+        rep.figure(lambda m=m: plots.plot_topk_share(at, m), f"top-K share ({m})")
+        rep.figure(lambda m=m: plots.plot_attribution_mass(at, m), f"mass ({m})")
+        if m in ("effective", "ig"):
+            rep.figure(lambda m=m: plots.plot_score_by_category(at, m), f"score ({m})")
+        if m == "ig":
+            rep.p(
+                f"IG completeness: mean |gap| {s.gap_abs_sum / max(1, s.n_gaps):.4g}, max "
+                f"relative gap {s.rel_gap_max:.3g} over {s.n_gaps} runs."
+            )
+        share = s.all_shared_topk_fraction().mean(0) * 100
+        rep.p(
+            f"{m}: all-shared share of the top-{s.k} neurons, mean over languages, per "
+            f"layer: {[round(float(v), 1) for v in share]}"
+        )
+
+
+def _interventions(rep: _Report, d: Path) -> None:
+    from . import plots
+
+    rep.h2("Interventions: accuracy under deactivation and amplification")
+    f = d / "summary.csv"
+    if not f.exists():
+        rep.missing(
+            "No intervention results (summary.csv): run `tl-multineuron intervene --out DIR`."
+        )
+        return
+    summ = _load(f, pd.read_csv, "intervention summary", rep)
+    if summ is None:
+        return
+    for metric in ("prefix_match", "first_token_match"):
+        rep.figure(
+            lambda metric=metric: plots.plot_intervention_accuracy(summ, metric),
+            f"intervention accuracy ({metric})",
+        )
+    cols = [
+        c
+        for c in (
+            "target",
+            "op",
+            "alpha",
+            "mode",
+            "scope",
+            "n_seeds",
+            "n",
+            "set_size",
+            "prefix_match_acc",
+            "prefix_match_ci95",
+            "first_token_match_acc",
+            "first_token_match_ci95",
+        )
+        if c in summ.columns
+    ]
+    if "language" in summ.columns:
+        rep.table(summ[summ.language == "all"][cols])
+
+
+def build_report(results_dir: str | Path, out: str | Path | None = None) -> Path:
+    """Write ``report.html`` (or ``out``) summarising ``results_dir``; returns its path."""
+    d = Path(results_dir)
+    if not d.is_dir():
+        raise MultiNeuronError(f"results directory {str(d)!r} does not exist")
+    from . import __version__
+
+    rep = _Report()
+    runs = {n: _run_info(d, n) for n in ("run.json", "run-attribute.json", "run-intervene.json")}
+    own = _sharing(rep, d)
+    _tasks(rep, d, own)
+    _views(rep, d)
+    _attribution(rep, d)
+    _interventions(rep, d)
+    rep.h2("Configuration")
+    found = {k: v for k, v in runs.items() if v is not None}
+    if found:
+        rep.parts.append(
+            f"<pre>{html.escape(json.dumps(found, indent=2, ensure_ascii=False))}</pre>"
+        )
+    else:
+        rep.missing("No run configuration files (run*.json) found.")
+    head = (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>tl_multineuron report: "
+        f"{html.escape(d.name)}</title><style>{CSS}</style></head><body>"
+        f"<h1>tl_multineuron report</h1><p>{html.escape(str(d.resolve()))} &middot; "
+        f"{time.strftime('%Y-%m-%d %H:%M')} &middot; tl_multineuron {__version__}</p>"
+    )
+    if rep.problems:
+        head += (
+            '<div class="note"><b>Missing or unreadable:</b><ul>'
+            + "".join(f"<li>{html.escape(x)}</li>" for x in rep.problems)
+            + "</ul></div>"
+        )
+    page = head + "\n".join(rep.parts) + "</body></html>"
+    path = Path(out) if out else d / "report.html"
+    atomic_write(path, lambda tmp: Path(tmp).write_text(page, encoding="utf-8"))
+    return path

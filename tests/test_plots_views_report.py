@@ -1,0 +1,207 @@
+import json
+import shutil
+
+import pandas as pd
+import pytest
+import torch
+from helpers import seeded_acts, tiny_model, toy_dataset
+
+import tl_multineuron as tlm
+from tl_multineuron import MultiNeuronError, plots
+from tl_multineuron.attribution_analysis import AttributionConfig, attribute
+from tl_multineuron.report import build_report
+from tl_multineuron.views import (
+    colored_tokens_view,
+    load_views,
+    neuron_activation_view,
+    render_views,
+    save_views,
+    views_page,
+)
+
+LANGS = ("en", "de", "fr")
+
+
+@pytest.fixture(scope="module")
+def stats():
+    s = tlm.SharingStats(LANGS, (0.0, 0.2, 0.4), "gt", 3, 16, meta={"dataset": "toy"})
+    s.update(seeded_acts((6, 3, 3, 16)))
+    return s
+
+
+@pytest.fixture(scope="module")
+def attr():
+    model = tiny_model("gated")
+    return attribute(
+        model,
+        toy_dataset(3, LANGS),
+        AttributionConfig(methods=("contribution", "effective", "ig"), k=4, ig_steps=4),
+    ).stats
+
+
+def _summary():
+    return pd.DataFrame(
+        [
+            {
+                "target": "none",
+                "op": "none",
+                "alpha": 1.0,
+                "mode": "-",
+                "scope": "-",
+                "language": "all",
+                "prefix_match_acc": 50.0,
+                "prefix_match_ci95": 0.0,
+                "first_token_match_acc": 60.0,
+                "first_token_match_ci95": 0.0,
+            },
+            {
+                "target": "random",
+                "op": "zero",
+                "alpha": 1.0,
+                "mode": "static",
+                "scope": "last",
+                "language": "all",
+                "prefix_match_acc": 45.0,
+                "prefix_match_ci95": 3.0,
+                "first_token_match_acc": 55.0,
+                "first_token_match_ci95": 2.0,
+            },
+        ]
+    )
+
+
+def test_every_figure_draws_and_saves(stats, attr, tmp_path):
+    figs = [
+        plots.plot_layer_fractions(stats),
+        plots.plot_task_comparison({"a": stats, "b": stats}),
+        plots.plot_threshold_sweep(stats),
+        plots.plot_stability(stats),
+        plots.plot_specific_per_language(stats),
+        plots.plot_topk_share(attr, "contribution"),
+        plots.plot_score_by_category(attr, "effective"),
+        plots.plot_attribution_mass(attr, "ig"),
+        plots.plot_intervention_accuracy(_summary()),
+    ]
+    for i, f in enumerate(figs):
+        for ext in ("png", "svg"):
+            p = plots.save_figure(f, tmp_path / f"f{i}.{ext}")
+            assert p.stat().st_size > 1000
+    # the stacked bars add up to 100% per layer
+    ax = figs[0].axes[0]
+    heights = torch.tensor([[b.get_height() for b in c] for c in ax.containers])
+    torch.testing.assert_close(heights.sum(0), torch.full((3,), 100.0, dtype=heights.dtype))
+    with pytest.raises(MultiNeuronError, match="format"):
+        plots.save_figure(figs[0], tmp_path / "f.gif")
+    with pytest.raises(MultiNeuronError, match="lacks columns"):
+        plots.plot_intervention_accuracy(pd.DataFrame({"x": [1]}))
+
+
+def test_views_are_data_and_render_offline(tmp_path):
+    v = neuron_activation_view(
+        {"en": ["a", "b"], "de": ["c"]},
+        {"en": torch.ones(2, 1, 2), "de": torch.zeros(1, 1, 2)},
+        ["L0"],
+        ["n1", "n2"],
+        "t",
+    )
+    assert v.props["tokens"][0][0] == "[en] " and len(v.props["activations"][1]) == 2
+    save_views([v], tmp_path / "v.json")
+    assert load_views(tmp_path / "v.json")[0] == v
+    html = render_views([v, colored_tokens_view(["x"], torch.ones(1, 2), ["a", "b"])])
+    assert html.count("CircuitsVis.render(") == 2 and "unpkg" not in html.lower()
+    assert html.count("</script>") == 3  # the bundle once, then one call per view
+    with pytest.raises(MultiNeuronError, match="tokens"):
+        neuron_activation_view({"en": ["a"]}, {"en": torch.ones(2, 1, 1)}, ["L"], ["n"])
+    assert "<h1>" in views_page([v])
+
+
+def test_report_renders_what_exists_and_names_what_is_missing(stats, attr, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    page = build_report(empty).read_text()
+    for what in ("stats.pt", "attribution.pt", "summary.csv", "views.json", "run*.json"):
+        assert what in page
+    d = tmp_path / "full"
+    d.mkdir()
+    stats.save(d / "stats.pt")
+    attr.save(d / "attribution.pt")
+    _summary().to_csv(d / "summary.csv", index=False)
+    (d / "run.json").write_text(json.dumps({"identity": {"model": "m"}, "n_items": 10}))
+    page = build_report(d).read_text()
+    assert page.count("data:image/png;base64,") >= 10
+    assert "Partial results: 6 of 10 items" in page
+    assert "http://" not in page and "https://" not in page.replace("https://www.w3.org", "")
+    # an older-format file: the report says so and renders the rest
+    st = torch.load(d / "stats.pt", weights_only=True)
+    st["format_version"] = 0
+    torch.save(st, d / "stats.pt")
+    page = build_report(d).read_text()
+    assert "could not be read" in page and "format version 0" in page
+    assert "Attribution" in page and page.count("data:image/png;base64,") >= 6
+    with pytest.raises(MultiNeuronError, match="does not exist"):
+        build_report(tmp_path / "nope")
+
+
+def _chromium():
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(
+    _chromium() is None, reason="Debian chromium not installed (.ci/run installs it)"
+)
+def test_report_in_headless_chromium(stats, attr, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    d = tmp_path / "run"
+    d.mkdir()
+    stats.save(d / "stats.pt")
+    attr.save(d / "attribution.pt")
+    _summary().to_csv(d / "summary.csv", index=False)
+    v = neuron_activation_view(
+        {x: ["a", "b"] for x in LANGS},
+        {x: torch.rand(2, 2, 3) for x in LANGS},
+        ["L0", "L1"],
+        ["n0", "n1", "n2"],
+        "view",
+    )
+    save_views([v], d / "views.json")
+    report = build_report(d)
+    (d / "views.html").write_text(views_page([v]))
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=_chromium(),
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
+        try:
+            for path in (report, d / "views.html"):
+                page = browser.new_page(viewport={"width": 1200, "height": 900})
+                errors: list[str] = []
+                requests: list[str] = []
+
+                def on_console(m, errors=errors):
+                    if m.type == "error":
+                        errors.append(m.text)
+
+                page.on("console", on_console)
+                page.on("pageerror", lambda e, errors=errors: errors.append(str(e)))
+                page.on("request", lambda r, requests=requests: requests.append(r.url))
+                page.goto(path.as_uri())
+                page.wait_for_selector(".cv-widget select", timeout=15000)
+                assert errors == [], errors
+                assert requests == [path.as_uri()], requests  # nothing but the file itself
+                n_tokens = page.evaluate(
+                    "document.querySelector('.cv-widget').innerText.split('[').length - 1"
+                )
+                assert n_tokens == len(LANGS)  # one row per language
+                shot = d / f"{path.stem}.png"
+                page.screenshot(path=str(shot), full_page=True)
+                assert shot.stat().st_size > 10_000
+        finally:
+            browser.close()
