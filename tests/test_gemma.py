@@ -198,3 +198,23 @@ def test_cached_generate_with_intervention_equals_stepwise(gemma, scope):
             stop_at_eos=False,
         )
     assert got[0, P:].tolist() == ids[P:]
+
+
+def test_walkthrough_runs(tmp_path):
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "examples" / "walkthrough.py"),
+            "--out",
+            str(tmp_path / "w"),
+            "--items",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "report:" in r.stdout and (tmp_path / "w" / "report.html").exists()
+    page = (tmp_path / "w" / "report.html").read_text()
+    assert "No sharing analysis" not in page and "No attribution results" not in page

@@ -79,6 +79,10 @@ def _hf_generate(model: Any, tokens: torch.Tensor, mask: torch.Tensor, n: int) -
     )
 
 
+def _keep_last(x: torch.Tensor, hook: Any) -> torch.Tensor:
+    return x[:, -1:]
+
+
 def generate_greedy(
     model: Any,
     prompts: Sequence[str],
@@ -115,7 +119,11 @@ def generate_greedy(
         e = min(s + batch_size, len(prompts))
         tokens, mask = left_pad(model, prompts[s:e])
         tokens, mask = tokens.to(device), mask.to(device)
-        extra = hooks_for_batch(s, e) if hooks_for_batch is not None else []
+        extra = list(hooks_for_batch(s, e)) if hooks_for_batch is not None else []
+        if not use_hf and "unembed.hook_in" in getattr(model, "hook_dict", {}):
+            # generate reads only the last position's logits; with left padding that is -1
+            # for every row, so the prompt's other positions need no (vocab-sized) unembedding
+            extra.append(("unembed.hook_in", _keep_last))
         with torch.inference_mode(), model.hooks(fwd_hooks=extra):
             if use_hf:
                 res = _hf_generate(model, tokens, mask, max_new_tokens)
