@@ -30,6 +30,18 @@ def _dataset(args: argparse.Namespace):
     return ds
 
 
+def _identity(args: argparse.Namespace, ds, **extra) -> dict:
+    """The settings that make results of one run comparable with another's."""
+    return {
+        "model": args.model,
+        "dtype": args.dtype,
+        "dataset": ds.name,
+        "dataset_fingerprint": ds.fingerprint(),
+        "languages": list(ds.languages),
+        **extra,
+    }
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model",
@@ -63,15 +75,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
     )
     ds = _dataset(args)
-    identity = {
-        "model": args.model,
-        "dtype": args.dtype,
-        "dataset": ds.name,
-        "dataset_fingerprint": ds.fingerprint(),
-        "languages": list(ds.languages),
-        "analysis": config.identity(),
-        "save_items": bool(args.save_items),
-    }
+    identity = _identity(args, ds, analysis=config.identity(), save_items=bool(args.save_items))
     run = RunDir(args.out, identity, resume=args.resume, overwrite=args.overwrite)
     stats = run.load_checkpoint() if args.resume else None
     start = stats.n_items if stats is not None else 0
@@ -201,14 +205,7 @@ def cmd_attribute(args: argparse.Namespace) -> int:
     ds = _dataset(args)
     cfg_id = config.to_dict()
     cfg_id.pop("batch_size")
-    identity = {
-        "model": args.model,
-        "dtype": args.dtype,
-        "dataset": ds.name,
-        "dataset_fingerprint": ds.fingerprint(),
-        "languages": list(ds.languages),
-        "attribution": cfg_id,
-    }
+    identity = _identity(args, ds, attribution=cfg_id)
     run = RunDir(
         args.out,
         identity,
@@ -281,11 +278,7 @@ def cmd_intervene(args: argparse.Namespace) -> int:
         modes=[x.strip() for x in args.modes.split(",")],
     )
     identity = {
-        "model": args.model,
-        "dtype": args.dtype,
-        "dataset": full.name,
-        "dataset_fingerprint": full.fingerprint(),
-        "languages": list(full.languages),
+        **_identity(args, full),
         "calibration": n_cal,
         "eval_items": len(ev),
         "min_frequency": args.min_frequency,
