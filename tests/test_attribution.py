@@ -148,6 +148,8 @@ def test_ig_hooks_removed_on_error(model):
 
 
 def test_answer_tokens(model):
+    with pytest.raises(MultiNeuronError, match="item 'q', language 'de': the answer '' tokenizes"):
+        answer_token_ids(model, ["ab"], [""], ["item 'q', language 'de'"])
     ids = answer_token_ids(model, ["ab"], [" c"], ["x"])
     assert ids.tolist() == [tlm.recording.encode(model, " c", prepend_bos=False)[0]]
 

