@@ -123,3 +123,26 @@ def tiny_hf_dir(path) -> str:
     model.save_pretrained(path)
     byte_tokenizer().save_pretrained(path)
     return str(path)
+
+
+def last_position_logprob_fn(model, prompt: str, layer: int, token: int):
+    """f(x) = log p(token) with the last-position activations of ``layer`` replaced by the
+    rows of ``x`` [n, d_mlp]: the function IG attributes, written out for captum."""
+    from tl_multineuron.recording import encode
+
+    ids = encode(model, prompt)
+    last = len(ids) - 1
+
+    def f(x):
+        toks = torch.tensor([ids] * x.shape[0])
+
+        def patch(act, hook):
+            act = act.clone()
+            act[:, last] = x
+            return act
+
+        with model.hooks(fwd_hooks=[(f"blocks.{layer}.mlp.hook_post", patch)]):
+            logits = model(toks)[:, last]
+        return torch.log_softmax(logits, -1)[:, token]
+
+    return f

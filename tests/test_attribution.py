@@ -1,6 +1,6 @@
 import pytest
 import torch
-from helpers import tiny_model, toy_dataset
+from helpers import last_position_logprob_fn, tiny_model, toy_dataset
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -108,20 +108,7 @@ def test_ig_matches_captum(model):
     from captum.attr import IntegratedGradients
 
     prompt, tok, layer = "hello world", 5, 1
-    ids = tlm.recording.encode(model, prompt)
-    last = len(ids) - 1
-
-    def fwd(x):
-        toks = torch.tensor([ids] * x.shape[0])
-
-        def patch(act, hook):
-            act = act.clone()
-            act[:, last] = x
-            return act
-
-        with model.hooks(fwd_hooks=[(f"blocks.{layer}.mlp.hook_post", patch)]):
-            logits = model(toks)[:, last]
-        return torch.log_softmax(logits, -1)[:, tok]
+    fwd = last_position_logprob_fn(model, prompt, layer, tok)
 
     a = tlm.record(model, tlm.tokenize(model, [prompt]))[0, layer].clone()
     for base in (

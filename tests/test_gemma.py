@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import last_position_logprob_fn
 
 import tl_multineuron as tlm
 
@@ -138,25 +139,7 @@ def test_ig_matches_captum_on_gemma(gemma):
     prompt = "France: Paris\nGermany: Berlin\nItaly:"
     tok = int(answer_token_ids(gemma, [prompt], [" Rome"], ["x"])[0])
     layer = 12
-    ids = tlm.recording.encode(gemma, prompt)
-    last = len(ids) - 1
-
-    def fwd(x):
-        toks = torch.tensor([ids] * x.shape[0])
-
-        def patch(act, hook):
-            act = act.clone()
-            act[:, last] = x
-            return act
-
-        def only_last(z, hook):
-            return z[:, last : last + 1]
-
-        with gemma.hooks(
-            fwd_hooks=[(f"blocks.{layer}.mlp.hook_post", patch), ("unembed.hook_in", only_last)]
-        ):
-            logits = gemma(toks)[:, -1]
-        return torch.log_softmax(logits, -1)[:, tok]
+    fwd = last_position_logprob_fn(gemma, prompt, layer, tok)
 
     a = tlm.record(gemma, tlm.tokenize(gemma, [prompt]))[0, layer].clone()
     ref = IntegratedGradients(fwd).attribute(

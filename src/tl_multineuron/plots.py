@@ -42,6 +42,15 @@ def _stacked(ax: plt.Axes, x: np.ndarray, parts: np.ndarray, labels=CATEGORY_NAM
         bottom += parts[:, c]
 
 
+def _stacked_percent(layers, parts: np.ndarray, ylabel: str, title: str) -> Figure:
+    """A stacked 0-100% bar chart of the four categories per layer."""
+    fig, ax = _fig()
+    _stacked(ax, np.asarray(layers), parts)
+    ax.set(xlabel="layer", ylabel=ylabel, ylim=(0, 100), title=title)
+    ax.legend(loc="upper left", bbox_to_anchor=(1, 1), fontsize=8)
+    return fig
+
+
 def _layers(stats) -> list[int]:
     return list(stats.meta.get("layers") or range(stats.n_layers))
 
@@ -51,18 +60,13 @@ def plot_layer_fractions(
 ) -> Figure:
     """Stacked per-layer fractions of the four categories (mean over items)."""
     frac = stats.layer_fractions(threshold).numpy() * 100
-    fig, ax = _fig()
-    _stacked(ax, np.array(_layers(stats)), frac)
     t = stats.thresholds[stats._t(threshold)]
-    ax.set(
-        xlabel="layer",
-        ylabel="% of neurons",
-        ylim=(0, 100),
-        title=title
-        or f"Neuron categories per layer ({stats.criterion}, t={t:g}, {stats.n_items} items)",
+    return _stacked_percent(
+        _layers(stats),
+        frac,
+        "% of neurons",
+        title or f"Neuron categories per layer ({stats.criterion}, t={t:g}, {stats.n_items} items)",
     )
-    ax.legend(loc="upper left", bbox_to_anchor=(1, 1), fontsize=8)
-    return fig
 
 
 def plot_task_comparison(
@@ -131,16 +135,9 @@ def plot_topk_share(attr: AttributionStats, method: str = "contribution") -> Fig
     """Share of each category among the top-K neurons per layer (mean over languages)."""
     s = attr[method]
     share = s.topk_share().mean(0).numpy() * 100
-    fig, ax = _fig()
-    _stacked(ax, np.array(s.layers), share)
-    ax.set(
-        xlabel="layer",
-        ylabel=f"% of top-{s.k}",
-        ylim=(0, 100),
-        title=f"Categories of the top-{s.k} neurons by {method} score",
+    return _stacked_percent(
+        s.layers, share, f"% of top-{s.k}", f"Categories of the top-{s.k} neurons by {method} score"
     )
-    ax.legend(loc="upper left", bbox_to_anchor=(1, 1), fontsize=8)
-    return fig
 
 
 def plot_score_by_category(attr: AttributionStats, method: str = "effective") -> Figure:
@@ -175,16 +172,9 @@ def plot_attribution_mass(attr: AttributionStats, method: str = "contribution") 
     """Share of attribution magnitude held by each category, per layer."""
     s = attr[method]
     share = s.mass_share().mean(0).numpy() * 100
-    fig, ax = _fig()
-    _stacked(ax, np.array(s.layers), share)
-    ax.set(
-        xlabel="layer",
-        ylabel="% of |score| mass",
-        ylim=(0, 100),
-        title=f"Attribution mass by category ({method})",
+    return _stacked_percent(
+        s.layers, share, "% of |score| mass", f"Attribution mass by category ({method})"
     )
-    ax.legend(loc="upper left", bbox_to_anchor=(1, 1), fontsize=8)
-    return fig
 
 
 def plot_intervention_accuracy(
