@@ -79,10 +79,6 @@ def active_mask(
     return x.unsqueeze(0) > t
 
 
-def _count_dtype(n_lang: int) -> torch.dtype:
-    return torch.uint8 if n_lang < 256 else torch.int32
-
-
 @dataclass(frozen=True)
 class Categories:
     """Per-item sharing categories.
@@ -133,14 +129,18 @@ def categorize(
         )
     if n_lang < 2:
         raise MultiNeuronError(f"need at least 2 languages to categorize, got {n_lang}")
-    count = active.sum(LANG_DIM, dtype=_count_dtype(n_lang))
-    lut = torch.full(
-        (n_lang + 1,), int(Category.PARTIAL_SHARED), dtype=torch.int8, device=active.device
+    # Two integer reductions over the language dim: how many languages, and the sum of their
+    # indices (which *is* the language where exactly one is active). No argmax, no gather.
+    a8 = active.view(torch.uint8)
+    count = a8.sum(LANG_DIM, dtype=torch.int32)
+    weights = torch.arange(
+        n_lang, dtype=torch.uint8 if n_lang < 256 else torch.int32, device=active.device
+    ).view(n_lang, 1, 1)
+    index_sum = (a8 * weights).sum(LANG_DIM, dtype=torch.int32)
+    codes = (
+        (count > 0).to(torch.int8) + (count > 1).to(torch.int8) + (count == n_lang).to(torch.int8)
     )
-    lut[0], lut[1], lut[n_lang] = Category.NON_ACTIVATED, Category.SPECIFIC, Category.ALL_SHARED
-    codes = lut[count.long()]
-    first = active.to(torch.uint8).argmax(LANG_DIM).to(torch.int8)
-    specific_lang = torch.where(codes == Category.SPECIFIC, first, torch.full_like(first, -1))
+    specific_lang = torch.where(count == 1, index_sum, -1).to(torch.int8)
     return Categories(codes, specific_lang, langs)
 
 
