@@ -28,14 +28,17 @@ prompts = [it.prompts["en"] for it in ds]
 toks = answer_token_ids(model, prompts, [it.answers["en"] for it in ds], prompts)
 hook = f"blocks.{layer}.mlp.hook_post"
 counts = {"fwd": 0, "bwd": 0}
+_grad = torch.autograd.grad
+def counting_grad(*a, **k):  # every backward pass here goes through autograd.grad
+    counts["bwd"] += 1
+    return _grad(*a, **k)
+torch.autograd.grad = counting_grad
 def fcount(act, hook):
     counts["fwd"] += 1
-def bcount(grad, hook):
-    counts["bwd"] += 1
 base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 out = []
 t0 = time.perf_counter()
-with model.hooks(fwd_hooks=[("hook_embed", fcount)], bwd_hooks=[(hook, bcount)]):
+with model.hooks(fwd_hooks=[("hook_embed", fcount)]):
     for p, t in zip(prompts, toks.tolist()):
         ids = tlm.recording.encode(model, p)
         last = len(ids) - 1
@@ -60,7 +63,9 @@ with model.hooks(fwd_hooks=[("hook_embed", fcount)], bwd_hooks=[(hook, bcount)])
                 return torch.log_softmax(model(tk)[:, last], -1)[:, t]
             lig = LayerIntegratedGradients(g, model.hook_dict[hook])
             tk = torch.tensor([ids])
-            attr = lig.attribute(tk, baselines=tk, n_steps=steps, method="gausslegendre",
+            base = torch.zeros_like(tk)  # the usual input baseline: pad tokens after <bos>
+            base[:, 0] = tk[:, 0]
+            attr = lig.attribute(tk, baselines=base, n_steps=steps, method="gausslegendre",
                 internal_batch_size=steps, attribute_to_layer_input=False)
             out.append(attr[0, last].detach())
 secs = time.perf_counter() - t0

@@ -75,6 +75,8 @@ def active_mask(
     if criterion not in ("gt", "abs"):
         raise MultiNeuronError(f"criterion {criterion!r}; expected 'gt' or 'abs'")
     x = acts.abs() if criterion == "abs" else acts
+    if len(ts) == 1:
+        return (x > ts[0]).unsqueeze(0)
     t = torch.tensor(ts, dtype=x.dtype, device=x.device).view(-1, *([1] * x.ndim))
     return x.unsqueeze(0) > t
 
@@ -129,18 +131,22 @@ def categorize(
         )
     if n_lang < 2:
         raise MultiNeuronError(f"need at least 2 languages to categorize, got {n_lang}")
-    # Two integer reductions over the language dim: how many languages, and the sum of their
-    # indices (which *is* the language where exactly one is active). No argmax, no gather.
-    a8 = active.view(torch.uint8)
-    count = a8.sum(LANG_DIM, dtype=torch.int32)
+    if n_lang > 127:
+        raise MultiNeuronError(f"at most 127 languages (int8 labels), got {n_lang}")
+    # One integer reduction over the language dim counts active languages; the language of
+    # a specific neuron is then looked up only where exactly one is active (no full argmax).
+    small = n_lang < 256
+    count = active.view(torch.uint8).sum(LANG_DIM, dtype=torch.uint8 if small else torch.int32)
+    codes = count.clamp(max=2).to(torch.int8) + (count == n_lang).to(torch.int8)
+    specific_lang = torch.full(count.shape, -1, dtype=torch.int8, device=active.device)
+    flat_lang = active.movedim(LANG_DIM, 0).reshape(n_lang, -1)
+    sel = (count.reshape(-1) == 1).nonzero().squeeze(1)
     weights = torch.arange(
-        n_lang, dtype=torch.uint8 if n_lang < 256 else torch.int32, device=active.device
-    ).view(n_lang, 1, 1)
-    index_sum = (a8 * weights).sum(LANG_DIM, dtype=torch.int32)
-    codes = (
-        (count > 0).to(torch.int8) + (count > 1).to(torch.int8) + (count == n_lang).to(torch.int8)
-    )
-    specific_lang = torch.where(count == 1, index_sum, -1).to(torch.int8)
+        n_lang, dtype=torch.uint8 if small else torch.int32, device=active.device
+    )[:, None]
+    # the one active language of each specific neuron: sum of (language index x active)
+    lang_of = (flat_lang[:, sel].view(torch.uint8) * weights).sum(0, dtype=weights.dtype)
+    specific_lang.view(-1)[sel] = lang_of.to(torch.int8)
     return Categories(codes, specific_lang, langs)
 
 
