@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from .classification import Categories, active_mask, categorize, validate_thresholds
+from .classification import Categories, validate_thresholds
 from .data import ParallelDataset
 from .errors import MultiNeuronError
 from .models import check_model, model_name
@@ -122,13 +122,12 @@ def analyze(
     for s, acts in iter_dataset(
         model, dataset, config.recording, config.batch_size, start, progress
     ):
-        stats.update(acts)
+        all_cats = stats.update(acts)
         cats = None
-        if keep_items or on_batch is not None:
-            cats = categorize(
-                active_mask(acts, config.thresholds[0], config.criterion)[0], dataset.languages
+        if keep_items or on_batch is not None:  # the first threshold's categories
+            cats = Categories(
+                all_cats.codes[0].cpu(), all_cats.specific_lang[0].cpu(), all_cats.languages
             )
-            cats = Categories(cats.codes.cpu(), cats.specific_lang.cpu(), cats.languages)
         if keep_items:
             kept.append(cats.codes)
             kept_lang.append(cats.specific_lang)

@@ -26,7 +26,7 @@ from torch import Tensor
 
 from .errors import MultiNeuronError
 from .models import check_model, model_device
-from .recording import encode
+from .recording import answer_first_token, encode, last_position_unembed_hooks
 from .weights import ModelWeights
 
 IG_METHODS = (
@@ -91,17 +91,10 @@ def answer_token_ids(
 ) -> Int[Tensor, " batch"]:
     """First token of each answer as it continues its prompt; a clear error when an answer
     tokenizes to nothing."""
-    out = []
-    for p, a, lab in zip(prompts, answers, labels, strict=True):
-        pi = encode(model, p)
-        full = encode(model, p + a)
-        if len(full) > len(pi) and full[: len(pi)] == pi:
-            out.append(full[len(pi)])
-            continue
-        ids = encode(model, a, prepend_bos=False)
-        if not ids:
-            raise MultiNeuronError(f"{lab}: the answer {a!r} tokenizes to nothing")
-        out.append(ids[0])
+    out = [
+        answer_first_token(model, p, a, lab)
+        for p, a, lab in zip(prompts, answers, labels, strict=True)
+    ]
     return torch.tensor(out, dtype=torch.long)
 
 
@@ -199,12 +192,11 @@ def integrated_gradients(
         act[:, last] = scaled
         return act
 
-    def only_last(x: Tensor, hook: Any) -> Tensor:
-        return x[:, last : last + 1]
-
     with (
         torch.enable_grad(),
-        model.hooks(fwd_hooks=[(f"blocks.{layer}.{hook}", patch), ("unembed.hook_in", only_last)]),
+        model.hooks(
+            fwd_hooks=[(f"blocks.{layer}.{hook}", patch), *last_position_unembed_hooks(model)]
+        ),
     ):
         logits = model(tokens)[:, -1]
         f = _target(logits, answer_token, target)

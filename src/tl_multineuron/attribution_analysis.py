@@ -154,12 +154,7 @@ def attribute(
     check_model(model)
     weights = model_weights(model)
     stats = stats if stats is not None else new_attribution_stats(model, dataset, config)
-    layers = list(
-        next(
-            iter(s.layers for m, s in stats.methods.items() if m != "ig"),
-            RecordingConfig(layers=config.layers).layer_indices(model),
-        )
-    )
+    layers = RecordingConfig(layers=config.layers).layer_indices(model)
     ig_layers = list(stats.methods["ig"].layers) if "ig" in stats.methods else []
     rec_layers = sorted(set(layers) | set(ig_layers))
     pos = {x: i for i, x in enumerate(rec_layers)}
@@ -176,6 +171,8 @@ def attribute(
         missing = [x for x in ig_layers if x not in stat_layers]
         if missing:
             raise MultiNeuronError(f"baseline statistics have no layer(s) {missing}")
+    li = [pos[x] for x in layers]
+    need_answers = "effective" in config.methods or "ig" in config.methods
     kept: dict[str, list[torch.Tensor]] = {m: [] for m in config.methods}
     for s, acts in iter_dataset(model, dataset, rec, config.batch_size, start, progress):
         items = dataset.items[s : s + acts.shape[0]]
@@ -183,8 +180,6 @@ def attribute(
         codes = categorize(
             active_mask(acts, config.threshold, config.criterion)[0], dataset.languages
         ).codes
-        li = [pos[x] for x in layers]
-        need_answers = "effective" in config.methods or "ig" in config.methods
         tokens = _answers(model, dataset, items) if need_answers else None
         out: dict[str, torch.Tensor] = {}
         if "contribution" in config.methods:

@@ -79,6 +79,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     run = RunDir(args.out, identity, resume=args.resume, overwrite=args.overwrite)
     stats = run.load_checkpoint() if args.resume else None
     start = stats.n_items if stats is not None else 0
+    model = None
     if start >= len(ds):
         print(f"{args.out}: all {len(ds)} items already done")
     else:
@@ -124,7 +125,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         print(f"analysed {len(ds) - start} items in {time.perf_counter() - t0:.1f}s")
     _write_tables(stats, Path(args.out))
     if not args.no_views and not (Path(args.out) / "views.json").exists():
-        _write_views(args, ds, stats)
+        _write_views(args, ds, stats, model)
     print(
         f"\nsite {stats.meta.get('site')}, criterion {stats.criterion}, "
         f"threshold {stats.thresholds[0]}: % of neurons per item"
@@ -134,7 +135,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write_views(args: argparse.Namespace, ds, stats) -> None:
+def _write_views(args: argparse.Namespace, ds, stats, model=None) -> None:
     """circuitsvis data for the first item: the most often all-shared neurons of three
     layers, token by token, one row per language."""
     from .models import load_model
@@ -144,7 +145,8 @@ def _write_views(args: argparse.Namespace, ds, stats) -> None:
     layers = list(stats.meta.get("layers") or range(stats.n_layers))
     pick = sorted({0, len(layers) // 2, len(layers) - 1})
     neurons = {layers[i]: stats.top_neurons("all-shared", i, 4) for i in pick}
-    model = load_model(args.model, device=args.device, dtype=args.dtype)
+    if model is None:  # the analysis was already complete: nothing loaded it
+        model = load_model(args.model, device=args.device, dtype=args.dtype)
     hook = stats.meta.get("config", {}).get("recording", {}).get("hook", "mlp.hook_post")
     item = ds.items[0]
     toks, acts = token_activations(model, [item.prompts[x] for x in ds.languages], neurons, hook)

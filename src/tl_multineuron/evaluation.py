@@ -17,43 +17,31 @@ import torch
 from .data import ParallelDataset
 from .errors import MultiNeuronError
 from .models import model_device
-from .recording import encode, get_tokenizer
+from .recording import (
+    answer_first_token,
+    encode_prompts,
+    get_tokenizer,
+    last_position_unembed_hooks,
+    pad_ids,
+)
 
 
 def normalize(text: str) -> str:
     return unicodedata.normalize("NFKC", text).strip().casefold()
 
 
-def answer_first_token(model: Any, prompt: str, answer: str) -> int:
-    """The first token of ``answer`` as it continues ``prompt`` (split at the boundary)."""
-    p = encode(model, prompt)
-    full = encode(model, prompt + answer)
-    if len(full) > len(p) and full[: len(p)] == p:
-        return full[len(p)]
-    ids = encode(model, answer, prepend_bos=False)
-    if not ids:
-        raise MultiNeuronError(f"answer {answer!r} tokenizes to nothing")
-    return ids[0]
-
-
-def left_pad(model: Any, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+def left_pad(
+    model: Any, prompts: Sequence[str], labels: Sequence[str] | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Left-padded tokens and attention mask (for cached generation)."""
-    ids = [encode(model, p) for p in prompts]
-    width = max(len(r) for r in ids)
-    pad = getattr(get_tokenizer(model), "pad_token_id", None) or 0
-    tokens = torch.full((len(ids), width), int(pad), dtype=torch.long)
-    mask = torch.zeros((len(ids), width), dtype=torch.long)
-    for i, r in enumerate(ids):
-        tokens[i, width - len(r) :] = torch.tensor(r)
-        mask[i, width - len(r) :] = 1
-    return tokens, mask
+    return pad_ids(model, encode_prompts(model, prompts, labels), "left")
 
 
 class _NewlineStop:
     """Stop a batch once every row has generated a newline (answers are one line)."""
 
-    def __init__(self, tokenizer: Any, width: int) -> None:
-        self.tok, self.width, self.done = tokenizer, width, None
+    def __init__(self, tokenizer: Any) -> None:
+        self.tok, self.done = tokenizer, None
 
     def __call__(self, input_ids: torch.Tensor, scores: Any = None, **_: Any) -> torch.Tensor:
         last = input_ids[:, -1].tolist()
@@ -65,8 +53,8 @@ class _NewlineStop:
 def _hf_generate(model: Any, tokens: torch.Tensor, mask: torch.Tensor, n: int) -> torch.Tensor:
     from transformers import StoppingCriteriaList
 
-    stop = _NewlineStop(get_tokenizer(model), tokens.shape[1])
     tok = get_tokenizer(model)
+    stop = _NewlineStop(tok)
     return model.original_model.generate(
         input_ids=tokens,
         attention_mask=mask,
@@ -77,10 +65,6 @@ def _hf_generate(model: Any, tokens: torch.Tensor, mask: torch.Tensor, n: int) -
         top_p=None,
         top_k=None,
     )
-
-
-def _keep_last(x: torch.Tensor, hook: Any) -> torch.Tensor:
-    return x[:, -1:]
 
 
 def generate_greedy(
@@ -117,13 +101,12 @@ def generate_greedy(
     eos = getattr(get_tokenizer(model), "eos_token_id", None)
     for s in rng:
         e = min(s + batch_size, len(prompts))
-        tokens, mask = left_pad(model, prompts[s:e])
+        tokens, mask = left_pad(model, prompts[s:e], [f"prompt {i}" for i in range(s, e)])
         tokens, mask = tokens.to(device), mask.to(device)
         extra = list(hooks_for_batch(s, e)) if hooks_for_batch is not None else []
-        if not use_hf and "unembed.hook_in" in getattr(model, "hook_dict", {}):
-            # generate reads only the last position's logits; with left padding that is -1
-            # for every row, so the prompt's other positions need no (vocab-sized) unembedding
-            extra.append(("unembed.hook_in", _keep_last))
+        if not use_hf:
+            # generate reads only the last position's logits (-1 for every left-padded row)
+            extra += last_position_unembed_hooks(model)
         with torch.inference_mode(), model.hooks(fwd_hooks=extra):
             if use_hf:
                 res = _hf_generate(model, tokens, mask, max_new_tokens)
@@ -192,7 +175,9 @@ def evaluate(
     for (it, x), g in zip(pairs, gens, strict=True):
         ans = it.answers[x]
         text = tok.decode(g).split("\n")[0]
-        first = answer_first_token(model, it.prompts[x], ans)
+        first = answer_first_token(
+            model, it.prompts[x], ans, f"item {it.item_id!r}, language {x!r}"
+        )
         rows.append(
             {
                 "task": it.task or dataset.name,

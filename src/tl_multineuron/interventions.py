@@ -104,7 +104,7 @@ class Intervention:
     neurons: NeuronSet | Tensor
     op: str = "zero"
     value: float | Tensor = 0.0
-    positions: str | tuple[int, ...] = "last"
+    positions: str | Sequence[int] = "last"
     strength: float = 1.0
     hook: str = "mlp.hook_post"
     allow_empty: bool = False
@@ -190,21 +190,14 @@ def deactivate(
     neurons: NeuronSet | Tensor, positions: str | Sequence[int] = "last"
 ) -> Intervention:
     """Set the neurons' activations to zero."""
-    return Intervention(
-        neurons, "zero", 0.0, tuple(positions) if not isinstance(positions, str) else positions
-    )
+    return Intervention(neurons, "zero", 0.0, positions)
 
 
 def amplify(
     neurons: NeuronSet | Tensor, alpha: float, positions: str | Sequence[int] = "last"
 ) -> Intervention:
     """Multiply the neurons' activations by ``alpha`` (> 1 strengthens)."""
-    return Intervention(
-        neurons,
-        "scale",
-        float(alpha),
-        tuple(positions) if not isinstance(positions, str) else positions,
-    )
+    return Intervention(neurons, "scale", float(alpha), positions)
 
 
 def mean_ablate(
@@ -214,9 +207,7 @@ def mean_ablate(
 ) -> Intervention:
     """Replace the neurons' activations by reference means (e.g. ``stats.mean_activation()``
     averaged over languages)."""
-    return Intervention(
-        neurons, "mean", means, positions if isinstance(positions, str) else tuple(positions)
-    )
+    return Intervention(neurons, "mean", means, positions)
 
 
 def steer_toward(
@@ -226,13 +217,7 @@ def steer_toward(
     positions: str | Sequence[int] = "last",
 ) -> Intervention:
     """Shift activations toward a language's mean activation: ``a + strength * (mu - a)``."""
-    return Intervention(
-        neurons,
-        "toward",
-        target_means,
-        positions if isinstance(positions, str) else tuple(positions),
-        strength,
-    )
+    return Intervention(neurons, "toward", target_means, positions, strength)
 
 
 @contextmanager

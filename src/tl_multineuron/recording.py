@@ -148,17 +148,17 @@ def encode(model: Any, text: str, prepend_bos: bool | None = None) -> list[int]:
     return ids
 
 
-def tokenize(
+def encode_prompts(
     model: Any,
     prompts: Sequence[str],
     labels: Sequence[str] | None = None,
     prepend_bos: bool | None = None,
-) -> TokenBatch:
-    """Tokenize and right-pad ``prompts``; ``labels`` name each prompt in error messages."""
+) -> list[list[int]]:
+    """Token ids of each prompt, with a clear error (naming the prompt by its label) for a
+    prompt that tokenizes to nothing or is longer than the model's context."""
     labels = labels or [f"prompt {i}" for i in range(len(prompts))]
     ids = [encode(model, p, prepend_bos) for p in prompts]
     n_ctx = getattr(model.cfg, "n_ctx", None)
-    bos = getattr(get_tokenizer(model), "bos_token_id", None)
     for lab, row in zip(labels, ids, strict=True):
         if not row:
             raise MultiNeuronError(f"{lab}: the prompt tokenizes to nothing")
@@ -166,12 +166,59 @@ def tokenize(
             raise MultiNeuronError(
                 f"{lab}: the prompt is {len(row)} tokens, longer than the model's context ({n_ctx})"
             )
+    return ids
+
+
+def pad_ids(model: Any, ids: Sequence[Sequence[int]], side: str = "right") -> tuple[Tensor, Tensor]:
+    """Pad token id lists into ``[batch, pos]`` tokens and a 0/1 attention mask."""
     width = max(len(r) for r in ids)
     pad = getattr(get_tokenizer(model), "pad_token_id", None) or 0
     tokens = torch.full((len(ids), width), int(pad), dtype=torch.long)
+    mask = torch.zeros((len(ids), width), dtype=torch.long)
     for i, row in enumerate(ids):
-        tokens[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+        cols = slice(0, len(row)) if side == "right" else slice(width - len(row), width)
+        tokens[i, cols] = torch.tensor(row, dtype=torch.long)
+        mask[i, cols] = 1
+    return tokens, mask
+
+
+def answer_first_token(model: Any, prompt: str, answer: str, label: str = "answer") -> int:
+    """The first token of ``answer`` as it continues ``prompt`` (split at the boundary)."""
+    p = encode(model, prompt)
+    full = encode(model, prompt + answer)
+    if len(full) > len(p) and full[: len(p)] == p:
+        return full[len(p)]
+    ids = encode(model, answer, prepend_bos=False)
+    if not ids:
+        raise MultiNeuronError(f"{label}: the answer {answer!r} tokenizes to nothing")
+    return ids[0]
+
+
+def _keep_last_position(x: Tensor, hook: Any) -> Tensor:
+    return x[:, -1:]
+
+
+def last_position_unembed_hooks(model: Any) -> list[tuple[str, Any]]:
+    """A hook that unembeds only the last position (when the model has ``unembed.hook_in``):
+    callers that read only ``logits[:, -1]`` skip the vocab-sized product elsewhere."""
+    return (
+        [("unembed.hook_in", _keep_last_position)]
+        if "unembed.hook_in" in getattr(model, "hook_dict", {})
+        else []
+    )
+
+
+def tokenize(
+    model: Any,
+    prompts: Sequence[str],
+    labels: Sequence[str] | None = None,
+    prepend_bos: bool | None = None,
+) -> TokenBatch:
+    """Tokenize and right-pad ``prompts``; ``labels`` name each prompt in error messages."""
+    ids = encode_prompts(model, prompts, labels, prepend_bos)
+    tokens, _ = pad_ids(model, ids, "right")
     lengths = torch.tensor([len(r) for r in ids], dtype=torch.long)
+    bos = getattr(get_tokenizer(model), "bos_token_id", None)
     has_bos = bos is not None and all(r[0] == bos for r in ids)
     return TokenBatch(tokens, lengths, has_bos)
 

@@ -56,6 +56,15 @@ class _Report:
         self.problems.append(text)
         self.parts.append(f'<div class="missing">{html.escape(text)}</div>')
 
+    def partial(self, done: int, run: dict | None) -> None:
+        """A note when a run's results cover fewer items than its dataset."""
+        total = (run or {}).get("n_items")
+        if total and done < total:
+            self.parts.append(
+                f'<div class="note">Partial results: {done} of {total} items '
+                "(resume with --resume).</div>"
+            )
+
     def figure(self, make: Callable[[], Any], what: str) -> None:
         try:
             self.parts.append(_png(make()))
@@ -95,13 +104,7 @@ def _sharing(rep: _Report, d: Path) -> SharingStats | None:
     st = _load(f, SharingStats.load, "sharing statistics", rep)
     if st is None:
         return None
-    run = _run_info(d, "run.json") or {}
-    total = run.get("n_items")
-    if total and st.n_items < total:
-        rep.parts.append(
-            f'<div class="note">Partial results: {st.n_items} of {total} items '
-            "(resume with --resume).</div>"
-        )
+    rep.partial(st.n_items, _run_info(d, "run.json"))
     rep.p(
         f"{st.n_items} items x {len(st.languages)} languages {list(st.languages)}; site "
         f"{st.meta.get('site')}; active when {'a > t' if st.criterion == 'gt' else '|a| > t'}"
@@ -159,11 +162,7 @@ def _attribution(rep: _Report, d: Path) -> None:
     at = _load(f, AttributionStats.load, "attribution statistics", rep)
     if at is None:
         return
-    run = _run_info(d, "run-attribute.json") or {}
-    if run.get("n_items") and at.n_items < run["n_items"]:
-        rep.parts.append(
-            f'<div class="note">Partial results: {at.n_items} of {run["n_items"]} items.</div>'
-        )
+    rep.partial(at.n_items, _run_info(d, "run-attribute.json"))
     rep.p(f"{at.n_items} items; answer token: {at.meta.get('answer_token')}.")
     for m, s in at.methods.items():
         rep.figure(lambda m=m: plots.plot_topk_share(at, m), f"top-K share ({m})")

@@ -24,6 +24,7 @@ from torch import Tensor
 
 from .classification import (
     CATEGORY_NAMES,
+    Categories,
     Category,
     active_mask,
     categorize,
@@ -98,8 +99,9 @@ class SharingStats:
                 raise MultiNeuronError(f"{name} has shape {tuple(val.shape)}; expected {shape}")
 
     # -- accumulation --------------------------------------------------------------------
-    def update(self, acts: Float[Tensor, "item lang layer neuron"]) -> None:
-        """Add a batch of items' activations (any device; counts stay on the CPU)."""
+    def update(self, acts: Float[Tensor, "item lang layer neuron"]) -> Categories:
+        """Add a batch of items' activations (any device; counts stay on the CPU). Returns
+        the batch's categories for every threshold (codes ``[thr, item, layer, neuron]``)."""
         N, L, D = len(self.languages), self.n_layers, self.d_mlp
         if acts.ndim != 4 or tuple(acts.shape[1:]) != (N, L, D):
             raise MultiNeuronError(
@@ -124,6 +126,7 @@ class SharingStats:
         self.act_sum += a.sum(0).cpu()
         self.act_sq_sum += (a * a).sum(0).cpu()
         self.n_items += acts.shape[0]
+        return cats
 
     def _check_compatible(self, other: SharingStats) -> None:
         for attr in ("languages", "thresholds", "criterion", "n_layers", "d_mlp"):
@@ -280,7 +283,7 @@ class SharingStats:
         layer's neurons per item). ``language`` is ``"all"`` for category fractions and the
         language for per-language specific fractions."""
         rows = []
-        for ti, t in enumerate(self.thresholds):
+        for t in self.thresholds:
             frac = self.layer_fractions(t)
             spec = self.specific_per_language(t) / self.d_mlp
             for layer in range(self.n_layers):
@@ -288,7 +291,6 @@ class SharingStats:
                     rows.append((t, layer, CATEGORY_NAMES[c], "all", float(frac[layer, c])))
                 for li, lang in enumerate(self.languages):
                     rows.append((t, layer, "specific", lang, float(spec[li, layer])))
-            del ti
         return pd.DataFrame(rows, columns=["threshold", "layer", "category", "language", "value"])
 
     def summary(self, threshold: float | None = None) -> pd.DataFrame:
