@@ -17,6 +17,11 @@ from .errors import MultiNeuronError
 from .statistics import SharingStats, atomic_write
 
 
+def _check_all_layers(stats: SharingStats) -> None:
+    if stats.meta.get("layers") not in (None, list(range(stats.n_layers))):
+        raise MultiNeuronError("neuron sets need statistics recorded over all layers")
+
+
 @dataclass(frozen=True)
 class NeuronSet:
     """A set of MLP neurons of a model with ``n_layers x d_mlp`` neurons."""
@@ -64,8 +69,7 @@ class NeuronSet:
         threshold: float | None = None,
     ) -> NeuronSet:
         """Neurons in ``category`` in at least ``min_frequency`` of the calibration items."""
-        if stats.meta.get("layers") not in (None, list(range(stats.n_layers))):
-            raise MultiNeuronError("neuron sets need statistics recorded over all layers")
+        _check_all_layers(stats)
         m = stats.neuron_mask(category, min_frequency, threshold)
         return cls(m, f"{parse_category(category).label}>={min_frequency:g}")
 
@@ -78,12 +82,9 @@ class NeuronSet:
         threshold: float | None = None,
     ) -> NeuronSet:
         """Neurons specific to ``language`` in at least ``min_frequency`` of the items."""
-        if language not in stats.languages:
-            raise MultiNeuronError(f"language {language!r} not in {list(stats.languages)}")
-        t = stats._t(threshold)
-        freq = stats.specific_counts[t, stats.languages.index(language)].double()
+        _check_all_layers(stats)
         return cls(
-            freq / max(1, stats.n_items) >= min_frequency - 1e-12,
+            stats.specific_mask(language, min_frequency, threshold),
             f"specific-{language}>={min_frequency:g}",
         )
 

@@ -193,10 +193,18 @@ class SharingStats:
         threshold: float | None = None,
     ) -> Bool[Tensor, "layer neuron"]:
         """Neurons with ``category`` in at least ``min_frequency`` of the items."""
-        if not 0.0 < min_frequency <= 1.0:
-            raise MultiNeuronError(f"min_frequency must be in (0, 1], got {min_frequency}")
         freq = self.category_frequency(threshold)[int(parse_category(category))]
-        return freq >= min_frequency - 1e-12
+        return _at_least(freq, min_frequency)
+
+    def specific_mask(
+        self, language: str, min_frequency: float = 0.5, threshold: float | None = None
+    ) -> Bool[Tensor, "layer neuron"]:
+        """Neurons specific to ``language`` in at least ``min_frequency`` of the items."""
+        if language not in self.languages:
+            raise MultiNeuronError(f"language {language!r} not in {list(self.languages)}")
+        self._need_items()
+        counts = self.specific_counts[self._t(threshold), self.languages.index(language)]
+        return _at_least(counts.double() / self.n_items, min_frequency)
 
     def top_neurons(
         self, category: str | Category, layer: int, n: int = 5, threshold: float | None = None
@@ -362,6 +370,12 @@ class SharingStats:
         return self.n_items == other.n_items and all(
             torch.equal(getattr(self, n), getattr(other, n)) for n in _TENSORS
         )
+
+
+def _at_least(freq: Tensor, min_frequency: float) -> Tensor:
+    if not 0.0 < min_frequency <= 1.0:
+        raise MultiNeuronError(f"min_frequency must be in (0, 1], got {min_frequency}")
+    return freq >= min_frequency - 1e-12
 
 
 def merge_all(parts: Sequence[SharingStats]) -> SharingStats:
