@@ -11,7 +11,6 @@ from pathlib import Path
 
 import tl_multineuron as tlm
 from tl_multineuron import plots
-from tl_multineuron.evaluation import EvalConfig
 from tl_multineuron.recording import token_activations
 from tl_multineuron.report import build_report
 from tl_multineuron.views import neuron_activation_view, save_views
@@ -54,22 +53,20 @@ def main(out: Path, n_items: int) -> Path:
         with tlm.apply(model, iv):
             ids = tlm.generate_greedy(model, [prompt], max_new_tokens=4)[0]
         print(f"{iv.op:5s}: {prompt.splitlines()[-1]!r} -> {model.tokenizer.decode(ids)!r}")
+    # One-pass scoring of the held-out items under conditions, paired comparisons.
     conds = [
         tlm.Condition(),
         tlm.Condition("all-shared", "zero", mode="dynamic"),
         tlm.Condition("random", "zero", mode="dynamic", seed=0),
+        tlm.Condition("random", "zero", mode="dynamic", seed=1),
         tlm.Condition("all-shared", "scale", 1.5, "static"),
     ]
-    gens = tlm.run_experiment(
-        model, test, conds, calib, min_frequency=0.9, eval_config=EvalConfig(max_new_tokens=6)
-    )
-    summary = tlm.accuracy_summary(gens)
-    summary.to_csv(out / "summary.csv", index=False)
-    print(
-        summary[summary.language == "all"][
-            ["target", "op", "alpha", "mode", "prefix_match_acc", "first_token_match_acc"]
-        ]
-    )
+    rows = tlm.run_experiment(model, test, conds, calib, min_frequency=0.9)
+    rows.to_csv(out / "scores.csv", index=False)
+    comp = tlm.paired_comparisons(rows)
+    comp.to_csv(out / "comparisons.csv", index=False)
+    acc = comp[comp.metric == "accuracy"]
+    print(acc[["condition", "reference", "delta", "ci_low", "ci_high", "p_value"]])
 
     # 4. Figures and a circuitsvis view of the top all-shared neurons of layer 9.
     plots.save_figure(plots.plot_layer_fractions(stats), out / "layer_fractions.png")

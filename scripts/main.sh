@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# The main job, offline: sharing analysis of a built-in task on the embedded Gemma 3 270M,
-# attribution joined with the categories, then a self-contained HTML report.
-# Usage: bash scripts/main.sh [TASK] [OUT]     (defaults: facts, results/facts)
+# The main job, offline: on the embedded Gemma 3 270M and all 5 built-in tasks, one recording
+# pass per task (sharing statistics + contribution/effective attribution + calibration), the
+# paper's experiment grid with paired statistics, then one self-contained HTML report.
+# Usage: bash scripts/main.sh [--quick] [OUT]   (default OUT: results/grid; --quick: facts only,
+# deactivation + amplify x2, a first look in a few minutes). Interrupted? Run it again: it resumes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
-TASK=${1:-facts}
-OUT=${2:-results/$TASK}
+QUICK=()
+if [ "${1:-}" = "--quick" ]; then QUICK=(--quick); shift; fi
+OUT=${1:-results/grid}
+[ ${#QUICK[@]} -gt 0 ] && [ -z "${1:-}" ] && OUT=results/quick
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
-TLM=.venv/bin/tl-multineuron
-$TLM analyze --task "$TASK" --threshold 0,0.1,0.2,0.3,0.4,0.5 --out "$OUT" --resume
-$TLM attribute --task "$TASK" --method contribution,effective --k 50 --out "$OUT" --resume
-$TLM report "$OUT"
+.venv/bin/tl-multineuron grid "${QUICK[@]}" --out "$OUT" --resume

@@ -156,7 +156,7 @@ def test_attribute_cli_and_resume(setup, capsys, monkeypatch):
     assert "different configuration" in capsys.readouterr().err
 
 
-def test_intervene_cli_resume(setup, capsys):
+def test_intervene_cli_resume(setup, capsys, monkeypatch):
     hf, data, root = setup
     out = root / "iv"
     args = [
@@ -168,27 +168,41 @@ def test_intervene_cli_resume(setup, capsys):
         "--out",
         str(out),
         "--no-progress",
+        "--eval-items",
+        "3",
         "--calibration",
         "3",
         "--alphas",
         "2",
-        "--scopes",
-        "last",
         "--seeds",
-        "0",
-        "--modes",
-        "dynamic",
-        "--max-new-tokens",
-        "2",
+        "0,1",
         "--min-frequency",
         "0.5",
+        "--allow-empty",
     ]
     assert main(args) == 0
-    summ = pd.read_csv(out / "summary.csv")
-    assert {"none", "all-shared", "random", "specific"} <= set(summ.target)
-    n = len(pd.read_csv(out / "generations.csv"))
-    assert main([*args, "--resume"]) == 0  # nothing left to do, nothing duplicated
-    assert len(pd.read_csv(out / "generations.csv")) == n
-    assert "0 to run" in capsys.readouterr().out
-    assert main([*args[:-1], "0.7", "--resume"]) == 2
-    assert "different configuration" in capsys.readouterr().err
+    scores = pd.read_csv(out / "scores.csv")
+    assert {"none", "all-shared", "random", "matched", "specific"} <= set(scores.target)
+    assert len(scores) == scores.condition.nunique() * 3 * 4  # conditions x items x langs
+    comp = pd.read_csv(out / "comparisons.csv")
+    assert {"delta", "ci_low", "ci_high", "p_value", "n_rows"} <= set(comp.columns)
+    assert (comp.n_rows == 12).all()
+    # resume: finished conditions are neither recomputed nor duplicated
+    from tl_multineuron import experiments
+
+    def boom(*a, **k):
+        raise AssertionError("a finished condition was recomputed")
+
+    monkeypatch.setattr(experiments, "score_answers", boom)
+    assert main([*args, "--resume"]) == 0
+    assert len(pd.read_csv(out / "scores.csv")) == len(scores)
+    # another grid in the same directory is refused, naming the setting
+    assert main([*args[:-2], "0.7", "--allow-empty", "--resume"]) == 2
+    assert "min_frequency" in capsys.readouterr().err
+    # bad input: one seed, a calibration split that leaves no items
+    assert main([*args[:-7], "--seeds", "0", "--out", str(root / "iv2")]) == 2
+    assert "at least 2 seeds" in capsys.readouterr().err
+    bad = [*args[:9], "6", *args[10:]]
+    bad[bad.index("--out") + 1] = str(root / "iv3")
+    assert main(bad) == 2
+    assert "leaves no calibration items" in capsys.readouterr().err

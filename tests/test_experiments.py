@@ -1,15 +1,21 @@
 import pandas as pd
 import pytest
+import torch
 from helpers import tiny_model, toy_dataset
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tl_multineuron import MultiNeuronError
-from tl_multineuron.evaluation import EvalConfig
+from tl_multineuron.classification import Categories, Category
 from tl_multineuron.experiments import (
     Condition,
+    ExperimentSets,
     accuracy_summary,
     paper_conditions,
     run_experiment,
 )
+from tl_multineuron.grid import GridConfig, run_task
+from tl_multineuron.neuron_sets import magnitude_strata, sample_like
 
 
 @pytest.fixture(scope="module")
@@ -18,50 +24,114 @@ def model():
 
 
 def test_paper_conditions():
-    conds = paper_conditions(alphas=(1.5, 2), scopes=("last",), seeds=(0, 1), modes=("static",))
+    conds = paper_conditions(alphas=(1.5, 2), seeds=(0, 1), modes=("static",))
     names = [c.name for c in conds]
     assert names[0] == "none" and len(names) == len(set(names))
     assert "deactivate random (static, last) seed=1" in names
+    assert "deactivate matched (static, last) seed=0" in names
     assert "amplify x1.5 all-shared (static, last)" in names
-    with pytest.raises(MultiNeuronError):
-        Condition("random", "zero")  # no seed
+    assert "amplify x2 random (static, last) seed=1" in names
+    # default grid: 1 + 2 modes x (shared, specific, 5 random, 5 matched, 4 amp, 20 amp-random)
+    assert len(paper_conditions()) == 1 + 2 * (1 + 1 + 5 + 5 + 4 + 20)
+    both = paper_conditions(scopes=("all",), include_bos=(False, True), seeds=(0,))
+    assert {c.include_bos for c in both if c.target != "none"} == {False, True}
+    assert Condition("random", "zero", seed=0).reference == Condition("all-shared", "zero")
+    with pytest.raises(MultiNeuronError, match="seed"):
+        Condition("random", "zero")
     with pytest.raises(MultiNeuronError):
         Condition("all-shared", "none")
+    with pytest.raises(MultiNeuronError, match="include_bos"):
+        Condition("all-shared", "zero", include_bos=True)  # scope last
 
 
-def test_run_experiment_controls_and_scopes(model):
+@settings(max_examples=40, deadline=None)
+@given(
+    st.integers(1, 4),
+    st.integers(1, 3),
+    st.integers(8, 40),
+    st.floats(0.0, 0.6),
+    st.integers(0, 10**6),
+    st.booleans(),
+)
+def test_controls_match_sizes_and_avoid_target(n_sets, L, D, p, seed, strata):
+    g = torch.Generator().manual_seed(seed)
+    target = torch.rand(n_sets, L, D, generator=g) < p
+    s = magnitude_strata(torch.rand(L, D, generator=g), 4) if strata else None
+    if (target.sum(-1) > (~target).sum(-1)).any():  # more than half a layer: impossible
+        with pytest.raises(MultiNeuronError, match="cannot draw"):
+            sample_like(target, seed, strata=s)
+        return
+    ctrl = sample_like(target, seed, strata=s)
+    assert torch.equal(ctrl.sum(-1), target.sum(-1))  # exact per-layer sizes, per set
+    assert not (ctrl & target).any()  # drawn outside the target
+    assert torch.equal(ctrl, sample_like(target, seed, strata=s))  # reproducible
+    if s is not None:  # bins with enough candidates get exactly the target's count
+        oh = torch.nn.functional.one_hot(s, 4).bool()
+        want = (target[..., None] & oh).sum(-2)
+        have = ((~target)[..., None] & oh).sum(-2)
+        got = (ctrl[..., None] & oh).sum(-2)
+        ok = (want <= have).all(-1)  # every bin of the layer could be matched
+        assert torch.equal(got[ok], want[ok])
+
+
+def test_control_refuses_a_layer_too_full():
+    target = torch.ones(1, 2, 5, dtype=torch.bool)
+    target[0, 1] = False
+    with pytest.raises(MultiNeuronError, match="layer 0"):
+        sample_like(target, 0)
+
+
+def _sets(n_items=2, langs=("en", "de", "fr"), L=2, D=6):
+    codes = torch.zeros(n_items, L, D, dtype=torch.long)
+    codes[:, :, :2] = Category.ALL_SHARED
+    codes[:, :, 2] = Category.SPECIFIC
+    spec = torch.full((n_items, L, D), -1)
+    spec[:, :, 2] = 1  # specific to 'de'
+    cats = Categories(codes, spec, langs)
+    return ExperimentSets(
+        langs,
+        cats.codes,
+        cats.specific_lang,
+        torch.zeros(L, D, dtype=torch.bool).index_fill_(1, torch.tensor([4]), True),
+        torch.zeros(len(langs), L, D, dtype=torch.bool),
+        magnitude_strata(torch.arange(L * D).float().view(L, D), 2),
+    )
+
+
+def test_sets_by_hand():
+    s = _sets()
+    m = s.masks(Condition("all-shared", "zero", mode="dynamic"))
+    assert m.shape == (2, 3, 2, 6) and m[..., :2].all() and not m[..., 2:].any()
+    m = s.masks(Condition("specific", "zero", mode="dynamic"))
+    assert m[:, 1, :, 2].all() and m.sum() == 2 * 2  # only 'de' rows, neuron 2
+    m = s.masks(Condition("all-shared", "zero"))  # static
+    assert m[..., 4].all() and m.sum() == 2 * 3 * 2
+    r = s.masks(Condition("random", "zero", mode="dynamic", seed=3))
+    assert torch.equal(r.sum(-1), torch.full((2, 3, 2), 2)) and not r[..., :2].any()
+    # one draw per item, the same for every language of the item
+    assert torch.equal(r[:, 0], r[:, 1])
+    assert not s.masks(Condition()).any()
+
+
+def test_run_experiment_rows_sizes_and_summary(model):
     ds = toy_dataset(8, ("en", "de", "fr"))
     cal, ev = ds.slice(0, 5), ds.slice(5)
     conds = paper_conditions(alphas=(2.0,), scopes=("last", "all"), seeds=(0, 1))
-    gens = run_experiment(
-        model,
-        ev,
-        conds,
-        cal,
-        min_frequency=0.6,
-        eval_config=EvalConfig(max_new_tokens=3, batch_size=4),
-    )
-    assert set(gens.condition) == {c.name for c in conds}
-    assert len(gens) == len(conds) * 3 * 3
-    # random controls intervene on exactly as many neurons as their target, row by row
+    rows = run_experiment(model, ev, conds, cal, min_frequency=0.6, allow_empty=True)
+    assert set(rows.condition) == {c.name for c in conds}
+    assert len(rows) == len(conds) * 3 * 3
+    assert rows.logprob.le(0).all() and rows.first_rank.ge(0).all()
     for mode in ("static", "dynamic"):
-        tgt = gens[
-            (gens.target == "all-shared")
-            & (gens.op == "zero")
-            & (gens["mode"] == mode)
-            & (gens.scope == "last")
-        ].set_size.to_numpy()
-        rnd = gens[
-            (gens.target == "random")
-            & (gens["mode"] == mode)
-            & (gens.scope == "last")
-            & (gens.seed == 0)
-        ].set_size.to_numpy()
-        assert (tgt == rnd).all() and (tgt > 0).all()
-    summ = accuracy_summary(gens)
+        tgt = rows[(rows.group == f"deactivate all-shared ({mode}, last)")].set_size.to_numpy()
+        for ctl in ("random", "matched"):
+            r = rows[rows.group == f"deactivate {ctl} ({mode}, last)"]
+            for _, grp in r.groupby("seed"):
+                assert (grp.set_size.to_numpy() == tgt).all() and (tgt > 0).all()
+    summ = accuracy_summary(rows)
     r = summ[(summ.target == "random") & (summ.language == "all")]
-    assert (r.n_seeds == 2).all() and {"last", "all"} == set(r.scope)
-    assert {"prefix_match_acc", "first_token_match_acc", "prefix_match_ci95"} <= set(summ)
+    assert (r.n_seeds == 2).all() and (r.n == 9).all()
+    with pytest.raises(MultiNeuronError, match="no scored rows"):
+        accuracy_summary(pd.DataFrame())
 
 
 def test_experiment_errors(model):
@@ -70,5 +140,36 @@ def test_experiment_errors(model):
         run_experiment(model, ds, [Condition("all-shared", "zero")])
     with pytest.raises(MultiNeuronError, match="overlap"):
         run_experiment(model, ds, [Condition("all-shared", "zero")], calibration=ds)
-    with pytest.raises(MultiNeuronError, match="no generations"):
-        accuracy_summary(pd.DataFrame())
+    with pytest.raises(MultiNeuronError, match="repeat"):
+        run_experiment(model, ds, [Condition(), Condition()], calibration=ds.slice(0, 1))
+    # a set empty for some rows: named, unless empty sets are allowed
+    cal, ev = ds.slice(0, 2), ds.slice(2)
+    with pytest.raises(MultiNeuronError, match=r"empty for item 'it\d'"):
+        run_experiment(model, ev, [Condition("specific", "zero")], cal, specific_frequency=1.0)
+
+
+def test_grid_task_on_tiny_model(model, tmp_path):
+    ds = toy_dataset(9, ("en", "de", "fr"))
+    cfg = GridConfig(
+        tuple(paper_conditions(alphas=(2.0,), seeds=(0, 1))),
+        eval_items=4,
+        calibration=5,
+        min_frequency=0.6,
+        k=4,
+        allow_empty=True,
+    )
+    comp = run_task(model, ds, tmp_path / "g", cfg, {"model": "tiny"})
+    for f in ("stats.pt", "attribution.pt", "scores.csv", "summary.csv", "comparisons.csv"):
+        assert (tmp_path / "g" / f).exists()
+    from tl_multineuron import AttributionStats, SharingStats
+
+    assert SharingStats.load(tmp_path / "g" / "stats.pt").n_items == 9
+    at = AttributionStats.load(tmp_path / "g" / "attribution.pt")
+    enr = at["contribution"].enrichment(pooled=True)
+    assert enr.shape == (4,)
+    pairs = set(zip(comp.condition, comp.reference, strict=True))
+    assert ("deactivate all-shared (static, last)", "deactivate random (static, last)") in pairs
+    assert ("deactivate all-shared (dynamic, last)", "none") in pairs
+    assert (comp.n_rows == 12).all() and set(comp.metric) == {"accuracy", "logprob"}
+    with pytest.raises(MultiNeuronError, match="leaves no calibration"):
+        run_task(model, ds.slice(0, 4), tmp_path / "h", cfg, {})

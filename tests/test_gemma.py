@@ -211,3 +211,48 @@ def test_local_gguf_file_loads_the_same_model(gemma):
     assert info.kind == "gguf"
     batch = tlm.tokenize(gemma, ["Tokyo is the capital of"])
     assert torch.equal(tlm.record(model, batch), tlm.record(gemma, batch))
+
+
+def test_greedy_match_equals_generation_on_every_task(gemma):
+    """One-pass scoring (prefix cached, several conditions sharing batches) agrees with
+    KV-cached greedy generation on every row of every built-in task, with and without an
+    intervention: greedy_match == 'the generated tokens begin with the gold tokens'."""
+    from tl_multineuron.scoring import answer_rows, score_answers
+
+    calib = tlm.analyze(gemma, tlm.load_task("facts").slice(0, 8)).stats
+    shared = tlm.NeuronSet.from_stats(calib, "all-shared", 0.9)
+    n_match = 0
+    for task in tlm.list_tasks():
+        ds = tlm.load_task(task)
+        ds = ds.slice(len(ds) - 3)  # 3 items x all languages
+        pairs = [(it, x) for it in ds.items for x in ds.languages]
+        prompts = [it.prompts[x] for it, x in pairs]
+        rows = answer_rows(gemma, prompts, [it.answers[x] for it, x in pairs])
+        none, deact = score_answers(gemma, rows, [None, lambda b: tlm.deactivate(shared)])
+        for sc, hooks in (
+            (none, None),
+            (deact, lambda s, e: tlm.deactivate(shared).fwd_hooks(gemma)),
+        ):
+            gens = tlm.generate_greedy(gemma, prompts, 12, 8, hooks_for_batch=hooks)
+            starts = [list(g[: len(a)]) == list(a) for g, a in zip(gens, rows.answers, strict=True)]
+            assert sc.greedy_match.tolist() == starts, task
+            n_match += sum(starts)
+        assert torch.isfinite(none.logprob).all() and (none.logprob <= 0).all()
+    assert n_match > 0  # not vacuous: some rows do match
+
+
+def test_prefix_cache_equals_full_passes_on_gemma(gemma):
+    from tl_multineuron.scoring import answer_rows, score_answers
+
+    ds = tlm.load_task("qa").slice(0, 4)
+    pairs = [(it, x) for it in ds.items for x in ds.languages]
+    rows = answer_rows(
+        gemma, [it.prompts[x] for it, x in pairs], [it.answers[x] for it, x in pairs]
+    )
+    shared = tlm.NeuronSet.from_stats(tlm.analyze(gemma, ds).stats, "all-shared", 0.9)
+    edits = [None, lambda b: tlm.amplify(shared, 2.0)]
+    cached = score_answers(gemma, rows, edits, cache="prefix", batch_size=16)
+    full = score_answers(gemma, rows, edits, cache="none", batch_size=7)
+    for a, b in zip(cached, full, strict=True):
+        torch.testing.assert_close(a.logprob, b.logprob, atol=2e-3, rtol=1e-4)
+        assert (a.greedy_match == b.greedy_match).float().mean() >= 0.97

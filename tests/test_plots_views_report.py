@@ -40,35 +40,31 @@ def attr():
     ).stats
 
 
-def _summary():
-    return pd.DataFrame(
-        [
-            {
-                "target": "none",
-                "op": "none",
-                "alpha": 1.0,
-                "mode": "-",
-                "scope": "-",
-                "language": "all",
-                "prefix_match_acc": 50.0,
-                "prefix_match_ci95": 0.0,
-                "first_token_match_acc": 60.0,
-                "first_token_match_ci95": 0.0,
-            },
-            {
-                "target": "random",
-                "op": "zero",
-                "alpha": 1.0,
-                "mode": "static",
-                "scope": "last",
-                "language": "all",
-                "prefix_match_acc": 45.0,
-                "prefix_match_ci95": 3.0,
-                "first_token_match_acc": 55.0,
-                "first_token_match_ci95": 2.0,
-            },
-        ]
-    )
+def _comparisons():
+    rows = []
+    for cond, ref, target in (
+        ("deactivate all-shared (static, last)", "none", "all-shared"),
+        ("deactivate random (static, last)", "none", "random"),
+        ("deactivate all-shared (static, last)", "deactivate random (static, last)", "all-shared"),
+    ):
+        for metric in ("accuracy", "logprob"):
+            rows.append(
+                {
+                    "task": "toy",
+                    "condition": cond,
+                    "reference": ref,
+                    "metric": metric,
+                    "value": 10.0,
+                    "reference_value": 20.0,
+                    "delta": -10.0,
+                    "ci_low": -14.0,
+                    "ci_high": -6.0,
+                    "p_value": 0.001,
+                    "n_rows": 30,
+                    "target": target,
+                }
+            )
+    return pd.DataFrame(rows)
 
 
 def test_every_figure_draws_and_saves(stats, attr, tmp_path):
@@ -81,7 +77,8 @@ def test_every_figure_draws_and_saves(stats, attr, tmp_path):
         plots.plot_topk_share(attr, "contribution"),
         plots.plot_score_by_category(attr, "effective"),
         plots.plot_attribution_mass(attr, "ig"),
-        plots.plot_intervention_accuracy(_summary()),
+        plots.plot_intervention_effects(_comparisons()),
+        plots.plot_intervention_effects(_comparisons(), "logprob", "random"),
     ]
     for i, f in enumerate(figs):
         for ext in ("png", "svg"):
@@ -93,8 +90,10 @@ def test_every_figure_draws_and_saves(stats, attr, tmp_path):
     torch.testing.assert_close(heights.sum(0), torch.full((3,), 100.0, dtype=heights.dtype))
     with pytest.raises(MultiNeuronError, match="format"):
         plots.save_figure(figs[0], tmp_path / "f.gif")
-    with pytest.raises(MultiNeuronError, match="lacks columns"):
-        plots.plot_intervention_accuracy(pd.DataFrame({"x": [1]}))
+    with pytest.raises(MultiNeuronError, match="lack columns"):
+        plots.plot_intervention_effects(pd.DataFrame({"x": [1]}))
+    with pytest.raises(MultiNeuronError, match="no accuracy comparisons"):
+        plots.plot_intervention_effects(_comparisons(), reference="matched")
 
 
 def test_views_are_data_and_render_offline(tmp_path):
@@ -120,13 +119,13 @@ def test_report_renders_what_exists_and_names_what_is_missing(stats, attr, tmp_p
     empty = tmp_path / "empty"
     empty.mkdir()
     page = build_report(empty).read_text()
-    for what in ("stats.pt", "attribution.pt", "summary.csv", "views.json", "run*.json"):
+    for what in ("stats.pt", "attribution.pt", "comparisons.csv", "views.json", "run*.json"):
         assert what in page
     d = tmp_path / "full"
     d.mkdir()
     stats.save(d / "stats.pt")
     attr.save(d / "attribution.pt")
-    _summary().to_csv(d / "summary.csv", index=False)
+    _comparisons().to_csv(d / "comparisons.csv", index=False)
     (d / "run.json").write_text(json.dumps({"identity": {"model": "m"}, "n_items": 10}))
     page = build_report(d).read_text()
     assert page.count("data:image/png;base64,") >= 10
@@ -158,7 +157,7 @@ def test_report_in_headless_chromium(stats, attr, tmp_path):
     d.mkdir()
     stats.save(d / "stats.pt")
     attr.save(d / "attribution.pt")
-    _summary().to_csv(d / "summary.csv", index=False)
+    _comparisons().to_csv(d / "comparisons.csv", index=False)
     v = neuron_activation_view(
         {x: ["a", "b"] for x in LANGS},
         {x: torch.rand(2, 2, 3) for x in LANGS},

@@ -24,10 +24,19 @@ from .classification import (
     categorize_acts,
     validate_thresholds,
 )
+from .comparisons import mcnemar_exact, paired_bootstrap, paired_comparisons
 from .data import ParallelDataset, ParallelItem, load_parallel
 from .errors import MultiNeuronError
 from .evaluation import EvalConfig, accuracy_table, evaluate, generate_greedy
-from .experiments import Condition, accuracy_summary, paper_conditions, run_experiment
+from .experiments import (
+    Condition,
+    ExperimentSets,
+    accuracy_summary,
+    paper_conditions,
+    prepare_sets,
+    run_experiment,
+)
+from .grid import GridConfig, run_task
 from .interventions import (
     Composite,
     Intervention,
@@ -39,8 +48,9 @@ from .interventions import (
     steer_toward,
 )
 from .models import EMBEDDED_MODEL, LoadInfo, check_model, load_model
-from .neuron_sets import NeuronSet
+from .neuron_sets import NeuronSet, magnitude_strata, sample_like
 from .recording import RecordingConfig, TokenBatch, iter_dataset, record, tokenize
+from .scoring import AnswerRows, AnswerScores, answer_rows, score_answers
 from .statistics import SharingStats, merge_all
 from .tasks import TASKS, list_tasks, load_task
 from .weights import ModelWeights, model_weights
@@ -54,6 +64,8 @@ __all__ = [
     "TASKS",
     "AnalysisConfig",
     "AnalysisResult",
+    "AnswerRows",
+    "AnswerScores",
     "AttributionConfig",
     "AttributionResult",
     "AttributionStats",
@@ -62,6 +74,8 @@ __all__ = [
     "Composite",
     "Condition",
     "EvalConfig",
+    "ExperimentSets",
+    "GridConfig",
     "IGResult",
     "Intervention",
     "LoadInfo",
@@ -80,6 +94,7 @@ __all__ = [
     "active_mask",
     "amplify",
     "analyze",
+    "answer_rows",
     "answer_token_ids",
     "apply",
     "attribute",
@@ -98,12 +113,20 @@ __all__ = [
     "load_parallel",
     "load_task",
     "load_xnli",
+    "magnitude_strata",
+    "mcnemar_exact",
     "mean_ablate",
     "merge_all",
     "model_weights",
+    "paired_bootstrap",
+    "paired_comparisons",
     "paper_conditions",
+    "prepare_sets",
     "record",
     "run_experiment",
+    "run_task",
+    "sample_like",
+    "score_answers",
     "steer_toward",
     "tokenize",
     "topk_mask",

@@ -97,7 +97,8 @@ class AttributionResult:
     scores: dict[str, torch.Tensor] | None = None  # [item, lang, layer, d_mlp] when kept
 
 
-def _answers(model: Any, dataset: ParallelDataset, items) -> torch.Tensor:
+def answers_of(model: Any, dataset: ParallelDataset, items) -> torch.Tensor:
+    """First answer token of every (item, language) row of ``items``."""
     prompts, answers, labels = [], [], []
     for it in items:
         for x in dataset.languages:
@@ -136,6 +137,32 @@ def new_attribution_stats(
     return AttributionStats(methods, meta)
 
 
+def update_direct_scores(
+    stats: AttributionStats,
+    model: Any,
+    config: AttributionConfig,
+    acts: torch.Tensor,
+    codes: torch.Tensor,
+    tokens: torch.Tensor | None,
+    layers: list[int],
+) -> dict[str, torch.Tensor]:
+    """Contribution / effective scores of a batch (``acts`` ``[item, lang, layer, d_mlp]``
+    of ``layers``, answer ``tokens`` per (item, language) row), added to ``stats``."""
+    weights = model_weights(model)
+    n_it, N = acts.shape[:2]
+    out: dict[str, torch.Tensor] = {}
+    if "contribution" in config.methods:
+        out["contribution"] = contribution_scores(acts, weights, layers)
+    if "effective" in config.methods:
+        flat = acts.reshape(n_it * N, len(layers), -1)
+        out["effective"] = effective_scores(
+            flat, tokens, weights, layers, config.use_embedding
+        ).reshape(n_it, N, len(layers), -1)
+    for m, sc in out.items():
+        stats.methods[m].update(sc, codes)
+    return out
+
+
 def attribute(
     model: Any,
     dataset: ParallelDataset,
@@ -152,7 +179,7 @@ def attribute(
     sharing categories and accumulated per language, layer and category."""
     config = config or AttributionConfig()
     check_model(model)
-    weights = model_weights(model)
+    model_weights(model)  # fail early if the weights cannot be read
     stats = stats if stats is not None else new_attribution_stats(model, dataset, config)
     layers = RecordingConfig(layers=config.layers).layer_indices(model)
     ig_layers = list(stats.methods["ig"].layers) if "ig" in stats.methods else []
@@ -180,17 +207,10 @@ def attribute(
         codes = categorize(
             active_mask(acts, config.threshold, config.criterion)[0], dataset.languages
         ).codes
-        tokens = _answers(model, dataset, items) if need_answers else None
-        out: dict[str, torch.Tensor] = {}
-        if "contribution" in config.methods:
-            out["contribution"] = contribution_scores(acts[:, :, li], weights, layers)
-        if "effective" in config.methods:
-            flat = acts[:, :, li].reshape(n_it * N, len(li), -1)
-            out["effective"] = effective_scores(
-                flat, tokens, weights, layers, config.use_embedding
-            ).reshape(n_it, N, len(li), -1)
-        for m, sc in out.items():
-            stats.methods[m].update(sc, codes[:, li])
+        tokens = answers_of(model, dataset, items) if need_answers else None
+        out = update_direct_scores(
+            stats, model, config, acts[:, :, li], codes[:, li], tokens, layers
+        )
         if "ig" in config.methods:
             ig = torch.empty(n_it, N, len(ig_layers), model.cfg.d_mlp)
             gaps, rel = [], []

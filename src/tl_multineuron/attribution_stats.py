@@ -143,6 +143,21 @@ class ScoreStats:
             torch.full_like(self.mass, float("nan")),
         )
 
+    def base_rate(self) -> Float[Tensor, "lang layer 4"]:
+        """Share of all neurons in each category (the same cells as :meth:`topk_share`)."""
+        return self.count.double() / self.count.sum(-1, keepdim=True).clamp_min(1)
+
+    def enrichment(self, pooled: bool = False) -> Float[Tensor, "..."]:
+        """Top-K share / base rate per (language, layer, category); ``pooled``: over all
+        languages and layers (``[4]``). > 1: the category is over-represented among the
+        top-K neurons; NaN where the category never occurs."""
+        if pooled:
+            top = self.topk_counts.double().sum((0, 1)) / self.topk_counts.sum().clamp_min(1)
+            base = self.count.double().sum((0, 1)) / self.count.sum().clamp_min(1)
+        else:
+            top, base = self.topk_share(), self.base_rate()
+        return torch.where(base > 0, top / base.clamp_min(1e-30), float("nan"))
+
     def all_shared_topk_fraction(self) -> Float[Tensor, "lang layer"]:
         return self.topk_share()[..., 3]
 

@@ -1,4 +1,5 @@
-"""Command line: ``tl-multineuron analyze | attribute | intervene | report | evaluate | tasks``."""
+"""Command line: ``tl-multineuron analyze | attribute | intervene | grid | report | evaluate |
+tasks``."""
 
 from __future__ import annotations
 
@@ -256,82 +257,116 @@ def cmd_attribute(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_intervene(args: argparse.Namespace) -> int:
-    import pandas as pd
+def _grid_config(args: argparse.Namespace, analysis: bool):
+    from .experiments import paper_conditions
+    from .grid import GridConfig
 
-    from .evaluation import EvalConfig
-    from .experiments import accuracy_summary, paper_conditions, run_experiment
-    from .models import load_model
-    from .runs import RunDir
-    from .statistics import atomic_write
-
-    full = _dataset(args)
-    n_cal = args.calibration
-    if n_cal < 1 or n_cal >= len(full):
+    seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
+    if len(seeds) < 2:
         raise MultiNeuronError(
-            f"--calibration {n_cal}: need 1 <= N < {len(full)} items (the rest are evaluated)"
+            f"--seeds {args.seeds!r}: random controls need at least 2 seeds for an interval"
         )
-    cal = full.slice(0, n_cal)
-    ev = full.slice(n_cal, n_cal + args.eval_items if args.eval_items else None)
-    conditions = paper_conditions(
+    if len(set(seeds)) != len(seeds):
+        raise MultiNeuronError(f"--seeds {args.seeds!r}: seeds repeat")
+    scopes = [x.strip() for x in args.scopes.split(",") if x.strip()]
+    conds = paper_conditions(
         alphas=_floats(args.alphas),
-        scopes=[x.strip() for x in args.scopes.split(",")],
-        seeds=[int(x) for x in args.seeds.split(",")],
-        modes=[x.strip() for x in args.modes.split(",")],
+        scopes=scopes,
+        seeds=seeds,
+        modes=[x.strip() for x in args.modes.split(",") if x.strip()],
+        matched=not args.no_matched,
+        amplify_controls=not args.no_amplify_controls,
+        include_bos=(False, True) if args.bos == "both" else (args.bos == "with",),
     )
-    identity = {
-        **_identity(args, full),
-        "calibration": n_cal,
-        "eval_items": len(ev),
-        "min_frequency": args.min_frequency,
-        "threshold": args.threshold,
-        "max_new_tokens": args.max_new_tokens,
-    }
-    out = Path(args.out)
-    run = RunDir(
-        out,
-        identity,
+    return GridConfig(
+        conditions=tuple(conds),
+        eval_items=args.eval_items,
+        calibration=args.calibration,
+        min_frequency=args.min_frequency,
+        specific_frequency=args.specific_frequency,
+        batch_size=args.batch_size,
+        score_batch=args.score_batch,
+        allow_empty=args.allow_empty,
+        analysis=analysis,
+    )
+
+
+def _print_comparisons(comp) -> None:
+    from .grid import headline
+
+    for metric, unit in (("accuracy", "greedy-match accuracy, points"), ("logprob", "nats")):
+        print(f"\n{metric} ({unit}); paired by item and language, 95% bootstrap interval")
+        print(headline(comp, metric).to_string(index=False))
+
+
+def cmd_intervene(args: argparse.Namespace) -> int:
+    from .grid import run_task
+    from .models import load_model
+
+    ds = _dataset(args)
+    cfg = _grid_config(args, analysis=False)
+    print(
+        f"{len(cfg.conditions)} conditions on the last {cfg.eval_items} items x "
+        f"{ds.n_languages} languages of {ds.name!r}; static sets calibrated on up to "
+        f"{cfg.calibration} other items"
+    )
+    model = load_model(args.model, device=args.device, dtype=args.dtype)
+    comp = run_task(
+        model,
+        ds,
+        args.out,
+        cfg,
+        _identity(args, ds),
         resume=args.resume,
         overwrite=args.overwrite,
         kind="intervene",
-        stats_file="generations.csv",
+        progress=not args.no_progress,
+        log=print,
     )
-    gen_file = out / "generations.csv"
-    prev = pd.read_csv(gen_file) if args.resume and gen_file.exists() else pd.DataFrame()
-    done_names = set(prev["condition"]) if not prev.empty else set()
-    frames = [prev] if not prev.empty else []
-    run.write_run({"conditions": [c.name for c in conditions]})
+    _print_comparisons(comp)
+    print(f"\nresults in {args.out}/ (scores.csv, summary.csv, comparisons.csv)")
+    return 0
 
-    def save(cond, df) -> None:
-        frames.append(df)
-        allg = pd.concat(frames, ignore_index=True)
-        atomic_write(gen_file, lambda t: allg.to_csv(t, index=False))
-        summ = accuracy_summary(allg)
-        atomic_write(out / "summary.csv", lambda t: summ.to_csv(t, index=False))
 
-    todo = [c for c in conditions if c.name not in done_names]
+def cmd_grid(args: argparse.Namespace) -> int:
+    from .grid import run_task, write_index
+    from .models import load_model
+    from .report import build_report
+    from .tasks import TASKS, load_task
+
+    if args.quick:
+        args.tasks, args.modes, args.alphas = "facts", "static,dynamic", "2"
+        args.no_amplify_controls = True
+    names = list(TASKS) if args.tasks == "all" else [x.strip() for x in args.tasks.split(",")]
+    bad = [x for x in names if x not in TASKS]
+    if bad or not names:
+        raise MultiNeuronError(f"--tasks: unknown task(s) {bad}; built-in: {sorted(TASKS)}")
+    cfg = _grid_config(args, analysis=True)
+    t0 = time.perf_counter()
+    model, info = load_model(args.model, device=args.device, dtype=args.dtype, return_info=True)
     print(
-        f"{len(conditions)} conditions ({len(todo)} to run) on {len(ev)} items x "
-        f"{ev.n_languages} languages; static sets calibrated on {n_cal} other items"
+        f"model {args.model} loaded in {info.seconds:.1f}s; {len(names)} task(s), "
+        f"{len(cfg.conditions)} conditions each, {cfg.eval_items} evaluated items per task"
     )
-    if todo:
-        model = load_model(args.model, device=args.device, dtype=args.dtype)
-        run_experiment(
+    out = Path(args.out)
+    for name in names:
+        ds = load_task(name)
+        args.task = name
+        comp = run_task(
             model,
-            ev,
-            conditions,
-            cal,
-            min_frequency=args.min_frequency,
-            threshold=float(args.threshold),
-            eval_config=EvalConfig(args.max_new_tokens, args.batch_size),
-            done=lambda c: c.name in done_names,
-            on_condition=save,
+            ds,
+            out / name,
+            cfg,
+            _identity(args, ds),
+            resume=args.resume,
+            overwrite=args.overwrite,
             progress=not args.no_progress,
+            log=print,
         )
-    summ = accuracy_summary(pd.concat(frames, ignore_index=True))
-    view = summ[summ.language == "all"].drop(columns=["language"])
-    print(view.to_string(index=False))
-    print(f"\nresults in {args.out}/ (generations.csv, summary.csv)")
+        _print_comparisons(comp[comp["reference"] == "none"].head(8))
+    write_index(out, names, {"command": " ".join(sys.argv), "seconds": time.perf_counter() - t0})
+    path = build_report(out)
+    print(f"\ngrid done in {time.perf_counter() - t0:.0f}s; report: {path}")
     return 0
 
 
@@ -361,6 +396,42 @@ def cmd_tasks(args: argparse.Namespace) -> int:
         ds = load_task(name)
         print(f"{name:16s} {len(ds):4d} items  {','.join(ds.languages):24s} {desc}")
     return 0
+
+
+def _add_grid_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--eval-items", type=int, default=48, help="the last N items are evaluated")
+    p.add_argument(
+        "--calibration", type=int, default=64, help="the first N other items calibrate static sets"
+    )
+    p.add_argument("--alphas", default="1.1,1.5,2,3", help="amplification factors")
+    p.add_argument("--scopes", default="last", help="last, all, or both (comma-separated)")
+    p.add_argument(
+        "--bos",
+        default="without",
+        choices=["without", "with", "both"],
+        help="scope 'all': edit the BOS position too?",
+    )
+    p.add_argument("--modes", default="static,dynamic")
+    p.add_argument("--seeds", default="0,1,2,3,4", help="random-control seeds (>= 2)")
+    p.add_argument("--no-matched", action="store_true", help="skip activity-matched controls")
+    p.add_argument(
+        "--no-amplify-controls", action="store_true", help="skip random controls of amplification"
+    )
+    p.add_argument(
+        "--min-frequency",
+        type=float,
+        default=0.9,
+        help="static set: all-shared in at least this share of calibration items",
+    )
+    p.add_argument("--specific-frequency", type=float, default=0.5)
+    p.add_argument("--score-batch", type=int, default=64, help="rows per prompt pass")
+    p.add_argument(
+        "--allow-empty",
+        action="store_true",
+        help="score rows whose neuron set is empty unedited (default: an error)",
+    )
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--overwrite", action="store_true")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -417,30 +488,23 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--resume", action="store_true")
     b.add_argument("--overwrite", action="store_true")
     b.set_defaults(func=cmd_attribute)
-    v = sub.add_parser("intervene", help="accuracy under deactivation / amplification")
+    v = sub.add_parser("intervene", help="scores under deactivation / amplification, paired")
     _add_common(v)
-    v.add_argument(
-        "--calibration",
-        type=int,
-        default=64,
-        help="first N items calibrate the static sets; the rest are evaluated",
+    _add_grid_args(v)
+    v.set_defaults(func=cmd_intervene)
+    g = sub.add_parser("grid", help="the paper's grid on built-in tasks + report (main job)")
+    g.add_argument("--tasks", default="all", help="comma-separated built-in tasks, or 'all'")
+    g.add_argument("--model", default="gemma-3-270m")
+    g.add_argument("--device", default=None)
+    g.add_argument("--dtype", default="float32")
+    g.add_argument("--batch-size", type=int, default=8, help="items per recording pass")
+    g.add_argument("--out", required=True)
+    g.add_argument("--no-progress", action="store_true")
+    g.add_argument(
+        "--quick", action="store_true", help="facts only, deactivation + amplify x2: a first look"
     )
-    v.add_argument("--eval-items", type=int, help="evaluate at most this many items")
-    v.add_argument("--alphas", default="1.1,1.25,1.5,2,3")
-    v.add_argument("--scopes", default="last,all")
-    v.add_argument("--modes", default="static,dynamic")
-    v.add_argument("--seeds", default="0,1,2", help="random-control seeds")
-    v.add_argument(
-        "--min-frequency",
-        type=float,
-        default=0.9,
-        help="static set: all-shared in at least this share of calibration items",
-    )
-    v.add_argument("--threshold", default="0")
-    v.add_argument("--max-new-tokens", type=int, default=8)
-    v.add_argument("--resume", action="store_true")
-    v.add_argument("--overwrite", action="store_true")
-    v.set_defaults(func=cmd_intervene, batch_size=16)
+    _add_grid_args(g)
+    g.set_defaults(func=cmd_grid, limit=None, languages=None, data=None, task=None)
     e = sub.add_parser("evaluate", help="task accuracy by greedy generation")
     _add_common(e)
     e.add_argument("--max-new-tokens", type=int, default=8)

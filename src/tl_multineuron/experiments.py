@@ -1,41 +1,54 @@
-"""Accuracy experiments under interventions, against equal-size random controls.
+"""Causal experiments: answer scores under deactivation / amplification of neuron sets.
 
-Conditions deactivate or amplify neuron sets during KV-cached greedy generation: the set is
-either *dynamic* (computed from each evaluated item's own parallel prompts, as in the paper)
-or *static* (calibrated on a separate split: neurons all-shared in at least ``min_frequency``
-of the calibration items, then applied to new prompts). Random controls have exactly the
-per-layer sizes of their target set (per item for dynamic sets) and several seeds. Every row
-records its scope (``last``: the last prompt token and every generated token; ``all``: every
-position) and both scores: generated-prefix match (primary) and first-token match (lenient).
+Every condition is scored with :mod:`~tl_multineuron.scoring` (one forward pass per row: greedy
+match, gold log-probability, rank), and conditions of one scope share the prompt pass and
+padded batches. Neuron sets:
+
+* ``all-shared`` / ``specific``: *dynamic* (from each evaluated item's own parallel prompts,
+  as in the paper; ``specific`` = specific to the row's language) or *static* (calibrated on a
+  separate split: all-shared in at least ``min_frequency`` of the calibration items, specific
+  to the language in at least ``specific_frequency``);
+* ``random``: equal-size controls of the all-shared set (same per-layer sizes, per item when
+  dynamic), drawn outside it, one draw per seed;
+* ``matched``: like ``random``, and within each layer also matched to the all-shared neurons'
+  activation magnitude (RMS on the calibration split, in quantile bins).
+
+Rows are ``(item, language)`` pairs, item-major, so every comparison can be paired
+(:mod:`~tl_multineuron.comparisons`).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import pandas as pd
 import torch
+from jaxtyping import Bool, Int
+from torch import Tensor
 
 from .analysis import AnalysisConfig, analyze
-from .classification import Category
+from .classification import Categories, Category
 from .data import ParallelDataset
 from .errors import MultiNeuronError
-from .evaluation import EvalConfig, evaluate
 from .interventions import Intervention
-from .neuron_sets import NeuronSet
+from .neuron_sets import NeuronSet, magnitude_strata, sample_like
+from .scoring import answer_rows, score_answers
+from .statistics import SharingStats
 
-TARGETS = ("none", "all-shared", "specific", "random")
+TARGETS = ("none", "all-shared", "specific", "random", "matched")
+CONTROLS = ("random", "matched")
 MODES = ("static", "dynamic")
 SCOPES = ("last", "all")
 
 
 @dataclass(frozen=True)
 class Condition:
-    """One experimental condition. ``random`` targets are equal-size controls of the
-    all-shared set of the same mode."""
+    """One experimental condition. ``random`` / ``matched`` are controls of the all-shared set
+    of the same mode (``seed`` picks the draw; one draw serves every op and alpha).
+    ``include_bos``: with scope ``all``, whether the BOS position is edited too."""
 
     target: str = "none"
     op: str = "none"  # none | zero | scale
@@ -43,6 +56,7 @@ class Condition:
     mode: str = "static"
     scope: str = "last"
     seed: int | None = None
+    include_bos: bool = False
 
     def __post_init__(self) -> None:
         if self.target not in TARGETS:
@@ -57,119 +71,186 @@ class Condition:
             )
         if not math.isfinite(self.alpha):
             raise MultiNeuronError(f"alpha {self.alpha!r} is not finite")
-        if self.target == "random" and self.seed is None:
-            raise MultiNeuronError("a random control needs a seed")
+        if self.target in CONTROLS and self.seed is None:
+            raise MultiNeuronError(f"a {self.target} control needs a seed")
+        if self.target not in CONTROLS and self.seed is not None:
+            raise MultiNeuronError(f"only random/matched controls take a seed, not {self.target}")
+        if self.include_bos and self.scope != "all":
+            raise MultiNeuronError("include_bos applies to scope 'all' only")
+        if self.target == "none":  # one baseline, whatever the mode / scope
+            object.__setattr__(self, "mode", "static")
+            object.__setattr__(self, "scope", "last")
+            object.__setattr__(self, "alpha", 1.0)
 
     @property
-    def name(self) -> str:
+    def group(self) -> str:
+        """The name without the seed: the seeds of a control form one group."""
         if self.target == "none":
             return "none"
         verb = "deactivate" if self.op == "zero" else f"amplify x{self.alpha:g}"
-        seed = f" seed={self.seed}" if self.seed is not None else ""
-        return f"{verb} {self.target} ({self.mode}, {self.scope}){seed}"
+        where = self.scope + ("+bos" if self.include_bos else "")
+        return f"{verb} {self.target} ({self.mode}, {where})"
+
+    @property
+    def name(self) -> str:
+        return self.group + (f" seed={self.seed}" if self.seed is not None else "")
+
+    @property
+    def reference(self) -> Condition | None:
+        """What this condition is compared with beyond ``none``: a control with its
+        all-shared target (same op, alpha, mode, scope)."""
+        if self.target in CONTROLS:
+            return replace(self, target="all-shared", seed=None)
+        return None
 
 
 def paper_conditions(
-    alphas: Sequence[float | int] = (1.1, 1.25, 1.5, 2.0, 3.0),
-    scopes: Sequence[str] = SCOPES,
-    seeds: Sequence[int] = (0, 1, 2),
+    alphas: Sequence[float | int] = (1.1, 1.5, 2.0, 3.0),
+    scopes: Sequence[str] = ("last",),
+    seeds: Sequence[int] = (0, 1, 2, 3, 4),
     modes: Sequence[str] = MODES,
+    *,
+    matched: bool = True,
+    amplify_controls: bool = True,
+    include_bos: Sequence[bool] = (False,),
 ) -> list[Condition]:
-    """none; deactivate all-shared / random equal-size / specific; amplify all-shared."""
+    """The paper's grid with controls: none; deactivate all-shared / specific / random
+    (each seed) / activity-matched random (each seed); amplify all-shared at each alpha and
+    (``amplify_controls``) its random control at each alpha and seed."""
+    if not seeds:
+        raise MultiNeuronError("random controls need at least one seed")
     out = [Condition()]
     for scope in scopes:
-        for mode in modes:
-            out.append(Condition("all-shared", "zero", mode=mode, scope=scope))
-            out += [Condition("random", "zero", mode=mode, scope=scope, seed=s) for s in seeds]
-            out.append(Condition("specific", "zero", mode=mode, scope=scope))
-            out += [Condition("all-shared", "scale", float(a), mode, scope) for a in alphas]
+        for bos in include_bos if scope == "all" else (False,):
+            for mode in modes:
+                kw = dict(mode=mode, scope=scope, include_bos=bos)
+                out.append(Condition("all-shared", "zero", **kw))
+                out.append(Condition("specific", "zero", **kw))
+                out += [Condition("random", "zero", seed=s, **kw) for s in seeds]
+                if matched:
+                    out += [Condition("matched", "zero", seed=s, **kw) for s in seeds]
+                for a in alphas:
+                    out.append(Condition("all-shared", "scale", float(a), **kw))
+                    if amplify_controls:
+                        out += [Condition("random", "scale", float(a), seed=s, **kw) for s in seeds]
     return out
 
 
-@dataclass
-class _Sets:
-    """Everything the conditions need, computed once."""
+@dataclass(frozen=True)
+class ExperimentSets:
+    """The neuron sets every condition draws on, computed once.
 
-    codes: torch.Tensor  # [item, layer, d_mlp] eval items' categories (dynamic)
-    specific_lang: torch.Tensor
-    static_shared: NeuronSet | None
-    static_specific: dict[str, NeuronSet] | None
+    codes / specific_lang: the evaluated items' categories (dynamic sets), ``[item, layer,
+    d_mlp]``; static_shared ``[layer, d_mlp]`` and static_specific ``[lang, layer, d_mlp]``
+    from the calibration split; strata: per-layer magnitude bins for matched controls."""
 
+    languages: tuple[str, ...]
+    codes: Int[Tensor, "item layer d_mlp"]
+    specific_lang: Int[Tensor, "item layer d_mlp"]
+    static_shared: Bool[Tensor, "layer d_mlp"] | None = None
+    static_specific: Bool[Tensor, "lang layer d_mlp"] | None = None
+    strata: Int[Tensor, "layer d_mlp"] | None = None
 
-def _row_masks(cond: Condition, sets: _Sets, s: int, e: int, n_lang: int) -> torch.Tensor:
-    rows = []
-    for r in range(s, e):
-        item, lang = divmod(r, n_lang)
-        if cond.mode == "dynamic":
-            shared = sets.codes[item] == Category.ALL_SHARED
-            spec = sets.specific_lang[item] == lang
-        else:
-            shared = sets.static_shared.mask
-            spec = list(sets.static_specific.values())[lang].mask
-        if cond.target == "all-shared":
-            m = shared
-        elif cond.target == "specific":
-            m = spec
-        else:  # random, same per-layer sizes as the all-shared set (per item when dynamic)
-            key = cond.seed * 1_000_003 + (item if cond.mode == "dynamic" else 0)
-            m = NeuronSet(shared).random_like(key).mask
-        rows.append(m)
-    return torch.stack(rows)
+    @classmethod
+    def build(
+        cls,
+        eval_categories: Categories,
+        calibration: SharingStats | None,
+        min_frequency: float = 0.9,
+        specific_frequency: float = 0.5,
+        n_bins: int = 20,
+    ) -> ExperimentSets:
+        """From the evaluated items' categories and the calibration split's statistics."""
+        langs = tuple(eval_categories.languages)
+        shared = specific = strata = None
+        if calibration is not None:
+            if tuple(calibration.languages) != langs:
+                raise MultiNeuronError(
+                    f"calibration languages {list(calibration.languages)} differ from the "
+                    f"evaluated languages {list(langs)}"
+                )
+            shared = NeuronSet.from_stats(calibration, "all-shared", min_frequency)
+            shared.require_nonempty()
+            specific = torch.stack(
+                [NeuronSet.specific(calibration, x, specific_frequency).mask for x in langs]
+            )
+            rms = (calibration.act_sq_sum.mean(0) / max(1, calibration.n_items)).sqrt()
+            strata = magnitude_strata(rms, n_bins)
+            shared = shared.mask
+        return cls(
+            langs, eval_categories.codes, eval_categories.specific_lang, shared, specific, strata
+        )
 
+    @property
+    def n_items(self) -> int:
+        return self.codes.shape[0]
 
-def run_condition(
-    model: Any,
-    dataset: ParallelDataset,
-    cond: Condition,
-    sets: _Sets,
-    eval_config: EvalConfig,
-    progress: bool = False,
-) -> pd.DataFrame:
-    """Generations of ``dataset`` under one condition: one row per (item, language)."""
-    n_lang = dataset.n_languages
-    sizes: list[float] = []
-
-    def hooks(s: int, e: int) -> list:
+    def masks(self, cond: Condition) -> Bool[Tensor, "item lang layer d_mlp"]:
+        """The neurons ``cond`` edits in each (item, language) row."""
+        n_it, N = self.n_items, len(self.languages)
+        L, D = self.codes.shape[1:]
+        if cond.mode == "static" and cond.target != "none" and self.static_shared is None:
+            raise MultiNeuronError(f"{cond.name}: static sets need a calibration split")
         if cond.target == "none":
-            return []
-        masks = _row_masks(cond, sets, s, e, n_lang)
-        sizes.extend(masks.sum((1, 2)).tolist())
-        op, value = ("zero", 0.0) if cond.op == "zero" else ("scale", cond.alpha)
-        return Intervention(masks, op, value, cond.scope, allow_empty=True).fwd_hooks(model)
-
-    df = evaluate(model, dataset, eval_config, progress, hooks_for_batch=hooks)
-    for k, v in asdict(cond).items():
-        df[k] = v
-    df["condition"] = cond.name
-    df["set_size"] = sizes if sizes else 0
-    return df
+            return torch.zeros(1, 1, L, D, dtype=torch.bool).expand(n_it, N, L, D)
+        if cond.target == "specific":
+            if cond.mode == "dynamic":
+                lang = torch.arange(N).view(1, N, 1, 1)
+                return self.specific_lang.unsqueeze(1) == lang
+            return self.static_specific.unsqueeze(0).expand(n_it, N, L, D)
+        shared = (
+            (self.codes == Category.ALL_SHARED)
+            if cond.mode == "dynamic"
+            else self.static_shared.unsqueeze(0)
+        )
+        if cond.target == "all-shared":  # shared: [item, ...] dynamic, [1, ...] static
+            return shared.unsqueeze(1).expand(n_it, N, L, D)
+        if cond.target == "matched" and self.strata is None:
+            raise MultiNeuronError(
+                f"{cond.name}: activity-matched controls need a calibration split (magnitudes)"
+            )
+        strata = self.strata if cond.target == "matched" else None
+        key = 2 * int(cond.seed) + (cond.target == "matched")
+        ctrl = sample_like(shared, key, strata=strata)
+        return ctrl.unsqueeze(1).expand(n_it, N, L, D)
 
 
 def prepare_sets(
     model: Any,
     eval_set: ParallelDataset,
     calibration: ParallelDataset | None,
-    min_frequency: float,
-    threshold: float,
-    specific_frequency: float,
+    min_frequency: float = 0.9,
+    specific_frequency: float = 0.5,
+    threshold: float = 0.0,
     batch_size: int = 8,
-) -> _Sets:
+) -> ExperimentSets:
+    """Analyse the evaluated items (dynamic sets) and the calibration split (static sets)."""
     cfg = AnalysisConfig(thresholds=(threshold,), batch_size=batch_size)
-    ev = analyze(model, eval_set, cfg, keep_items=True)
-    static_shared = static_specific = None
+    cal = None
     if calibration is not None:
         overlap = {i.item_id for i in calibration} & {i.item_id for i in eval_set}
         if overlap:
             raise MultiNeuronError(
                 f"calibration and evaluation items overlap: {sorted(overlap)[:5]}"
             )
+        if len(calibration) == 0:
+            raise MultiNeuronError("the calibration split has no items")
         cal = analyze(model, calibration, cfg).stats
-        static_shared = NeuronSet.from_stats(cal, "all-shared", min_frequency)
-        static_shared.require_nonempty()
-        static_specific = {
-            x: NeuronSet.specific(cal, x, specific_frequency) for x in eval_set.languages
-        }
-    return _Sets(ev.categories.codes, ev.categories.specific_lang, static_shared, static_specific)
+    ev = analyze(model, eval_set, cfg, keep_items=True)
+    return ExperimentSets.build(ev.categories, cal, min_frequency, specific_frequency)
+
+
+def _edit(masks: Tensor, cond: Condition) -> Callable[[Sequence[int]], Intervention | None]:
+    flat = masks.reshape(-1, *masks.shape[2:])
+    value = 0.0 if cond.op == "zero" else float(cond.alpha)
+
+    def edit(rows: Sequence[int]) -> Intervention | None:
+        if cond.target == "none":
+            return None
+        m = flat[torch.as_tensor(list(rows))].contiguous()
+        return Intervention(m, cond.op, value, allow_empty=True)
+
+    return edit
 
 
 def run_experiment(
@@ -178,96 +259,123 @@ def run_experiment(
     conditions: Sequence[Condition],
     calibration: ParallelDataset | None = None,
     *,
+    sets: ExperimentSets | None = None,
     min_frequency: float = 0.9,
     specific_frequency: float = 0.5,
     threshold: float = 0.0,
-    eval_config: EvalConfig | None = None,
+    batch_size: int = 64,
+    max_rows: int = 512,
+    conditions_per_pass: int = 40,
+    allow_empty: bool = False,
     done: Callable[[Condition], bool] | None = None,
-    on_condition: Callable[[Condition, pd.DataFrame], None] | None = None,
+    on_scored: Callable[[list[Condition], pd.DataFrame], None] | None = None,
     progress: bool = False,
 ) -> pd.DataFrame:
-    """Run every condition (skipping those ``done`` says are done) and return all
-    generations. Static conditions need a ``calibration`` split."""
-    eval_config = eval_config or EvalConfig()
-    if calibration is None and any(c.mode == "static" and c.target != "none" for c in conditions):
-        raise MultiNeuronError("static conditions need a calibration split")
-    sets = prepare_sets(model, eval_set, calibration, min_frequency, threshold, specific_frequency)
+    """Score ``eval_set`` under every condition (skipping those ``done`` says are done): one
+    row per (condition, item, language). Static conditions need a ``calibration`` split (or
+    ``sets``). ``on_scored(conditions, rows)`` is called after each group of conditions
+    (``conditions_per_pass`` share one prompt pass) so callers can save as they go."""
+    if not eval_set.has_answers:
+        raise MultiNeuronError(f"dataset {eval_set.name!r}: experiments need gold answers")
+    if calibration is None and sets is None:
+        static = [c.name for c in conditions if c.mode == "static" and c.target != "none"]
+        if static:
+            raise MultiNeuronError(f"static conditions need a calibration split: {static[0]}")
+    names = [c.name for c in conditions]
+    if len(set(names)) != len(names):
+        raise MultiNeuronError("conditions repeat: " + ", ".join(sorted(set(names))[:3]))
+    todo = [c for c in conditions if done is None or not done(c)]
+    if not todo:
+        return pd.DataFrame()
+    if sets is None:
+        sets = prepare_sets(
+            model, eval_set, calibration, min_frequency, specific_frequency, threshold
+        )
+    if sets.n_items != len(eval_set) or sets.languages != tuple(eval_set.languages):
+        raise MultiNeuronError(
+            f"neuron sets are for {sets.n_items} items x {list(sets.languages)}; the evaluated "
+            f"set has {len(eval_set)} x {list(eval_set.languages)}"
+        )
+    items = [(it, x) for it in eval_set.items for x in eval_set.languages]
+    labels = [f"item {it.item_id!r}, language {x!r}" for it, x in items]
+    rows = answer_rows(
+        model, [it.prompts[x] for it, x in items], [it.answers[x] for it, x in items], labels
+    )
+    base = pd.DataFrame(
+        {
+            "task": [it.task or eval_set.name for it, _ in items],
+            "item_id": [it.item_id for it, _ in items],
+            "language": [x for _, x in items],
+            "answer": [it.answers[x] for it, x in items],
+        }
+    )
     frames = []
-    it = conditions
-    if progress:
-        from tqdm.auto import tqdm
+    by_scope: dict[tuple[str, bool], list[Condition]] = {}
+    for c in todo:
+        by_scope.setdefault((c.scope, c.include_bos), []).append(c)
+    for (scope, bos), conds in by_scope.items():
+        for s in range(0, len(conds), conditions_per_pass):
+            chunk = conds[s : s + conditions_per_pass]
+            edits, sizes = [], []
+            for c in chunk:
+                m = sets.masks(c)
+                size = m.sum((-2, -1)).reshape(-1)
+                if c.target != "none" and not allow_empty and (size == 0).any():
+                    r = int((size == 0).nonzero()[0])
+                    raise MultiNeuronError(
+                        f"{c.name}: the neuron set is empty for {labels[r]} "
+                        f"({int((size == 0).sum())} of {len(size)} rows); lower the set's "
+                        "frequency threshold, or allow empty sets to score those rows unedited"
+                    )
+                edits.append(_edit(m, c))
+                sizes.append(size)
+            scores = score_answers(
+                model,
+                rows,
+                edits,
+                scope=scope,
+                include_bos=bos,
+                batch_size=batch_size,
+                max_rows=max_rows,
+                progress=progress,
+            )
+            part = []
+            for c, sc, size in zip(chunk, scores, sizes, strict=True):
+                df = pd.concat([base, sc.to_frame()], axis=1)
+                for k, v in asdict(c).items():
+                    df[k] = v
+                df["condition"] = c.name
+                df["group"] = c.group
+                df["set_size"] = size.numpy()
+                part.append(df)
+            part_df = pd.concat(part, ignore_index=True)
+            if on_scored is not None:
+                on_scored(chunk, part_df)
+            frames.append(part_df)
+    return pd.concat(frames, ignore_index=True)
 
-        it = tqdm(conditions, desc="conditions", unit="cond")
-    for cond in it:
-        if done is not None and done(cond):
-            continue
-        df = run_condition(model, eval_set, cond, sets, eval_config)
-        if on_condition is not None:
-            on_condition(cond, df)
-        frames.append(df)
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
-
-_T95 = {
-    1: 12.706,
-    2: 4.303,
-    3: 3.182,
-    4: 2.776,
-    5: 2.571,
-    6: 2.447,
-    7: 2.365,
-    8: 2.306,
-    9: 2.262,
-    10: 2.228,
-    15: 2.131,
-    20: 2.086,
-    30: 2.042,
-}
-
-
-def _t95(df: int) -> float:
-    if df in _T95:
-        return _T95[df]
-    keys = [k for k in sorted(_T95) if k <= df]
-    return _T95[keys[-1]] if keys else 1.96
-
-
-def accuracy_summary(gens: pd.DataFrame) -> pd.DataFrame:
-    """Accuracy (%) per condition and language (and ``all``), seeds averaged with a 95% t
-    interval over seeds (random controls); both metrics, labelled."""
-    if gens.empty:
-        raise MultiNeuronError("no generations to summarise")
-    keys = ["target", "op", "alpha", "mode", "scope"]
-    g = gens.copy()
-    g["seed"] = g["seed"].fillna(-1)
-    both = pd.concat([g, g.assign(language="all")])
-    per_seed = (
-        both.groupby([*keys, "seed", "language"], dropna=False)
+def accuracy_summary(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per condition group (seeds pooled) and language (and ``all``): greedy-match accuracy
+    (%), mean gold log-probability, rows, seeds and mean set size. Intervals and tests are in
+    :func:`~tl_multineuron.comparisons.paired_comparisons`."""
+    if rows.empty:
+        raise MultiNeuronError("no scored rows to summarise")
+    keys = ["group", "target", "op", "alpha", "mode", "scope", "include_bos"]
+    both = pd.concat([rows, rows.assign(language="all")])
+    out = (
+        both.groupby([*keys, "language"], dropna=False, sort=False)
         .agg(
-            prefix_match=("prefix_match", "mean"),
-            first_token_match=("first_token_match", "mean"),
-            n=("prefix_match", "size"),
+            accuracy=("greedy_match", "mean"),
+            logprob=("logprob", "mean"),
+            n=("greedy_match", "size"),
+            n_seeds=("seed", "nunique"),
             set_size=("set_size", "mean"),
         )
         .reset_index()
     )
-    rows = []
-    for k, grp in per_seed.groupby([*keys, "language"], dropna=False):
-        row = dict(zip([*keys, "language"], k, strict=True))
-        row["n_seeds"] = len(grp)
-        row["n"] = int(grp.n.iloc[0])
-        row["set_size"] = float(grp.set_size.mean())
-        for m in ("prefix_match", "first_token_match"):
-            vals = grp[m] * 100
-            mean = float(vals.mean())
-            half = (
-                _t95(len(vals) - 1) * float(vals.std(ddof=1)) / math.sqrt(len(vals))
-                if len(vals) > 1
-                else 0.0
-            )
-            row[f"{m}_acc"] = round(mean, 2)
-            row[f"{m}_ci95"] = round(half, 2)
-        rows.append(row)
-    out = pd.DataFrame(rows)
+    out["accuracy"] = (out["accuracy"] * 100).round(2)
+    out["n_seeds"] = out["n_seeds"].clip(lower=1)
+    out["n"] = out["n"] // out["n_seeds"]
     out.loc[out.target == "none", ["mode", "scope"]] = "-"
-    return out.drop_duplicates(subset=[*keys, "language"]).reset_index(drop=True)
+    return out

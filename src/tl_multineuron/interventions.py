@@ -28,7 +28,16 @@ from .neuron_sets import NeuronSet
 OPS = ("zero", "scale", "set", "add", "mean", "toward")
 
 
-def _check_positions(positions: str | Sequence[int]) -> str | tuple[int, ...]:
+def _check_positions(
+    positions: str | Sequence[int] | Tensor,
+) -> str | tuple[int, ...] | Tensor:
+    if isinstance(positions, Tensor):
+        if positions.dtype != torch.bool or positions.ndim != 2:
+            raise MultiNeuronError(
+                f"positions tensor of {positions.dtype} {tuple(positions.shape)}; expected a "
+                "bool [batch, pos] mask of the positions to change"
+            )
+        return positions
     if isinstance(positions, str):
         if positions not in ("last", "all"):
             raise MultiNeuronError(f"positions {positions!r}; expected 'last', 'all' or indices")
@@ -43,17 +52,54 @@ def _check_positions(positions: str | Sequence[int]) -> str | tuple[int, ...]:
 class NeuronHook:
     """The hook function of one layer: ``__call__(activation, hook)`` returns the modified
     activation. ``mask`` is ``[d_mlp]`` or per row ``[batch, d_mlp]``; ``value`` is a scalar
-    or a ``[d_mlp]`` / ``[batch, d_mlp]`` tensor."""
+    or a ``[d_mlp]`` / ``[batch, d_mlp]`` tensor. ``positions`` may be a bool ``[batch, pos]``
+    mask taken from the batch (each row's real positions). ``rows = (start, stop)`` restricts
+    the hook to that block of the batch (several conditions sharing one batch); ``batch``
+    above then means the block."""
 
     layer: int
     mask: Tensor
     op: str
     value: float | Tensor = 0.0
     strength: float = 1.0
-    positions: str | tuple[int, ...] = "last"
+    positions: str | tuple[int, ...] | Tensor = "last"
+    rows: tuple[int, int] | None = None
     fired: list = field(default_factory=list, compare=False, repr=False)
 
     def __call__(self, act: Float[Tensor, "batch pos d_mlp"], hook: Any) -> Tensor:
+        if self.rows is None:
+            return self._edit(act)
+        s, e = self.rows
+        if not 0 <= s < e <= act.shape[0]:
+            raise MultiNeuronError(
+                f"layer {self.layer}: rows {self.rows} outside a batch of {act.shape[0]}"
+            )
+        out = act.clone()
+        out[s:e] = self._edit(act[s:e])
+        return out
+
+    def _position_mask(self, B: int, S: int, device: torch.device) -> Tensor:
+        """Bool ``[B or 1, S, 1]``: where the edit applies."""
+        if isinstance(self.positions, Tensor):
+            if tuple(self.positions.shape) != (B, S):
+                raise MultiNeuronError(
+                    f"layer {self.layer}: position mask of shape {tuple(self.positions.shape)} "
+                    f"for activations of shape ({B}, {S}, d_mlp)"
+                )
+            return self.positions.to(device)[..., None]
+        if self.positions == "all":
+            return torch.ones(1, S, 1, dtype=torch.bool, device=device)
+        pos = torch.zeros(1, S, 1, dtype=torch.bool, device=device)
+        if self.positions == "last":
+            pos[:, -1] = True
+            return pos
+        idx = [p for p in self.positions if -S <= p < S]
+        if S == 1 and len(idx) < len(self.positions):
+            idx = []  # a cached generation step: explicit prompt positions are past
+        pos[:, idx] = True
+        return pos
+
+    def _edit(self, act: Tensor) -> Tensor:
         B, S, D = act.shape
         m = self.mask.to(act.device)
         if m.shape[-1] != D or (m.ndim == 2 and m.shape[0] != B):
@@ -62,16 +108,7 @@ class NeuronHook:
                 f"of shape {tuple(act.shape)}"
             )
         m = m.view(1, 1, D) if m.ndim == 1 else m.view(B, 1, D)
-        pos = torch.zeros(1, S, 1, dtype=torch.bool, device=act.device)
-        if self.positions == "all":
-            pos[:] = True
-        elif self.positions == "last":
-            pos[:, -1] = True
-        else:
-            idx = [p for p in self.positions if -S <= p < S]
-            if S == 1 and len(idx) < len(self.positions):
-                idx = []  # a cached generation step: explicit prompt positions are past
-            pos[:, idx] = True
+        pos = self._position_mask(B, S, act.device)
         v = self.value
         if isinstance(v, Tensor):
             v = v.to(act.device, act.dtype)
@@ -104,7 +141,7 @@ class Intervention:
     neurons: NeuronSet | Tensor
     op: str = "zero"
     value: float | Tensor = 0.0
-    positions: str | Sequence[int] = "last"
+    positions: str | Sequence[int] | Tensor = "last"
     strength: float = 1.0
     hook: str = "mlp.hook_post"
     allow_empty: bool = False

@@ -9,12 +9,81 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from jaxtyping import Bool, Float
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from .classification import Categories, parse_category
 from .errors import MultiNeuronError
 from .statistics import SharingStats, atomic_write
+
+
+def magnitude_strata(
+    magnitude: Float[Tensor, "layer d_mlp"], n_bins: int = 20
+) -> Int[Tensor, "layer d_mlp"]:
+    """Per-layer quantile bins (0..n_bins-1) of a neuron magnitude (e.g. RMS activation on a
+    calibration split): strata for activity-matched controls."""
+    if n_bins < 1:
+        raise MultiNeuronError(f"n_bins must be >= 1, got {n_bins}")
+    D = magnitude.shape[-1]
+    rank = magnitude.argsort(dim=-1, stable=True).argsort(-1)
+    return (rank * n_bins) // D
+
+
+def sample_like(
+    target: Bool[Tensor, "*set layer d_mlp"],
+    seed: int,
+    exclude: Bool[Tensor, "*set layer d_mlp"] | None = None,
+    strata: Int[Tensor, "layer d_mlp"] | None = None,
+) -> Bool[Tensor, "*set layer d_mlp"]:
+    """Random neuron sets with exactly ``target``'s per-layer sizes (for each leading index),
+    never in ``exclude`` (default: the target itself).
+
+    With ``strata`` (a bin per neuron, e.g. :func:`magnitude_strata`), each bin of each layer
+    gets as many neurons as the target has there (activity matching); where a bin has too
+    few candidates, the shortfall is drawn uniformly from the layer's remaining candidates.
+    A layer with fewer candidates than the target's size is an error.
+    """
+    if target.dtype != torch.bool or target.ndim < 2:
+        raise MultiNeuronError(
+            f"target must be a bool [..., layer, d_mlp] mask, got {target.dtype}"
+        )
+    *lead, L, D = target.shape
+    t = target.reshape(-1, L, D)
+    ex = (exclude if exclude is not None else target).expand_as(target).reshape(-1, L, D)
+    cand = ~ex
+    sizes = t.sum(-1)
+    short = sizes > cand.sum(-1)
+    if short.any():
+        n, layer = short.nonzero()[0].tolist()
+        raise MultiNeuronError(
+            f"cannot draw {int(sizes[n, layer])} control neurons in layer {layer} (set {n}): "
+            f"only {int(cand[n, layer].sum())} neurons lie outside the excluded set"
+        )
+    g = torch.Generator().manual_seed(int(seed))
+    u = torch.rand(t.shape, generator=g, dtype=torch.float64)
+    bins = (strata if strata is not None else torch.zeros(L, D, dtype=torch.long)).long()
+    if tuple(bins.shape) != (L, D):
+        raise MultiNeuronError(f"strata of shape {tuple(bins.shape)}; expected ({L}, {D})")
+    nb = int(bins.max()) + 1
+    bins_n = bins.expand(t.shape[0], L, D)
+    # sort each layer by bin, candidates first (in random order) within each bin
+    key = bins_n.double() + torch.where(cand, u * 0.5, 0.5 + u * 0.5)
+    order = key.argsort(-1)
+    sorted_bins = bins_n.gather(-1, order)
+    size = torch.zeros(L, nb, dtype=torch.long).scatter_add_(1, bins, torch.ones_like(bins))
+    start = (size.cumsum(-1) - size).expand(t.shape[0], L, nb)
+    rank = torch.arange(D).expand_as(order) - start.gather(-1, sorted_bins)
+    want = torch.zeros(t.shape[0], L, nb, dtype=torch.long).scatter_add_(-1, bins_n, t.long())
+    have = torch.zeros_like(want).scatter_add_(-1, bins_n, cand.long())
+    take = torch.minimum(want, have)
+    chosen = torch.zeros_like(t).scatter_(-1, order, rank < take.gather(-1, sorted_bins))
+    deficit = (want - take).sum(-1)
+    if deficit.any():  # bins short of candidates: fill from the layer's other candidates
+        v = torch.rand(t.shape, generator=g, dtype=torch.float64)
+        left = cand & ~chosen
+        r2 = torch.where(left, v, -1.0).argsort(-1, descending=True).argsort(-1)
+        chosen |= left & (r2 < deficit[..., None])
+    return chosen.reshape(*lead, L, D)
 
 
 def _check_all_layers(stats: SharingStats) -> None:
@@ -150,14 +219,10 @@ class NeuronSet:
     def random_like(self, seed: int, exclude: NeuronSet | None = None) -> NeuronSet:
         """Random neurons with exactly the same per-layer sizes (optionally avoiding
         ``exclude``)."""
-        g = torch.Generator().manual_seed(seed)
-        scores = torch.rand(self.mask.shape, generator=g)
         if exclude is not None:
             self._same_shape(exclude)
-            scores = scores.masked_fill(exclude.mask, -1.0)
-        sizes = self.mask.sum(-1)
-        rank = scores.argsort(-1, descending=True).argsort(-1)
-        return NeuronSet(rank < sizes[:, None], f"random-like({self.name}, seed={seed})")
+        ex = exclude.mask if exclude is not None else torch.zeros_like(self.mask)
+        return NeuronSet(sample_like(self.mask, seed, ex), f"random-like({self.name}, seed={seed})")
 
     def check_model(self, model: Any) -> None:
         n, d = model.cfg.n_layers, model.cfg.d_mlp

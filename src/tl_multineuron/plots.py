@@ -177,39 +177,37 @@ def plot_attribution_mass(attr: AttributionStats, method: str = "contribution") 
     )
 
 
-def plot_intervention_accuracy(
-    summary: pd.DataFrame, metric: str = "prefix_match", language: str = "all"
+def plot_intervention_effects(
+    comparisons: pd.DataFrame, metric: str = "accuracy", reference: str = "none"
 ) -> Figure:
-    """Accuracy per condition with 95% intervals over random-control seeds."""
-    need = {"target", "op", "alpha", "mode", "scope", "language", f"{metric}_acc"}
-    if not need <= set(summary.columns):
-        raise MultiNeuronError(f"summary lacks columns {sorted(need - set(summary.columns))}")
-    d = summary[summary.language == language].copy()
+    """Paired effect of each condition vs ``reference`` (``none``: every condition; a
+    control's name pattern such as ``random``: targets vs their controls), with 95%
+    bootstrap intervals."""
+    need = {"condition", "reference", "metric", "delta", "ci_low", "ci_high", "target"}
+    if not need <= set(comparisons.columns):
+        raise MultiNeuronError(
+            f"comparisons lack columns {sorted(need - set(comparisons.columns))}"
+        )
+    d = comparisons[comparisons.metric == metric]
+    d = d[d.reference == "none"] if reference == "none" else d[d.reference.str.contains(reference)]
     if d.empty:
-        raise MultiNeuronError(f"summary has no rows for language {language!r}")
-    d["label"] = [
-        "none" if t == "none" else f"{'deact.' if o == 'zero' else f'x{a:g}'} {t} ({m}, {s})"
-        for t, o, a, m, s in zip(d.target, d.op, d.alpha, d["mode"], d.scope, strict=True)
-    ]
-    fig, ax = _fig(8, 0.28 * len(d) + 1.2)
+        raise MultiNeuronError(f"no {metric} comparisons against {reference!r}")
+    fig, ax = _fig(8, 0.3 * len(d) + 1.3)
     y = np.arange(len(d))
-    colors = [
-        "#7f7f7f"
-        if t == "none"
-        else "#d62728"
-        if o == "zero" and t != "random"
-        else "#bcbd22"
-        if t == "random"
-        else "#2ca02c"
-        for t, o in zip(d.target, d.op, strict=True)
-    ]
-    ax.barh(y, d[f"{metric}_acc"], xerr=d.get(f"{metric}_ci95"), color=colors, capsize=2)
-    ax.set_yticks(y, d.label, fontsize=7)
+    colors = {
+        "all-shared": "#d62728",
+        "specific": "#1f77b4",
+        "random": "#bcbd22",
+        "matched": "#ff7f0e",
+    }
+    err = np.vstack([d.delta - d.ci_low, d.ci_high - d.delta])
+    ax.barh(y, d.delta, xerr=err, color=[colors.get(t, "#7f7f7f") for t in d.target], capsize=2)
+    labels = d.condition if reference == "none" else d.condition + "  vs  " + d.reference
+    ax.set_yticks(y, labels, fontsize=7)
     ax.invert_yaxis()
-    ax.set(
-        xlabel=f"{metric.replace('_', ' ')} accuracy (%)",
-        title=f"Accuracy under interventions (language: {language})",
-    )
+    ax.axvline(0, color="k", lw=0.8)
+    unit = "accuracy difference (points)" if metric == "accuracy" else "log-prob difference (nats)"
+    ax.set(xlabel=unit, title=f"Paired effects vs {reference} (95% bootstrap intervals)")
     return fig
 
 

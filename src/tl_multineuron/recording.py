@@ -182,16 +182,28 @@ def pad_ids(model: Any, ids: Sequence[Sequence[int]], side: str = "right") -> tu
     return tokens, mask
 
 
-def answer_first_token(model: Any, prompt: str, answer: str, label: str = "answer") -> int:
-    """The first token of ``answer`` as it continues ``prompt`` (split at the boundary)."""
-    p = encode(model, prompt)
+def answer_ids(
+    model: Any,
+    prompt: str,
+    answer: str,
+    label: str = "answer",
+    prompt_ids: Sequence[int] | None = None,
+) -> list[int]:
+    """The tokens of ``answer`` as it continues ``prompt`` (the prompt's own tokens are kept;
+    where the tokenizer merges across the boundary, the answer is tokenized on its own)."""
+    p = list(prompt_ids) if prompt_ids is not None else encode(model, prompt)
     full = encode(model, prompt + answer)
     if len(full) > len(p) and full[: len(p)] == p:
-        return full[len(p)]
+        return full[len(p) :]
     ids = encode(model, answer, prepend_bos=False)
     if not ids:
         raise MultiNeuronError(f"{label}: the answer {answer!r} tokenizes to nothing")
-    return ids[0]
+    return ids
+
+
+def answer_first_token(model: Any, prompt: str, answer: str, label: str = "answer") -> int:
+    """The first token of ``answer`` as it continues ``prompt`` (split at the boundary)."""
+    return answer_ids(model, prompt, answer, label)[0]
 
 
 def _keep_last_position(x: Tensor, hook: Any) -> Tensor:

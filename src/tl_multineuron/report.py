@@ -183,42 +183,106 @@ def _attribution(rep: _Report, d: Path) -> None:
 
 def _interventions(rep: _Report, d: Path) -> None:
     from . import plots
+    from .grid import headline
 
-    rep.h2("Interventions: accuracy under deactivation and amplification")
-    f = d / "summary.csv"
+    rep.h2("Interventions: paired effects on the gold answer")
+    f = d / "comparisons.csv"
     if not f.exists():
         rep.missing(
-            "No intervention results (summary.csv): run `tl-multineuron intervene --out DIR`."
+            "No intervention results (comparisons.csv): run `tl-multineuron intervene --out DIR`"
+            " or `tl-multineuron grid`."
         )
         return
-    summ = _load(f, pd.read_csv, "intervention summary", rep)
-    if summ is None:
+    comp = _load(f, pd.read_csv, "intervention comparisons", rep)
+    if comp is None or comp.empty:
         return
-    for metric in ("prefix_match", "first_token_match"):
+    run = _run_info(d, "run-grid.json") or _run_info(d, "run-intervene.json") or {}
+    ev = run.get("eval_items")
+    rep.p(
+        f"Scored by one forward pass per row (greedy match of the whole gold answer, gold "
+        f"log-probability); {int(comp.n_rows.max())} rows = (item, language) pairs"
+        + (f" of items {ev[0]}..{ev[1]}" if ev else "")
+        + ". Scope 'last' edits the last prompt token and every answer position; 'all' every "
+        "real position, BOS included only where marked '+bos'. Deltas are paired by item and "
+        "language with 95% bootstrap intervals (items resampled with their languages, seeds "
+        "resampled); p: exact McNemar (accuracy), Wilcoxon signed-rank on item means "
+        "(log-prob)."
+    )
+    for metric in ("accuracy", "logprob"):
         rep.figure(
-            lambda metric=metric: plots.plot_intervention_accuracy(summ, metric),
-            f"intervention accuracy ({metric})",
+            lambda metric=metric: plots.plot_intervention_effects(comp, metric),
+            f"intervention effects ({metric})",
         )
-    cols = [
-        c
-        for c in (
-            "target",
-            "op",
-            "alpha",
-            "mode",
-            "scope",
-            "n_seeds",
-            "n",
-            "set_size",
-            "prefix_match_acc",
-            "prefix_match_ci95",
-            "first_token_match_acc",
-            "first_token_match_ci95",
-        )
-        if c in summ.columns
-    ]
-    if "language" in summ.columns:
-        rep.table(summ[summ.language == "all"][cols])
+    for metric in ("accuracy", "logprob"):
+        rep.p(f"{metric}: each condition vs none, and each all-shared target vs its controls")
+        rep.table(headline(comp, metric))
+    summ = (
+        _load(d / "summary.csv", pd.read_csv, "summary", rep)
+        if (d / "summary.csv").exists()
+        else None
+    )
+    if summ is not None and "accuracy" in summ.columns:
+        wide = summ.pivot_table(
+            index="group", columns="language", values="accuracy", sort=False
+        ).reset_index()
+        rep.p("Greedy-match accuracy (%) per language (controls: mean over seeds)")
+        rep.table(wide)
+
+
+def _enrichment(rep: _Report, d: Path) -> None:
+    from .attribution_stats import AttributionStats
+    from .classification import CATEGORY_NAMES
+
+    f = d / "attribution.pt"
+    if not f.exists():
+        return
+    at = _load(f, AttributionStats.load, "attribution statistics", rep)
+    if at is None:
+        return
+    rows = []
+    for m, s in at.methods.items():
+        top = s.topk_counts.double().sum((0, 1))
+        base = s.count.double().sum((0, 1))
+        enr = s.enrichment(pooled=True)
+        for c, name in enumerate(CATEGORY_NAMES):
+            rows.append(
+                {
+                    "method": m,
+                    "category": name,
+                    "top-K share %": float(100 * top[c] / top.sum().clamp_min(1)),
+                    "base rate %": float(100 * base[c] / base.sum().clamp_min(1)),
+                    "enrichment": float(enr[c]),
+                }
+            )
+    rep.p(
+        f"Enrichment: each category's share of the top-{at.methods[next(iter(at.methods))].k} "
+        "neurons per (item, language, layer) divided by its share of all neurons (pooled over "
+        f"layers and languages; {at.n_items} items). > 1: over-represented among the top."
+    )
+    rep.table(pd.DataFrame(rows))
+
+
+def _grid(rep: _Report, d: Path, tasks: list[str]) -> None:
+    from . import plots
+
+    for t in tasks:
+        sub = d / t
+        rep.h2(f"Task: {t}")
+        if not sub.is_dir():
+            rep.missing(f"task {t}: no results directory {sub.name}/")
+            continue
+        f = sub / "stats.pt"
+        if f.exists():
+            st = _load(f, SharingStats.load, f"statistics of {t}", rep)
+            if st is not None:
+                rep.p(
+                    f"{st.n_items} items x {len(st.languages)} languages; site "
+                    f"{st.meta.get('site')}; threshold {st.thresholds[0]}."
+                )
+                rep.figure(lambda st=st: plots.plot_layer_fractions(st), f"fractions of {t}")
+                rep.table(st.summary().round(2).reset_index())
+        _enrichment(rep, sub)
+        _interventions(rep, sub)
 
 
 def build_report(results_dir: str | Path, out: str | Path | None = None) -> Path:
@@ -229,12 +293,22 @@ def build_report(results_dir: str | Path, out: str | Path | None = None) -> Path
     from . import __version__
 
     rep = _Report()
-    runs = {n: _run_info(d, n) for n in ("run.json", "run-attribute.json", "run-intervene.json")}
-    own = _sharing(rep, d)
-    _tasks(rep, d, own)
-    _views(rep, d)
-    _attribution(rep, d)
-    _interventions(rep, d)
+    runs = {
+        n: _run_info(d, n)
+        for n in ("run.json", "run-attribute.json", "run-intervene.json", "grid.json")
+    }
+    grid = runs["grid.json"]
+    if grid is not None:  # tl-multineuron grid: one sub-directory per task
+        rep.p(f"Grid command: {grid.get('command', '?')}")
+        _tasks(rep, d, None)
+        _grid(rep, d, list(grid.get("tasks", [])))
+    else:
+        own = _sharing(rep, d)
+        _tasks(rep, d, own)
+        _views(rep, d)
+        _attribution(rep, d)
+        _enrichment(rep, d)
+        _interventions(rep, d)
     rep.h2("Configuration")
     found = {k: v for k, v in runs.items() if v is not None}
     if found:

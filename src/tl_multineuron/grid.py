@@ -1,0 +1,250 @@
+"""The paper's experiment grid over a task: one recording pass, then every condition.
+
+One pass over the calibration and evaluation items of a task records the MLP activations
+once and feeds, batch by batch: the sharing statistics of all those items (``stats.pt``,
+with a threshold sweep), contribution / effective attribution (``attribution.pt``), the
+calibration split's statistics (static sets, magnitudes for matched controls) and the
+evaluated items' categories (dynamic sets). The experiment then scores every condition
+(``scores.csv``), summarises it (``summary.csv``) and compares it, paired by item and language
+(``comparisons.csv``). Each file is written atomically; ``resume`` skips what is done.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from .analysis import AnalysisConfig, new_stats
+from .attribution_analysis import (
+    AttributionConfig,
+    answers_of,
+    new_attribution_stats,
+    update_direct_scores,
+)
+from .attribution_stats import AttributionStats
+from .classification import Categories
+from .comparisons import paired_comparisons
+from .data import ParallelDataset
+from .errors import MultiNeuronError
+from .experiments import Condition, ExperimentSets, accuracy_summary, run_experiment
+from .recording import RecordingConfig, iter_dataset
+from .runs import RunDir
+from .statistics import SharingStats, atomic_write
+
+
+@dataclass(frozen=True)
+class GridConfig:
+    """One task's grid. ``eval_items``: the last N items are evaluated; ``calibration``: the
+    first N items (at most all the others) calibrate the static sets."""
+
+    conditions: tuple[Condition, ...]
+    eval_items: int = 48
+    calibration: int = 64
+    thresholds: tuple[float, ...] = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
+    min_frequency: float = 0.9
+    specific_frequency: float = 0.5
+    k: int | float = 50
+    batch_size: int = 8
+    score_batch: int = 64
+    max_rows: int = 512
+    conditions_per_pass: int = 40
+    allow_empty: bool = False
+    analysis: bool = True
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.eval_items < 1 or self.calibration < 1:
+            raise MultiNeuronError(
+                f"eval_items {self.eval_items} / calibration {self.calibration}: need >= 1"
+            )
+        if not self.conditions:
+            raise MultiNeuronError("a grid needs at least one condition")
+        if self.thresholds[0] != 0.0 and self.analysis:
+            raise MultiNeuronError("the first threshold of a grid is the sets' threshold, 0")
+
+    def identity(self) -> dict:
+        d = asdict(self)
+        d["conditions"] = [c.name for c in self.conditions]
+        for key in ("batch_size", "score_batch", "max_rows", "conditions_per_pass"):
+            d.pop(key)
+        return d
+
+
+def split(ds: ParallelDataset, cfg: GridConfig) -> tuple[ParallelDataset, ParallelDataset]:
+    """(calibration, evaluation): the first items and the last ``eval_items`` items."""
+    if len(ds) <= cfg.eval_items:
+        raise MultiNeuronError(
+            f"{ds.name!r} has {len(ds)} items: evaluating {cfg.eval_items} leaves no "
+            "calibration items"
+        )
+    ev = ds.slice(len(ds) - cfg.eval_items)
+    cal = ds.slice(0, min(cfg.calibration, len(ds) - cfg.eval_items))
+    return cal, ev
+
+
+def record_pass(
+    model: Any, ds: ParallelDataset, cfg: GridConfig, progress: bool = False
+) -> tuple[SharingStats | None, AttributionStats | None, SharingStats, Categories]:
+    """One pass over calibration + evaluation items: (stats, attribution, calibration
+    stats, evaluated items' categories)."""
+    cal, ev = split(ds, cfg)
+    used = ParallelDataset(cal.items + ev.items, ds.languages, ds.name)
+    acfg = AnalysisConfig(thresholds=cfg.thresholds if cfg.analysis else (0.0,))
+    stats = new_stats(model, used, acfg)
+    cal_stats = new_stats(model, cal, AnalysisConfig())
+    attr_cfg = AttributionConfig(k=cfg.k)
+    attr = new_attribution_stats(model, used, attr_cfg) if cfg.analysis else None
+    layers = list(range(model.cfg.n_layers))
+    codes, spec = [], []
+    n_cal = len(cal)
+    for s, acts in iter_dataset(model, used, RecordingConfig(), cfg.batch_size, 0, progress):
+        cats = stats.update(acts)
+        c0 = cats.codes[0].cpu()
+        if attr is not None:
+            toks = answers_of(model, used, used.items[s : s + acts.shape[0]])
+            update_direct_scores(attr, model, attr_cfg, acts, c0, toks, layers)
+        k = max(0, min(acts.shape[0], n_cal - s))  # this batch's calibration items
+        if k:
+            cal_stats.update(acts[:k])
+        if k < acts.shape[0]:
+            codes.append(c0[k:])
+            spec.append(cats.specific_lang[0, k:].cpu())
+    return (
+        stats if cfg.analysis else None,
+        attr,
+        cal_stats,
+        Categories(torch.cat(codes), torch.cat(spec), ds.languages),
+    )
+
+
+def run_task(
+    model: Any,
+    ds: ParallelDataset,
+    out: str | Path,
+    cfg: GridConfig,
+    identity: dict,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    kind: str = "grid",
+    progress: bool = False,
+    log: Any = None,
+) -> pd.DataFrame:
+    """Run one task's grid into ``out``; returns its comparisons."""
+    out = Path(out)
+    say = log or (lambda *_: None)
+    cal, ev = split(ds, cfg)
+    run = RunDir(
+        out,
+        {**identity, "grid": cfg.identity()},
+        resume=resume,
+        overwrite=overwrite,
+        kind=kind,
+        stats_file="scores.csv",
+    )
+    if overwrite:
+        for f in ("sets.pt", "summary.csv", "comparisons.csv", "stats.pt", "attribution.pt"):
+            (out / f).unlink(missing_ok=True)
+    run.write_run(
+        {
+            "calibration_items": [cal.items[0].item_id, cal.items[-1].item_id, len(cal)],
+            "eval_items": [ev.items[0].item_id, ev.items[-1].item_id, len(ev)],
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
+    )
+    sets_file = out / "sets.pt"
+    t0 = time.perf_counter()
+    if resume and sets_file.exists():
+        blob = torch.load(sets_file, weights_only=True)
+        cal_stats = SharingStats.from_state(blob["calibration"])
+        cats = Categories(blob["codes"], blob["specific_lang"], tuple(blob["languages"]))
+        say(f"{ds.name}: recording pass already done")
+    else:
+        stats, attr, cal_stats, cats = record_pass(model, ds, cfg, progress)
+        if stats is not None:
+            stats.save(out / "stats.pt")
+            _tables(stats, out)
+        if attr is not None:
+            attr.save(out / "attribution.pt")
+            atomic_write(out / "attribution.csv", lambda t: attr.to_frame().to_csv(t, index=False))
+        blob = {
+            "calibration": cal_stats.state(),
+            "codes": cats.codes,
+            "specific_lang": cats.specific_lang,
+            "languages": list(cats.languages),
+        }
+        atomic_write(sets_file, lambda t: torch.save(blob, t))
+        say(f"{ds.name}: recording pass {time.perf_counter() - t0:.1f}s")
+    sets = ExperimentSets.build(cats, cal_stats, cfg.min_frequency, cfg.specific_frequency)
+    scores_file = out / "scores.csv"
+    prev = pd.read_csv(scores_file) if resume and scores_file.exists() else pd.DataFrame()
+    frames = [prev] if not prev.empty else []
+    done = set(prev["condition"]) if not prev.empty else set()
+
+    def save(conds: list[Condition], rows: pd.DataFrame) -> None:
+        frames.append(rows)
+        allr = pd.concat(frames, ignore_index=True)
+        atomic_write(scores_file, lambda t: allr.to_csv(t, index=False))
+        say(f"{ds.name}: {allr['condition'].nunique()}/{len(cfg.conditions)} conditions scored")
+
+    t1 = time.perf_counter()
+    run_experiment(
+        model,
+        ev,
+        cfg.conditions,
+        sets=sets,
+        batch_size=cfg.score_batch,
+        max_rows=cfg.max_rows,
+        conditions_per_pass=cfg.conditions_per_pass,
+        allow_empty=cfg.allow_empty,
+        done=lambda c: c.name in done,
+        on_scored=save,
+        progress=progress,
+    )
+    say(f"{ds.name}: conditions {time.perf_counter() - t1:.1f}s")
+    rows = pd.concat(frames, ignore_index=True)
+    summ = accuracy_summary(rows)
+    atomic_write(out / "summary.csv", lambda t: summ.to_csv(t, index=False))
+    comp = paired_comparisons(rows)
+    atomic_write(out / "comparisons.csv", lambda t: comp.to_csv(t, index=False))
+    return comp
+
+
+def _tables(stats: SharingStats, out: Path) -> None:
+    atomic_write(out / "layer_fractions.csv", lambda t: stats.to_frame().to_csv(t, index=False))
+    stab = pd.concat([stats.stability(t) for t in stats.thresholds])
+    atomic_write(out / "stability.csv", lambda t: stab.to_csv(t, index=False))
+
+
+def headline(comp: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:
+    """The comparisons of one metric as a compact table (delta [interval], p)."""
+    c = comp[comp["metric"] == metric]
+    return pd.DataFrame(
+        {
+            "task": c["task"],
+            "condition": c["condition"],
+            "vs": c["reference"],
+            "value": c["value"].round(2),
+            "reference": c["reference_value"].round(2),
+            "delta [95% CI]": [
+                f"{d:+.2f} [{lo:+.2f}, {hi:+.2f}]"
+                for d, lo, hi in zip(c["delta"], c["ci_low"], c["ci_high"], strict=True)
+            ],
+            "p": c["p_value"].map(lambda p: f"{p:.2g}"),
+            "n": c["n_rows"],
+        }
+    )
+
+
+def write_index(out: str | Path, tasks: Sequence[str], extra: dict) -> None:
+    atomic_write(
+        Path(out) / "grid.json",
+        lambda t: Path(t).write_text(json.dumps({"tasks": list(tasks), **extra}, indent=2)),
+    )

@@ -1,0 +1,124 @@
+import pytest
+import torch
+from helpers import tiny_hf_dir, tiny_model
+
+from tl_multineuron import MultiNeuronError, NeuronSet, deactivate, generate_greedy, load_model
+from tl_multineuron.recording import encode
+from tl_multineuron.scoring import (
+    AnswerRows,
+    answer_rows,
+    score_answers,
+    supports_prefix_cache,
+)
+
+PROMPTS = ["dog cat 1 ", "Hund 22 ab", "chien chat soleil 3", "x"]
+ANSWERS = [" en1", "de2", " fr", "yz"]
+
+
+@pytest.fixture(scope="module")
+def hf_model(tmp_path_factory):
+    return load_model(tiny_hf_dir(tmp_path_factory.mktemp("hf") / "m"))
+
+
+@pytest.fixture(scope="module")
+def native():
+    return tiny_model("gated", seed=4)
+
+
+def _set(model, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return NeuronSet(torch.rand(model.cfg.n_layers, model.cfg.d_mlp, generator=g) < 0.3)
+
+
+def test_scores_equal_a_hand_computation(native):
+    rows = answer_rows(native, PROMPTS, ANSWERS)
+    (sc,) = score_answers(native, rows, batch_size=3)
+    for r, p in enumerate(PROMPTS):
+        ids = encode(native, p)
+        ans = list(rows.answers[r])
+        with torch.inference_mode():
+            lp = torch.log_softmax(native(torch.tensor([ids + ans[:-1]]))[0].double(), -1)
+        pos = range(len(ids) - 1, len(ids) - 1 + len(ans))
+        want = [lp[i, t] for i, t in zip(pos, ans, strict=True)]
+        torch.testing.assert_close(sc.logprob[r], torch.stack(want).sum(), atol=1e-4, rtol=0)
+        assert bool(sc.greedy_match[r]) == all(
+            int(lp[i].argmax()) == t for i, t in zip(pos, ans, strict=True)
+        )
+        assert int(sc.first_rank[r]) == int((lp[pos[0]] > lp[pos[0], ans[0]]).sum())
+        assert int(sc.n_tokens[r]) == len(ans)
+
+
+@pytest.mark.parametrize("kind", ["hf", "native"])
+def test_greedy_match_is_generation(kind, hf_model, native):
+    model = hf_model if kind == "hf" else native
+    rows = answer_rows(model, PROMPTS, ANSWERS)
+    S = _set(model)
+    none, deact = score_answers(model, rows, [None, lambda block: deactivate(S)])
+    for sc, hooks in ((none, None), (deact, lambda s, e: deactivate(S).fwd_hooks(model))):
+        gens = generate_greedy(model, PROMPTS, 6, 2, hooks_for_batch=hooks)
+        starts = [list(g[: len(a)]) == list(a) for g, a in zip(gens, rows.answers, strict=True)]
+        assert sc.greedy_match.tolist() == starts
+    # the model's own greedy tokens as the gold answer: every such row must match
+    gens = generate_greedy(model, PROMPTS, 3, 4)
+    keep = [i for i, g in enumerate(gens) if g]
+    assert keep
+    own = AnswerRows(
+        tuple(rows.prompts[i] for i in keep),
+        tuple(tuple(gens[i]) for i in keep),
+        tuple(rows.labels[i] for i in keep),
+        rows.bos,
+    )
+    (sc,) = score_answers(model, own)
+    assert sc.greedy_match.all()
+
+
+def test_prefix_cache_and_shared_batches_change_nothing(hf_model):
+    model = hf_model
+    assert supports_prefix_cache(model)
+    rows = answer_rows(model, PROMPTS * 3, ANSWERS * 3)
+    edits = [None, lambda b: deactivate(_set(model, 1)), lambda b: deactivate(_set(model, 2))]
+    cached = score_answers(model, rows, edits, cache="prefix", batch_size=4, max_rows=12)
+    full = score_answers(model, rows, edits, cache="none", batch_size=5, max_rows=5)
+    for a, b in zip(cached, full, strict=True):
+        torch.testing.assert_close(a.logprob, b.logprob, atol=1e-4, rtol=0)
+        assert torch.equal(a.greedy_match, b.greedy_match)
+        assert torch.equal(a.first_rank, b.first_rank)
+    assert not torch.equal(cached[0].logprob, cached[1].logprob)  # the edit did something
+
+
+def test_edited_positions(native):
+    """scope last: the last prompt token and the answer positions; all: every real position,
+    BOS only when asked; and a bound hook edits exactly those positions of its rows."""
+    from tl_multineuron.scoring import _bind, _block_pass
+
+    rows = answer_rows(native, ["abc", "x"], ["de", "yzw"])
+    p = [len(x) for x in rows.prompts]
+    a = [len(x) for x in rows.answers]
+    last = _block_pass(native, rows, [0, 1], "last", False, False).edit_pos
+    every = _block_pass(native, rows, [0, 1], "all", False, False).edit_pos
+    with_bos = _block_pass(native, rows, [0, 1], "all", True, False).edit_pos
+    for i in range(2):
+        assert last[i].nonzero().flatten().tolist() == list(range(p[i] - 1, p[i] + a[i] - 1))
+        assert every[i].nonzero().flatten().tolist() == list(range(1, p[i] + a[i] - 1))
+        assert with_bos[i].nonzero().flatten().tolist() == list(range(0, p[i] + a[i] - 1))
+    D = native.cfg.d_mlp
+    iv = deactivate(NeuronSet(torch.ones(2, D, dtype=torch.bool)))
+    (name, hook), *_ = _bind(iv, native, (2, 4), last)  # rows 2..3 of a batch of 4
+    act = torch.ones(4, last.shape[1], D)
+    out = hook(act, None)
+    assert (out[:2] == 1).all()  # other rows untouched
+    assert torch.equal(out[2:].eq(0).all(-1), last) and hook.fired
+
+
+def test_scoring_errors(native):
+    with pytest.raises(MultiNeuronError, match="tokenizes to nothing"):
+        answer_rows(native, ["abc"], [""], ["item 'q', language 'en'"])
+    with pytest.raises(MultiNeuronError, match=r"item 'q'.*exceed the model's context"):
+        answer_rows(native, ["a" * 60], ["b" * 10], ["item 'q', language 'en'"])
+    rows = answer_rows(native, ["abc"], ["d"])
+    with pytest.raises(MultiNeuronError, match="scope"):
+        score_answers(native, rows, scope="first")
+    with pytest.raises(MultiNeuronError, match="no reusable KV cache"):
+        score_answers(native, rows, cache="prefix")
+    with pytest.raises(MultiNeuronError, match="no edits"):
+        score_answers(native, rows, [])
