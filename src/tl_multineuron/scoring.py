@@ -339,8 +339,10 @@ def score_answers(
     order = sorted(range(R), key=lambda r: (len(rows.answers[r]), len(rows.prompts[r])))
     blocks: list[list[int]] = []
     for r in order:  # a new block when full, or when the answer length would need padding
-        if not blocks or len(blocks[-1]) == batch_size or (
-            len(rows.answers[r]) != len(rows.answers[blocks[-1][0]])
+        if (
+            not blocks
+            or len(blocks[-1]) == batch_size
+            or (len(rows.answers[r]) != len(rows.answers[blocks[-1][0]]))
         ):
             blocks.append([])
         blocks[-1].append(r)
