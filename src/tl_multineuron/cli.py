@@ -334,8 +334,8 @@ def cmd_grid(args: argparse.Namespace) -> int:
     from .report import build_report
     from .tasks import TASKS, load_task
 
-    if args.quick:
-        args.tasks, args.modes, args.alphas = "facts", "static,dynamic", "2"
+    if args.quick:  # a first look: one task, static sets, deactivation with every control
+        args.tasks, args.modes, args.alphas = "facts", "static", "2"
         args.no_amplify_controls = True
     names = list(TASKS) if args.tasks == "all" else [x.strip() for x in args.tasks.split(",")]
     bad = [x for x in names if x not in TASKS]
@@ -501,7 +501,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--out", required=True)
     g.add_argument("--no-progress", action="store_true")
     g.add_argument(
-        "--quick", action="store_true", help="facts only, deactivation + amplify x2: a first look"
+        "--quick",
+        action="store_true",
+        help="a first look: facts, static sets, deactivation + controls, amplify x2",
     )
     _add_grid_args(g)
     g.set_defaults(func=cmd_grid, limit=None, languages=None, data=None, task=None)
