@@ -64,7 +64,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     from .analysis import AnalysisConfig, analyze
     from .models import load_model
     from .recording import RecordingConfig
-    from .runs import RunDir
+    from .runs import RunDir, write_stats_tables
 
     layers = tuple(int(x) for x in args.layers.split(",")) if args.layers else None
     config = AnalysisConfig(
@@ -124,7 +124,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         stats = res.stats
         run.checkpoint(stats)
         print(f"analysed {len(ds) - start} items in {time.perf_counter() - t0:.1f}s")
-    _write_tables(stats, Path(args.out))
+    write_stats_tables(stats, args.out)
     if not args.no_views and not (Path(args.out) / "views.json").exists():
         _write_views(args, ds, stats, model)
     print(
@@ -168,16 +168,6 @@ def cmd_report(args: argparse.Namespace) -> int:
     path = build_report(args.results, args.out)
     print(f"report written to {path}")
     return 0
-
-
-def _write_tables(stats, out: Path) -> None:
-    from .statistics import atomic_write
-
-    atomic_write(out / "layer_fractions.csv", lambda t: stats.to_frame().to_csv(t, index=False))
-    import pandas as pd
-
-    stab = pd.concat([stats.stability(t) for t in stats.thresholds])
-    atomic_write(out / "stability.csv", lambda t: stab.to_csv(t, index=False))
 
 
 def cmd_attribute(args: argparse.Namespace) -> int:

@@ -35,7 +35,7 @@ from .data import ParallelDataset
 from .errors import MultiNeuronError
 from .experiments import Condition, ExperimentSets, accuracy_summary, run_experiment
 from .recording import RecordingConfig, iter_dataset
-from .runs import RunDir
+from .runs import RunDir, write_stats_tables
 from .statistics import SharingStats, atomic_write
 
 
@@ -170,7 +170,7 @@ def run_task(
         stats, attr, cal_stats, cats = record_pass(model, ds, cfg, progress)
         if stats is not None:
             stats.save(out / "stats.pt")
-            _tables(stats, out)
+            write_stats_tables(stats, out)
         if attr is not None:
             attr.save(out / "attribution.pt")
             atomic_write(out / "attribution.csv", lambda t: attr.to_frame().to_csv(t, index=False))
@@ -215,12 +215,6 @@ def run_task(
     comp = paired_comparisons(rows)
     atomic_write(out / "comparisons.csv", lambda t: comp.to_csv(t, index=False))
     return comp
-
-
-def _tables(stats: SharingStats, out: Path) -> None:
-    atomic_write(out / "layer_fractions.csv", lambda t: stats.to_frame().to_csv(t, index=False))
-    stab = pd.concat([stats.stability(t) for t in stats.thresholds])
-    atomic_write(out / "stability.csv", lambda t: stab.to_csv(t, index=False))
 
 
 def headline(comp: pd.DataFrame, metric: str = "accuracy") -> pd.DataFrame:

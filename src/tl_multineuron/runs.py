@@ -100,6 +100,16 @@ class RunDir:
         )
 
 
+def write_stats_tables(stats: SharingStats, out: str | Path) -> None:
+    """``layer_fractions.csv`` and ``stability.csv`` (every threshold) of a run directory."""
+    import pandas as pd
+
+    out = Path(out)
+    atomic_write(out / "layer_fractions.csv", lambda t: stats.to_frame().to_csv(t, index=False))
+    stab = pd.concat([stats.stability(t) for t in stats.thresholds])
+    atomic_write(out / "stability.csv", lambda t: stab.to_csv(t, index=False))
+
+
 def load_item_categories(path: str | Path) -> tuple[list[str], torch.Tensor, torch.Tensor]:
     """Concatenate per-item category shards of a run directory: ids, codes, specific_lang."""
     files = sorted((Path(path) / "items").glob("codes-*.pt"))

@@ -41,7 +41,12 @@ from torch import Tensor
 
 from .errors import MultiNeuronError
 from .models import model_device
-from .recording import answer_ids, encode_prompts, get_tokenizer
+from .recording import (
+    answer_ids,
+    encode_prompts,
+    get_tokenizer,
+    last_position_unembed_hooks,
+)
 
 SCOPES = ("last", "all")
 CACHE_MODES = ("auto", "prefix", "none")
@@ -173,10 +178,6 @@ class _Hidden:
         return x[:, -1:]
 
 
-def _keep_last(x: Tensor, hook: Any) -> Tensor:
-    return x[:, -1:]
-
-
 def _answer_metrics(
     model: Any,
     h: Float[Tensor, "p d_model"],
@@ -241,7 +242,7 @@ def _block_pass(
         # prefix: the prompt minus its last token, left-padded (no gaps before the suffix)
         ptoks, pmask = _pad([p[:-1] for p in P], pad, left=True)
         ppos = (pmask.long().cumsum(-1) - 1).clamp_min(0)
-        with torch.inference_mode(), model.hooks(fwd_hooks=[("unembed.hook_in", _keep_last)]):
+        with torch.inference_mode(), model.hooks(fwd_hooks=last_position_unembed_hooks(model)):
             _, cache = model(
                 ptoks.to(dev),
                 attention_mask=pmask.long().to(dev),
