@@ -1,5 +1,6 @@
 """Integration tests on the embedded Gemma 3 270M (marked `gemma`; CI runs them)."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -257,3 +258,42 @@ def test_prefix_cache_equals_full_passes_on_gemma(gemma):
     for a, b in zip(cached, full, strict=True):
         torch.testing.assert_close(a.logprob, b.logprob, atol=2e-3, rtol=1e-4)
         assert (a.greedy_match == b.greedy_match).float().mean() >= 0.97
+
+
+def test_sdpa_recording_equals_eager_on_gemma(gemma):
+    from tl_multineuron.attention import attention_implementation
+
+    assert attention_implementation(gemma) == "sdpa"
+    ds = tlm.load_task("facts").head(4)
+    prompts = [it.prompts[x] for it in ds for x in ds.languages]
+    long = " ".join(["The river flows past the old mill and into the valley."] * 60)  # > window
+    batch = tlm.tokenize(gemma, [*prompts, long])
+    assert int(batch.lengths.max()) > 512  # sliding-window layers take the masked SDPA path
+    eager = tlm.record(gemma, batch, attention="eager")
+    sdpa = tlm.record(gemma, batch, attention="sdpa")
+    torch.testing.assert_close(sdpa, eager, rtol=1e-4, atol=1e-3)
+    flips = ((sdpa > 0) != (eager > 0)).float().mean()
+    assert flips < 1e-4, f"{flips:.2e} of neurons change category between implementations"
+
+
+def test_memory_estimate_within_25_percent_of_measured_peak():
+    """Peak RSS of a fresh process recording one eager prompt, vs the estimate (2 sizes)."""
+    script = Path(__file__).parent.parent / "benchmarks" / "bench_long_prompts.py"
+    for n in (2048, 4096):
+        out = subprocess.run(
+            [sys.executable, str(script), "--measure", "eager", str(n)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        r = json.loads(out.strip().splitlines()[-1])
+        ratio = r["estimate_bytes"] / r["peak_bytes"]
+        assert 0.75 <= ratio <= 1.25, f"{n} tokens: estimate/peak {ratio:.2f} ({r})"
+
+
+def test_device_recorded_and_refused(gemma, tmp_path):
+    res = tlm.analyze(gemma, tlm.load_task("facts").head(1))
+    assert res.stats.meta["device"] == "cpu" and res.stats.meta["attention"] == "sdpa"
+    if not torch.cuda.is_available():
+        with pytest.raises(tlm.MultiNeuronError, match="CUDA is not usable"):
+            tlm.load_model("gemma-3-270m", device="cuda")

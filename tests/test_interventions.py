@@ -260,3 +260,46 @@ def test_interventions_compose_in_order(model):
             w = model(toks)
     torch.testing.assert_close(x, y)
     torch.testing.assert_close(z, w)
+
+
+def _layer0_set(model):
+    mask = torch.zeros(model.cfg.n_layers, model.cfg.d_mlp, dtype=torch.bool)
+    mask[0] = True
+    return NeuronSet(mask, "layer 0")
+
+
+@pytest.mark.parametrize("where", ["last", "all"])
+def test_right_padded_record_edits_each_rows_own_positions(model, where):
+    """record right-pads; 'last' / 'all' must mean each row's own last / real tokens."""
+    short, long = "dog cat", "the sun and the moon over the sea"
+    iv = Intervention(_layer0_set(model), "scale", 3.0, where)
+    with apply(model, iv):
+        both = tlm.record(model, tlm.tokenize(model, [short, long]))
+    with apply(model, iv):
+        alone = tlm.record(model, tlm.tokenize(model, [short]))
+    plain = tlm.record(model, tlm.tokenize(model, [short]))
+    torch.testing.assert_close(both[0], alone[0], rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(both[0, 1], plain[0, 1])  # the edit reached the short row
+
+
+def test_truncated_record_does_not_make_later_hooks_silent(model):
+    mask = torch.zeros(model.cfg.n_layers, model.cfg.d_mlp, dtype=torch.bool)
+    mask[-1, :3] = True
+    late = deactivate(NeuronSet(mask, "last layer"))
+    batch = tlm.tokenize(model, ["dog cat"])
+    with apply(model, late):  # record stops after layer 0: the last layer never runs
+        tlm.record(model, batch, tlm.RecordingConfig(layers=(0,)))
+    with pytest.raises(MultiNeuronError, match="never fired"), apply(model, late):
+        pass  # no pass at all: still an error
+
+
+def test_declared_batch_of_another_size_is_an_error(model):
+    from tl_multineuron.batch_positions import running_batch
+
+    batch = tlm.tokenize(model, ["dog cat", "sun"])
+    with (
+        pytest.raises(MultiNeuronError, match="running batch has 3 rows"),
+        running_batch(torch.tensor([2, 2, 2]), batch.tokens.shape[1]),
+        apply(model, deactivate(_layer0_set(model))),
+    ):
+        model(batch.tokens)

@@ -5,6 +5,7 @@ Across Languages and Tasks in LLMs" (arXiv 2406.09265).
 """
 
 from .analysis import AnalysisConfig, AnalysisResult, analyze
+from .attention import attention_implementation, efficient_attention
 from .attribution import (
     IGResult,
     answer_token_ids,
@@ -47,7 +48,15 @@ from .interventions import (
     mean_ablate,
     steer_toward,
 )
-from .models import EMBEDDED_MODEL, LoadInfo, check_model, load_model
+from .memory import MemoryEstimate, estimate_forward, memory_budget, parse_memory
+from .models import (
+    EMBEDDED_MODEL,
+    LoadInfo,
+    available_devices,
+    check_model,
+    load_model,
+    resolve_device,
+)
 from .neuron_sets import NeuronSet, magnitude_strata, sample_like
 from .recording import RecordingConfig, TokenBatch, iter_dataset, record, tokenize
 from .scoring import AnswerRows, AnswerScores, answer_rows, score_answers
@@ -59,6 +68,14 @@ from .xnli import load_xnli
 __version__ = "0.1.0"
 
 __all__ = [
+    "attention_implementation",
+    "efficient_attention",
+    "MemoryEstimate",
+    "estimate_forward",
+    "memory_budget",
+    "parse_memory",
+    "available_devices",
+    "resolve_device",
     "CATEGORY_NAMES",
     "EMBEDDED_MODEL",
     "TASKS",

@@ -12,7 +12,7 @@ import torch
 from .classification import Categories, validate_thresholds
 from .data import ParallelDataset
 from .errors import MultiNeuronError
-from .models import check_model, model_name
+from .models import check_model, model_name, provenance
 from .recording import CRITERIA, RecordingConfig, iter_dataset
 from .statistics import SharingStats
 
@@ -107,21 +107,34 @@ def analyze(
     stats: SharingStats | None = None,
     start: int = 0,
     on_batch: Callable[[int, SharingStats, Categories], None] | None = None,
+    max_memory: int | str | None = None,
+    attention: str = "auto",
 ) -> AnalysisResult:
     """Sharing categories of every MLP neuron for every item of ``dataset``.
 
     ``stats``/``start`` continue an earlier accumulation from item ``start``; ``on_batch(end,
     stats, categories)`` is called after each batch (the CLI checkpoints there).
+    ``max_memory`` / ``attention``: see :func:`~tl_multineuron.recording.iter_dataset`; the device
+    and attention implementation used are recorded in ``stats.meta``.
     """
     config = config or AnalysisConfig()
     check_model(model)
     check_model(model, config.recording.hook_names(model))
     stats = stats if stats is not None else new_stats(model, dataset, config)
+    stats.meta.update(provenance(model, attention))
     kept: list[torch.Tensor] = []
     kept_lang: list[torch.Tensor] = []
-    for s, acts in iter_dataset(
-        model, dataset, config.recording, config.batch_size, start, progress
-    ):
+    batches = iter_dataset(
+        model,
+        dataset,
+        config.recording,
+        config.batch_size,
+        start,
+        progress,
+        max_memory=max_memory,
+        attention=attention,
+    )
+    for s, acts in batches:
         all_cats = stats.update(acts)
         cats = None
         if keep_items or on_batch is not None:  # the first threshold's categories

@@ -22,7 +22,7 @@ from .attribution_stats import AttributionStats, ScoreStats
 from .classification import active_mask, categorize, validate_thresholds
 from .data import ParallelDataset
 from .errors import MultiNeuronError
-from .models import check_model, model_name
+from .models import check_model, model_name, provenance
 from .recording import RecordingConfig, iter_dataset
 from .statistics import SharingStats
 from .weights import model_weights
@@ -174,13 +174,18 @@ def attribute(
     baseline_stats: SharingStats | None = None,
     keep_scores: bool = False,
     on_batch: Callable[[int, AttributionStats], None] | None = None,
+    max_memory: int | str | None = None,
+    attention: str = "auto",
 ) -> AttributionResult:
     """Attribution scores of every neuron for every (item, language), joined with the item's
-    sharing categories and accumulated per language, layer and category."""
+    sharing categories and accumulated per language, layer and category. ``max_memory`` /
+    ``attention`` govern the recording pass (see :func:`~tl_multineuron.recording.iter_dataset`).
+    """
     config = config or AttributionConfig()
     check_model(model)
     model_weights(model)  # fail early if the weights cannot be read
     stats = stats if stats is not None else new_attribution_stats(model, dataset, config)
+    stats.meta.update(provenance(model, attention))
     layers = RecordingConfig(layers=config.layers).layer_indices(model)
     ig_layers = list(stats.methods["ig"].layers) if "ig" in stats.methods else []
     rec_layers = sorted(set(layers) | set(ig_layers))
@@ -201,7 +206,17 @@ def attribute(
     li = [pos[x] for x in layers]
     need_answers = "effective" in config.methods or "ig" in config.methods
     kept: dict[str, list[torch.Tensor]] = {m: [] for m in config.methods}
-    for s, acts in iter_dataset(model, dataset, rec, config.batch_size, start, progress):
+    batches = iter_dataset(
+        model,
+        dataset,
+        rec,
+        config.batch_size,
+        start,
+        progress,
+        max_memory=max_memory,
+        attention=attention,
+    )
+    for s, acts in batches:
         items = dataset.items[s : s + acts.shape[0]]
         n_it, N = acts.shape[:2]
         codes = categorize(

@@ -25,8 +25,24 @@ def _dataset(args: argparse.Namespace):
     langs = [x.strip() for x in args.languages.split(",")] if args.languages else None
     if bool(args.task) == bool(args.data):
         raise MultiNeuronError("give exactly one of --task NAME or --data FILE")
+    if langs is not None and len([x for x in langs if x]) < 2:
+        raise MultiNeuronError(
+            f"--languages {args.languages!r}: give at least 2 languages to compare"
+        )
     ds = load_task(args.task, langs) if args.task else load_parallel(args.data, langs)
-    if args.limit:
+    if getattr(args, "items", None):
+        start, sep, stop = args.items.partition(":")
+        try:
+            a = int(start) if start.strip() else 0
+            b = int(stop) if stop.strip() else None
+        except ValueError as e:
+            raise MultiNeuronError(f"--items {args.items!r}: expected START:STOP") from e
+        if not sep:
+            raise MultiNeuronError(f"--items {args.items!r}: expected START:STOP")
+        ds = ds.slice(a, b)
+    if args.limit is not None:
+        if args.limit < 1:
+            raise MultiNeuronError(f"--limit {args.limit}: expected at least 1 item")
         ds = ds.head(args.limit)
     return ds
 
@@ -43,6 +59,23 @@ def _identity(args: argparse.Namespace, ds, **extra) -> dict:
     }
 
 
+def _add_device_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: TL's choice)")
+    p.add_argument("--dtype", default="float32")
+    p.add_argument(
+        "--max-memory",
+        default=None,
+        help="working memory one forward pass may use, e.g. 8GiB (default: 80%% of the "
+        "device's free memory); larger batches are split, a prompt that cannot fit is an error",
+    )
+    p.add_argument(
+        "--attention",
+        default="auto",
+        choices=["auto", "eager", "sdpa"],
+        help="recording passes: auto = SDPA where the model allows (memory linear in length)",
+    )
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model",
@@ -53,9 +86,11 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", help="JSONL/CSV/TSV parallel data file")
     p.add_argument("--languages", help="comma-separated languages (default: all of the data)")
     p.add_argument("--limit", type=int, help="only the first N items")
+    p.add_argument(
+        "--items", help="an item range START:STOP (Python slice of the data, before --limit)"
+    )
     p.add_argument("--batch-size", type=int, default=8, help="items per forward pass")
-    p.add_argument("--device", default=None)
-    p.add_argument("--dtype", default="float32")
+    _add_device_args(p)
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--no-progress", action="store_true")
 
@@ -120,6 +155,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             stats=stats,
             start=start,
             on_batch=on_batch,
+            max_memory=args.max_memory,
+            attention=args.attention,
         )
         stats = res.stats
         run.checkpoint(stats)
@@ -223,6 +260,8 @@ def cmd_attribute(args: argparse.Namespace) -> int:
             stats=stats,
             start=start,
             on_batch=lambda end, st: run.checkpoint(st),
+            max_memory=args.max_memory,
+            attention=args.attention,
         )
         stats = res.stats
         run.checkpoint(stats)
@@ -278,6 +317,8 @@ def _grid_config(args: argparse.Namespace, analysis: bool):
         score_batch=args.score_batch,
         allow_empty=args.allow_empty,
         analysis=analysis,
+        max_memory=args.max_memory,
+        attention=args.attention,
     )
 
 
@@ -362,7 +403,8 @@ def cmd_grid(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluation import EvalConfig, accuracy_table, evaluate
-    from .models import load_model
+    from .models import load_model, provenance
+    from .runs import write_json
     from .statistics import atomic_write
 
     ds = _dataset(args)
@@ -373,6 +415,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / "generations.csv", lambda t: df.to_csv(t, index=False))
+    write_json(
+        out / "run-evaluate.json",
+        {"identity": _identity(args, ds, kind="evaluate"), **provenance(model, "eager")},
+    )
     for m in ("prefix_match", "first_token_match"):
         print(f"\n{m} accuracy (%)")
         print(accuracy_table(df, m).to_string())
@@ -485,8 +531,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("grid", help="the paper's grid on built-in tasks + report (main job)")
     g.add_argument("--tasks", default="all", help="comma-separated built-in tasks, or 'all'")
     g.add_argument("--model", default="gemma-3-270m")
-    g.add_argument("--device", default=None)
-    g.add_argument("--dtype", default="float32")
+    _add_device_args(g)
     g.add_argument("--batch-size", type=int, default=8, help="items per recording pass")
     g.add_argument("--out", required=True)
     g.add_argument("--no-progress", action="store_true")
@@ -513,6 +558,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if getattr(args, "max_memory", None) is not None:
+            from .memory import parse_memory
+
+            parse_memory(args.max_memory)  # a bad size fails before anything loads
+        if getattr(args, "device", None) is not None:
+            from .models import resolve_device
+
+            resolve_device(args.device)
         return args.func(args)
     except MultiNeuronError as e:
         print(f"tl-multineuron: error: {e}", file=sys.stderr)
@@ -520,6 +573,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted; results so far are saved: rerun with --resume", file=sys.stderr)
         return 130
+    finally:
+        from .locks import release_all
+
+        release_all()
 
 
 if __name__ == "__main__":

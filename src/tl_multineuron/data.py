@@ -5,13 +5,17 @@ File formats read by :func:`load_parallel`:
 * JSONL, one item per line: ``{"id": ..., "task": ..., "prompts": {lang: text},
   "answers": {lang: text}}`` (``answers`` optional), or long rows (below);
 * CSV / TSV / JSONL long rows, one row per item and language, columns
-  ``id, lang, prompt`` and optionally ``answer, task``.
+  ``id, lang, prompt`` and optionally ``answer, task``; the aliases ``item_id`` (id),
+  ``language`` (lang), ``text`` (prompt) and ``target`` (answer) are read too.
+
+Files are UTF-8, with or without a byte-order mark (spreadsheets on Windows write one).
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -122,7 +126,15 @@ class ParallelDataset:
         return ParallelDataset(self.items[:n], self.languages, self.name)
 
     def slice(self, start: int, stop: int | None = None) -> ParallelDataset:
-        return ParallelDataset(self.items[start:stop], self.languages, self.name)
+        """Items ``[start:stop]`` (Python slice semantics); a range that selects nothing is an
+        error."""
+        items = self.items[start:stop]
+        if not items:
+            raise MultiNeuronError(
+                f"dataset {self.name!r}: items [{start}:{'' if stop is None else stop}] select "
+                f"nothing (it has {len(self.items)} items)"
+            )
+        return ParallelDataset(items, self.languages, self.name)
 
     def prompts(self, language: str) -> list[str]:
         return [it.prompts[language] for it in self.items]
@@ -178,7 +190,45 @@ class ParallelDataset:
         return cls(tuple(items), langs, name)
 
 
+# canonical column -> accepted names, canonical first
+COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
+    "id": ("id", "item_id"),
+    "lang": ("lang", "language"),
+    "prompt": ("prompt", "text"),
+    "answer": ("answer", "target"),
+    "task": ("task",),
+}
+REQUIRED_COLUMNS = ("id", "lang", "prompt")
+
+
+def _column_map(columns: Sequence[str], name: str) -> dict[str, str]:
+    """canonical -> the file's column for it; a clear error naming what was expected and found."""
+    found = [str(c) for c in columns]
+    out: dict[str, str] = {}
+    for canon, names in COLUMN_ALIASES.items():
+        present = [n for n in names if n in found]
+        if len(present) > 1:
+            raise MultiNeuronError(
+                f"{name}: columns {present} both mean {canon!r}; keep one of them"
+            )
+        if present:
+            out[canon] = present[0]
+    missing = [c for c in REQUIRED_COLUMNS if c not in out]
+    if missing:
+        expected = ", ".join(" or ".join(repr(n) for n in COLUMN_ALIASES[c]) for c in missing)
+        raise MultiNeuronError(
+            f"{name}: no column for {missing} (expected {expected}); the file has columns "
+            f"{found}. Long rows need id, lang, prompt (and optionally answer, task); JSONL "
+            "items need 'prompts' (and optionally 'answers')"
+        )
+    return out
+
+
 def _from_long_rows(rows: Sequence[Mapping], languages, name: str) -> ParallelDataset:
+    if not rows:
+        raise MultiNeuronError(f"dataset {name!r} has no rows")
+    cols = _column_map(list(rows[0].keys()), name)
+    rows = [{c: r.get(src) for c, src in cols.items()} for r in rows]
     by_id: dict[str, dict] = {}
     for k, r in enumerate(rows):
         for col in ("id", "lang", "prompt"):
@@ -203,6 +253,19 @@ def _from_long_rows(rows: Sequence[Mapping], languages, name: str) -> ParallelDa
     return ParallelDataset.from_records(records, languages, name)
 
 
+def _text(path: Path) -> str:
+    """The file's text: UTF-8, a leading byte-order mark dropped; a clear error otherwise."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise MultiNeuronError(
+            f"{path}: not UTF-8 (byte 0x{data[e.start]:02x} at offset {e.start}, line {line}); "
+            "save the file as UTF-8"
+        ) from e
+
+
 def load_parallel(
     path: str | Path, languages: Sequence[str] | None = None, task: str | None = None
 ) -> ParallelDataset:
@@ -214,20 +277,27 @@ def load_parallel(
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".json"):
         rows = []
-        with open(path, encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                if line.strip():
-                    try:
-                        rows.append(json.loads(line))
-                    except json.JSONDecodeError as e:
-                        raise MultiNeuronError(f"{path}: line {n} is not valid JSON: {e}") from e
+        for n, line in enumerate(_text(path).splitlines(), 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise MultiNeuronError(f"{path}: line {n} is not valid JSON: {e}") from e
+                if not isinstance(rows[-1], dict):
+                    raise MultiNeuronError(
+                        f"{path}: line {n} is a JSON {type(rows[-1]).__name__}, expected an object"
+                    )
         if rows and "prompts" not in rows[0]:
             ds = _from_long_rows(rows, languages, name)
         else:
             ds = ParallelDataset.from_records(rows, languages, name)
     elif suffix in (".csv", ".tsv"):
-        with open(path, encoding="utf-8", newline="") as f:
-            rows = list(csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ","))
+        text = _text(path)
+        rows = list(
+            csv.DictReader(
+                io.StringIO(text, newline=""), delimiter="\t" if suffix == ".tsv" else ","
+            )
+        )
         ds = _from_long_rows(rows, languages, name)
     else:
         raise MultiNeuronError(

@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 import torch
 
+from .batch_positions import running_batch
 from .data import ParallelDataset
 from .errors import MultiNeuronError
 from .models import model_device
@@ -107,7 +108,11 @@ def generate_greedy(
         if not use_hf:
             # generate reads only the last position's logits (-1 for every left-padded row)
             extra += last_position_unembed_hooks(model)
-        with torch.inference_mode(), model.hooks(fwd_hooks=extra):
+        with (
+            torch.inference_mode(),
+            running_batch(mask.sum(1), tokens.shape[1], "left"),
+            model.hooks(fwd_hooks=extra),
+        ):
             if use_hf:
                 res = _hf_generate(model, tokens, mask, max_new_tokens)
             else:

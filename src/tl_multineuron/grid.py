@@ -34,6 +34,7 @@ from .comparisons import paired_comparisons
 from .data import ParallelDataset
 from .errors import MultiNeuronError
 from .experiments import Condition, ExperimentSets, accuracy_summary, run_experiment
+from .models import provenance
 from .recording import RecordingConfig, iter_dataset
 from .runs import RunDir, write_stats_tables
 from .statistics import SharingStats, atomic_write
@@ -57,6 +58,8 @@ class GridConfig:
     conditions_per_pass: int = 40
     allow_empty: bool = False
     analysis: bool = True
+    max_memory: str | None = None
+    attention: str = "auto"
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -72,7 +75,14 @@ class GridConfig:
     def identity(self) -> dict:
         d = asdict(self)
         d["conditions"] = [c.name for c in self.conditions]
-        for key in ("batch_size", "score_batch", "max_rows", "conditions_per_pass"):
+        for key in (
+            "batch_size",
+            "score_batch",
+            "max_rows",
+            "conditions_per_pass",
+            "max_memory",
+            "attention",
+        ):
             d.pop(key)
         return d
 
@@ -104,7 +114,17 @@ def record_pass(
     layers = list(range(model.cfg.n_layers))
     codes, spec = [], []
     n_cal = len(cal)
-    for s, acts in iter_dataset(model, used, RecordingConfig(), cfg.batch_size, 0, progress):
+    batches = iter_dataset(
+        model,
+        used,
+        RecordingConfig(),
+        cfg.batch_size,
+        0,
+        progress,
+        max_memory=cfg.max_memory,
+        attention=cfg.attention,
+    )
+    for s, acts in batches:
         cats = stats.update(acts)
         c0 = cats.codes[0].cpu()
         if attr is not None:
@@ -149,14 +169,12 @@ def run_task(
         kind=kind,
         stats_file="scores.csv",
     )
-    if overwrite:
-        for f in ("sets.pt", "summary.csv", "comparisons.csv", "stats.pt", "attribution.pt"):
-            (out / f).unlink(missing_ok=True)
     run.write_run(
         {
             "calibration_items": [cal.items[0].item_id, cal.items[-1].item_id, len(cal)],
             "eval_items": [ev.items[0].item_id, ev.items[-1].item_id, len(ev)],
             "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            **provenance(model, cfg.attention),
         }
     )
     sets_file = out / "sets.pt"
@@ -214,6 +232,7 @@ def run_task(
     atomic_write(out / "summary.csv", lambda t: summ.to_csv(t, index=False))
     comp = paired_comparisons(rows)
     atomic_write(out / "comparisons.csv", lambda t: comp.to_csv(t, index=False))
+    run.close()
     return comp
 
 

@@ -6,7 +6,10 @@ activation) on a :class:`~tl_multineuron.neuron_sets.NeuronSet` -- or on per-row
 TL's own ``run_with_hooks`` / ``hooks()`` / ``generate``. Positions: ``"last"`` (index -1 of
 what the hook sees: the last prompt token of a left-padded batch, and during KV-cached
 generation the new token at every step), ``"all"``, or explicit indices (applied when the
-hook sees the whole sequence, i.e. not on cached generation steps). :func:`apply` is a
+hook sees the whole sequence, i.e. not on cached generation steps). Inside the library's own
+passes (``record``, generation), which declare their padding
+(:mod:`~tl_multineuron.batch_positions`), ``"last"`` and ``"all"`` mean each row's own last /
+real positions whatever the padding side. :func:`apply` is a
 context manager that removes the hooks even on an exception and checks that they fired.
 """
 
@@ -22,6 +25,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from .batch_positions import current_batch, watching_stops
 from .errors import MultiNeuronError
 from .neuron_sets import NeuronSet
 
@@ -80,6 +84,16 @@ class NeuronHook:
 
     def _position_mask(self, B: int, S: int, device: torch.device) -> Tensor:
         """Bool ``[B or 1, S, 1]``: where the edit applies."""
+        declared = current_batch()
+        if isinstance(self.positions, str) and declared is not None and declared.width == S:
+            rows = self.rows or (0, len(declared.lengths))
+            if rows[1] - rows[0] != B or rows[1] > len(declared.lengths):
+                raise MultiNeuronError(
+                    f"layer {self.layer}: the running batch has {len(declared.lengths)} rows "
+                    f"but this hook sees {B} (rows {self.rows})"
+                )
+            real = declared.last if self.positions == "last" else declared.real
+            return real(S, rows).to(device)[..., None]
         if isinstance(self.positions, Tensor):
             if tuple(self.positions.shape) != (B, S):
                 raise MultiNeuronError(
@@ -264,8 +278,9 @@ def apply(model: Any, *interventions: Intervention | Composite) -> Iterator[None
     hooks = [h for iv in interventions for h in iv.fwd_hooks(model)]
     for _, fn in hooks:
         fn.fired.clear()
-    with model.hooks(fwd_hooks=hooks):
+    with watching_stops() as stops, model.hooks(fwd_hooks=hooks):
         yield
-    silent = [name for name, fn in hooks if not fn.fired]
+    # a hook past the layer where a truncated pass (``record``) stopped had nothing to edit
+    silent = [name for name, fn in hooks if not fn.fired and not (stops and fn.layer > min(stops))]
     if silent:
         raise MultiNeuronError(f"intervention hooks never fired: {silent}")

@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from .attention import attention_implementation
 from .errors import MultiNeuronError
 
 EMBEDDED_MODEL = "gemma-3-270m"
@@ -62,6 +63,76 @@ def _dtype(dtype: str | torch.dtype) -> torch.dtype:
     if dtype not in table:
         raise MultiNeuronError(f"dtype {dtype!r} is not supported; expected one of {sorted(table)}")
     return table[dtype]
+
+
+def available_devices() -> list[str]:
+    """The devices this process can use, e.g. ``['cpu', 'cuda:0']``."""
+    out = ["cpu"]
+    if torch.cuda.is_available():
+        out += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():  # pragma: no cover - no Apple GPU here
+        out.append("mps")
+    return out
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device | None:
+    """``device`` as a ``torch.device`` after checking it exists and is usable here; ``None``
+    stays ``None`` (TransformerLens' default). Anything else is an error naming what exists."""
+    if device is None:
+        return None
+    try:
+        d = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise MultiNeuronError(
+            f"device {device!r} is not a device name; available here: {available_devices()}"
+        ) from e
+    if d.type == "cpu":
+        return d
+    if d.type == "cuda":
+        if not torch.cuda.is_available():
+            raise MultiNeuronError(
+                f"device {device!r} was asked for but CUDA is not usable here (torch "
+                f"{torch.__version__}, CUDA build: {torch.version.cuda}); available: "
+                f"{available_devices()}"
+            )
+        if d.index is not None and d.index >= torch.cuda.device_count():
+            raise MultiNeuronError(
+                f"device {device!r} does not exist: {torch.cuda.device_count()} CUDA device(s); "
+                f"available: {available_devices()}"
+            )
+        return d
+    backend = getattr(torch.backends, d.type, None) or getattr(torch, d.type, None)
+    usable = getattr(backend, "is_available", None)
+    if usable is None or not usable():
+        raise MultiNeuronError(
+            f"device {device!r} is not usable here; available: {available_devices()}"
+        )
+    return d  # pragma: no cover - no such device here
+
+
+def check_placement(model: Any, device: torch.device | None) -> torch.device:
+    """The one device holding the model's parameters; an error if they are spread over several
+    or are not on the requested ``device``."""
+    try:
+        found = {p.device for p in model.parameters()}
+    except AttributeError:
+        found = set()
+    if len(found) > 1:
+        raise MultiNeuronError(
+            f"the model's parameters are spread over {sorted(map(str, found))}; expected one device"
+        )
+    actual = next(iter(found)) if found else model_device(model)
+    index = device.index if device is not None else None
+    if device is not None and device.type == "cuda" and index is None:
+        index = torch.cuda.current_device()
+    if device is not None and (
+        actual.type != device.type or (device.type != "cpu" and actual.index != index)
+    ):
+        raise MultiNeuronError(
+            f"the model was asked for on {str(device)!r} but its parameters are on {str(actual)!r}"
+        )
+    return actual
 
 
 def _load_gguf_hf(gguf_path: Path) -> tuple[Any, Any]:
@@ -145,6 +216,7 @@ def load_model(
 
     t0 = time.perf_counter()
     dt = _dtype(dtype)
+    want = resolve_device(device)
     path = Path(name_or_path).expanduser()
     cache_hit = False
     if name_or_path == EMBEDDED_MODEL:
@@ -179,7 +251,8 @@ def load_model(
         name = hf_name or name_or_path
     if not getattr(hf.config, "architectures", None):
         hf.config.architectures = [type(hf).__name__]
-    model = _bridge(name, hf, tok, device, dt)
+    model = _bridge(name, hf, tok, None if want is None else str(want), dt)
+    check_placement(model, want)
     info = LoadInfo(str(name_or_path), kind, cache_hit, time.perf_counter() - t0)
     return (model, info) if return_info else model
 
@@ -215,6 +288,14 @@ def model_device(model: Any) -> torch.device:
         return next(model.parameters()).device
     except (StopIteration, AttributeError):
         return torch.device(getattr(model.cfg, "device", None) or "cpu")
+
+
+def provenance(model: Any, attention: str = "auto") -> dict:
+    """Where a run actually ran: the parameters' device and the attention implementation."""
+    return {
+        "device": str(model_device(model)),
+        "attention": attention_implementation(model, attention),
+    }
 
 
 def model_name(model: Any) -> str:

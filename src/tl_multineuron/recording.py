@@ -19,8 +19,11 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from .attention import attention_implementation, efficient_attention
+from .batch_positions import note_stop, running_batch
 from .data import ParallelDataset
 from .errors import MultiNeuronError
+from .memory import estimate_forward, memory_budget, plan_chunks
 from .models import check_model, model_device
 
 TOKEN_MODES = ("last", "all")
@@ -220,6 +223,15 @@ def last_position_unembed_hooks(model: Any) -> list[tuple[str, Any]]:
     )
 
 
+def token_batch(model: Any, ids: Sequence[Sequence[int]]) -> TokenBatch:
+    """Right-pad encoded prompts into a :class:`TokenBatch`."""
+    tokens, _ = pad_ids(model, ids, "right")
+    lengths = torch.tensor([len(r) for r in ids], dtype=torch.long)
+    bos = getattr(get_tokenizer(model), "bos_token_id", None)
+    has_bos = bos is not None and all(r[0] == bos for r in ids)
+    return TokenBatch(tokens, lengths, has_bos)
+
+
 def tokenize(
     model: Any,
     prompts: Sequence[str],
@@ -227,12 +239,7 @@ def tokenize(
     prepend_bos: bool | None = None,
 ) -> TokenBatch:
     """Tokenize and right-pad ``prompts``; ``labels`` name each prompt in error messages."""
-    ids = encode_prompts(model, prompts, labels, prepend_bos)
-    tokens, _ = pad_ids(model, ids, "right")
-    lengths = torch.tensor([len(r) for r in ids], dtype=torch.long)
-    bos = getattr(get_tokenizer(model), "bos_token_id", None)
-    has_bos = bos is not None and all(r[0] == bos for r in ids)
-    return TokenBatch(tokens, lengths, has_bos)
+    return token_batch(model, encode_prompts(model, prompts, labels, prepend_bos))
 
 
 class _StopForward(Exception):
@@ -254,9 +261,13 @@ def _reduce(act: Tensor, batch: TokenBatch, cfg: RecordingConfig) -> Tensor:
 
 
 def record(
-    model: Any, batch: TokenBatch, config: RecordingConfig | None = None
+    model: Any, batch: TokenBatch, config: RecordingConfig | None = None, attention: str = "auto"
 ) -> Float[Tensor, "batch layer d_mlp"]:
-    """Reduced activations of every recorded layer for a token batch (on the model's device)."""
+    """Reduced activations of every recorded layer for a token batch (on the model's device).
+
+    ``attention``: ``"auto"`` runs SDPA where the model allows it (see
+    :mod:`tl_multineuron.attention`), ``"eager"`` the bridge's own attention, ``"sdpa"`` insists.
+    """
     config = config or RecordingConfig()
     names = config.hook_names(model)
     check_model(model, names)
@@ -288,12 +299,17 @@ def record(
         return hook
 
     hooks = [(n, make_hook(k)) for k, n in enumerate(names)]
+    width = batch.tokens.shape[1]
     with torch.inference_mode():
         try:
-            with model.hooks(fwd_hooks=hooks):
+            with (
+                efficient_attention(model, attention),
+                running_batch(batch.lengths, width, "right"),
+                model.hooks(fwd_hooks=hooks),
+            ):
                 model(batch.tokens)
         except _StopForward:
-            pass
+            note_stop(config.layer_indices(model)[-1])
     if out is None or not all(fired):
         missing = [n for n, f in zip(names, fired, strict=True) if not f]
         raise MultiNeuronError(f"hooks {missing} never fired during the forward pass")
@@ -307,15 +323,29 @@ def iter_dataset(
     batch_size: int = 8,
     start: int = 0,
     progress: bool = False,
+    *,
+    max_memory: int | str | None = None,
+    attention: str = "auto",
 ) -> Iterator[tuple[int, Float[Tensor, "item lang layer d_mlp"]]]:
     """Yield ``(first_item_index, activations)`` for consecutive item batches.
 
     ``batch_size`` counts items; each forward pass holds ``batch_size * n_languages`` prompts.
+    Before a batch runs, its peak memory is estimated (:mod:`tl_multineuron.memory`); a batch
+    that would not fit the budget (``max_memory``, else 80% of the device's free memory) is
+    split, and a prompt that cannot fit on its own is an error naming its item and language.
     """
     if batch_size < 1:
         raise MultiNeuronError(f"batch_size must be >= 1, got {batch_size}")
+    if start < 0 or start > len(dataset):
+        raise MultiNeuronError(f"start {start} is outside the dataset's {len(dataset)} items")
     config = config or RecordingConfig()
     langs = dataset.languages
+    impl = attention_implementation(model, attention)
+    budget = memory_budget(model_device(model), max_memory)
+
+    def estimate(n: int, width: int):
+        return estimate_forward(model, n, width, impl)
+
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -326,8 +356,11 @@ def iter_dataset(
             items = dataset.items[s : s + batch_size]
             prompts = [it.prompts[x] for it in items for x in langs]
             labels = [f"item {it.item_id!r}, language {x!r}" for it in items for x in langs]
-            batch = tokenize(model, prompts, labels)
-            acts = record(model, batch, config)
+            ids = encode_prompts(model, prompts, labels)
+            chunks = plan_chunks([len(r) for r in ids], estimate, budget, labels)
+            acts = torch.cat(
+                [record(model, token_batch(model, ids[a:b]), config, impl) for a, b in chunks]
+            )
             yield s, acts.reshape(len(items), len(langs), *acts.shape[1:])
             if bar is not None:
                 bar.update(len(items))

@@ -19,6 +19,7 @@ from typing import Any
 import pandas as pd
 
 from .errors import MultiNeuronError
+from .runs import check_consistent
 from .statistics import SharingStats, atomic_write
 
 CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;
@@ -292,7 +293,13 @@ def build_report(results_dir: str | Path, out: str | Path | None = None) -> Path
         raise MultiNeuronError(f"results directory {str(d)!r} does not exist")
     from . import __version__
 
+    identity = check_consistent(d)  # runs of another model or dataset are never mixed
     rep = _Report()
+    if identity:
+        rep.p(
+            "Built from: "
+            + "; ".join(f"{k} = {json.dumps(v, ensure_ascii=False)}" for k, v in identity.items())
+        )
     runs = {
         n: _run_info(d, n)
         for n in ("run.json", "run-attribute.json", "run-intervene.json", "grid.json")

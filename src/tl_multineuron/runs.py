@@ -9,16 +9,38 @@ different configuration is never overwritten unless asked.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from .errors import MultiNeuronError
+from .locks import DirectoryLock
 from .statistics import SharingStats, atomic_write
 
 RUN_FILE = "run.json"
 STATS_FILE = "stats.pt"
+# files each kind of run writes, and files derived from any of them (stale once one changes)
+OWN_FILES = {
+    "analyze": ("stats.pt", "layer_fractions.csv", "stability.csv", "views.json", "items"),
+    "attribute": ("attribution.pt", "attribution.csv"),
+    "intervene": ("scores.csv", "summary.csv", "comparisons.csv", "sets.pt"),
+    "grid": (
+        "scores.csv",
+        "summary.csv",
+        "comparisons.csv",
+        "sets.pt",
+        "stats.pt",
+        "attribution.pt",
+        "attribution.csv",
+        "layer_fractions.csv",
+        "stability.csv",
+    ),
+}
+DERIVED_FILES = ("report.html",)
+# identity fields that runs sharing one directory (and one report) must agree on
+SHARED_IDENTITY = ("model", "dtype", "dataset", "dataset_fingerprint", "languages")
 
 
 def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
@@ -55,6 +77,7 @@ class RunDir:
         self.identity = {"kind": kind, **identity}
         self.run_name = RUN_FILE if kind == "analyze" else f"run-{kind}.json"
         self.stats_name = stats_file
+        self.lock = DirectoryLock(self.path).acquire()  # before anything is read or removed
         run_file = self.path / self.run_name
         if run_file.exists() and not overwrite:
             old = json.loads(run_file.read_text()).get("identity", {})
@@ -70,13 +93,41 @@ class RunDir:
                     "configuration; pass --resume to continue them or --overwrite to redo them"
                 )
         if overwrite and self.path.exists():
-            for f in (self.stats_name, self.run_name):
-                (self.path / f).unlink(missing_ok=True)
-            items = self.path / "items"
-            if kind == "analyze" and items.exists():
-                for f in items.glob("*.pt"):
-                    f.unlink()
+            self._remove(kind)
+        self._check_neighbours(kind)
         self.path.mkdir(parents=True, exist_ok=True)
+
+    def _remove(self, kind: str) -> None:
+        """``--overwrite``: this kind's results and every file derived from them."""
+        for name in (self.stats_name, self.run_name, *OWN_FILES.get(kind, ()), *DERIVED_FILES):
+            f = self.path / name
+            if f.is_dir():
+                shutil.rmtree(f)
+            else:
+                f.unlink(missing_ok=True)
+
+    def _check_neighbours(self, kind: str) -> None:
+        """Other kinds of run in the same directory must be of the same model and data: the
+        report joins them."""
+        for other in run_files(self.path):
+            if other.name == self.run_name:
+                continue
+            ident = json.loads(other.read_text()).get("identity", {})
+            bad = [
+                f"{k}: {ident.get(k)!r} ({other.name}) vs {self.identity.get(k)!r} (now)"
+                for k in SHARED_IDENTITY
+                if k in ident and k in self.identity and ident[k] != self.identity[k]
+            ]
+            if bad:
+                raise MultiNeuronError(
+                    f"output directory {str(self.path)!r} holds {other.name} of another model "
+                    f"or dataset ({'; '.join(bad)}); its report would mix them. Use another "
+                    "directory, or remove that run's files"
+                )
+
+    def close(self) -> None:
+        """Release the directory for other processes."""
+        self.lock.release()
 
     def write_run(self, extra: dict) -> None:
         write_json(self.path / self.run_name, {"identity": self.identity, **extra})
@@ -98,6 +149,34 @@ class RunDir:
                 {"item_ids": item_ids, "codes": codes, "specific_lang": specific_lang}, tmp
             ),
         )
+
+
+def run_files(path: str | Path) -> list[Path]:
+    """The run configuration files (``run.json``, ``run-*.json``) of a results directory."""
+    path = Path(path)
+    return sorted(p for p in (path / RUN_FILE, *path.glob("run-*.json")) if p.is_file())
+
+
+def check_consistent(path: str | Path) -> dict:
+    """The identity fields the runs of a directory share; an error naming the field and the
+    files when two runs disagree (a report must not mix them)."""
+    seen: dict[str, tuple[str, object]] = {}
+    for f in run_files(path):
+        try:
+            ident = json.loads(f.read_text()).get("identity", {})
+        except ValueError as e:
+            raise MultiNeuronError(f"{f}: not valid JSON ({e})") from e
+        for k in SHARED_IDENTITY:
+            if k not in ident:
+                continue
+            if k in seen and seen[k][1] != ident[k]:
+                raise MultiNeuronError(
+                    f"{str(path)!r} mixes runs: {k} is {seen[k][1]!r} in {seen[k][0]} but "
+                    f"{ident[k]!r} in {f.name}; rerun one of them with --overwrite or use "
+                    "separate directories"
+                )
+            seen.setdefault(k, (f.name, ident[k]))
+    return {k: v for k, (_, v) in seen.items()}
 
 
 def write_stats_tables(stats: SharingStats, out: str | Path) -> None:
