@@ -122,3 +122,25 @@ def test_scoring_errors(native):
         score_answers(native, rows, cache="prefix")
     with pytest.raises(MultiNeuronError, match="no edits"):
         score_answers(native, rows, [])
+
+
+@pytest.mark.parametrize("kind", ["hf", "native"])
+def test_memory_budget_splits_passes_without_changing_scores(kind, hf_model, native):
+    from tl_multineuron.memory import estimate_forward
+
+    model = hf_model if kind == "hf" else native
+    rows = answer_rows(model, PROMPTS, ANSWERS, [f"item {i}, language 'en'" for i in range(4)])
+    S = _set(model)
+    edits = [None, lambda block: deactivate(S)]
+    free = score_answers(model, rows, edits, batch_size=4)
+    # room for the logits of 8 positions and one row's pass at a time
+    longest = max(len(p) + len(a) for p, a in zip(rows.prompts, rows.answers, strict=True))
+    logits = 8 * 2 * model.cfg.d_vocab * 4
+    tight = logits + estimate_forward(model, 1, longest, "eager").total
+    split = score_answers(model, rows, edits, batch_size=4, max_memory=tight, chunk=8)
+    assert estimate_forward(model, 2, longest, "eager").total > tight - logits  # it did split
+    for a, b in zip(free, split, strict=True):
+        assert torch.equal(a.greedy_match, b.greedy_match)
+        torch.testing.assert_close(a.logprob, b.logprob, rtol=1e-5, atol=1e-5)
+    with pytest.raises(MultiNeuronError, match=r"item \d, language 'en': the prompt is \d+ tokens"):
+        score_answers(model, rows, edits[:1], max_memory=tight // 4, chunk=8)

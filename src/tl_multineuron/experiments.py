@@ -270,11 +270,13 @@ def run_experiment(
     done: Callable[[Condition], bool] | None = None,
     on_scored: Callable[[list[Condition], pd.DataFrame], None] | None = None,
     progress: bool = False,
+    max_memory: int | str | None = None,
 ) -> pd.DataFrame:
     """Score ``eval_set`` under every condition (skipping those ``done`` says are done): one
     row per (condition, item, language). Static conditions need a ``calibration`` split (or
     ``sets``). ``on_scored(conditions, rows)`` is called after each group of conditions
-    (``conditions_per_pass`` share one prompt pass) so callers can save as they go."""
+    (``conditions_per_pass`` share one prompt pass) so callers can save as they go.
+    ``max_memory`` bounds every scoring pass (see :func:`~tl_multineuron.scoring.score_answers`)."""
     if not eval_set.has_answers:
         raise MultiNeuronError(f"dataset {eval_set.name!r}: experiments need gold answers")
     if calibration is None and sets is None:
@@ -338,6 +340,7 @@ def run_experiment(
                 batch_size=batch_size,
                 max_rows=max_rows,
                 progress=progress,
+                max_memory=max_memory,
             )
             part = []
             for c, sc, size in zip(chunk, scores, sizes, strict=True):

@@ -225,6 +225,7 @@ def run_task(
         done=lambda c: c.name in done,
         on_scored=save,
         progress=progress,
+        max_memory=cfg.max_memory,
     )
     say(f"{ds.name}: conditions {time.perf_counter() - t1:.1f}s")
     rows = pd.concat(frames, ignore_index=True)

@@ -40,6 +40,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from .errors import MultiNeuronError
+from .memory import estimate_forward, memory_budget, plan_chunks
 from .models import model_device
 from .recording import (
     answer_ids,
@@ -304,10 +305,14 @@ def score_answers(
     cache: str = "auto",
     chunk: int = 1024,
     progress: bool = False,
+    max_memory: int | str | None = None,
 ) -> list[AnswerScores]:
     """Score every row under every edit (``None`` = no edit); one :class:`AnswerScores` per
     edit. ``batch_size`` rows share one prompt pass; up to ``max_rows`` rows (edits x rows)
-    share one answer pass."""
+    share one answer pass. Both shrink where a pass's estimated peak memory
+    (:mod:`tl_multineuron.memory`, eager attention) would exceed ``max_memory`` (default: 80% of
+    the device's free memory); a row that cannot fit alone is an error naming it, before any
+    pass runs."""
     if scope not in SCOPES:
         raise MultiNeuronError(f"scope {scope!r}; expected one of {SCOPES}")
     if cache not in CACHE_MODES:
@@ -326,6 +331,17 @@ def score_answers(
                 "cache='prefix': this model's forward returns no reusable KV cache"
             )
         cached = False
+    budget = memory_budget(model_device(model), max_memory)
+    # the vocabulary-sized logits of one unembedding chunk (and their log-softmax) come first
+    per_position = 2 * model.cfg.d_vocab * 4
+    chunk = max(1, min(chunk, budget // (2 * per_position)))
+    budget -= chunk * per_position
+    width = [len(p) + len(a) for p, a in zip(rows.prompts, rows.answers, strict=True)]
+
+    def fits(n_rows: int, w: int) -> bool:
+        return estimate_forward(model, n_rows, w, "eager").total <= budget
+
+    plan_chunks(width, lambda n, w: estimate_forward(model, n, w, "eager"), budget, rows.labels)
     amax = max(len(a) for a in rows.answers)
     out = [
         {
@@ -344,16 +360,24 @@ def score_answers(
             not blocks
             or len(blocks[-1]) == batch_size
             or (len(rows.answers[r]) != len(rows.answers[blocks[-1][0]]))
+            or not fits(len(blocks[-1]) + 1, max(width[x] for x in (*blocks[-1], r)))
         ):
             blocks.append([])
         blocks[-1].append(r)
     per_pass = max(1, max_rows // min(batch_size, R))
-    groups = [list(range(s, min(s + per_pass, len(edits)))) for s in range(0, len(edits), per_pass)]
+
+    def groups_for(block: list[int]) -> list[list[int]]:
+        """Edits sharing one pass over ``block``: as many as ``max_rows`` and memory allow."""
+        w, c = max(width[x] for x in block), per_pass
+        while c > 1 and not fits(c * len(block), w):
+            c = max(1, c // 2)
+        return [list(range(s, min(s + c, len(edits)))) for s in range(0, len(edits), c)]
+
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(blocks) * len(groups), desc="scoring", unit="pass")
+        bar = tqdm(total=sum(len(groups_for(b)) for b in blocks), desc="scoring", unit="pass")
     dev = model_device(model)
     try:
         for block in blocks:
@@ -362,7 +386,7 @@ def score_answers(
             # the first answer position of each row (its rank is reported)
             first = bp.answer_pos & (bp.answer_pos.long().cumsum(1) == 1)
             first = first.to(dev)
-            for group in groups:
+            for group in groups_for(block):
                 C = len(group)
                 hooks: list[tuple[str, Any]] = []
                 for c, e in enumerate(group):
