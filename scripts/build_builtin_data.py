@@ -175,7 +175,13 @@ def capital(lang: str, tz: str) -> str | None:
         return explicit
     if lang in NON_LATIN or tz in RENAMED_TZ:
         return None  # fallback to the tz id would be wrong here
-    return get_timezone_location(tz, locale=lang, return_city=True)
+    city = get_timezone_location(tz, locale=lang, return_city=True)
+    if "/" in city or "_" in city:
+        # babel fell back to (part of) the tz id, e.g. "Argentina/Buenos Aires" for
+        # America/Buenos_Aires: the city is the id's last component, as Latin-script locales
+        # write it
+        city = tz.rsplit("/", 1)[-1].replace("_", " ")
+    return city
 
 
 def country(lang: str, cc: str) -> str | None:

@@ -1,6 +1,7 @@
 """Accuracy of a model on every built-in task and language (the README table).
 
 Run: python scripts/evaluate_builtin.py [--model gemma-3-270m] [--limit N] [--out docs/accuracy]
+     [--tasks facts,qa]   # re-make only these tasks' rows; the others are kept from OUT
 """
 
 from __future__ import annotations
@@ -21,12 +22,18 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--out", default="docs/accuracy")
     ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--tasks", help="comma-separated tasks to (re)run; others kept from --out")
     args = ap.parse_args()
+    tasks = list(list_tasks()) if not args.tasks else [t.strip() for t in args.tasks.split(",")]
     model = load_model(args.model)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     frames = []
-    for task in list_tasks():
+    old = out / "generations.csv"
+    if args.tasks and old.exists():
+        prev = pd.read_csv(old, keep_default_na=False)
+        frames.append(prev[~prev["task"].isin(tasks)])
+    for task in tasks:
         ds = load_task(task)
         if args.limit:
             ds = ds.head(args.limit)

@@ -120,6 +120,11 @@ def analyze(
     config = config or AnalysisConfig()
     check_model(model)
     check_model(model, config.recording.hook_names(model))
+    if stats is not None and start != stats.n_items:
+        raise MultiNeuronError(
+            f"start {start} does not continue the given statistics, which hold "
+            f"{stats.n_items} items"
+        )
     stats = stats if stats is not None else new_stats(model, dataset, config)
     stats.meta.update(provenance(model, attention))
     kept: list[torch.Tensor] = []

@@ -139,7 +139,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         def on_batch(end: int, stats, cats) -> None:
             if args.save_items and cats is not None:
                 b = state["begin"]
-                run.save_items(
+                run.stage_items(
                     b, [it.item_id for it in ds.items[b:end]], cats.codes, cats.specific_lang
                 )
             state["begin"] = end
@@ -571,7 +571,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tl-multineuron: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("\ninterrupted; results so far are saved: rerun with --resume", file=sys.stderr)
+        print(
+            "\ninterrupted; results up to the last checkpoint are saved: rerun with --resume",
+            file=sys.stderr,
+        )
         return 130
     finally:
         from .locks import release_all

@@ -4,6 +4,12 @@ A run directory holds ``run.json`` (configuration + provenance), ``stats.pt`` (t
 accumulator, rewritten atomically after every checkpoint, with the number of items done) and,
 optionally, per-item category shards under ``items/``. A directory that holds results of a
 different configuration is never overwritten unless asked.
+
+Checkpoints commit per-item results and statistics together: the items done since the last
+checkpoint are written as one shard ``items/codes-START-END.pt`` first, then ``stats.pt``
+(atomically); ``stats.pt``'s item count is the commit. A shard past it (a crash between the two
+writes) is removed on resume, so a resume with the same or another batch size continues the
+shards without duplicates or gaps.
 """
 
 from __future__ import annotations
@@ -133,22 +139,50 @@ class RunDir:
         write_json(self.path / self.run_name, {"identity": self.identity, **extra})
 
     def load_checkpoint(self, loader: Any = SharingStats.load) -> Any:
+        """The committed accumulator (or ``None``); per-item shards past it are removed."""
         f = self.path / self.stats_name
-        return loader(f) if f.exists() else None
+        stats = loader(f) if f.exists() else None
+        done = stats.n_items if stats is not None else 0
+        for shard, (_, end) in _shards(self.path).items():
+            if end > done:
+                shard.unlink()
+        return stats
 
-    def checkpoint(self, stats: Any) -> None:
-        """Save the accumulator atomically (anything with ``save(path)``)."""
-        stats.save(self.path / self.stats_name)
-
-    def save_items(
+    def stage_items(
         self, start: int, item_ids: list[str], codes: torch.Tensor, specific_lang: torch.Tensor
     ) -> None:
-        atomic_write(
-            self.path / "items" / f"codes-{start:07d}.pt",
-            lambda tmp: torch.save(
-                {"item_ids": item_ids, "codes": codes, "specific_lang": specific_lang}, tmp
-            ),
-        )
+        """Keep one batch's per-item categories until the next :meth:`checkpoint`."""
+        staged = getattr(self, "_staged", [])
+        if staged and staged[-1][0] + len(staged[-1][1]) != start:
+            raise MultiNeuronError(
+                f"per-item results out of order: a batch starting at item {start} after one "
+                f"ending at {staged[-1][0] + len(staged[-1][1])}"
+            )
+        staged.append((start, list(item_ids), codes, specific_lang))
+        self._staged = staged
+
+    def checkpoint(self, stats: Any) -> None:
+        """Commit: staged per-item results (one shard), then the accumulator (anything with
+        ``save(path)``), both atomically; the accumulator's item count is the commit."""
+        staged = getattr(self, "_staged", [])
+        if staged:
+            start, end = staged[0][0], staged[-1][0] + len(staged[-1][1])
+            if end != stats.n_items:
+                raise MultiNeuronError(
+                    f"per-item results end at item {end} but the statistics hold "
+                    f"{stats.n_items} items"
+                )
+            blob = {
+                "item_ids": [i for s in staged for i in s[1]],
+                "codes": torch.cat([s[2] for s in staged]),
+                "specific_lang": torch.cat([s[3] for s in staged]),
+            }
+            atomic_write(
+                self.path / "items" / f"codes-{start:07d}-{end:07d}.pt",
+                lambda tmp: torch.save(blob, tmp),
+            )
+            self._staged = []
+        stats.save(self.path / self.stats_name)
 
 
 def run_files(path: str | Path) -> list[Path]:
@@ -189,11 +223,36 @@ def write_stats_tables(stats: SharingStats, out: str | Path) -> None:
     atomic_write(out / "stability.csv", lambda t: stab.to_csv(t, index=False))
 
 
+def _shards(path: Path) -> dict[Path, tuple[int, int]]:
+    """Per-item shards of a run directory and their item ranges ``[start, end)``."""
+    out = {}
+    for f in (path / "items").glob("codes-*.pt"):
+        parts = f.stem.split("-")
+        if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
+            out[f] = (int(parts[1]), int(parts[2]))
+        else:  # written before checkpoints committed items (one shard per batch): read it
+            start = int(parts[1])
+            n = len(torch.load(f, weights_only=True)["item_ids"])
+            out[f] = (start, start + n)
+    return dict(sorted(out.items(), key=lambda kv: kv[1]))
+
+
 def load_item_categories(path: str | Path) -> tuple[list[str], torch.Tensor, torch.Tensor]:
-    """Concatenate per-item category shards of a run directory: ids, codes, specific_lang."""
-    files = sorted((Path(path) / "items").glob("codes-*.pt"))
-    if not files:
+    """Concatenate per-item category shards of a run directory: ids, codes, specific_lang.
+    Shards must cover ``[0, n)`` without gaps or overlaps (an error names the first that
+    does not)."""
+    shards = _shards(Path(path))
+    if not shards:
         raise MultiNeuronError(f"{str(path)!r} has no per-item categories (run with --save-items)")
+    end = 0
+    for f, (s, e) in shards.items():
+        if s != end:
+            raise MultiNeuronError(
+                f"{f}: per-item shard covers items [{s}, {e}) but the previous one ends at "
+                f"{end} ({'a gap' if s > end else 'an overlap'}); rerun with --overwrite"
+            )
+        end = e
+    files = list(shards)
     parts = [torch.load(f, weights_only=True) for f in files]
     ids = [i for p in parts for i in p["item_ids"]]
     return (
