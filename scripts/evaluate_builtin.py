@@ -42,7 +42,9 @@ def main() -> None:
         print(f"{task}: {len(df)} generations in {time.perf_counter() - t0:.0f}s", flush=True)
         frames.append(df)
         pd.concat(frames).to_csv(out / "generations.csv", index=False)
-    res = pd.concat(frames)
+    order = {t: i for i, t in enumerate(list_tasks())}
+    res = pd.concat(frames).sort_values("task", key=lambda s: s.map(order), kind="stable")
+    res.to_csv(out / "generations.csv", index=False)
     with open(out / "accuracy.md", "w") as f:
         for metric in ("prefix_match", "first_token_match"):
             f.write(

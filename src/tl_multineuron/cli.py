@@ -11,11 +11,20 @@ from pathlib import Path
 from .errors import MultiNeuronError
 
 
-def _floats(text: str) -> tuple[float, ...]:
+def _floats(text: str, flag: str = "--threshold") -> tuple[float, ...]:
     try:
         return tuple(float(x) for x in text.split(",") if x.strip())
     except ValueError as e:
-        raise MultiNeuronError(f"--threshold {text!r}: expected comma-separated numbers") from e
+        raise MultiNeuronError(f"{flag} {text!r}: expected comma-separated numbers") from e
+
+
+def _ints(text: str | None, flag: str) -> tuple[int, ...] | None:
+    if not text:
+        return None
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError as e:
+        raise MultiNeuronError(f"{flag} {text!r}: expected comma-separated integers") from e
 
 
 def _dataset(args: argparse.Namespace):
@@ -97,11 +106,11 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     from .analysis import AnalysisConfig, analyze
-    from .models import load_model
+    from .models import check_model, load_model
     from .recording import RecordingConfig
     from .runs import RunDir, write_stats_tables
 
-    layers = tuple(int(x) for x in args.layers.split(",")) if args.layers else None
+    layers = _ints(args.layers, "--layers")
     config = AnalysisConfig(
         thresholds=_floats(args.threshold),
         criterion=args.criterion,
@@ -126,6 +135,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             f"{info.seconds:.1f}s; {len(ds)} items x {ds.n_languages} languages "
             f"{list(ds.languages)}" + (f", resuming at item {start}" if start else "")
         )
+        check_model(model, config.recording.hook_names(model))  # before run.json is written
         run.write_run(
             {
                 "config": config.to_dict(),
@@ -133,7 +143,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
                 "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
             }
         )
-        every = max(1, args.checkpoint_every)
+        every = args.checkpoint_every
         state = {"batches": 0, "begin": start}
 
         def on_batch(end: int, stats, cats) -> None:
@@ -214,21 +224,18 @@ def cmd_attribute(args: argparse.Namespace) -> int:
     from .runs import RunDir
     from .statistics import atomic_write
 
-    def ints(text):
-        return tuple(int(x) for x in text.split(",")) if text else None
-
     k = float(args.k) if "." in args.k else int(args.k)
     config = AttributionConfig(
         methods=tuple(m.strip() for m in args.method.split(",")),
         k=k,
         threshold=float(args.threshold),
         criterion=args.criterion,
-        layers=ints(args.layers),
+        layers=_ints(args.layers, "--layers"),
         ig_steps=args.steps,
         ig_target=args.ig_target,
         ig_method=args.ig_method,
         ig_baseline=args.baseline,
-        ig_layers=ints(args.ig_layers),
+        ig_layers=_ints(args.ig_layers, "--ig-layers"),
         use_embedding=args.use_embedding,
         batch_size=args.batch_size,
     )
@@ -290,7 +297,7 @@ def _grid_config(args: argparse.Namespace, analysis: bool):
     from .experiments import paper_conditions
     from .grid import GridConfig
 
-    seeds = [int(x) for x in args.seeds.split(",") if x.strip()]
+    seeds = list(_ints(args.seeds, "--seeds") or ())
     if len(seeds) < 2:
         raise MultiNeuronError(
             f"--seeds {args.seeds!r}: random controls need at least 2 seeds for an interval"
@@ -299,7 +306,7 @@ def _grid_config(args: argparse.Namespace, analysis: bool):
         raise MultiNeuronError(f"--seeds {args.seeds!r}: seeds repeat")
     scopes = [x.strip() for x in args.scopes.split(",") if x.strip()]
     conds = paper_conditions(
-        alphas=_floats(args.alphas),
+        alphas=_floats(args.alphas, "--alphas"),
         scopes=scopes,
         seeds=seeds,
         modes=[x.strip() for x in args.modes.split(",") if x.strip()],
@@ -558,6 +565,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if getattr(args, "checkpoint_every", 1) < 1:
+            raise MultiNeuronError(f"--checkpoint-every {args.checkpoint_every}: expected >= 1")
         if getattr(args, "max_memory", None) is not None:
             from .memory import parse_memory
 
@@ -568,6 +577,9 @@ def main(argv: list[str] | None = None) -> int:
             resolve_device(args.device)
         return args.func(args)
     except MultiNeuronError as e:
+        print(f"tl-multineuron: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a file or directory that cannot be read or written: it is named
         print(f"tl-multineuron: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

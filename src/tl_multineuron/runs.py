@@ -15,6 +15,7 @@ shards without duplicates or gaps.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -83,6 +84,16 @@ class RunDir:
         self.identity = {"kind": kind, **identity}
         self.run_name = RUN_FILE if kind == "analyze" else f"run-{kind}.json"
         self.stats_name = stats_file
+        if self.path.exists() and not self.path.is_dir():
+            raise MultiNeuronError(
+                f"output path {str(self.path)!r} is a file; expected a directory (or a new path)"
+            )
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise MultiNeuronError(f"cannot create output directory {str(self.path)!r}: {e}") from e
+        if not os.access(self.path, os.W_OK):
+            raise MultiNeuronError(f"output directory {str(self.path)!r} is not writable")
         self.lock = DirectoryLock(self.path).acquire()  # before anything is read or removed
         run_file = self.path / self.run_name
         if run_file.exists() and not overwrite:
