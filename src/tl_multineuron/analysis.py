@@ -12,9 +12,9 @@ import torch
 from .classification import Categories, validate_thresholds
 from .data import ParallelDataset
 from .errors import MultiNeuronError
-from .models import check_model, model_name, provenance
+from .models import check_model, model_name, provenance, weights_fingerprint
 from .recording import CRITERIA, RecordingConfig, iter_dataset
-from .statistics import SharingStats
+from .statistics import SharingStats, check_same_origin
 
 
 @dataclass(frozen=True)
@@ -82,6 +82,7 @@ def new_stats(model: Any, dataset: ParallelDataset, config: AnalysisConfig) -> S
     meta = {
         "site": config.recording.site,
         "model": model_name(model),
+        "weights_fingerprint": weights_fingerprint(model),
         "dataset": dataset.name,
         "dataset_fingerprint": dataset.fingerprint(),
         "layers": layers,
@@ -120,6 +121,9 @@ def analyze(
     config = config or AnalysisConfig()
     check_model(model)
     check_model(model, config.recording.hook_names(model))
+    if stats is not None:
+        now = {"model": model_name(model), "weights_fingerprint": weights_fingerprint(model)}
+        check_same_origin(stats.meta, now, "statistics", verb="continue")
     if stats is not None and start != stats.n_items:
         raise MultiNeuronError(
             f"start {start} does not continue the given statistics, which hold "

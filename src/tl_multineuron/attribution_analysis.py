@@ -22,9 +22,9 @@ from .attribution_stats import AttributionStats, ScoreStats
 from .classification import active_mask, categorize, validate_thresholds
 from .data import ParallelDataset
 from .errors import MultiNeuronError
-from .models import check_model, model_name, provenance
+from .models import check_model, model_name, provenance, weights_fingerprint
 from .recording import RecordingConfig, iter_dataset
-from .statistics import SharingStats
+from .statistics import SharingStats, check_same_origin
 from .weights import model_weights
 
 METHODS = ("contribution", "effective", "ig")
@@ -128,6 +128,7 @@ def new_attribution_stats(
     }
     meta = {
         "model": model_name(model),
+        "weights_fingerprint": weights_fingerprint(model),
         "dataset": dataset.name,
         "dataset_fingerprint": dataset.fingerprint(),
         "config": config.to_dict(),
@@ -184,6 +185,9 @@ def attribute(
     config = config or AttributionConfig()
     check_model(model)
     model_weights(model)  # fail early if the weights cannot be read
+    if stats is not None:
+        now = {"model": model_name(model), "weights_fingerprint": weights_fingerprint(model)}
+        check_same_origin(stats.meta, now, "attribution statistics", verb="continue")
     stats = stats if stats is not None else new_attribution_stats(model, dataset, config)
     stats.meta.update(provenance(model, attention))
     layers = RecordingConfig(layers=config.layers).layer_indices(model)

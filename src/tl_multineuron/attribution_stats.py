@@ -19,7 +19,13 @@ from torch import Tensor
 
 from .classification import CATEGORY_NAMES
 from .errors import MultiNeuronError
-from .statistics import atomic_write
+from .statistics import (
+    SUM_GRID,
+    atomic_write,
+    check_same_origin,
+    merged_fingerprints,
+    on_grid,
+)
 
 FORMAT_VERSION = 1
 _T = ("topk_counts", "mass", "abs_mass", "count", "min", "max")
@@ -86,8 +92,8 @@ class ScoreStats:
             m = (c_all == c).unsqueeze(1).expand_as(s)
             self.topk_counts[..., c] += (top & m).sum((0, -1))
             self.count[..., c] += m.sum((0, -1))
-            self.mass[..., c] += (s * m).sum((0, -1))
-            self.abs_mass[..., c] += (s.abs() * m).sum((0, -1))
+            self.mass[..., c] += on_grid((s * m).sum((0, -1)), SUM_GRID)
+            self.abs_mass[..., c] += on_grid((s.abs() * m).sum((0, -1)), SUM_GRID)
             self.min[..., c] = torch.minimum(
                 self.min[..., c], s.masked_fill(~m, float("inf")).amin((0, -1))
             )
@@ -242,8 +248,10 @@ class AttributionStats:
     def merge(self, other: AttributionStats) -> AttributionStats:
         if set(self.methods) != set(other.methods):
             raise MultiNeuronError("cannot merge attribution statistics of different methods")
+        check_same_origin(self.meta, other.meta, "attribution statistics")
+        meta = {**self.meta, "dataset_fingerprints": merged_fingerprints(self.meta, other.meta)}
         return AttributionStats(
-            {m: s.merge(other.methods[m]) for m, s in self.methods.items()}, dict(self.meta)
+            {m: s.merge(other.methods[m]) for m, s in self.methods.items()}, meta
         )
 
     def save(self, path: str | Path) -> None:

@@ -149,14 +149,19 @@ class ParallelDataset:
         return item.answers[language]
 
     def fingerprint(self) -> str:
-        """A hash of ids, languages and prompts: results of one dataset are never mixed with
-        another's."""
+        """A hash of the languages and, in item order, every id, prompt and gold answer:
+        results of one dataset (or an edited copy) are never mixed with another's."""
         h = hashlib.sha256()
         h.update(json.dumps(self.languages).encode())
         for it in self.items:
             h.update(
                 json.dumps(
-                    [it.item_id, [it.prompts[x] for x in self.languages]], ensure_ascii=False
+                    [
+                        it.item_id,
+                        [it.prompts[x] for x in self.languages],
+                        [it.answers.get(x) for x in self.languages],
+                    ],
+                    ensure_ascii=False,
                 ).encode()
             )
         return h.hexdigest()[:16]
