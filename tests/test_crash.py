@@ -91,3 +91,72 @@ def test_sigkill_then_resume_equals_uninterrupted_run(setup):
         assert r.returncode == 0, r.stderr[-2000:]
         assert_same_results(ref[b1], out, rtol=1e-12 if b1 == b2 else 1e-4)
     assert killed_with_results >= KILLS // 3  # the kills did land inside the batch loop
+
+
+def _attribute(hf, data, out, batch, *extra):
+    return _cli(
+        "attribute", "--model", hf, "--data", data, "--out", str(out), "--no-progress",
+        "--method", "contribution,effective", "--k", "5", "--batch-size", str(batch), *extra,
+    )  # fmt: skip
+
+
+def _intervene(hf, data, out, *extra):
+    return _cli(
+        "intervene", "--model", hf, "--data", data, "--out", str(out), "--no-progress",
+        "--eval-items", "40", "--calibration", "40", "--alphas", "2", "--seeds", "0,1,2,3",
+        "--min-frequency", "0.5", "--allow-empty", "--score-batch", "8", *extra,
+    )  # fmt: skip
+
+
+def _kill_at_random(cmd, total, rng):
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(rng.uniform(0.3, 1.0) * total)
+    p.kill()
+    p.wait()
+
+
+def test_attribute_and_intervene_survive_sigkill(setup):
+    """4 kill points each on attribute and intervene (20 with analyze's 12)."""
+    from tl_multineuron.attribution_stats import AttributionStats
+
+    hf, data, root = setup
+    rng = random.Random(1)
+    jobs = {
+        "attribute": lambda out, *x: _attribute(hf, data, out, 4, *x),
+        "intervene": lambda out, *x: _intervene(hf, data, out, *x),
+    }
+    for kind, cmd in jobs.items():
+        ref = root / f"ref-{kind}"
+        t0 = time.perf_counter()
+        subprocess.run(cmd(ref), check=True, capture_output=True)
+        total = time.perf_counter() - t0
+        landed = 0
+        for k in range(4):
+            out = root / f"kill-{kind}{k}"
+            _kill_at_random(cmd(out), total, rng)
+            partial = out / ("attribution.pt" if kind == "attribute" else "sets.pt")
+            landed += partial.exists()
+            r = subprocess.run(cmd(out, "--resume"), capture_output=True, text=True)
+            assert r.returncode == 0, r.stderr[-2000:]
+            if kind == "attribute":
+                a = AttributionStats.load(ref / "attribution.pt")
+                b = AttributionStats.load(out / "attribution.pt")
+                assert a.n_items == b.n_items == N_ITEMS
+                for m in a.methods:
+                    sa, sb = a[m], b[m]
+                    assert torch.equal(sa.topk_counts, sb.topk_counts)
+                    assert torch.equal(sa.count, sb.count)
+                    assert torch.equal(sa.mass, sb.mass) and torch.equal(sa.abs_mass, sb.abs_mass)
+            else:
+                import pandas as pd
+
+                key = ["condition", "item_id", "language"]
+                a = pd.read_csv(ref / "scores.csv").sort_values(key).reset_index(drop=True)
+                b = pd.read_csv(out / "scores.csv").sort_values(key).reset_index(drop=True)
+                assert len(b) == len(a) and not b.duplicated(key).any()
+                pd.testing.assert_frame_equal(a, b, check_exact=False, rtol=1e-9)
+                for f in ("summary.csv", "comparisons.csv"):
+                    pd.testing.assert_frame_equal(
+                        pd.read_csv(ref / f), pd.read_csv(out / f), check_exact=False, rtol=1e-9
+                    )
+        assert landed >= 1, f"no kill of {kind} landed after its first results"
