@@ -297,3 +297,46 @@ def test_device_recorded_and_refused(gemma, tmp_path):
     if not torch.cuda.is_available():
         with pytest.raises(tlm.MultiNeuronError, match="CUDA is not usable"):
             tlm.load_model("gemma-3-270m", device="cuda")
+
+
+def test_sigkill_and_resume_on_the_embedded_model(tmp_path):
+    """The reported case: analyze facts --limit 24 --batch-size 4 --checkpoint-every 3
+    --save-items, SIGKILLed after its first checkpoint, resumed (same and another batch size)."""
+    import time
+
+    from tl_multineuron.runs import load_item_categories
+    from tl_multineuron.statistics import _TENSORS
+
+    def cmd(out, batch, *extra):
+        return [
+            sys.executable, "-m", "tl_multineuron.cli", "analyze", "--task", "facts",
+            "--limit", "24", "--batch-size", str(batch), "--checkpoint-every", "3",
+            "--save-items", "--no-views", "--no-progress", "--out", str(out), *extra,
+        ]  # fmt: skip
+
+    ref = tmp_path / "ref"
+    subprocess.run(cmd(ref, 4), check=True, capture_output=True)
+    want = tlm.SharingStats.load(ref / "stats.pt")
+    ids_ref, codes_ref, _ = load_item_categories(ref)
+    for resume_batch in (4, 8):
+        out = tmp_path / f"killed{resume_batch}"
+        p = subprocess.Popen(cmd(out, 4), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        while not (out / "stats.pt").exists() and p.poll() is None:
+            time.sleep(0.05)
+        p.kill()
+        p.wait()
+        got_before = tlm.SharingStats.load(out / "stats.pt").n_items
+        assert 0 < got_before < 24
+        subprocess.run(cmd(out, resume_batch, "--resume"), check=True, capture_output=True)
+        got = tlm.SharingStats.load(out / "stats.pt")
+        ids, codes, _ = load_item_categories(out)
+        assert ids == ids_ref and len(ids) == 24  # no duplicates, no gaps, in order
+        if resume_batch == 4:
+            assert got.equals(want)  # counts and sums to the bit
+            assert torch.equal(codes, codes_ref)
+        else:  # another batch shape: counts agree up to activations within rounding of 0
+            for name in _TENSORS:
+                x, y = getattr(got, name), getattr(want, name)
+                if not x.is_floating_point():
+                    assert (x != y).float().mean() < 1e-3, name
+            assert (codes != codes_ref).float().mean() < 1e-3
