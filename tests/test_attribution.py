@@ -12,11 +12,10 @@ from tl_multineuron.attribution import (
     effective_scores,
     ig_alphas,
     integrated_gradients,
-    resolve_k,
-    topk_mask,
 )
 from tl_multineuron.attribution_analysis import AttributionConfig, attribute
 from tl_multineuron.attribution_stats import AttributionStats, ScoreStats
+from tl_multineuron.masks import resolve_k, topk_mask
 from tl_multineuron.weights import ModelWeights, model_weights
 
 

@@ -4,6 +4,7 @@ A TransformerLens plugin implementing Wang et al. 2024, "Sharing Matters: Analys
 Across Languages and Tasks in LLMs" (arXiv 2406.09265).
 """
 
+from .accumulator import Accumulator
 from .analysis import AnalysisConfig, AnalysisResult, analyze
 from .attention import attention_implementation, efficient_attention
 from .attribution import (
@@ -12,7 +13,6 @@ from .attribution import (
     contribution_scores,
     effective_scores,
     integrated_gradients,
-    topk_mask,
 )
 from .attribution_analysis import AttributionConfig, AttributionResult, attribute
 from .attribution_stats import AttributionStats, ScoreStats
@@ -29,6 +29,7 @@ from .comparisons import mcnemar_exact, paired_bootstrap, paired_comparisons
 from .data import ParallelDataset, ParallelItem, load_parallel
 from .errors import MultiNeuronError
 from .evaluation import EvalConfig, accuracy_table, evaluate, generate_greedy
+from .experiment_scores import ExperimentScores
 from .experiments import (
     Condition,
     ExperimentSets,
@@ -48,6 +49,7 @@ from .interventions import (
     mean_ablate,
     steer_toward,
 )
+from .masks import topk_mask
 from .memory import MemoryEstimate, estimate_forward, memory_budget, parse_memory
 from .models import (
     EMBEDDED_MODEL,
@@ -68,6 +70,8 @@ from .xnli import load_xnli
 __version__ = "0.1.0"
 
 __all__ = [
+    "Accumulator",
+    "ExperimentScores",
     "attention_implementation",
     "efficient_attention",
     "MemoryEstimate",

@@ -9,12 +9,13 @@ from typing import Any
 
 import torch
 
+from .accumulator import check_same_origin
 from .classification import Categories, validate_thresholds
 from .data import ParallelDataset
 from .errors import MultiNeuronError
-from .models import check_model, model_name, provenance, weights_fingerprint
+from .models import check_model, identity_meta, provenance
 from .recording import CRITERIA, RecordingConfig, iter_dataset
-from .statistics import SharingStats, check_same_origin
+from .statistics import SharingStats
 
 
 @dataclass(frozen=True)
@@ -81,8 +82,7 @@ def new_stats(model: Any, dataset: ParallelDataset, config: AnalysisConfig) -> S
     layers = config.recording.layer_indices(model)
     meta = {
         "site": config.recording.site,
-        "model": model_name(model),
-        "weights_fingerprint": weights_fingerprint(model),
+        **identity_meta(model),
         "dataset": dataset.name,
         "dataset_fingerprint": dataset.fingerprint(),
         "layers": layers,
@@ -122,8 +122,7 @@ def analyze(
     check_model(model)
     check_model(model, config.recording.hook_names(model))
     if stats is not None:
-        now = {"model": model_name(model), "weights_fingerprint": weights_fingerprint(model)}
-        check_same_origin(stats.meta, now, "statistics", verb="continue")
+        check_same_origin(stats.meta, identity_meta(model), "statistics", verb="continue")
     if stats is not None and start != stats.n_items:
         raise MultiNeuronError(
             f"start {start} does not continue the given statistics, which hold "

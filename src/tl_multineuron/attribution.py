@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from jaxtyping import Bool, Float, Int
+from jaxtyping import Float, Int
 from torch import Tensor
 
 from .errors import MultiNeuronError
@@ -62,28 +62,6 @@ def effective_scores(
     u = weights.answer_directions(answer_tokens, use_embedding).to(W.dtype)  # [b, d_model]
     proj = torch.einsum("lnd,bd->bln", W, u.to(W.device))
     return acts * proj.to(acts.device, acts.dtype)
-
-
-def resolve_k(k: int | float, d_mlp: int) -> int:
-    """K as a count (int) or a fraction of d_mlp (float in (0, 1])."""
-    if isinstance(k, bool) or not isinstance(k, (int, float)):
-        raise MultiNeuronError(f"K must be a count or a fraction, got {k!r}")
-    if isinstance(k, float):
-        if not 0.0 < k <= 1.0:
-            raise MultiNeuronError(f"K as a fraction must be in (0, 1], got {k}")
-        return max(1, int(round(k * d_mlp)))
-    if not 1 <= k <= d_mlp:
-        raise MultiNeuronError(f"K={k} must be between 1 and d_mlp={d_mlp}")
-    return k
-
-
-def topk_mask(
-    scores: Float[Tensor, "*batch layer d_mlp"], k: int | float
-) -> Bool[Tensor, "*batch layer d_mlp"]:
-    """The top-K neurons per layer by score (highest first)."""
-    kk = resolve_k(k, scores.shape[-1])
-    idx = scores.topk(kk, dim=-1).indices
-    return torch.zeros_like(scores, dtype=torch.bool).scatter_(-1, idx, True)
 
 
 def answer_token_ids(

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from .accumulator import check_same_origin
 from .analysis import AnalysisConfig, analyze
 from .attribution import (
     IG_METHODS,
@@ -16,15 +17,15 @@ from .attribution import (
     contribution_scores,
     effective_scores,
     integrated_gradients,
-    resolve_k,
 )
 from .attribution_stats import AttributionStats, ScoreStats
 from .classification import active_mask, categorize, validate_thresholds
 from .data import ParallelDataset
 from .errors import MultiNeuronError
-from .models import check_model, model_name, provenance, weights_fingerprint
+from .masks import resolve_k
+from .models import check_model, identity_meta, provenance
 from .recording import RecordingConfig, iter_dataset
-from .statistics import SharingStats, check_same_origin
+from .statistics import SharingStats
 from .weights import model_weights
 
 METHODS = ("contribution", "effective", "ig")
@@ -127,8 +128,7 @@ def new_attribution_stats(
         for m in config.methods
     }
     meta = {
-        "model": model_name(model),
-        "weights_fingerprint": weights_fingerprint(model),
+        **identity_meta(model),
         "dataset": dataset.name,
         "dataset_fingerprint": dataset.fingerprint(),
         "config": config.to_dict(),
@@ -186,8 +186,9 @@ def attribute(
     check_model(model)
     model_weights(model)  # fail early if the weights cannot be read
     if stats is not None:
-        now = {"model": model_name(model), "weights_fingerprint": weights_fingerprint(model)}
-        check_same_origin(stats.meta, now, "attribution statistics", verb="continue")
+        check_same_origin(
+            stats.meta, identity_meta(model), "attribution statistics", verb="continue"
+        )
     stats = stats if stats is not None else new_attribution_stats(model, dataset, config)
     stats.meta.update(provenance(model, attention))
     layers = RecordingConfig(layers=config.layers).layer_indices(model)

@@ -17,15 +17,11 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from .accumulator import SUM_GRID, check_same_origin, merged_fingerprints, on_grid
 from .classification import CATEGORY_NAMES
 from .errors import MultiNeuronError
-from .statistics import (
-    SUM_GRID,
-    atomic_write,
-    check_same_origin,
-    merged_fingerprints,
-    on_grid,
-)
+from .files import atomic_write
+from .masks import topk_mask
 
 FORMAT_VERSION = 1
 _T = ("topk_counts", "mass", "abs_mass", "count", "min", "max")
@@ -73,8 +69,6 @@ class ScoreStats:
         self, scores: Float[Tensor, "item lang layer d_mlp"], codes: Int[Tensor, "item layer d_mlp"]
     ) -> None:
         """Add a batch: scores per (item, language) and the items' category codes."""
-        from .attribution import topk_mask
-
         n_it, N, L, _ = scores.shape
         if (len(self.languages), len(self.layers)) != (N, L) or codes.shape != (
             n_it,
@@ -107,16 +101,17 @@ class ScoreStats:
         self.rel_gap_max = max([self.rel_gap_max, *rel])
         self.n_gaps += len(gaps)
 
+    def check_compatible(self, other: ScoreStats, verb: str = "merge") -> None:
+        """An error naming the first field that differs (method, languages, layers, K)."""
+        for attr in ("method", "languages", "layers", "k"):
+            if getattr(self, attr) != getattr(other, attr):
+                raise MultiNeuronError(
+                    f"cannot {verb} attribution statistics of different {attr}: "
+                    f"{getattr(self, attr)!r} vs {getattr(other, attr)!r}"
+                )
+
     def merge(self, other: ScoreStats) -> ScoreStats:
-        if (self.method, self.languages, self.layers, self.k) != (
-            other.method,
-            other.languages,
-            other.layers,
-            other.k,
-        ):
-            raise MultiNeuronError(
-                "cannot merge attribution statistics of different methods, languages, layers or K"
-            )
+        self.check_compatible(other)
         out = ScoreStats(
             self.method,
             self.languages,
@@ -217,6 +212,13 @@ class ScoreStats:
             *(s[n] for n in _T),
         )
 
+    def save(self, path: str | Path) -> None:
+        atomic_write(path, lambda tmp: torch.save(self.state(), tmp))
+
+    @classmethod
+    def load(cls, path: str | Path) -> ScoreStats:
+        return cls.from_state(torch.load(Path(path), weights_only=True))
+
     def equals(self, other: ScoreStats) -> bool:
         return (
             self.state()["gaps"] == other.state()["gaps"]
@@ -245,10 +247,41 @@ class AttributionStats:
     def to_frame(self) -> pd.DataFrame:
         return pd.concat([s.to_frame() for s in self.methods.values()], ignore_index=True)
 
-    def merge(self, other: AttributionStats) -> AttributionStats:
+    def update(
+        self,
+        scores: dict[str, Float[Tensor, "item lang layer d_mlp"]],
+        codes: Int[Tensor, "item layer d_mlp"],
+    ) -> None:
+        """Add a batch: each method's scores and the items' category codes (at that method's
+        layers)."""
+        missing = sorted(set(self.methods) - set(scores))
+        if missing:
+            raise MultiNeuronError(f"update: no scores for method(s) {missing}")
+        for m, s in self.methods.items():
+            s.update(scores[m], codes)
+
+    def check_compatible(self, other: AttributionStats, verb: str = "merge") -> None:
+        """An error naming what differs: methods, their configuration, or the origin (model,
+        weights, dataset; :func:`~tl_multineuron.accumulator.check_same_origin`)."""
         if set(self.methods) != set(other.methods):
-            raise MultiNeuronError("cannot merge attribution statistics of different methods")
-        check_same_origin(self.meta, other.meta, "attribution statistics")
+            raise MultiNeuronError(
+                f"cannot {verb} attribution statistics of different methods: "
+                f"{sorted(self.methods)} vs {sorted(other.methods)}"
+            )
+        for m, s in self.methods.items():
+            s.check_compatible(other.methods[m], verb)
+        check_same_origin(self.meta, other.meta, "attribution statistics", verb)
+
+    def equals(self, other: AttributionStats) -> bool:
+        """Exact equality of configuration and every accumulated value."""
+        try:
+            self.check_compatible(other, verb="compare")
+        except MultiNeuronError:
+            return False
+        return all(s.equals(other.methods[m]) for m, s in self.methods.items())
+
+    def merge(self, other: AttributionStats) -> AttributionStats:
+        self.check_compatible(other)
         meta = {**self.meta, "dataset_fingerprints": merged_fingerprints(self.meta, other.meta)}
         return AttributionStats(
             {m: s.merge(other.methods[m]) for m, s in self.methods.items()}, meta

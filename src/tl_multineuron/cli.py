@@ -220,9 +220,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_attribute(args: argparse.Namespace) -> int:
     from .attribution_analysis import AttributionConfig, attribute
     from .attribution_stats import AttributionStats
+    from .files import atomic_write
     from .models import load_model
     from .runs import RunDir
-    from .statistics import atomic_write
 
     k = float(args.k) if "." in args.k else int(args.k)
     config = AttributionConfig(
@@ -410,9 +410,8 @@ def cmd_grid(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluation import EvalConfig, accuracy_table, evaluate
+    from .files import atomic_write, write_json
     from .models import load_model, provenance
-    from .runs import write_json
-    from .statistics import atomic_write
 
     ds = _dataset(args)
     model = load_model(args.model, device=args.device, dtype=args.dtype)

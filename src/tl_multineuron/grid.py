@@ -21,6 +21,7 @@ from typing import Any
 import pandas as pd
 import torch
 
+from .accumulator import check_same_origin
 from .analysis import AnalysisConfig, new_stats
 from .attribution_analysis import (
     AttributionConfig,
@@ -33,11 +34,13 @@ from .classification import Categories
 from .comparisons import paired_comparisons
 from .data import ParallelDataset
 from .errors import MultiNeuronError
+from .experiment_scores import ExperimentScores
 from .experiments import Condition, ExperimentSets, accuracy_summary, run_experiment
-from .models import provenance
+from .files import atomic_write
+from .models import identity_meta, provenance
 from .recording import RecordingConfig, iter_dataset
 from .runs import RunDir, write_stats_tables
-from .statistics import SharingStats, atomic_write
+from .statistics import SharingStats
 
 
 @dataclass(frozen=True)
@@ -202,15 +205,18 @@ def run_task(
         say(f"{ds.name}: recording pass {time.perf_counter() - t0:.1f}s")
     sets = ExperimentSets.build(cats, cal_stats, cfg.min_frequency, cfg.specific_frequency)
     scores_file = out / "scores.csv"
-    prev = pd.read_csv(scores_file) if resume and scores_file.exists() else pd.DataFrame()
-    frames = [prev] if not prev.empty else []
-    done = set(prev["condition"]) if not prev.empty else set()
+    meta = {"dataset": ds.name, "dataset_fingerprint": ev.fingerprint(), **identity_meta(model)}
+    if resume and scores_file.exists():
+        scores = ExperimentScores.load(scores_file)
+        check_same_origin(scores.meta, meta, "experiment scores", verb="continue")
+    else:
+        scores = ExperimentScores(meta=meta)
+    done = scores.conditions()
 
     def save(conds: list[Condition], rows: pd.DataFrame) -> None:
-        frames.append(rows)
-        allr = pd.concat(frames, ignore_index=True)
-        atomic_write(scores_file, lambda t: allr.to_csv(t, index=False))
-        say(f"{ds.name}: {allr['condition'].nunique()}/{len(cfg.conditions)} conditions scored")
+        scores.update(rows)
+        scores.save(scores_file)
+        say(f"{ds.name}: {len(scores.conditions())}/{len(cfg.conditions)} conditions scored")
 
     t1 = time.perf_counter()
     run_experiment(
@@ -228,7 +234,7 @@ def run_task(
         max_memory=cfg.max_memory,
     )
     say(f"{ds.name}: conditions {time.perf_counter() - t1:.1f}s")
-    rows = pd.concat(frames, ignore_index=True)
+    rows = scores.rows
     summ = accuracy_summary(rows)
     atomic_write(out / "summary.csv", lambda t: summ.to_csv(t, index=False))
     comp = paired_comparisons(rows)

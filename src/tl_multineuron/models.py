@@ -316,6 +316,11 @@ def weights_fingerprint(model: Any) -> str:
     return h.hexdigest()[:16]
 
 
+def identity_meta(model: Any) -> dict:
+    """What names the model in every result: its name and weights fingerprint."""
+    return {"model": model_name(model), "weights_fingerprint": weights_fingerprint(model)}
+
+
 def model_name(model: Any) -> str:
     """A readable model name for provenance."""
     return str(getattr(model.cfg, "model_name", None) or type(model).__name__)

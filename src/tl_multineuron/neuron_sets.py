@@ -14,7 +14,9 @@ from torch import Tensor
 
 from .classification import Categories, parse_category
 from .errors import MultiNeuronError
-from .statistics import SharingStats, atomic_write
+from .files import atomic_write
+from .masks import topk_mask
+from .statistics import SharingStats
 
 
 def magnitude_strata(
@@ -168,8 +170,6 @@ class NeuronSet:
         cls, scores: Float[Tensor, "layer d_mlp"], k: int | float, name: str = "top-k"
     ) -> NeuronSet:
         """The top-K neurons per layer by attribution score."""
-        from .attribution import topk_mask
-
         return cls(topk_mask(scores, k), name)
 
     # -- algebra and views ---------------------------------------------------------------

@@ -17,7 +17,8 @@ from matplotlib.figure import Figure  # noqa: E402
 from .attribution_stats import AttributionStats  # noqa: E402
 from .classification import CATEGORY_NAMES  # noqa: E402
 from .errors import MultiNeuronError  # noqa: E402
-from .statistics import SharingStats, atomic_write  # noqa: E402
+from .files import atomic_write  # noqa: E402
+from .statistics import SharingStats  # noqa: E402
 
 COLORS = {
     "non-activated": "#c7c7c7",

@@ -2,7 +2,8 @@
 
 Figures are embedded as PNG data, circuitsvis views with the locally bundled JavaScript: the
 file makes no external request. Missing, partial or old-format results are named in the report,
-and the rest is rendered.
+and the rest is rendered. ``plots`` (matplotlib, about a second to import) is imported where a
+figure is drawn, so the CLI starts fast; it is not part of any import cycle.
 """
 
 from __future__ import annotations
@@ -18,9 +19,15 @@ from typing import Any
 
 import pandas as pd
 
+from . import __version__
+from .attribution_stats import AttributionStats
+from .classification import CATEGORY_NAMES
 from .errors import MultiNeuronError
+from .files import atomic_write
+from .grid import headline
 from .runs import check_consistent
-from .statistics import SharingStats, atomic_write
+from .statistics import SharingStats
+from .views import load_views, render_views
 
 CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;
 color:#222}h1{margin-bottom:0}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:2em}
@@ -137,7 +144,6 @@ def _tasks(rep: _Report, d: Path, own: SharingStats | None) -> None:
 
 
 def _views(rep: _Report, d: Path) -> None:
-    from .views import load_views, render_views
 
     rep.h2("Token-level activations (circuitsvis)")
     f = d / "views.json"
@@ -151,7 +157,6 @@ def _views(rep: _Report, d: Path) -> None:
 
 def _attribution(rep: _Report, d: Path) -> None:
     from . import plots
-    from .attribution_stats import AttributionStats
 
     rep.h2("Attribution: which categories the important neurons belong to")
     f = d / "attribution.pt"
@@ -184,7 +189,6 @@ def _attribution(rep: _Report, d: Path) -> None:
 
 def _interventions(rep: _Report, d: Path) -> None:
     from . import plots
-    from .grid import headline
 
     rep.h2("Interventions: paired effects on the gold answer")
     f = d / "comparisons.csv"
@@ -231,8 +235,6 @@ def _interventions(rep: _Report, d: Path) -> None:
 
 
 def _enrichment(rep: _Report, d: Path) -> None:
-    from .attribution_stats import AttributionStats
-    from .classification import CATEGORY_NAMES
 
     f = d / "attribution.pt"
     if not f.exists():
@@ -291,7 +293,6 @@ def build_report(results_dir: str | Path, out: str | Path | None = None) -> Path
     d = Path(results_dir)
     if not d.is_dir():
         raise MultiNeuronError(f"results directory {str(d)!r} does not exist")
-    from . import __version__
 
     identity = check_consistent(d)  # runs of another model or dataset are never mixed
     rep = _Report()

@@ -23,8 +23,9 @@ from typing import Any
 import torch
 
 from .errors import MultiNeuronError
+from .files import atomic_write, write_json
 from .locks import DirectoryLock
-from .statistics import SharingStats, atomic_write
+from .statistics import SharingStats
 
 RUN_FILE = "run.json"
 STATS_FILE = "stats.pt"
@@ -32,9 +33,16 @@ STATS_FILE = "stats.pt"
 OWN_FILES = {
     "analyze": ("stats.pt", "layer_fractions.csv", "stability.csv", "views.json", "items"),
     "attribute": ("attribution.pt", "attribution.csv"),
-    "intervene": ("scores.csv", "summary.csv", "comparisons.csv", "sets.pt"),
+    "intervene": (
+        "scores.csv",
+        "scores.csv.meta.json",
+        "summary.csv",
+        "comparisons.csv",
+        "sets.pt",
+    ),
     "grid": (
         "scores.csv",
+        "scores.csv.meta.json",
         "summary.csv",
         "comparisons.csv",
         "sets.pt",
@@ -59,12 +67,6 @@ def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
         elif va != vb:
             out.append(f"{prefix}{k}: {va!r} (in directory) vs {vb!r} (now)")
     return out
-
-
-def write_json(path: Path, obj: Any) -> None:
-    atomic_write(
-        path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2, ensure_ascii=False))
-    )
 
 
 class RunDir:

@@ -10,18 +10,22 @@ accumulators over disjoint shards merge into exactly the accumulator of the unio
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
+from .accumulator import (
+    SQ_SUM_GRID,
+    SUM_GRID,
+    check_same_origin,
+    merged_fingerprints,
+    on_grid,
+)
 from .classification import (
     CATEGORY_NAMES,
     Categories,
@@ -32,24 +36,10 @@ from .classification import (
     validate_thresholds,
 )
 from .errors import MultiNeuronError
+from .files import atomic_write
 
 FORMAT_VERSION = 1
 _TENSORS = ("category_counts", "specific_counts", "active_counts", "act_sum", "act_sq_sum")
-
-
-def atomic_write(path: str | Path, write: Any) -> None:
-    """Call ``write(tmp_path)`` then move the file into place (never a half-written file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600 files
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 @dataclass
@@ -128,11 +118,12 @@ class SharingStats:
         self.n_items += acts.shape[0]
         return cats
 
-    def _check_compatible(self, other: SharingStats, verb: str = "merge") -> None:
+    def check_compatible(self, other: SharingStats, verb: str = "merge") -> None:
+        """An error naming the first field that differs (configuration, then origin)."""
         for attr in ("languages", "thresholds", "criterion", "n_layers", "d_mlp"):
             if getattr(self, attr) != getattr(other, attr):
                 raise MultiNeuronError(
-                    f"cannot merge statistics with different {attr}: "
+                    f"cannot {verb} statistics with different {attr}: "
                     f"{getattr(self, attr)!r} vs {getattr(other, attr)!r}"
                 )
         check_same_origin(self.meta, other.meta, "statistics", verb)
@@ -140,7 +131,7 @@ class SharingStats:
     def merge(self, other: SharingStats) -> SharingStats:
         """A new accumulator equal to one run over both shards. Counts are integers and the
         activation sums are kept on a binary grid, so every merge order gives the same bits."""
-        self._check_compatible(other)
+        self.check_compatible(other)
         out = self.copy()
         for name in _TENSORS:
             setattr(out, name, getattr(self, name) + getattr(other, name))
@@ -364,66 +355,12 @@ class SharingStats:
     def equals(self, other: SharingStats) -> bool:
         """Exact equality of configuration and every count."""
         try:
-            self._check_compatible(other, verb="compare")
+            self.check_compatible(other, verb="compare")
         except MultiNeuronError:
             return False
         return self.n_items == other.n_items and all(
             torch.equal(getattr(self, n), getattr(other, n)) for n in _TENSORS
         )
-
-
-# Activation sums are rounded, per batch, to multiples of these powers of two: float64 sums of
-# such values are exact (no rounding, so any order of batches and merges gives the same bits)
-# while |sum| < 2**53 * grid: 8.6e9 for sums, 1.4e11 for sums of squares.
-SUM_GRID = 2.0**-20
-SQ_SUM_GRID = 2.0**-16
-
-
-def on_grid(x: Tensor, grid: float) -> Tensor:
-    return torch.round(x / grid) * grid
-
-
-# what two results must share to be merged or compared, and how the mismatch is named
-ORIGIN_FIELDS = (
-    ("model", "model"),
-    ("weights_fingerprint", "model weights"),
-    ("site", "activation site"),
-    ("token", "token mode"),
-    ("dataset", "dataset"),
-)
-
-
-def _token_mode(meta: dict) -> object:
-    rec = (meta.get("config") or {}).get("recording") or {}
-    return (rec.get("token"), rec.get("aggregate")) if rec else None
-
-
-def check_same_origin(a: dict, b: dict, what: str, verb: str = "merge") -> None:
-    """Results of one model (and weights), site, token mode and dataset, over disjoint items:
-    otherwise an error naming the field. Fields a result does not carry are not compared."""
-    for key, name in ORIGIN_FIELDS:
-        va, vb = (_token_mode(a), _token_mode(b)) if key == "token" else (a.get(key), b.get(key))
-        if va is not None and vb is not None and va != vb:
-            raise MultiNeuronError(f"cannot {verb} {what} of different {name}: {va!r} vs {vb!r}")
-    if verb != "merge":
-        return
-    fa, fb = _fingerprints(a), _fingerprints(b)
-    if fa & fb:
-        raise MultiNeuronError(
-            f"cannot merge {what}: both hold the items of dataset fingerprint(s) {sorted(fa & fb)}"
-            " (the same shard twice)"
-        )
-
-
-def _fingerprints(meta: dict) -> set[str]:
-    fps = meta.get("dataset_fingerprints") or (
-        [meta["dataset_fingerprint"]] if meta.get("dataset_fingerprint") else []
-    )
-    return set(fps)
-
-
-def merged_fingerprints(a: dict, b: dict) -> list[str]:
-    return sorted(_fingerprints(a) | _fingerprints(b))
 
 
 def _at_least(freq: Tensor, min_frequency: float) -> Tensor:

@@ -19,7 +19,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from .errors import MultiNeuronError
-from .statistics import atomic_write
+from .files import atomic_write
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,83 @@
+"""One protocol for every accumulator: SharingStats, AttributionStats, ExperimentScores."""
+
+import pandas as pd
+import pytest
+import torch
+from helpers import seeded_acts
+
+from tl_multineuron import AttributionStats, MultiNeuronError, ScoreStats, SharingStats
+from tl_multineuron.accumulator import Accumulator
+from tl_multineuron.experiment_scores import ExperimentScores
+
+LANGS = ("en", "de", "fr")
+
+
+def _meta(shard):
+    return {"model": "m", "weights_fingerprint": "w" * 16, "dataset": "toy",
+            "dataset_fingerprint": f"shard{shard}"}  # fmt: skip
+
+
+def _sharing(shard, n=4):
+    s = SharingStats(LANGS, (0.0, 0.5), "gt", 2, 8, meta=_meta(shard))
+    s.update(seeded_acts((n, 3, 2, 8), seed=shard))
+    return s
+
+
+def _attribution(shard, n=4):
+    a = AttributionStats(
+        {"contribution": ScoreStats("contribution", LANGS, (0, 1), 3)}, _meta(shard)
+    )
+    g = torch.Generator().manual_seed(shard)
+    codes = torch.randint(0, 4, (n, 2, 8), generator=g)
+    a.update({"contribution": torch.rand(n, 3, 2, 8, generator=g)}, codes)
+    return a
+
+
+def _experiment(shard, n=4):
+    rows = pd.DataFrame(
+        [
+            {"condition": c, "item_id": f"s{shard}i{i}", "language": x, "logprob": -0.5 * i - shard}
+            for c in ("none", "deactivate")
+            for i in range(n)
+            for x in LANGS
+        ]
+    )
+    e = ExperimentScores(meta=_meta(shard))
+    e.update(rows)
+    return e
+
+
+BUILDERS = {"sharing": _sharing, "attribution": _attribution, "experiment": _experiment}
+
+
+@pytest.mark.parametrize("kind", BUILDERS)
+def test_protocol(kind, tmp_path):
+    make = BUILDERS[kind]
+    a, b = make(0), make(1)
+    assert isinstance(a, Accumulator)
+    ab, ba = a.merge(b), b.merge(a)
+    assert ab.equals(ba) and ab.n_items == a.n_items + b.n_items == 8
+    assert ab.meta["dataset_fingerprints"] == ["shard0", "shard1"]
+    path = tmp_path / ("x.csv" if kind == "experiment" else "x.pt")
+    ab.save(path)
+    assert type(ab).load(path).equals(ab)
+    assert not ab.equals(a)
+    with pytest.raises(MultiNeuronError, match="same shard twice"):
+        a.merge(make(0))
+    other = make(1)
+    other.meta["weights_fingerprint"] = "v" * 16
+    with pytest.raises(MultiNeuronError, match="different model weights"):
+        a.check_compatible(other)
+
+
+def test_experiment_rows_scored_twice_are_named():
+    e = _experiment(0)
+    with pytest.raises(MultiNeuronError, match="condition 'none', item 's0i0', language 'en'"):
+        e.update(e.rows.head(1))
+
+
+def test_attribution_configuration_mismatch_is_named():
+    a = _attribution(0)
+    b = AttributionStats({"contribution": ScoreStats("contribution", LANGS, (0, 1), 5)}, _meta(1))
+    with pytest.raises(MultiNeuronError, match="different k: 3 vs 5"):
+        a.merge(b)
