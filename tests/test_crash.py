@@ -39,6 +39,33 @@ def _analyze(hf, data, out, batch, every, *extra):
     )  # fmt: skip
 
 
+def _timed(cmd, out, run_file="run.json"):
+    """Run to completion; returns (seconds until the run file appears, seconds after it)."""
+    t0 = time.perf_counter()
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while not (out / run_file).exists() and p.poll() is None:
+        time.sleep(0.01)
+    t1 = time.perf_counter()
+    assert p.wait() == 0
+    return t1 - t0, time.perf_counter() - t1
+
+
+def _kill(cmd, out, run_file, loop, k, rng):
+    """SIGKILL at a random point: for even k inside the work loop (after the run file is
+    written), for odd k anywhere from start-up on."""
+    t0 = time.perf_counter()
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if k % 2 == 0:
+        while not (out / run_file).exists() and p.poll() is None:
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0.0, 1.0) * loop)
+    else:
+        time.sleep(rng.uniform(0.0, 1.0) * (loop + 3.0))
+    p.kill()
+    p.wait()
+    return time.perf_counter() - t0
+
+
 def assert_same_results(a_dir, b_dir, rtol=1e-12):
     a, b = SharingStats.load(a_dir / "stats.pt"), SharingStats.load(b_dir / "stats.pt")
     assert a.n_items == b.n_items == N_ITEMS
@@ -61,12 +88,10 @@ def test_sigkill_then_resume_equals_uninterrupted_run(setup):
     to the float32 rounding of a forward pass over a differently shaped batch, which is also all
     two uninterrupted runs at those batch sizes agree to (asserted below: ~1e-6)."""
     hf, data, root = setup
-    ref, total = {}, 0.0
+    ref, loop = {}, 0.0
     for b in (2, 4, 8):
         ref[b] = root / f"ref{b}"
-        t0 = time.perf_counter()
-        subprocess.run(_analyze(hf, data, ref[b], b, 3), check=True, capture_output=True)
-        total = max(total, time.perf_counter() - t0)
+        loop = max(loop, _timed(_analyze(hf, data, ref[b], b, 3), ref[b])[1])
     assert_same_results(ref[4], ref[8], rtol=1e-4)  # uninterrupted runs, two batch sizes
     rng = random.Random(0)
     killed_with_results = 0
@@ -74,14 +99,7 @@ def test_sigkill_then_resume_equals_uninterrupted_run(setup):
         out = root / f"kill{k}"
         b1 = rng.choice([2, 4, 8])
         b2 = b1 if k % 2 == 0 else rng.choice([x for x in (2, 4, 8) if x != b1])
-        p = subprocess.Popen(
-            _analyze(hf, data, out, b1, rng.choice([1, 3])),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        time.sleep(rng.uniform(0.3, 1.0) * total)  # anywhere from start-up to the last batch
-        p.kill()
-        p.wait()
+        _kill(_analyze(hf, data, out, b1, rng.choice([1, 3])), out, "run.json", loop, k, rng)
         killed_with_results += (out / "stats.pt").exists()
         r = subprocess.run(
             _analyze(hf, data, out, b2, rng.choice([1, 3]), "--resume"),
@@ -90,7 +108,7 @@ def test_sigkill_then_resume_equals_uninterrupted_run(setup):
         )
         assert r.returncode == 0, r.stderr[-2000:]
         assert_same_results(ref[b1], out, rtol=1e-12 if b1 == b2 else 1e-4)
-    assert killed_with_results >= KILLS // 3  # the kills did land inside the batch loop
+    assert killed_with_results >= 2  # kills did land after the first checkpoint
 
 
 def _attribute(hf, data, out, batch, *extra):
@@ -108,13 +126,6 @@ def _intervene(hf, data, out, *extra):
     )  # fmt: skip
 
 
-def _kill_at_random(cmd, total, rng):
-    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(rng.uniform(0.3, 1.0) * total)
-    p.kill()
-    p.wait()
-
-
 def test_attribute_and_intervene_survive_sigkill(setup):
     """4 kill points each on attribute and intervene (20 with analyze's 12)."""
     from tl_multineuron.attribution_stats import AttributionStats
@@ -127,13 +138,12 @@ def test_attribute_and_intervene_survive_sigkill(setup):
     }
     for kind, cmd in jobs.items():
         ref = root / f"ref-{kind}"
-        t0 = time.perf_counter()
-        subprocess.run(cmd(ref), check=True, capture_output=True)
-        total = time.perf_counter() - t0
+        run_file = f"run-{kind}.json"
+        loop = _timed(cmd(ref), ref, run_file)[1]
         landed = 0
         for k in range(4):
             out = root / f"kill-{kind}{k}"
-            _kill_at_random(cmd(out), total, rng)
+            _kill(cmd(out), out, run_file, loop, k, rng)
             partial = out / ("attribution.pt" if kind == "attribute" else "sets.pt")
             landed += partial.exists()
             r = subprocess.run(cmd(out, "--resume"), capture_output=True, text=True)
