@@ -172,6 +172,8 @@ def plan_chunks(
     estimate: Callable[[int, int], MemoryEstimate],
     budget: int,
     labels: Sequence[str],
+    remedy: str = "shorten the prompt, use a device with more memory, or (eager) run with "
+    "--attention sdpa",
 ) -> list[tuple[int, int]]:
     """Split prompts (in order) into contiguous ``[start, stop)`` chunks whose padded pass fits
     ``budget``. A prompt that does not fit on its own is an error naming it, before anything
@@ -182,8 +184,7 @@ def plan_chunks(
             raise MultiNeuronError(
                 f"{lab}: the prompt is {n} tokens; one forward pass over it needs an estimated "
                 f"{est} ({est.attention} attention) but the budget is {format_bytes(budget)} "
-                "(80% of the device's free memory, or --max-memory). Shorten the prompt, use a "
-                "device with more memory, or (eager) run with --attention sdpa"
+                f"(80% of the device's free memory, or --max-memory): {remedy}"
             )
     chunks: list[tuple[int, int]] = []
     start = 0

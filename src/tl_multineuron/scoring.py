@@ -341,7 +341,13 @@ def score_answers(
     def fits(n_rows: int, w: int) -> bool:
         return estimate_forward(model, n_rows, w, "eager").total <= budget
 
-    plan_chunks(width, lambda n, w: estimate_forward(model, n, w, "eager"), budget, rows.labels)
+    plan_chunks(
+        width,
+        lambda n, w: estimate_forward(model, n, w, "eager"),
+        budget,
+        rows.labels,
+        "shorten the prompt or use a device with more memory (scoring runs eager attention)",
+    )
     amax = max(len(a) for a in rows.answers)
     out = [
         {
