@@ -97,6 +97,7 @@ class RunDir:
         if not os.access(self.path, os.W_OK):
             raise MultiNeuronError(f"output directory {str(self.path)!r} is not writable")
         self.lock = DirectoryLock(self.path).acquire()  # before anything is read or removed
+        self._staged: list[tuple[int, list[str], torch.Tensor, torch.Tensor]] = []
         run_file = self.path / self.run_name
         if run_file.exists() and not overwrite:
             old = json.loads(run_file.read_text()).get("identity", {})
@@ -111,10 +112,9 @@ class RunDir:
                     f"output directory {str(self.path)!r} already holds results of this "
                     "configuration; pass --resume to continue them or --overwrite to redo them"
                 )
-        if overwrite and self.path.exists():
+        if overwrite:
             self._remove(kind)
-        self._check_neighbours(kind)
-        self.path.mkdir(parents=True, exist_ok=True)
+        self._check_neighbours()
 
     def _remove(self, kind: str) -> None:
         """``--overwrite``: this kind's results and every file derived from them."""
@@ -125,17 +125,16 @@ class RunDir:
             else:
                 f.unlink(missing_ok=True)
 
-    def _check_neighbours(self, kind: str) -> None:
+    def _check_neighbours(self) -> None:
         """Other kinds of run in the same directory must be of the same model and data: the
         report joins them."""
         for other in run_files(self.path):
             if other.name == self.run_name:
                 continue
-            ident = json.loads(other.read_text()).get("identity", {})
+            ident = _read_identity(other)
             bad = [
-                f"{k}: {ident.get(k)!r} ({other.name}) vs {self.identity.get(k)!r} (now)"
-                for k in SHARED_IDENTITY
-                if k in ident and k in self.identity and ident[k] != self.identity[k]
+                f"{k}: {a!r} ({other.name}) vs {b!r} (now)"
+                for k, a, b in _shared_mismatches(ident, self.identity)
             ]
             if bad:
                 raise MultiNeuronError(
@@ -165,19 +164,18 @@ class RunDir:
         self, start: int, item_ids: list[str], codes: torch.Tensor, specific_lang: torch.Tensor
     ) -> None:
         """Keep one batch's per-item categories until the next :meth:`checkpoint`."""
-        staged = getattr(self, "_staged", [])
+        staged = self._staged
         if staged and staged[-1][0] + len(staged[-1][1]) != start:
             raise MultiNeuronError(
                 f"per-item results out of order: a batch starting at item {start} after one "
                 f"ending at {staged[-1][0] + len(staged[-1][1])}"
             )
         staged.append((start, list(item_ids), codes, specific_lang))
-        self._staged = staged
 
     def checkpoint(self, stats: Any) -> None:
         """Commit: staged per-item results (one shard), then the accumulator (anything with
         ``save(path)``), both atomically; the accumulator's item count is the commit."""
-        staged = getattr(self, "_staged", [])
+        staged = self._staged
         if staged:
             start, end = staged[0][0], staged[-1][0] + len(staged[-1][1])
             if end != stats.n_items:
@@ -204,26 +202,36 @@ def run_files(path: str | Path) -> list[Path]:
     return sorted(p for p in (path / RUN_FILE, *path.glob("run-*.json")) if p.is_file())
 
 
+def _read_identity(f: Path) -> dict:
+    try:
+        return json.loads(f.read_text()).get("identity", {})
+    except ValueError as e:
+        raise MultiNeuronError(f"{f}: not valid JSON ({e})") from e
+
+
+def _shared_mismatches(a: dict, b: dict) -> list[tuple[str, object, object]]:
+    """``(field, a's value, b's value)`` for every shared identity field both set differently."""
+    return [(k, a[k], b[k]) for k in SHARED_IDENTITY if k in a and k in b and a[k] != b[k]]
+
+
 def check_consistent(path: str | Path) -> dict:
     """The identity fields the runs of a directory share; an error naming the field and the
     files when two runs disagree (a report must not mix them)."""
-    seen: dict[str, tuple[str, object]] = {}
+    shared: dict = {}
+    first: dict[str, str] = {}
     for f in run_files(path):
-        try:
-            ident = json.loads(f.read_text()).get("identity", {})
-        except ValueError as e:
-            raise MultiNeuronError(f"{f}: not valid JSON ({e})") from e
+        ident = _read_identity(f)
+        bad = _shared_mismatches(shared, ident)
+        if bad:
+            k, was, now = bad[0]
+            raise MultiNeuronError(
+                f"{str(path)!r} mixes runs: {k} is {was!r} in {first[k]} but {now!r} in "
+                f"{f.name}; rerun one of them with --overwrite or use separate directories"
+            )
         for k in SHARED_IDENTITY:
-            if k not in ident:
-                continue
-            if k in seen and seen[k][1] != ident[k]:
-                raise MultiNeuronError(
-                    f"{str(path)!r} mixes runs: {k} is {seen[k][1]!r} in {seen[k][0]} but "
-                    f"{ident[k]!r} in {f.name}; rerun one of them with --overwrite or use "
-                    "separate directories"
-                )
-            seen.setdefault(k, (f.name, ident[k]))
-    return {k: v for k, (_, v) in seen.items()}
+            if k in ident and k not in shared:
+                shared[k], first[k] = ident[k], f.name
+    return shared
 
 
 def write_stats_tables(stats: SharingStats, out: str | Path) -> None:

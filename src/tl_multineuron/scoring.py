@@ -40,7 +40,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from .errors import MultiNeuronError
-from .memory import estimate_forward, memory_budget, plan_chunks
+from .memory import MemoryEstimate, estimate_forward, memory_budget, plan_chunks
 from .models import model_device
 from .recording import (
     answer_ids,
@@ -338,12 +338,15 @@ def score_answers(
     budget -= chunk * per_position
     width = [len(p) + len(a) for p, a in zip(rows.prompts, rows.answers, strict=True)]
 
+    def estimate(n_rows: int, w: int) -> MemoryEstimate:
+        return estimate_forward(model, n_rows, w, "eager")
+
     def fits(n_rows: int, w: int) -> bool:
-        return estimate_forward(model, n_rows, w, "eager").total <= budget
+        return estimate(n_rows, w).total <= budget
 
     plan_chunks(
         width,
-        lambda n, w: estimate_forward(model, n, w, "eager"),
+        estimate,
         budget,
         rows.labels,
         "shorten the prompt or use a device with more memory (scoring runs eager attention)",
