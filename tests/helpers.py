@@ -146,3 +146,54 @@ def last_position_logprob_fn(model, prompt: str, layer: int, token: int):
         return torch.log_softmax(logits, -1)[:, token]
 
     return f
+
+
+def tiny_gemma_dir(path) -> str:
+    """A tiny random Gemma 3 HF checkpoint (post-MLP RMSNorm with ``1 + w`` gains, gated GELU
+    MLP, final norm) with the byte tokenizer; norm weights are randomised so the gains matter."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    torch.manual_seed(0)
+    cfg = Gemma3TextConfig(
+        vocab_size=VOCAB,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=1,
+        head_dim=8,
+        max_position_embeddings=128,
+        sliding_window=16,
+        layer_types=["sliding_attention", "full_attention"],
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+    )
+    model = Gemma3ForCausalLM(cfg)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.normal_(0, 0.5)
+    model.config.architectures = ["Gemma3ForCausalLM"]
+    model.save_pretrained(path)
+    byte_tokenizer().save_pretrained(path)
+    return str(path)
+
+
+def no_norm_model(seed: int = 0) -> Any:
+    """A tiny native GELU model without any norm (GPT-2 style with norms removed)."""
+    cfg = TransformerBridgeConfig(
+        act_fn="gelu",
+        d_model=16,
+        d_head=4,
+        n_layers=2,
+        n_ctx=64,
+        n_heads=4,
+        d_mlp=24,
+        d_vocab=VOCAB,
+        seed=seed,
+        normalization_type=None,
+    )
+    model = TransformerBridge.boot_native(cfg, tokenizer=byte_tokenizer())
+    model.eval()
+    return model

@@ -133,12 +133,12 @@ def test_attribute_cli_and_resume(setup, capsys, monkeypatch):
     calls = {"n": 0}
     orig = ScoreStats.update
 
-    def flaky(self, scores, codes):
+    def flaky(self, scores, codes, item_ids=None):
         if self.method == "contribution":
             calls["n"] += 1
             if calls["n"] == 3:
                 raise KeyboardInterrupt
-        return orig(self, scores, codes)
+        return orig(self, scores, codes, item_ids)
 
     part = root / "attr_part"
     monkeypatch.setattr(ScoreStats, "update", flaky)

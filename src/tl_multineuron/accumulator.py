@@ -10,6 +10,8 @@ and float sums that merge exactly in any order (:func:`on_grid`).
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -92,3 +94,15 @@ def _fingerprints(meta: dict) -> set[str]:
 
 def merged_fingerprints(a: dict, b: dict) -> list[str]:
     return sorted(_fingerprints(a) | _fingerprints(b))
+
+
+def poisson_weights(item_ids: Sequence[str], n_boot: int) -> Tensor:
+    """Poisson(1) bootstrap weights ``[item, n_boot]``, a pure function of each item's id:
+    a streaming bootstrap over items whose replicates do not depend on batch sizes, resumes,
+    shards or the order items arrive in (merged accumulators add their weighted sums)."""
+    out = torch.empty(len(item_ids), n_boot, dtype=torch.float64)
+    ones = torch.ones(n_boot, dtype=torch.float64)
+    for i, item in enumerate(item_ids):
+        seed = int.from_bytes(hashlib.sha256(str(item).encode()).digest()[:8], "little") >> 1
+        out[i] = torch.poisson(ones, generator=torch.Generator().manual_seed(seed))
+    return out

@@ -1,14 +1,20 @@
 """Neuron importance: contribution score, effective score and integrated gradients.
 
-* contribution ``|a_i| * ||W_out[layer, i, :]||``: how much a neuron writes to the residual;
-* effective ``a_i * (W_out[layer, i, :] . W_U[:, t])``: its direct effect on the logit of the
-  answer's *first token* ``t`` (the first token of the gold answer as it continues the
-  prompt); for models that tie embeddings, ``W_E[t]`` may stand for ``W_U[:, t]`` (as the paper
-  did on BLOOM);
+* contribution: the norm of what a neuron adds to the residual stream,
+  ``|a_i| * ||W_write[l, i]|| / s_post`` (``W_write = gain_post * W_out[l, i]`` and ``s_post``
+  the post-MLP norm's scale at the position, where the architecture has that norm; otherwise
+  the paper's ``|a_i| * ||W_out[l, i]||``);
+* effective: its direct effect on the logit of the answer's *first token* ``t`` (the first
+  token of the gold answer as it continues the prompt), through every norm in the path:
+  ``a_i * (W_write[l, i] . (gain_final * W_U[:, t])) / (s_post * s_final)``; without norms the
+  paper's ``a_i * (W_out[l, i] . W_U[:, t])``. Norm scales come from the clean run and are held
+  fixed (:mod:`tl_multineuron.norms`); for models that tie embeddings, ``W_E[t]`` may stand for
+  ``W_U[:, t]`` (as the paper did on BLOOM);
 * integrated gradients on the activations at the last prompt position (Dai et al.'s
-  knowledge-neuron recipe): target the log-probability (or logit) of ``t``, baseline zero (or
-  a mean activation), ``steps`` points batched into one forward/backward pass per prompt and
-  layer, all neurons of the layer at once; every result carries its completeness gap.
+  knowledge-neuron recipe): target the probability, log-probability or logit of ``t``,
+  baseline zero (or a mean activation), ``steps`` points batched into one forward/backward
+  pass per prompt and layer, all neurons of the layer at once; every result carries its
+  completeness gap (:mod:`tl_multineuron.knowledge` holds the full Dai et al. preset).
 
 Scores use the model's unprocessed weights (:mod:`tl_multineuron.weights`).
 """
@@ -36,17 +42,28 @@ IG_METHODS = (
     "riemann_middle",
     "riemann_trapezoid",
 )
-IG_TARGETS = ("logprob", "logit")
+IG_TARGETS = ("logprob", "logit", "prob")
+
+
+def _layer_index(weights: ModelWeights, layers: Sequence[int] | None) -> list[int]:
+    return list(range(weights.W_out.shape[0])) if layers is None else list(layers)
 
 
 def contribution_scores(
     acts: Float[Tensor, "*batch layer d_mlp"],
     weights: ModelWeights,
     layers: Sequence[int] | None = None,
+    post_scale: Float[Tensor, "*batch layer"] | None = None,
 ) -> Float[Tensor, "*batch layer d_mlp"]:
-    """``|a| * ||W_out row||`` for every neuron."""
-    norms = weights.out_norms if layers is None else weights.out_norms[list(layers)]
-    return acts.abs() * norms.to(acts.device, acts.dtype)
+    """The norm of each neuron's write to the residual stream: ``|a| * ||W_write row||``,
+    divided by the post-MLP norm's scale where there is one (``post_scale``; by default read
+    from ``acts``, which must then hold every neuron of each layer)."""
+    idx = _layer_index(weights, layers)
+    out = acts.abs() * weights.write_norms[idx].to(acts.device, acts.dtype)
+    if weights.has_post_norm:
+        s = weights.post_scale(acts, idx) if post_scale is None else post_scale
+        out = out / s.to(out.device, out.dtype)[..., None]
+    return out
 
 
 def effective_scores(
@@ -55,13 +72,35 @@ def effective_scores(
     weights: ModelWeights,
     layers: Sequence[int] | None = None,
     use_embedding: bool = False,
+    post_scale: Float[Tensor, "batch layer"] | None = None,
+    final_scale: Float[Tensor, " batch"] | None = None,
 ) -> Float[Tensor, "batch layer d_mlp"]:
-    """``a * (W_out row . u_t)`` with ``u_t`` the answer token's unembedding (or tied
-    embedding). One ``[layer, d_mlp]`` projection per prompt; no d_mlp x vocab product."""
-    W = weights.W_out if layers is None else weights.W_out[list(layers)]
-    u = weights.answer_directions(answer_tokens, use_embedding).to(W.dtype)  # [b, d_model]
-    proj = torch.einsum("lnd,bd->bln", W, u.to(W.device))
-    return acts * proj.to(acts.device, acts.dtype)
+    """Each neuron's direct effect on the answer token's logit: ``a * (W_write row . u_t)``
+    with ``u_t`` the unembedding column (or tied embedding) seen through the final norm's
+    gain, divided by the post-MLP and final norms' scales. ``final_scale`` (the final norm's
+    scale at the position, :meth:`~tl_multineuron.norms.NormSpec.scale` of the last
+    residual) is required when the model has a final norm. One ``[layer, d_mlp]`` projection
+    per prompt; no d_mlp x vocab product."""
+    idx = _layer_index(weights, layers)
+    W = weights.write[idx]
+    u = weights.read_directions(answer_tokens, use_embedding).to(W.dtype)  # [b, d_model]
+    proj = torch.einsum("lnd,bd->bln", W, u.to(W.device)).to(acts.device, acts.dtype)
+    if weights.has_post_norm:
+        s = weights.post_scale(acts, idx) if post_scale is None else post_scale
+        proj = proj / s.to(proj.device, proj.dtype)[..., None]
+    if weights.has_final_norm:
+        if final_scale is None:
+            raise MultiNeuronError(
+                f"this model has a final norm ({weights.norms.final.describe()}): the direct "
+                "effect needs its scale at each position (final_scale, e.g. "
+                "weights.norms.final.scale(last_residual)); attribute() records it"
+            )
+        if final_scale.shape != (acts.shape[0],):
+            raise MultiNeuronError(
+                f"final_scale has shape {tuple(final_scale.shape)}; expected ({acts.shape[0]},)"
+            )
+        proj = proj / final_scale.to(proj.device, proj.dtype)[:, None, None]
+    return acts * proj
 
 
 def answer_token_ids(
@@ -123,6 +162,8 @@ class IGResult:
 def _target(logits: Tensor, token: int, target: str) -> Tensor:
     if target == "logit":
         return logits[:, token]
+    if target == "prob":
+        return torch.softmax(logits.float(), dim=-1)[:, token].to(logits.dtype)
     return torch.log_softmax(logits.float(), dim=-1)[:, token].to(logits.dtype)
 
 
@@ -148,6 +189,13 @@ def integrated_gradients(
             f"layer {layer} does not exist: the model has {model.cfg.n_layers} layers"
         )
     check_model(model, [f"blocks.{layer}.{hook}"])
+    vocab = int(getattr(model.cfg, "d_vocab_out", -1) or -1)
+    vocab = vocab if vocab > 0 else int(model.cfg.d_vocab)
+    if not 0 <= int(answer_token) < vocab:
+        raise MultiNeuronError(
+            f"answer token {answer_token} is outside the vocabulary (0..{vocab - 1}): no "
+            f"{target} target for it"
+        )
     alphas, wts = ig_alphas(steps, method)
     device = model_device(model)
     ids = encode(model, prompt)

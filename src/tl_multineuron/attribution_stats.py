@@ -4,11 +4,18 @@ For every method (``contribution``, ``effective``, ``ig``), :class:`ScoreStats` 
 (language, layer, category): how many of the top-K neurons fall in the category, the
 attribution mass (sum of scores and of their magnitudes), the number of neurons and the
 min / max score. All sizes are independent of the number of items.
+
+Enrichment (a category's top-K share divided by its base rate in the same (language, layer)
+cell) comes with a bootstrap interval over items: ``n_boot`` Poisson(1) replicates whose weights
+are a pure function of each item's id (:func:`~tl_multineuron.accumulator.poisson_weights`),
+accumulated as weighted top-K and category counts, so the interval streams and merges.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,14 +24,18 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from .accumulator import SUM_GRID, check_same_origin, merged_fingerprints, on_grid
+from .accumulator import SUM_GRID, check_same_origin, merged_fingerprints, on_grid, poisson_weights
 from .classification import CATEGORY_NAMES
 from .errors import MultiNeuronError
 from .files import atomic_write
+from .knowledge import KnowledgeStats
 from .masks import topk_mask
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # version 1: no bootstrap replicates (intervals are NaN)
 _T = ("topk_counts", "mass", "abs_mass", "count", "min", "max")
+_B = ("boot_topk", "boot_count")
+N_BOOT = 200
 
 
 @dataclass
@@ -45,6 +56,9 @@ class ScoreStats:
     count: Int[Tensor, "lang layer 4"] | None = None
     min: Float[Tensor, "lang layer 4"] | None = None
     max: Float[Tensor, "lang layer 4"] | None = None
+    n_boot: int = 0
+    boot_topk: Float[Tensor, "boot lang layer 4"] | None = None
+    boot_count: Float[Tensor, "boot lang layer 4"] | None = None
 
     def __post_init__(self) -> None:
         self.languages, self.layers = tuple(self.languages), tuple(self.layers)
@@ -64,11 +78,23 @@ class ScoreStats:
                 raise MultiNeuronError(
                     f"{name} has shape {tuple(getattr(self, name).shape)}; expected {shape}"
                 )
+        for name in _B:
+            if getattr(self, name) is None:
+                setattr(self, name, torch.zeros((self.n_boot, *shape), dtype=torch.float64))
+            elif tuple(getattr(self, name).shape) != (self.n_boot, *shape):
+                raise MultiNeuronError(
+                    f"{name} has shape {tuple(getattr(self, name).shape)}; expected "
+                    f"{(self.n_boot, *shape)}"
+                )
 
     def update(
-        self, scores: Float[Tensor, "item lang layer d_mlp"], codes: Int[Tensor, "item layer d_mlp"]
+        self,
+        scores: Float[Tensor, "item lang layer d_mlp"],
+        codes: Int[Tensor, "item layer d_mlp"],
+        item_ids: Sequence[str] | None = None,
     ) -> None:
-        """Add a batch: scores per (item, language) and the items' category codes."""
+        """Add a batch: scores per (item, language) and the items' category codes;
+        ``item_ids`` (needed when ``n_boot > 0``) seed the bootstrap weights."""
         n_it, N, L, _ = scores.shape
         if (len(self.languages), len(self.layers)) != (N, L) or codes.shape != (
             n_it,
@@ -79,13 +105,23 @@ class ScoreStats:
                 f"scores {tuple(scores.shape)} / codes {tuple(codes.shape)} do not match "
                 f"{len(self.languages)} languages x {len(self.layers)} layers"
             )
+        if self.n_boot and (item_ids is None or len(item_ids) != n_it):
+            raise MultiNeuronError(
+                f"update needs the {n_it} items' ids for the bootstrap ({self.n_boot} replicates)"
+            )
+        w = poisson_weights(item_ids, self.n_boot) if self.n_boot else None
         s = scores.detach().double().cpu()
         top = topk_mask(s, self.k)
         c_all = codes.cpu()
         for c in range(4):
             m = (c_all == c).unsqueeze(1).expand_as(s)
-            self.topk_counts[..., c] += (top & m).sum((0, -1))
-            self.count[..., c] += m.sum((0, -1))
+            per_top = (top & m).sum(-1)  # [item, lang, layer]
+            per_count = m.sum(-1)
+            self.topk_counts[..., c] += per_top.sum(0)
+            self.count[..., c] += per_count.sum(0)
+            if w is not None:
+                self.boot_topk[..., c] += torch.einsum("ib,ijl->bjl", w, per_top.double())
+                self.boot_count[..., c] += torch.einsum("ib,ijl->bjl", w, per_count.double())
             self.mass[..., c] += on_grid((s * m).sum((0, -1)), SUM_GRID)
             self.abs_mass[..., c] += on_grid((s.abs() * m).sum((0, -1)), SUM_GRID)
             self.min[..., c] = torch.minimum(
@@ -103,7 +139,7 @@ class ScoreStats:
 
     def check_compatible(self, other: ScoreStats, verb: str = "merge") -> None:
         """An error naming the first field that differs (method, languages, layers, K)."""
-        for attr in ("method", "languages", "layers", "k"):
+        for attr in ("method", "languages", "layers", "k", "n_boot"):
             if getattr(self, attr) != getattr(other, attr):
                 raise MultiNeuronError(
                     f"cannot {verb} attribution statistics of different {attr}: "
@@ -121,8 +157,9 @@ class ScoreStats:
             self.gap_abs_sum + other.gap_abs_sum,
             max(self.rel_gap_max, other.rel_gap_max),
             self.n_gaps + other.n_gaps,
+            n_boot=self.n_boot,
         )
-        for n in ("topk_counts", "mass", "abs_mass", "count"):
+        for n in ("topk_counts", "mass", "abs_mass", "count", *_B):
             setattr(out, n, getattr(self, n) + getattr(other, n))
         out.min = torch.minimum(self.min, other.min)
         out.max = torch.maximum(self.max, other.max)
@@ -158,6 +195,65 @@ class ScoreStats:
         else:
             top, base = self.topk_share(), self.base_rate()
         return torch.where(base > 0, top / base.clamp_min(1e-30), float("nan"))
+
+    def enrichment_interval(
+        self, over: tuple[int, ...] = (), level: float = 0.95
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Enrichment with a percentile bootstrap interval over items: ``(estimate, low,
+        high)``. ``over``: axes pooled before the ratio (0 = languages, 1 = layers), e.g.
+        ``(0,)`` gives ``[layer, 4]``, ``(0, 1)`` gives ``[4]``. The interval is NaN without
+        replicates (files of format 1) and where a category never occurs."""
+
+        def ratio(top: Tensor, cnt: Tensor) -> Tensor:
+            if over:
+                top, cnt = top.sum(over), cnt.sum(over)
+            t = top / top.sum(-1, keepdim=True).clamp_min(1e-30)
+            b = cnt / cnt.sum(-1, keepdim=True).clamp_min(1e-30)
+            return torch.where(b > 0, t / b.clamp_min(1e-30), float("nan"))
+
+        est = ratio(self.topk_counts.double(), self.count.double())
+        if not self.n_boot:
+            nan = torch.full_like(est, float("nan"))
+            return est, nan, nan.clone()
+        shift = tuple(a + 1 for a in over)
+        reps = ratio(self.boot_topk, self.boot_count) if not over else None
+        if over:
+            t, c = self.boot_topk.sum(shift), self.boot_count.sum(shift)
+            tt = t / t.sum(-1, keepdim=True).clamp_min(1e-30)
+            bb = c / c.sum(-1, keepdim=True).clamp_min(1e-30)
+            reps = torch.where(bb > 0, tt / bb.clamp_min(1e-30), float("nan"))
+        a = (1 - level) / 2
+        lo = torch.nanquantile(reps, a, dim=0)
+        hi = torch.nanquantile(reps, 1 - a, dim=0)
+        return est, lo, hi
+
+    def enrichment_frame(self, over: tuple[int, ...] = (0,), level: float = 0.95) -> pd.DataFrame:
+        """Top-K share, base rate and their ratio with its bootstrap interval, as rows."""
+        est, lo, hi = self.enrichment_interval(over, level)
+        top, cnt = self.topk_counts.double(), self.count.double()
+        if over:
+            top, cnt = top.sum(over), cnt.sum(over)
+        share = top / top.sum(-1, keepdim=True).clamp_min(1)
+        base = cnt / cnt.sum(-1, keepdim=True).clamp_min(1)
+        idx = {(): ("language", "layer"), (0,): ("layer",), (1,): ("language",)}.get(over, ())
+        labels = {"language": self.languages, "layer": self.layers}
+        rows = []
+        for key in itertools.product(*[range(n) for n in est.shape[:-1]]):
+            for c, name in enumerate(CATEGORY_NAMES):
+                row = {"method": self.method}
+                row.update({k: labels[k][i] for k, i in zip(idx, key, strict=True)})
+                row.update(
+                    {
+                        "category": name,
+                        "topk_share": float(share[key][c]),
+                        "base_rate": float(base[key][c]),
+                        "enrichment": float(est[key][c]),
+                        "low": float(lo[key][c]),
+                        "high": float(hi[key][c]),
+                    }
+                )
+                rows.append(row)
+        return pd.DataFrame(rows)
 
     def all_shared_topk_fraction(self) -> Float[Tensor, "lang layer"]:
         return self.topk_share()[..., 3]
@@ -195,6 +291,8 @@ class ScoreStats:
             "n_items": self.n_items,
             "gaps": [self.gap_abs_sum, self.rel_gap_max, self.n_gaps],
             **{n: getattr(self, n) for n in _T},
+            "n_boot": self.n_boot,
+            **{n: getattr(self, n) for n in _B},
         }
 
     @classmethod
@@ -210,6 +308,8 @@ class ScoreStats:
             float(g[1]),
             int(g[2]),
             *(s[n] for n in _T),
+            n_boot=int(s.get("n_boot", 0)),
+            **{n: s.get(n) for n in _B},
         )
 
     def save(self, path: str | Path) -> None:
@@ -222,18 +322,25 @@ class ScoreStats:
     def equals(self, other: ScoreStats) -> bool:
         return (
             self.state()["gaps"] == other.state()["gaps"]
-            and all(torch.equal(getattr(self, n), getattr(other, n)) for n in _T)
-            and (self.method, self.languages, self.layers, self.k, self.n_items)
-            == (other.method, other.languages, other.layers, other.k, other.n_items)
+            and all(torch.equal(getattr(self, n), getattr(other, n)) for n in _T + _B)
+            and (self.method, self.languages, self.layers, self.k, self.n_items, self.n_boot)
+            == (other.method, other.languages, other.layers, other.k, other.n_items, other.n_boot)
         )
 
 
 @dataclass
 class AttributionStats:
-    """Per-method :class:`ScoreStats` of one run, with its metadata."""
+    """Per-method :class:`ScoreStats` of one run, with its metadata.
+
+    rules: contribution scores joined with the categories under other activity rules
+        (``post>t``, ``|post|>t``, ``gate>t``), when the run compared them.
+    knowledge: Dai et al.'s knowledge neurons per category, when IG ran with that preset.
+    """
 
     methods: dict[str, ScoreStats]
     meta: dict = field(default_factory=dict)
+    rules: dict[str, ScoreStats] = field(default_factory=dict)
+    knowledge: KnowledgeStats | None = None
 
     @property
     def n_items(self) -> int:
@@ -251,6 +358,7 @@ class AttributionStats:
         self,
         scores: dict[str, Float[Tensor, "item lang layer d_mlp"]],
         codes: Int[Tensor, "item layer d_mlp"],
+        item_ids: Sequence[str] | None = None,
     ) -> None:
         """Add a batch: each method's scores and the items' category codes (at that method's
         layers)."""
@@ -258,7 +366,7 @@ class AttributionStats:
         if missing:
             raise MultiNeuronError(f"update: no scores for method(s) {missing}")
         for m, s in self.methods.items():
-            s.update(scores[m], codes)
+            s.update(scores[m], codes, item_ids)
 
     def check_compatible(self, other: AttributionStats, verb: str = "merge") -> None:
         """An error naming what differs: methods, their configuration, or the origin (model,
@@ -270,6 +378,18 @@ class AttributionStats:
             )
         for m, s in self.methods.items():
             s.check_compatible(other.methods[m], verb)
+        if set(self.rules) != set(other.rules) or (self.knowledge is None) != (
+            other.knowledge is None
+        ):
+            raise MultiNeuronError(
+                f"cannot {verb} attribution statistics with different extras: rules "
+                f"{sorted(self.rules)} vs {sorted(other.rules)}, knowledge neurons "
+                f"{self.knowledge is not None} vs {other.knowledge is not None}"
+            )
+        for r, s in self.rules.items():
+            s.check_compatible(other.rules[r], verb)
+        if self.knowledge is not None:
+            self.knowledge.check_compatible(other.knowledge, verb)
         check_same_origin(self.meta, other.meta, "attribution statistics", verb)
 
     def equals(self, other: AttributionStats) -> bool:
@@ -278,13 +398,20 @@ class AttributionStats:
             self.check_compatible(other, verb="compare")
         except MultiNeuronError:
             return False
-        return all(s.equals(other.methods[m]) for m, s in self.methods.items())
+        return (
+            all(s.equals(other.methods[m]) for m, s in self.methods.items())
+            and all(s.equals(other.rules[r]) for r, s in self.rules.items())
+            and (self.knowledge is None or self.knowledge.equals(other.knowledge))
+        )
 
     def merge(self, other: AttributionStats) -> AttributionStats:
         self.check_compatible(other)
         meta = {**self.meta, "dataset_fingerprints": merged_fingerprints(self.meta, other.meta)}
         return AttributionStats(
-            {m: s.merge(other.methods[m]) for m, s in self.methods.items()}, meta
+            {m: s.merge(other.methods[m]) for m, s in self.methods.items()},
+            meta,
+            {r: s.merge(other.rules[r]) for r, s in self.rules.items()},
+            None if self.knowledge is None else self.knowledge.merge(other.knowledge),
         )
 
     def save(self, path: str | Path) -> None:
@@ -292,6 +419,8 @@ class AttributionStats:
             "format_version": FORMAT_VERSION,
             "meta_json": json.dumps(self.meta),
             "methods": {m: s.state() for m, s in self.methods.items()},
+            "rules": {r: s.state() for r, s in self.rules.items()},
+            "knowledge": None if self.knowledge is None else self.knowledge.state(),
         }
         atomic_write(path, lambda tmp: torch.save(state, tmp))
 
@@ -301,12 +430,15 @@ class AttributionStats:
         if not p.is_file():
             raise MultiNeuronError(f"attribution file {str(p)!r} does not exist")
         s = torch.load(p, weights_only=True)
-        if s.get("format_version") != FORMAT_VERSION:
+        if s.get("format_version") not in READABLE_VERSIONS:
             raise MultiNeuronError(
                 f"attribution file format {s.get('format_version')!r}; "
-                f"this library reads {FORMAT_VERSION}"
+                f"this library reads {list(READABLE_VERSIONS)}"
             )
+        kn = s.get("knowledge")
         return cls(
             {m: ScoreStats.from_state(v) for m, v in s["methods"].items()},
             json.loads(s["meta_json"]),
+            {r: ScoreStats.from_state(v) for r, v in s.get("rules", {}).items()},
+            None if kn is None else KnowledgeStats.from_state(kn),
         )

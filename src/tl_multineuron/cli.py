@@ -217,27 +217,71 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _enrichment_table(frame):
+    """``layer x category`` cells 'ratio [low, high]' from an enrichment frame."""
+    from .classification import CATEGORY_NAMES
+
+    cell = frame.apply(
+        lambda r: (
+            f"{r.enrichment:.2f} [{r.low:.2f}, {r.high:.2f}]"
+            if r.enrichment == r.enrichment
+            else "-"
+        ),
+        axis=1,
+    )
+    return frame.assign(cell=cell).pivot(index="layer", columns="category", values="cell")[
+        list(reversed(CATEGORY_NAMES))
+    ]
+
+
 def cmd_attribute(args: argparse.Namespace) -> int:
     from .attribution_analysis import AttributionConfig, attribute
     from .attribution_stats import AttributionStats
     from .files import atomic_write
+    from .knowledge import DAI_PRESET
     from .models import load_model
     from .runs import RunDir
 
     k = float(args.k) if "." in args.k else int(args.k)
+    ig = {
+        "ig_steps": args.steps,
+        "ig_target": args.ig_target,
+        "ig_method": args.ig_method,
+        "ig_baseline": args.baseline,
+    }
+    if args.ig_preset == "dai":
+        clash = {n: v for n, v in ig.items() if v is not None and v != DAI_PRESET[n]}
+        if clash:
+            raise MultiNeuronError(
+                f"--ig-preset dai means {DAI_PRESET}; the flags also given say {clash}"
+            )
+        ig = dict(DAI_PRESET)
+    defaults = {"ig_steps": 20, "ig_target": "logprob", "ig_method": "gausslegendre"}
+    ig = {n: (defaults.get(n, "zero") if v is None else v) for n, v in ig.items()}
+    methods = tuple(m.strip() for m in args.method.split(","))
+    if args.ig_preset == "dai" and "ig" not in methods:
+        methods = (*methods, "ig")
+    ig_layers = (
+        "all"
+        if args.ig_layers and args.ig_layers.strip() == "all"
+        else _ints(args.ig_layers, "--ig-layers")
+    )
     config = AttributionConfig(
-        methods=tuple(m.strip() for m in args.method.split(",")),
+        methods=methods,
         k=k,
         threshold=float(args.threshold),
         criterion=args.criterion,
         layers=_ints(args.layers, "--layers"),
-        ig_steps=args.steps,
-        ig_target=args.ig_target,
-        ig_method=args.ig_method,
-        ig_baseline=args.baseline,
-        ig_layers=_ints(args.ig_layers, "--ig-layers"),
+        ig_layers=ig_layers,
         use_embedding=args.use_embedding,
         batch_size=args.batch_size,
+        hook=args.hook,
+        compare_rules=args.compare_rules,
+        n_boot=args.n_boot,
+        ig_preset=args.ig_preset,
+        kn_fraction=args.kn_fraction,
+        kn_share=args.kn_share,
+        **ig,
     )
     ds = _dataset(args)
     cfg_id = config.to_dict()
@@ -275,20 +319,35 @@ def cmd_attribute(args: argparse.Namespace) -> int:
         print(f"attributed {len(ds) - start} items in {time.perf_counter() - t0:.1f}s")
     df = stats.to_frame()
     atomic_write(Path(args.out) / "attribution.csv", lambda t: df.to_csv(t, index=False))
+    import pandas as pd
+
+    enr = pd.concat(
+        [s.enrichment_frame(over=(0,)) for s in stats.methods.values()], ignore_index=True
+    )
+    atomic_write(Path(args.out) / "enrichment.csv", lambda t: enr.to_csv(t, index=False))
     for m, s in stats.methods.items():
-        share = s.topk_share().mean(0) * 100  # mean over languages: [layer, 4]
-        print(f"\n{m}: % of the top-{s.k} neurons per layer in each category (mean over languages)")
-        import pandas as pd
-
-        from .classification import CATEGORY_NAMES
-
-        tab = pd.DataFrame(share.numpy(), columns=list(CATEGORY_NAMES), index=list(s.layers))
-        print(tab.rename_axis("layer").round(1).to_string())
+        print(
+            f"\n{m}: enrichment of each category among the top-{s.k} neurons (share / base rate, "
+            f"pooled over languages; 95% bootstrap interval over {s.n_items} items)"
+        )
+        print(_enrichment_table(s.enrichment_frame(over=(0,))).to_string())
         if m == "ig":
             print(
                 f"IG completeness: mean |gap| {s.gap_abs_sum / max(1, s.n_gaps):.4g}, "
                 f"max relative gap {s.rel_gap_max:.3g} over {s.n_gaps} runs"
             )
+    if stats.rules:
+        print("\nactivity rules: % of the top contributors each rule calls non-activated")
+        for r, rs in stats.rules.items():
+            na = rs.topk_counts[..., 0].sum() / rs.topk_counts.sum().clamp_min(1) * 100
+            print(f"  {r:10s} {float(na):5.1f}%")
+    if stats.knowledge is not None:
+        kn = stats.knowledge.to_frame()
+        print(
+            f"\nknowledge neurons (Dai et al.): refined per item and category, "
+            f"{stats.knowledge.n_items} items"
+        )
+        print(kn.groupby("category", sort=False)["per_item"].sum().round(2).to_string())
     print(f"\nresults in {args.out}/ (attribution.pt, attribution.csv)")
     return 0
 
@@ -509,12 +568,40 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--threshold", default="0", help="activity threshold for the categories")
     b.add_argument("--criterion", default="gt", choices=["gt", "abs"])
     b.add_argument("--layers", help="layers for contribution/effective (default all)")
-    b.add_argument("--ig-layers", help="layers for IG (default: the last layer)")
-    b.add_argument("--steps", type=int, default=20, help="IG interpolation steps")
-    b.add_argument("--ig-target", default="logprob", choices=["logprob", "logit"])
+    b.add_argument(
+        "--hook",
+        default="mlp.hook_post",
+        choices=["mlp.hook_post", "gate"],
+        help="site whose activity defines the categories (gate: act(gate pre-activation))",
+    )
+    b.add_argument(
+        "--compare-rules",
+        action="store_true",
+        help="also categorise under post>t, |post|>t and gate>t (report: side by side)",
+    )
+    b.add_argument(
+        "--n-boot", type=int, default=200, help="bootstrap replicates for enrichment intervals"
+    )
+    b.add_argument(
+        "--ig-layers", help="layers for IG: comma-separated or 'all' (default: the last layer)"
+    )
+    b.add_argument(
+        "--ig-preset",
+        choices=["dai"],
+        help="Dai et al.'s knowledge neurons: prob target, 20-step left Riemann, zero "
+        "baseline, coarse at 0.2 x max, refined over the item's languages",
+    )
+    b.add_argument("--kn-fraction", type=float, default=0.2, help="dai: coarse threshold x max")
+    b.add_argument(
+        "--kn-share", type=float, default=0.7, help="dai: refined = in more than this share"
+    )
+    b.add_argument("--steps", type=int, default=None, help="IG interpolation steps (20)")
+    b.add_argument(
+        "--ig-target", default=None, choices=["logprob", "logit", "prob"], help="(logprob)"
+    )
     b.add_argument(
         "--ig-method",
-        default="gausslegendre",
+        default=None,
         choices=[
             "gausslegendre",
             "riemann_left",
@@ -523,7 +610,7 @@ def build_parser() -> argparse.ArgumentParser:
             "riemann_trapezoid",
         ],
     )
-    b.add_argument("--baseline", default="zero", choices=["zero", "mean"])
+    b.add_argument("--baseline", default=None, choices=["zero", "mean"], help="IG (zero)")
     b.add_argument(
         "--use-embedding", action="store_true", help="effective score with the tied input embedding"
     )

@@ -26,6 +26,7 @@ from .analysis import AnalysisConfig, new_stats
 from .attribution_analysis import (
     AttributionConfig,
     answers_of,
+    final_residual_hook,
     new_attribution_stats,
     update_direct_scores,
 )
@@ -38,9 +39,10 @@ from .experiment_scores import ExperimentScores
 from .experiments import Condition, ExperimentSets, accuracy_summary, run_experiment
 from .files import atomic_write
 from .models import identity_meta, provenance
-from .recording import RecordingConfig, iter_dataset
+from .recording import RecordingConfig, iter_dataset_with
 from .runs import RunDir, write_stats_tables
 from .statistics import SharingStats
+from .weights import model_weights
 
 
 @dataclass(frozen=True)
@@ -117,22 +119,29 @@ def record_pass(
     layers = list(range(model.cfg.n_layers))
     codes, spec = [], []
     n_cal = len(cal)
-    batches = iter_dataset(
+    final = final_residual_hook(model)
+    need_final = attr is not None and model_weights(model).has_final_norm
+    batches = iter_dataset_with(
         model,
         used,
         RecordingConfig(),
         cfg.batch_size,
         0,
         progress,
+        extra_hooks=[final] if need_final else [],
         max_memory=cfg.max_memory,
         attention=cfg.attention,
     )
-    for s, acts in batches:
+    for s, acts, extras in batches:
         cats = stats.update(acts)
         c0 = cats.codes[0].cpu()
         if attr is not None:
-            toks = answers_of(model, used, used.items[s : s + acts.shape[0]])
-            update_direct_scores(attr, model, attr_cfg, acts, c0, toks, layers)
+            batch_items = used.items[s : s + acts.shape[0]]
+            toks = answers_of(model, used, batch_items)
+            ids = [it.item_id for it in batch_items]
+            update_direct_scores(
+                attr, model, attr_cfg, acts, c0, toks, layers, ids, extras.get(final)
+            )
         k = max(0, min(acts.shape[0], n_cal - s))  # this batch's calibration items
         if k:
             cal_stats.update(acts[:k])

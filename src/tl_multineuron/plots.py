@@ -141,6 +141,28 @@ def plot_topk_share(attr: AttributionStats, method: str = "contribution") -> Fig
     )
 
 
+def plot_enrichment(attr: AttributionStats, method: str = "contribution") -> Figure:
+    """Enrichment (top-K share / base rate) per category and layer, pooled over languages,
+    with its 95% bootstrap interval over items; 1 = the category's base rate."""
+    s = attr[method]
+    est, lo, hi = (t.numpy() for t in s.enrichment_interval(over=(0,)))
+    fig, ax = _fig()
+    layers = np.array(s.layers)
+    for c, name in enumerate(CATEGORY_NAMES):
+        if int(s.count[..., c].sum()) == 0:
+            continue
+        ax.plot(layers, est[:, c], color=COLORS[name], label=name, marker=".")
+        ax.fill_between(layers, lo[:, c], hi[:, c], color=COLORS[name], alpha=0.2)
+    ax.axhline(1.0, color="grey", lw=0.8, ls="--")
+    ax.set(
+        xlabel="layer",
+        ylabel="top-K share / base rate",
+        title=f"Enrichment among the top-{s.k} neurons by {method} (95% bootstrap interval)",
+    )
+    ax.legend(fontsize=8)
+    return fig
+
+
 def plot_score_by_category(attr: AttributionStats, method: str = "effective") -> Figure:
     """Min / mean / max score per category and layer (over items and languages)."""
     s = attr[method]

@@ -25,6 +25,7 @@ from .data import ParallelDataset
 from .errors import MultiNeuronError
 from .memory import estimate_forward, memory_budget, plan_chunks
 from .models import check_model, model_device
+from .sites import site_hook, site_label, site_transforms
 
 TOKEN_MODES = ("last", "all")
 AGGREGATIONS = ("mean", "max", "any")
@@ -36,7 +37,8 @@ class RecordingConfig:
     """Where and how activations are read.
 
     hook: per-block hook suffix, read at ``blocks.{layer}.{hook}``. ``mlp.hook_post`` (default)
-        is the input of W_out; in gated MLPs ``mlp.hook_pre`` is the gate pre-activation.
+        is the input of W_out; in gated MLPs ``mlp.hook_pre`` is the gate pre-activation and
+        ``gate`` is ``act(gate pre-activation)`` (see :mod:`tl_multineuron.sites`).
     token: ``"last"`` prompt token (default) or ``"all"`` prompt tokens, reduced by
         ``aggregate``: ``mean``, ``max``, or ``any`` (the value that decides "active on any
         token" under ``criterion``: the max for ``gt``, the signed max-|a| for ``abs``).
@@ -83,12 +85,12 @@ class RecordingConfig:
         return layers
 
     def hook_names(self, model: Any) -> list[str]:
-        return [f"blocks.{x}.{self.hook}" for x in self.layer_indices(model)]
+        return [f"blocks.{x}.{site_hook(self.hook)}" for x in self.layer_indices(model)]
 
     @property
     def site(self) -> str:
         """The activation site, recorded with every result."""
-        return f"blocks.{{layer}}.{self.hook}"
+        return site_label(self.hook)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -268,14 +270,37 @@ def record(
     ``attention``: ``"auto"`` runs SDPA where the model allows it (see
     :mod:`tl_multineuron.attention`), ``"eager"`` the bridge's own attention, ``"sdpa"`` insists.
     """
+    return record_with(model, batch, config, (), attention)[0]
+
+
+def record_with(
+    model: Any,
+    batch: TokenBatch,
+    config: RecordingConfig | None = None,
+    extra_hooks: Sequence[str] = (),
+    attention: str = "auto",
+) -> tuple[Float[Tensor, "batch layer d_mlp"], dict[str, Float[Tensor, "batch width"]]]:
+    """:func:`record`, plus the values of ``extra_hooks`` (full ``blocks.{l}.…`` names) at each
+    row's last real token, in the same forward pass."""
     config = config or RecordingConfig()
     names = config.hook_names(model)
-    check_model(model, names)
+    layers = config.layer_indices(model)
+    extra = list(dict.fromkeys(extra_hooks))
+    check_model(model, names + extra)
+    transforms = site_transforms(model, config.hook, layers)
+    stop_layer = max([layers[-1], *(_block_of(h) for h in extra)])
     device = model_device(model)
     batch = batch.to(device)
     d_mlp = model.cfg.d_mlp
     out: Tensor | None = None
-    fired: list[bool] = [False] * len(names)
+    extras: dict[str, Tensor] = {}
+    fired: list[bool] = [False] * (len(names) + len(extra))
+    rows = torch.arange(batch.tokens.shape[0], device=device)
+
+    def done(k: int) -> None:
+        fired[k] = True
+        if all(fired):
+            raise _StopForward
 
     def make_hook(k: int):
         def hook(act: Tensor, hook: Any) -> None:
@@ -285,20 +310,31 @@ def record(
                     f"hook {names[k]!r} gives activations of shape {tuple(act.shape)}; expected "
                     f"[batch, pos, d_mlp={d_mlp}] (MLP neurons)"
                 )
+            if transforms is not None and config.token == "all":
+                act = transforms[k](act)
             red = _reduce(act, batch, config)
+            if transforms is not None and config.token != "all":
+                red = transforms[k](red)
             if out is None:
                 out = torch.empty(
                     act.shape[0], len(names), d_mlp, dtype=red.dtype, device=red.device
                 )
             out[:, k] = red
-            fired[k] = True
-            if k == len(names) - 1:
-                raise _StopForward
+            done(k)
+            return None
+
+        return hook
+
+    def make_extra(k: int, name: str):
+        def hook(act: Tensor, hook: Any) -> None:
+            extras[name] = act[rows, batch.last_index].clone()
+            done(len(names) + k)
             return None
 
         return hook
 
     hooks = [(n, make_hook(k)) for k, n in enumerate(names)]
+    hooks += [(n, make_extra(k, n)) for k, n in enumerate(extra)]
     width = batch.tokens.shape[1]
     with torch.inference_mode():
         try:
@@ -309,11 +345,20 @@ def record(
             ):
                 model(batch.tokens)
         except _StopForward:
-            note_stop(config.layer_indices(model)[-1])
+            note_stop(stop_layer)
     if out is None or not all(fired):
-        missing = [n for n, f in zip(names, fired, strict=True) if not f]
+        missing = [n for n, f in zip(names + extra, fired, strict=True) if not f]
         raise MultiNeuronError(f"hooks {missing} never fired during the forward pass")
-    return out
+    return out, extras
+
+
+def _block_of(hook_name: str) -> int:
+    parts = hook_name.split(".")
+    if len(parts) < 3 or parts[0] != "blocks" or not parts[1].isdigit():
+        raise MultiNeuronError(
+            f"extra hook {hook_name!r}: expected a per-block name 'blocks.<layer>.<hook>'"
+        )
+    return int(parts[1])
 
 
 def iter_dataset(
@@ -327,6 +372,33 @@ def iter_dataset(
     max_memory: int | str | None = None,
     attention: str = "auto",
 ) -> Iterator[tuple[int, Float[Tensor, "item lang layer d_mlp"]]]:
+    """Yield ``(first_item_index, activations)`` for consecutive item batches (see
+    :func:`iter_dataset_with`)."""
+    for s, acts, _ in iter_dataset_with(
+        model,
+        dataset,
+        config,
+        batch_size,
+        start,
+        progress,
+        max_memory=max_memory,
+        attention=attention,
+    ):
+        yield s, acts
+
+
+def iter_dataset_with(
+    model: Any,
+    dataset: ParallelDataset,
+    config: RecordingConfig | None = None,
+    batch_size: int = 8,
+    start: int = 0,
+    progress: bool = False,
+    *,
+    extra_hooks: Sequence[str] = (),
+    max_memory: int | str | None = None,
+    attention: str = "auto",
+) -> Iterator[tuple[int, Float[Tensor, "item lang layer d_mlp"], dict[str, Tensor]]]:
     """Yield ``(first_item_index, activations)`` for consecutive item batches.
 
     ``batch_size`` counts items; each forward pass holds ``batch_size * n_languages`` prompts.
@@ -358,10 +430,16 @@ def iter_dataset(
             labels = [f"item {it.item_id!r}, language {x!r}" for it in items for x in langs]
             ids = encode_prompts(model, prompts, labels)
             chunks = plan_chunks([len(r) for r in ids], estimate, budget, labels)
-            acts = torch.cat(
-                [record(model, token_batch(model, ids[a:b]), config, impl) for a, b in chunks]
-            )
-            yield s, acts.reshape(len(items), len(langs), *acts.shape[1:])
+            parts = [
+                record_with(model, token_batch(model, ids[a:b]), config, extra_hooks, impl)
+                for a, b in chunks
+            ]
+            acts = torch.cat([p[0] for p in parts])
+            extras = {
+                h: torch.cat([p[1][h] for p in parts]).reshape(len(items), len(langs), -1)
+                for h in extra_hooks
+            }
+            yield s, acts.reshape(len(items), len(langs), *acts.shape[1:]), extras
             if bar is not None:
                 bar.update(len(items))
     finally:
@@ -383,8 +461,9 @@ def token_activations(
     counts = {len(v) for v in neurons.values()}
     if len(counts) != 1 or 0 in counts:
         raise MultiNeuronError("choose the same non-zero number of neurons in every layer")
-    names = [f"blocks.{x}.{hook}" for x in neurons]
+    names = [f"blocks.{x}.{site_hook(hook)}" for x in neurons]
     check_model(model, names)
+    fns = site_transforms(model, hook, list(neurons)) or [lambda t: t] * len(names)
     tok = get_tokenizer(model)
     words, acts = [], []
     for p in prompts:
@@ -395,7 +474,11 @@ def token_activations(
                 names_filter=lambda n: n in names,
             )
         a = torch.stack(
-            [cache[f"blocks.{x}.{hook}"][0][:, list(idx)] for x, idx in neurons.items()], dim=1
+            [
+                f(cache[n][0])[:, list(idx)]
+                for f, n, idx in zip(fns, names, neurons.values(), strict=True)
+            ],
+            dim=1,
         )
         words.append([tok.decode([i]) for i in ids])
         acts.append(a.float().cpu())

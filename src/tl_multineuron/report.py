@@ -170,8 +170,9 @@ def _attribution(rep: _Report, d: Path) -> None:
         return
     rep.partial(at.n_items, _run_info(d, "run-attribute.json"))
     rep.p(f"{at.n_items} items; answer token: {at.meta.get('answer_token')}.")
+    rep.p(_scores_note(at.meta))
     for m, s in at.methods.items():
-        rep.figure(lambda m=m: plots.plot_topk_share(at, m), f"top-K share ({m})")
+        rep.figure(lambda m=m: plots.plot_enrichment(at, m), f"enrichment ({m})")
         rep.figure(lambda m=m: plots.plot_attribution_mass(at, m), f"mass ({m})")
         if m in ("effective", "ig"):
             rep.figure(lambda m=m: plots.plot_score_by_category(at, m), f"score ({m})")
@@ -180,11 +181,74 @@ def _attribution(rep: _Report, d: Path) -> None:
                 f"IG completeness: mean |gap| {s.gap_abs_sum / max(1, s.n_gaps):.4g}, max "
                 f"relative gap {s.rel_gap_max:.3g} over {s.n_gaps} runs."
             )
-        share = s.all_shared_topk_fraction().mean(0) * 100
-        rep.p(
-            f"{m}: all-shared share of the top-{s.k} neurons, mean over languages, per "
-            f"layer: {[round(float(v), 1) for v in share]}"
+    _rules(rep, at)
+    _knowledge(rep, at)
+
+
+def _scores_note(meta: dict) -> str:
+    """Which score formula made the attribution (norm-aware from score version 2)."""
+    norms = meta.get("norms")
+    if meta.get("score_version", 1) < 2 or norms is None:
+        return (
+            "Scores made before norm-aware scoring (score version 1: |a| ||W_out|| and "
+            "a W_out . W_U, no norm in the path): re-run `attribute` for direct effects."
         )
+    proc = norms.get("weight_processing") or []
+    return (
+        f"Scores are direct effects through the norms in the path (post-MLP norm: "
+        f"{norms.get('post_mlp_norm') or 'none'}, final norm: {norms.get('final_norm')}; each "
+        "norm's scale from the clean run, held fixed)"
+        + (f"; weight processing found on the model: {'; '.join(proc)}" if proc else "")
+        + f". Categories from {meta.get('site')}."
+    )
+
+
+def _rules(rep: _Report, at: AttributionStats) -> None:
+    """Categories under each activity rule side by side, and the share of top contributors
+    each calls non-activated."""
+    if not at.rules:
+        return
+    rep.h2("Activity rules side by side")
+    rows = []
+    for r, s in at.rules.items():
+        base = s.count.double().sum((0, 1))
+        top = s.topk_counts.double().sum((0, 1))
+        row = {"rule": r}
+        for c, name in enumerate(CATEGORY_NAMES):
+            row[f"{name} %"] = round(float(100 * base[c] / base.sum().clamp_min(1)), 2)
+        row["top contributors non-activated %"] = round(
+            float(100 * top[0] / top.sum().clamp_min(1)), 2
+        )
+        est, lo, hi = s.enrichment_interval(over=(0, 1))
+        row["all-shared enrichment [95% CI]"] = f"{est[3]:.2f} [{lo[3]:.2f}, {hi[3]:.2f}]"
+        rows.append(row)
+    t = at.meta.get("config", {}).get("threshold", 0)
+    rep.p(
+        f"Category fractions of all (item, layer) neurons under post a>{t}, post |a|>{t} and "
+        f"act(gate)>{t}, with the share of the top-{next(iter(at.rules.values())).k} "
+        "contributors (contribution score) that each rule calls non-activated."
+    )
+    rep.table(pd.DataFrame(rows))
+
+
+def _knowledge(rep: _Report, at: AttributionStats) -> None:
+    kn = at.knowledge
+    if kn is None:
+        return
+    rep.h2("Knowledge neurons (Dai et al.)")
+    f = kn.to_frame()
+    pooled = f.groupby("category", sort=False)[["refined_neurons", "per_item"]].sum()
+    base = kn.neuron_counts.double().sum(0)
+    share = pooled["refined_neurons"] / max(1, pooled["refined_neurons"].sum())
+    pooled["share"] = share.round(3)
+    pooled["base rate"] = [round(float(base[c] / base.sum()), 3) for c in range(4)]
+    pooled["enrichment"] = (pooled["share"] / pooled["base rate"]).round(2)
+    rep.p(
+        f"IG of the answer probability (20-step left Riemann sum, zero baseline) on layers "
+        f"{list(kn.layers)}; coarse: > {kn.fraction} x the prompt's maximum; refined: coarse "
+        f"in more than {kn.share:.0%} of an item's languages; {kn.n_items} items."
+    )
+    rep.table(pooled.reset_index())
 
 
 def _interventions(rep: _Report, d: Path) -> None:
@@ -244,23 +308,23 @@ def _enrichment(rep: _Report, d: Path) -> None:
         return
     rows = []
     for m, s in at.methods.items():
-        top = s.topk_counts.double().sum((0, 1))
-        base = s.count.double().sum((0, 1))
-        enr = s.enrichment(pooled=True)
-        for c, name in enumerate(CATEGORY_NAMES):
+        f = s.enrichment_frame(over=(0, 1))
+        for _, r in f.iterrows():
             rows.append(
                 {
                     "method": m,
-                    "category": name,
-                    "top-K share %": float(100 * top[c] / top.sum().clamp_min(1)),
-                    "base rate %": float(100 * base[c] / base.sum().clamp_min(1)),
-                    "enrichment": float(enr[c]),
+                    "category": r.category,
+                    "top-K share %": round(100 * r.topk_share, 2),
+                    "base rate %": round(100 * r.base_rate, 2),
+                    "enrichment": round(r.enrichment, 3),
+                    "95% CI": f"[{r.low:.2f}, {r.high:.2f}]",
                 }
             )
     rep.p(
         f"Enrichment: each category's share of the top-{at.methods[next(iter(at.methods))].k} "
         "neurons per (item, language, layer) divided by its share of all neurons (pooled over "
-        f"layers and languages; {at.n_items} items). > 1: over-represented among the top."
+        f"layers and languages; {at.n_items} items; 95% bootstrap interval over items). > 1: "
+        "over-represented among the top. " + _scores_note(at.meta)
     )
     rep.table(pd.DataFrame(rows))
 
