@@ -155,7 +155,7 @@ def test_dai_preset_equals_a_plain_reimplementation():
     plain = torch.stack(
         [
             torch.stack([_plain_dai_ig(model, p, t, x) for x in (0, 1)])
-            for p, t in zip(prompts, tokens)
+            for p, t in zip(prompts, tokens, strict=True)
         ]
     )
     torch.testing.assert_close(kn.scores, plain, rtol=1e-4, atol=1e-7)
