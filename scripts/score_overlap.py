@@ -72,10 +72,10 @@ def main() -> None:
     table = pd.DataFrame(
         {
             "layer": range(L),
-            "contribution mean": (sums["contribution"] / rows * 100).round(1),
-            "contribution min": (mins["contribution"] * 100).round(1),
-            "effective mean": (sums["effective"] / rows * 100).round(1),
-            "effective min": (mins["effective"] * 100).round(1),
+            "contribution mean": (sums["contribution"] / rows * 100).numpy().round(1),
+            "contribution min": (mins["contribution"] * 100).numpy().round(1),
+            "effective mean": (sums["effective"] / rows * 100).numpy().round(1),
+            "effective min": (mins["effective"] * 100).numpy().round(1),
         }
     )
     commit = subprocess.run(

@@ -340,3 +340,65 @@ def test_sigkill_and_resume_on_the_embedded_model(tmp_path):
                 if not x.is_floating_point():
                     assert (x != y).float().mean() < 1e-3, name
             assert (codes != codes_ref).float().mean() < 1e-3
+
+
+@pytest.mark.parametrize(
+    "prompt", ["France: Paris\nGermany: Berlin\nSpain:", "Die Hauptstadt von Italien ist"]
+)
+def test_effective_layer_sums_equal_mlp_direct_logit_attribution(gemma, prompt):
+    """Per layer, the norm-aware effective scores summed over neurons equal the layer's MLP
+    direct logit attribution computed from the HF modules' own values: the output of
+    post_feedforward_layernorm dotted with W_U[:, t] through the final norm (1 + w, RMS of
+    its cached input)."""
+    from tl_multineuron.attribution import effective_scores
+    from tl_multineuron.recording import encode
+    from tl_multineuron.weights import model_weights
+
+    hf = gemma.original_model
+    ids = torch.tensor([encode(gemma, prompt)])
+    cap, hooks = {}, []
+    hooks.append(hf.model.norm.register_forward_hook(lambda m, i, o: cap.__setitem__("in", i[0])))
+    for x in range(18):
+        norm = hf.model.layers[x].post_feedforward_layernorm
+        hooks.append(norm.register_forward_hook(lambda m, i, o, x=x: cap.__setitem__(x, o)))
+    try:
+        with torch.no_grad():
+            logits, cache = gemma.run_with_cache(ids)
+    finally:
+        for h in hooks:
+            h.remove()
+    w = model_weights(gemma)
+    assert w.has_post_norm and w.norms.post_mlp[0].kind == "rms" and w.norms.processing == ()
+    for t in (int(logits[0, -1].argmax()), 1000):
+        acts = torch.stack([cache[f"blocks.{x}.mlp.hook_post"][0, -1] for x in range(18)])[None]
+        fs = w.norms.final.scale(cache["blocks.17.hook_resid_post"][0, -1][None])
+        eff = effective_scores(acts, torch.tensor([t]), w, final_scale=fs)[0].double()
+        fin = cap["in"][0, -1].double()
+        rms = (fin.pow(2).mean() + hf.model.norm.eps).sqrt()
+        u = (1 + hf.model.norm.weight.double()) * hf.lm_head.weight[t].double()
+        for x in range(18):
+            dla = cap[x][0, -1].double() @ u / rms
+            torch.testing.assert_close(eff[x].sum(), dla, rtol=1e-4, atol=1e-6)
+
+
+def test_gate_site_equals_act_of_raw_gate_proj(gemma):
+    hf = gemma.original_model
+    prompt = "Paris est la capitale"
+    ids = torch.tensor([tlm.recording.encode(gemma, prompt)])
+    cap = {}
+    hooks = [
+        hf.model.layers[x].mlp.gate_proj.register_forward_hook(
+            lambda m, i, o, x=x: cap.__setitem__(x, o)
+        )
+        for x in (0, 9, 17)
+    ]
+    try:
+        with torch.no_grad():
+            hf(ids)
+    finally:
+        for h in hooks:
+            h.remove()
+    got = tlm.record(gemma, tlm.tokenize(gemma, [prompt]), tlm.RecordingConfig(hook="gate"))
+    for x in (0, 9, 17):
+        expect = hf.model.layers[x].mlp.act_fn(cap[x][0, -1])
+        torch.testing.assert_close(got[0, x], expect, rtol=1e-5, atol=1e-6)

@@ -158,3 +158,24 @@ def test_processed_weights_are_named():
             W -= W.mean(0, keepdim=True)
     found = detect_processing(model)
     assert any("center_writing_weights" in f for f in found)
+
+
+def test_unknown_norm_layout_refused(tmp_path):
+    from transformers.models.gemma3.modeling_gemma3 import Gemma3RMSNorm
+
+    model = load_model(tiny_gemma_dir(tmp_path / "g"))
+    model.blocks[0]._original_component.sandwich_norm = Gemma3RMSNorm(32)
+    with pytest.raises(MultiNeuronError, match=r"norm layout.*sandwich_norm \(Gemma3RMSNorm\)"):
+        norm_path(model)
+
+
+def test_compatibility_mode_is_named_in_attribution_meta(tmp_path):
+    from helpers import toy_dataset
+
+    from tl_multineuron import AttributionConfig, attribute
+
+    model = load_model(tiny_gemma_dir(tmp_path / "g"))
+    model.enable_compatibility_mode()
+    st = attribute(model, toy_dataset(2), AttributionConfig(k=3, n_boot=0)).stats
+    found = st.meta["norms"]["weight_processing"]
+    assert any("compatibility mode" in f for f in found)

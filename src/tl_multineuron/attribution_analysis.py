@@ -332,10 +332,13 @@ def attribute(
     on_batch: Callable[[int, AttributionStats], None] | None = None,
     max_memory: int | str | None = None,
     attention: str = "auto",
+    announce: bool | None = None,
 ) -> AttributionResult:
     """Attribution scores of every neuron for every (item, language), joined with the item's
     sharing categories and accumulated per language, layer and category. ``max_memory`` /
     ``attention`` govern the recording pass (see :func:`~tl_multineuron.recording.iter_dataset`).
+    With IG, its cost (passes, and the time projected from one timed pass) is stated before the
+    run starts when ``announce`` (default: ``progress``) and kept in ``meta["ig_cost"]``.
     """
     config = config or AttributionConfig()
     check_model(model)
@@ -371,8 +374,11 @@ def attribute(
         missing = [x for x in ig_layers if x not in stat_layers]
         if missing:
             raise MultiNeuronError(f"baseline statistics have no layer(s) {missing}")
-    if ig_layers:
-        announce_ig_cost(model, dataset, start, ig_layers, config, progress)
+    if ig_layers and start < len(dataset):
+        cost = announce_ig_cost(
+            model, dataset, start, ig_layers, config, progress if announce is None else announce
+        )
+        stats.meta["ig_cost"] = cost
     li = [pos[x] for x in layers]
     need_answers = "effective" in config.methods or "ig" in config.methods
     kept: dict[str, list[torch.Tensor]] = {m: [] for m in config.methods}

@@ -313,6 +313,7 @@ def cmd_attribute(args: argparse.Namespace) -> int:
             on_batch=lambda end, st: run.checkpoint(st),
             max_memory=args.max_memory,
             attention=args.attention,
+            announce=True,
         )
         stats = res.stats
         run.checkpoint(stats)

@@ -148,7 +148,14 @@ class RunDir:
         self.lock.release()
 
     def write_run(self, extra: dict) -> None:
-        write_json(self.path / self.run_name, {"identity": self.identity, **extra})
+        """Write ``run-*.json``: the identity, the command line that made it, and ``extra``."""
+        import shlex
+        import sys
+
+        command = shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])
+        write_json(
+            self.path / self.run_name, {"identity": self.identity, "command": command, **extra}
+        )
 
     def load_checkpoint(self, loader: Any = SharingStats.load) -> Any:
         """The committed accumulator (or ``None``); per-item shards past it are removed."""
