@@ -217,3 +217,30 @@ def test_cli_flags(tmp_path, capsys):
     assert "dai" in capsys.readouterr().err
     assert main([*base, str(tmp_path / "o3"), "--ig-layers", "0,7", "--method", "ig"]) == 2
     assert "do not exist" in capsys.readouterr().err
+
+
+def test_poisson_interval_agrees_with_a_multinomial_bootstrap():
+    """The streaming Poisson bootstrap gives the interval an ordinary resampling of items
+    gives (item-level heterogeneity built in)."""
+    g = torch.Generator().manual_seed(0)
+    n_items, k = 150, 4
+    codes = torch.randint(0, 4, (n_items, 3, 40), generator=g)
+    bias = torch.rand(n_items, generator=g) * 3
+    scores = torch.randn(n_items, 2, 3, 40, generator=g)
+    scores = scores + bias[:, None, None, None] * (codes[:, None] == 3)
+    s = ScoreStats("m", ("a", "b"), (0, 1, 2), k, n_boot=600)
+    s.update(scores, codes, [f"i{i}" for i in range(n_items)])
+    est, lo, hi = s.enrichment_interval(over=(0, 1))
+    top = torch.zeros(n_items, 4, dtype=torch.float64)
+    cnt = torch.zeros(n_items, 4, dtype=torch.float64)
+    for i in range(n_items):
+        t = ScoreStats("m", ("a", "b"), (0, 1, 2), k)
+        t.update(scores[i : i + 1], codes[i : i + 1])
+        top[i], cnt[i] = t.topk_counts.sum((0, 1)), t.count.sum((0, 1))
+    idx = torch.randint(0, n_items, (2000, n_items), generator=g)
+    tb, cb = top[idx].sum(1), cnt[idx].sum(1)
+    reps = (tb[:, 3] / tb.sum(-1)) / (cb[:, 3] / cb.sum(-1))
+    m_lo, m_hi = torch.quantile(reps, 0.025), torch.quantile(reps, 0.975)
+    width = float(m_hi - m_lo)
+    assert abs(float(lo[3] - m_lo)) < 0.15 * width and abs(float(hi[3] - m_hi)) < 0.15 * width
+    assert lo[3] < est[3] < hi[3]
