@@ -86,7 +86,8 @@ def test_analyze_attribute_and_experiment(tmp_path):
     assert at.meta["norms"]["post_mlp_norm"] is None and at.meta["norms"]["final_norm"] == "rms"
     assert set(at.rules) == {"post>t", "|post|>t", "gate>t"}
     enr = pd.read_csv(run / "enrichment.csv")
-    assert {"enrichment", "low", "high", "base_rate"} <= set(enr.columns)
+    assert {"language", "layer", "enrichment", "low", "high", "base_rate"} <= set(enr.columns)
+    assert len(enr) == 2 * 4 * 30 * 4  # methods x languages x layers x categories
     iv = tmp_path / "iv"
     args = [
         "intervene",

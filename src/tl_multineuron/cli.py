@@ -322,8 +322,9 @@ def cmd_attribute(args: argparse.Namespace) -> int:
     atomic_write(Path(args.out) / "attribution.csv", lambda t: df.to_csv(t, index=False))
     import pandas as pd
 
+    # every (language, layer) cell: top-K share, base rate, ratio and its interval
     enr = pd.concat(
-        [s.enrichment_frame(over=(0,)) for s in stats.methods.values()], ignore_index=True
+        [s.enrichment_frame(over=()) for s in stats.methods.values()], ignore_index=True
     )
     atomic_write(Path(args.out) / "enrichment.csv", lambda t: enr.to_csv(t, index=False))
     for m, s in stats.methods.items():

@@ -32,7 +32,7 @@ STATS_FILE = "stats.pt"
 # files each kind of run writes, and files derived from any of them (stale once one changes)
 OWN_FILES = {
     "analyze": ("stats.pt", "layer_fractions.csv", "stability.csv", "views.json", "items"),
-    "attribute": ("attribution.pt", "attribution.csv"),
+    "attribute": ("attribution.pt", "attribution.csv", "enrichment.csv"),
     "intervene": (
         "scores.csv",
         "scores.csv.meta.json",
