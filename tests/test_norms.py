@@ -179,3 +179,15 @@ def test_compatibility_mode_is_named_in_attribution_meta(tmp_path):
     st = attribute(model, toy_dataset(2), AttributionConfig(k=3, n_boot=0)).stats
     found = st.meta["norms"]["weight_processing"]
     assert any("compatibility mode" in f for f in found)
+
+
+def test_left_riemann_through_a_post_norm_warns(tmp_path):
+    from helpers import toy_dataset
+
+    from tl_multineuron import AttributionConfig, attribute
+
+    model = load_model(tiny_gemma_dir(tmp_path / "g"))
+    cfg = AttributionConfig.dai(ig_layers=(0,), n_boot=0)
+    with pytest.warns(UserWarning, match="1/sqrt"):
+        st = attribute(model, toy_dataset(1), cfg).stats
+    assert "ig_warning" in st.meta

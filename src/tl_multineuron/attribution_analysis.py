@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +34,7 @@ from .weights import model_weights
 METHODS = ("contribution", "effective", "ig")
 IG_PRESETS = ("dai",)
 POST = "mlp.hook_post"
+BASELINE_METHODS = ("riemann_left", "riemann_trapezoid")  # include the alpha = 0 point
 RULES = {"post>t": (POST, "gt"), "|post|>t": (POST, "abs"), "gate>t": (GATE, "gt")}
 
 
@@ -374,6 +376,15 @@ def attribute(
         missing = [x for x in ig_layers if x not in stat_layers]
         if missing:
             raise MultiNeuronError(f"baseline statistics have no layer(s) {missing}")
+    if ig_layers and config.ig_method in BASELINE_METHODS and weights.has_post_norm:
+        msg = (
+            f"IG method {config.ig_method!r} evaluates the gradient at the baseline itself; with "
+            "a zero baseline this model's post-MLP norm then sees a zero input and its gradient "
+            "is ~1/sqrt(eps): expect large completeness gaps (see meta['ig_warning']); "
+            "'gausslegendre' or 'riemann_middle' avoid that point"
+        )
+        warnings.warn(msg, stacklevel=2)
+        stats.meta["ig_warning"] = msg
     if ig_layers and start < len(dataset):
         cost = announce_ig_cost(
             model, dataset, start, ig_layers, config, progress if announce is None else announce
