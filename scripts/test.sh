@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Set up and run every test: unit, property and integration tests on the embedded Gemma model,
-# then ruff. Pass pytest arguments through, e.g. `bash scripts/test.sh -m "not gemma"`.
+# Set up and run every test: ruff, then unit, property and integration tests (the embedded Gemma
+# model and SmolLM2-135M, the second family). Pass pytest arguments through, e.g.
+# `bash scripts/test.sh -m "not gemma and not smollm2"`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh

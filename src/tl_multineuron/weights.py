@@ -67,8 +67,9 @@ class ModelWeights:
         if not self.has_post_norm:
             return torch.ones(acts.shape[:-1], dtype=acts.dtype, device=acts.device)
         idx = list(range(self.W_out.shape[0])) if layers is None else list(layers)
-        W = self.W_out[idx].to(acts.device, torch.float64)
-        h = torch.einsum("...ln,lnd->...ld", acts.double(), W)
+        # in the weights' dtype (no float64 copy of W_out); the scale itself in float64
+        W = self.W_out[idx].to(acts.device)
+        h = torch.einsum("...ln,lnd->...ld", acts.to(W.dtype), W).double()
         if self.b_out is not None:
             h = h + self.b_out[idx].to(h.device, h.dtype)
         specs = [self.norms.post_mlp[x] for x in idx]
