@@ -118,8 +118,12 @@ def tiny_hf_dir(path) -> str:
         eos_token_id=2,
         pad_token_id=0,
     )
-    model = GPT2LMHeadModel(cfg)
-    model.config.architectures = ["GPT2LMHeadModel"]
+    return _save_tiny(GPT2LMHeadModel(cfg), path)
+
+
+def _save_tiny(model, path) -> str:
+    """Save a tiny HF model with the byte tokenizer as a local HF directory."""
+    model.config.architectures = [type(model).__name__]
     model.save_pretrained(path)
     byte_tokenizer().save_pretrained(path)
     return str(path)
@@ -174,10 +178,7 @@ def tiny_gemma_dir(path) -> str:
         for name, p in model.named_parameters():
             if "norm" in name:
                 p.normal_(0, 0.5)
-    model.config.architectures = ["Gemma3ForCausalLM"]
-    model.save_pretrained(path)
-    byte_tokenizer().save_pretrained(path)
-    return str(path)
+    return _save_tiny(model, path)
 
 
 def no_norm_model(seed: int = 0) -> Any:

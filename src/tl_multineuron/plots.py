@@ -141,18 +141,26 @@ def plot_topk_share(attr: AttributionStats, method: str = "contribution") -> Fig
     )
 
 
+def _category_bands(ax, s, mid, lo, hi, alpha: float, marker: str | None = None) -> None:
+    """Per category present in ``s``: a line ``mid[:, c]`` over layers in a ``lo..hi`` band
+    (non-finite bounds left open)."""
+    layers = np.array(s.layers)
+    for c, name in enumerate(CATEGORY_NAMES):
+        if int(s.count[..., c].sum()) == 0:
+            continue
+        ax.plot(layers, mid[:, c], color=COLORS[name], label=name, marker=marker)
+        low = np.where(np.isfinite(lo[:, c]), lo[:, c], np.nan)
+        high = np.where(np.isfinite(hi[:, c]), hi[:, c], np.nan)
+        ax.fill_between(layers, low, high, color=COLORS[name], alpha=alpha)
+
+
 def plot_enrichment(attr: AttributionStats, method: str = "contribution") -> Figure:
     """Enrichment (top-K share / base rate) per category and layer, pooled over languages,
     with its 95% bootstrap interval over items; 1 = the category's base rate."""
     s = attr[method]
     est, lo, hi = (t.numpy() for t in s.enrichment_interval(over=(0,)))
     fig, ax = _fig()
-    layers = np.array(s.layers)
-    for c, name in enumerate(CATEGORY_NAMES):
-        if int(s.count[..., c].sum()) == 0:
-            continue
-        ax.plot(layers, est[:, c], color=COLORS[name], label=name, marker=".")
-        ax.fill_between(layers, lo[:, c], hi[:, c], color=COLORS[name], alpha=0.2)
+    _category_bands(ax, s, est, lo, hi, alpha=0.2, marker=".")
     ax.axhline(1.0, color="grey", lw=0.8, ls="--")
     ax.set(
         xlabel="layer",
@@ -167,21 +175,8 @@ def plot_score_by_category(attr: AttributionStats, method: str = "effective") ->
     """Min / mean / max score per category and layer (over items and languages)."""
     s = attr[method]
     fig, ax = _fig()
-    layers = np.array(s.layers)
-    for c, name in enumerate(CATEGORY_NAMES):
-        if int(s.count[..., c].sum()) == 0:
-            continue
-        mean = (s.mass[..., c].sum(0) / s.count[..., c].sum(0).clamp_min(1)).numpy()
-        lo = s.min[..., c].amin(0).numpy()
-        hi = s.max[..., c].amax(0).numpy()
-        ax.plot(layers, mean, color=COLORS[name], label=name)
-        ax.fill_between(
-            layers,
-            np.where(np.isfinite(lo), lo, np.nan),
-            np.where(np.isfinite(hi), hi, np.nan),
-            color=COLORS[name],
-            alpha=0.15,
-        )
+    mean = (s.mass.sum(0) / s.count.sum(0).clamp_min(1)).numpy()
+    _category_bands(ax, s, mean, s.min.amin(0).numpy(), s.max.amax(0).numpy(), alpha=0.15)
     ax.set(
         xlabel="layer",
         ylabel=f"{method} score",
