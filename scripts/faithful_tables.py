@@ -40,22 +40,15 @@ def tables(dirs: list[Path]) -> str:
             row = {"model": name, "score": f"{m} (top-{s.k})"}
             row.update({c: _cell(est[i], lo[i], hi[i]) for i, c in enumerate(CATEGORY_NAMES)})
             enr_rows.append({k: row[k] for k in ["model", "score", *ORDER]})
-        for r, s in at.rules.items():
-            base = s.count.double().sum((0, 1))
-            top = s.topk_counts.double().sum((0, 1))
-            est, lo, hi = (t.tolist() for t in s.enrichment_interval(over=(0, 1)))
-            rule_rows.append(
-                {
-                    "model": name,
-                    "rule": r,
-                    **{
-                        f"{c} %": round(float(100 * base[i] / base.sum()), 1)
-                        for i, c in enumerate(CATEGORY_NAMES)
-                    },
-                    "top contributors non-activated %": round(float(100 * top[0] / top.sum()), 1),
-                    "all-shared enrichment": _cell(est[3], lo[3], hi[3]),
-                }
+        rules = at.rules_frame()
+        for _, r in rules.iterrows():
+            row = {"model": name, "rule": r.rule}
+            row.update({f"{c} %": round(r[f"{c} %"], 1) for c in CATEGORY_NAMES})
+            row["top contributors non-activated %"] = round(
+                r["top contributors non-activated %"], 1
             )
+            row["all-shared enrichment"] = _cell(r["all-shared enrichment"], r.low, r.high)
+            rule_rows.append(row)
         n_items = at.n_items
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True

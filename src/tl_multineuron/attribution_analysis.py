@@ -20,7 +20,7 @@ from .attribution import (
     integrated_gradients,
 )
 from .attribution_stats import N_BOOT, AttributionStats, ScoreStats
-from .classification import active_mask, categorize, validate_thresholds
+from .classification import categorize_acts, validate_thresholds
 from .data import ParallelDataset
 from .errors import MultiNeuronError
 from .knowledge import DAI_FRACTION, DAI_PRESET, DAI_SHARE, KnowledgeStats
@@ -263,10 +263,6 @@ def final_residual_hook(model: Any) -> str:
     return f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"
 
 
-def _codes(acts: torch.Tensor, threshold: float, criterion: str, languages) -> torch.Tensor:
-    return categorize(active_mask(acts, threshold, criterion)[0], languages).codes
-
-
 def announce_ig_cost(
     model: Any,
     dataset: ParallelDataset,
@@ -414,7 +410,9 @@ def attribute(
             else None
         )
         site_acts = gate if config.hook == GATE else acts
-        codes = _codes(site_acts, config.threshold, config.criterion, dataset.languages)
+        codes = categorize_acts(
+            site_acts, config.threshold, config.criterion, dataset.languages
+        ).codes
         tokens = answers_of(model, dataset, items) if need_answers else None
         out = update_direct_scores(
             stats,
@@ -429,8 +427,11 @@ def attribute(
         )
         for r, rs in stats.rules.items():
             hook, crit = RULES[r]
-            src = gate if hook == GATE else acts
-            rc = _codes(src[:, :, li], config.threshold, crit, dataset.languages)
+            if (hook, crit) == (config.hook, config.criterion):  # the run's own categories
+                rc = codes[:, li]
+            else:
+                src = (gate if hook == GATE else acts)[:, :, li]
+                rc = categorize_acts(src, config.threshold, crit, dataset.languages).codes
             rs.update(out["contribution"], rc, ids)
         if "ig" in config.methods:
             ig = torch.empty(n_it, N, len(ig_layers), model.cfg.d_mlp)

@@ -38,6 +38,21 @@ _B = ("boot_topk", "boot_count")
 N_BOOT = 200
 
 
+def _shares(top: Tensor, cnt: Tensor, over: tuple[int, ...]) -> tuple[Tensor, Tensor]:
+    """Top-K share and base rate of each category (last axis), after summing ``over``."""
+    if over:
+        top, cnt = top.sum(over), cnt.sum(over)
+    return (
+        top / top.sum(-1, keepdim=True).clamp_min(1e-30),
+        cnt / cnt.sum(-1, keepdim=True).clamp_min(1e-30),
+    )
+
+
+def _ratio(share: Tensor, base: Tensor) -> Tensor:
+    """Share / base rate; NaN where the category never occurs."""
+    return torch.where(base > 0, share / base.clamp_min(1e-30), float("nan"))
+
+
 @dataclass
 class ScoreStats:
     """Streaming per-category summaries of one attribution method's scores."""
@@ -189,39 +204,23 @@ class ScoreStats:
         """Top-K share / base rate per (language, layer, category); ``pooled``: over all
         languages and layers (``[4]``). > 1: the category is over-represented among the
         top-K neurons; NaN where the category never occurs."""
-        if pooled:
-            top = self.topk_counts.double().sum((0, 1)) / self.topk_counts.sum().clamp_min(1)
-            base = self.count.double().sum((0, 1)) / self.count.sum().clamp_min(1)
-        else:
-            top, base = self.topk_share(), self.base_rate()
-        return torch.where(base > 0, top / base.clamp_min(1e-30), float("nan"))
+        return self.enrichment_interval((0, 1) if pooled else (), with_interval=False)[0]
 
     def enrichment_interval(
-        self, over: tuple[int, ...] = (), level: float = 0.95
+        self, over: tuple[int, ...] = (), level: float = 0.95, with_interval: bool = True
     ) -> tuple[Tensor, Tensor, Tensor]:
         """Enrichment with a percentile bootstrap interval over items: ``(estimate, low,
         high)``. ``over``: axes pooled before the ratio (0 = languages, 1 = layers), e.g.
         ``(0,)`` gives ``[layer, 4]``, ``(0, 1)`` gives ``[4]``. The interval is NaN without
-        replicates (files of format 1) and where a category never occurs."""
-
-        def ratio(top: Tensor, cnt: Tensor) -> Tensor:
-            if over:
-                top, cnt = top.sum(over), cnt.sum(over)
-            t = top / top.sum(-1, keepdim=True).clamp_min(1e-30)
-            b = cnt / cnt.sum(-1, keepdim=True).clamp_min(1e-30)
-            return torch.where(b > 0, t / b.clamp_min(1e-30), float("nan"))
-
-        est = ratio(self.topk_counts.double(), self.count.double())
-        if not self.n_boot:
+        replicates (files of format 1), where a category never occurs, or when not asked
+        for."""
+        top, cnt = self.topk_counts.double(), self.count.double()
+        est = _ratio(*_shares(top, cnt, over))
+        if not (self.n_boot and with_interval):
             nan = torch.full_like(est, float("nan"))
             return est, nan, nan.clone()
-        shift = tuple(a + 1 for a in over)
-        reps = ratio(self.boot_topk, self.boot_count) if not over else None
-        if over:
-            t, c = self.boot_topk.sum(shift), self.boot_count.sum(shift)
-            tt = t / t.sum(-1, keepdim=True).clamp_min(1e-30)
-            bb = c / c.sum(-1, keepdim=True).clamp_min(1e-30)
-            reps = torch.where(bb > 0, tt / bb.clamp_min(1e-30), float("nan"))
+        shift = tuple(a + 1 for a in over)  # replicates come first
+        reps = _ratio(*_shares(self.boot_topk, self.boot_count, shift))
         a = (1 - level) / 2
         lo = torch.nanquantile(reps, a, dim=0)
         hi = torch.nanquantile(reps, 1 - a, dim=0)
@@ -230,11 +229,7 @@ class ScoreStats:
     def enrichment_frame(self, over: tuple[int, ...] = (0,), level: float = 0.95) -> pd.DataFrame:
         """Top-K share, base rate and their ratio with its bootstrap interval, as rows."""
         est, lo, hi = self.enrichment_interval(over, level)
-        top, cnt = self.topk_counts.double(), self.count.double()
-        if over:
-            top, cnt = top.sum(over), cnt.sum(over)
-        share = top / top.sum(-1, keepdim=True).clamp_min(1)
-        base = cnt / cnt.sum(-1, keepdim=True).clamp_min(1)
+        share, base = _shares(self.topk_counts.double(), self.count.double(), over)
         idx = {(): ("language", "layer"), (0,): ("layer",), (1,): ("language",)}.get(over, ())
         labels = {"language": self.languages, "layer": self.layers}
         rows = []
@@ -367,6 +362,23 @@ class AttributionStats:
             raise MultiNeuronError(f"update: no scores for method(s) {missing}")
         for m, s in self.methods.items():
             s.update(scores[m], codes, item_ids)
+
+    def rules_frame(self, level: float = 0.95) -> pd.DataFrame:
+        """The activity rules side by side (pooled over languages and layers): each
+        category's % of all neurons, the % of the top-K contributors the rule calls
+        non-activated, and the all-shared enrichment with its bootstrap interval."""
+        rows = []
+        for r, s in self.rules.items():
+            top, base = _shares(s.topk_counts.double(), s.count.double(), (0, 1))
+            est, lo, hi = s.enrichment_interval((0, 1), level)
+            row = {"rule": r}
+            row.update({f"{c} %": float(100 * base[i]) for i, c in enumerate(CATEGORY_NAMES)})
+            row["top contributors non-activated %"] = float(100 * top[0])
+            row.update(
+                {"all-shared enrichment": float(est[3]), "low": float(lo[3]), "high": float(hi[3])}
+            )
+            rows.append(row)
+        return pd.DataFrame(rows)
 
     def check_compatible(self, other: AttributionStats, verb: str = "merge") -> None:
         """An error naming what differs: methods, their configuration, or the origin (model,

@@ -256,8 +256,7 @@ def cmd_attribute(args: argparse.Namespace) -> int:
                 f"--ig-preset dai means {DAI_PRESET}; the flags also given say {clash}"
             )
         ig = dict(DAI_PRESET)
-    defaults = {"ig_steps": 20, "ig_target": "logprob", "ig_method": "gausslegendre"}
-    ig = {n: (defaults.get(n, "zero") if v is None else v) for n, v in ig.items()}
+    ig = {n: v for n, v in ig.items() if v is not None}  # unset: the config's defaults
     methods = tuple(m.strip() for m in args.method.split(","))
     if args.ig_preset == "dai" and "ig" not in methods:
         methods = (*methods, "ig")
@@ -340,9 +339,8 @@ def cmd_attribute(args: argparse.Namespace) -> int:
             )
     if stats.rules:
         print("\nactivity rules: % of the top contributors each rule calls non-activated")
-        for r, rs in stats.rules.items():
-            na = rs.topk_counts[..., 0].sum() / rs.topk_counts.sum().clamp_min(1) * 100
-            print(f"  {r:10s} {float(na):5.1f}%")
+        for _, r in stats.rules_frame().iterrows():
+            print(f"  {r.rule:10s} {r['top contributors non-activated %']:5.1f}%")
     if stats.knowledge is not None:
         kn = stats.knowledge.to_frame()
         print(

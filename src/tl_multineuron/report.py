@@ -21,7 +21,6 @@ import pandas as pd
 
 from . import __version__
 from .attribution_stats import AttributionStats
-from .classification import CATEGORY_NAMES
 from .errors import MultiNeuronError
 from .files import atomic_write
 from .grid import headline
@@ -209,26 +208,19 @@ def _rules(rep: _Report, at: AttributionStats) -> None:
     if not at.rules:
         return
     rep.h2("Activity rules side by side")
-    rows = []
-    for r, s in at.rules.items():
-        base = s.count.double().sum((0, 1))
-        top = s.topk_counts.double().sum((0, 1))
-        row = {"rule": r}
-        for c, name in enumerate(CATEGORY_NAMES):
-            row[f"{name} %"] = round(float(100 * base[c] / base.sum().clamp_min(1)), 2)
-        row["top contributors non-activated %"] = round(
-            float(100 * top[0] / top.sum().clamp_min(1)), 2
-        )
-        est, lo, hi = s.enrichment_interval(over=(0, 1))
-        row["all-shared enrichment [95% CI]"] = f"{est[3]:.2f} [{lo[3]:.2f}, {hi[3]:.2f}]"
-        rows.append(row)
+    rules = at.rules_frame()
+    rules["all-shared enrichment [95% CI]"] = [
+        f"{e:.2f} [{lo:.2f}, {hi:.2f}]"
+        for e, lo, hi in zip(rules["all-shared enrichment"], rules.low, rules.high, strict=True)
+    ]
+    rules = rules.drop(columns=["all-shared enrichment", "low", "high"]).round(2)
     t = at.meta.get("config", {}).get("threshold", 0)
     rep.p(
         f"Category fractions of all (item, layer) neurons under post a>{t}, post |a|>{t} and "
         f"act(gate)>{t}, with the share of the top-{next(iter(at.rules.values())).k} "
         "contributors (contribution score) that each rule calls non-activated."
     )
-    rep.table(pd.DataFrame(rows))
+    rep.table(rules)
 
 
 def _knowledge(rep: _Report, at: AttributionStats) -> None:
