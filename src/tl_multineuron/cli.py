@@ -342,12 +342,12 @@ def cmd_attribute(args: argparse.Namespace) -> int:
         for _, r in stats.rules_frame().iterrows():
             print(f"  {r.rule:10s} {r['top contributors non-activated %']:5.1f}%")
     if stats.knowledge is not None:
-        kn = stats.knowledge.to_frame()
+        kn = stats.knowledge.to_frame(pooled=True)
         print(
             f"\nknowledge neurons (Dai et al.): refined per item and category, "
             f"{stats.knowledge.n_items} items"
         )
-        print(kn.groupby("category", sort=False)["per_item"].sum().round(2).to_string())
+        print(kn.set_index("category")["per_item"].round(2).to_string())
     print(f"\nresults in {args.out}/ (attribution.pt, attribution.csv)")
     return 0
 

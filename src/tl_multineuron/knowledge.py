@@ -208,13 +208,16 @@ class KnowledgeStats:
     def from_state(cls, s: dict) -> KnowledgeStats:
         return cls(**{**s, "languages": tuple(s["languages"]), "layers": tuple(s["layers"])})
 
-    def to_frame(self) -> pd.DataFrame:
-        """Refined neurons per category and layer, with the category's base rate and the
-        enrichment (share of refined neurons / base rate)."""
+    def to_frame(self, pooled: bool = False) -> pd.DataFrame:
+        """Refined neurons per category and layer (``pooled``: summed over layers), with the
+        category's base rate and the enrichment (share of refined neurons / base rate)."""
+        ref, cnt = self.refined_counts.double(), self.neuron_counts.double()
+        layers: list = list(self.layers)
+        if pooled:
+            ref, cnt, layers = ref.sum(0, keepdim=True), cnt.sum(0, keepdim=True), ["all"]
+        base = cnt / cnt.sum(-1, keepdim=True).clamp_min(1)
         rows = []
-        ref = self.refined_counts.double()
-        base = self.neuron_counts.double() / self.neuron_counts.sum(-1, keepdim=True).clamp_min(1)
-        for j, layer in enumerate(self.layers):
+        for j, layer in enumerate(layers):
             tot = float(ref[j].sum())
             for c, name in enumerate(CATEGORY_NAMES):
                 share = float(ref[j, c]) / tot if tot else float("nan")
@@ -223,7 +226,7 @@ class KnowledgeStats:
                     {
                         "layer": layer,
                         "category": name,
-                        "refined_neurons": int(self.refined_counts[j, c]),
+                        "refined_neurons": int(ref[j, c]),
                         "per_item": float(ref[j, c]) / max(1, self.n_items),
                         "share": share,
                         "base_rate": b,

@@ -228,19 +228,13 @@ def _knowledge(rep: _Report, at: AttributionStats) -> None:
     if kn is None:
         return
     rep.h2("Knowledge neurons (Dai et al.)")
-    f = kn.to_frame()
-    pooled = f.groupby("category", sort=False)[["refined_neurons", "per_item"]].sum()
-    base = kn.neuron_counts.double().sum(0)
-    share = pooled["refined_neurons"] / max(1, pooled["refined_neurons"].sum())
-    pooled["share"] = share.round(3)
-    pooled["base rate"] = [round(float(base[c] / base.sum()), 3) for c in range(4)]
-    pooled["enrichment"] = (pooled["share"] / pooled["base rate"]).round(2)
+    pooled = kn.to_frame(pooled=True).drop(columns="layer").round(3)
     rep.p(
         f"IG of the answer probability (20-step left Riemann sum, zero baseline) on layers "
         f"{list(kn.layers)}; coarse: > {kn.fraction} x the prompt's maximum; refined: coarse "
         f"in more than {kn.share:.0%} of an item's languages; {kn.n_items} items."
     )
-    rep.table(pooled.reset_index())
+    rep.table(pooled)
 
 
 def _interventions(rep: _Report, d: Path) -> None:

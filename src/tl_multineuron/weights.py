@@ -41,6 +41,11 @@ class ModelWeights:
     norms: NormPath | None = None
     W_write: Float[Tensor, "layer d_mlp d_model"] | None = None
     b_out: Float[Tensor, "layer d_model"] | None = None
+    W_write_norms: Float[Tensor, "layer d_mlp"] | None = None  # filled from W_write
+
+    def __post_init__(self) -> None:
+        if self.W_write is not None and self.W_write_norms is None:
+            object.__setattr__(self, "W_write_norms", self.W_write.norm(dim=-1))
 
     @property
     def write(self) -> Float[Tensor, "layer d_mlp d_model"]:
@@ -49,7 +54,7 @@ class ModelWeights:
 
     @property
     def write_norms(self) -> Float[Tensor, "layer d_mlp"]:
-        return self.out_norms if self.W_write is None else self.W_write.norm(dim=-1)
+        return self.out_norms if self.W_write_norms is None else self.W_write_norms
 
     @property
     def has_post_norm(self) -> bool:
