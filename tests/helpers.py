@@ -121,6 +121,27 @@ def tiny_hf_dir(path) -> str:
     return _save_tiny(GPT2LMHeadModel(cfg), path)
 
 
+def tiny_llama_dir(path) -> str:
+    """Save a tiny random Llama HF checkpoint (SwiGLU, RMSNorm, rotary) with the byte
+    tokenizer."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(
+        vocab_size=VOCAB,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+    )
+    return _save_tiny(LlamaForCausalLM(cfg), path)
+
+
 def _save_tiny(model, path) -> str:
     """Save a tiny HF model with the byte tokenizer as a local HF directory."""
     model.config.architectures = [type(model).__name__]

@@ -1,6 +1,13 @@
+"""The package imports under both TransformerLens lines (marked tl3: the TL 3.x tier runs it
+too)."""
+
 import importlib
 
+import pytest
+
 import tl_multineuron
+
+pytestmark = pytest.mark.tl3
 
 
 def test_every_public_name_imports():
@@ -14,3 +21,10 @@ def test_every_module_imports():
 
     for m in pkgutil.iter_modules(tl_multineuron.__path__):
         importlib.import_module(f"tl_multineuron.{m.name}")
+
+
+def test_installed_line_is_supported_and_named():
+    from tl_multineuron.tl_compat import SUPPORTED_LINES, native_kind, tl_line
+
+    assert tl_line() in SUPPORTED_LINES
+    assert native_kind() == ("TransformerBridge" if tl_line() == 4 else "HookedTransformer")

@@ -10,6 +10,7 @@ import torch
 from helpers import last_position_logprob_fn
 
 import tl_multineuron as tlm
+from tl_multineuron.tl_compat import is_bridge
 
 pytestmark = pytest.mark.gemma
 ROOT = Path(__file__).resolve().parents[1]
@@ -20,8 +21,8 @@ def test_gemma_shape_and_names(gemma):
     tlm.check_model(gemma, [f"blocks.{x}.mlp.hook_post" for x in range(18)])
 
 
-def test_hook_post_is_raw_down_proj_input(gemma):
-    hf = gemma.original_model
+def test_hook_post_is_raw_down_proj_input(gemma, gemma_hf):
+    hf = gemma_hf
     got = {}
     handles = [
         hf.model.layers[x].mlp.down_proj.register_forward_hook(
@@ -35,11 +36,16 @@ def test_hook_post_is_raw_down_proj_input(gemma):
             _, cache = gemma.run_with_cache(
                 batch.tokens, names_filter=lambda n: n.endswith("mlp.hook_post")
             )
+            if not is_bridge(gemma):  # TL 3.x re-implements the model: run HF beside it
+                hf(batch.tokens)
     finally:
         for h in handles:
             h.remove()
     for x in range(18):
-        assert torch.equal(cache[f"blocks.{x}.mlp.hook_post"], got[x])
+        if is_bridge(gemma):  # the bridge runs the HF modules themselves
+            assert torch.equal(cache[f"blocks.{x}.mlp.hook_post"], got[x])
+        else:
+            torch.testing.assert_close(cache[f"blocks.{x}.mlp.hook_post"], got[x])
     assert torch.equal(gemma.W_out[7].detach(), hf.model.layers[7].mlp.down_proj.weight.T)
 
 
@@ -118,10 +124,10 @@ def test_embedded_model_is_cached():
     assert info.cache_hit and info.kind == "embedded"
 
 
-def test_attribution_weights_are_raw_hf(gemma):
+def test_attribution_weights_are_raw_hf(gemma, gemma_hf):
     from tl_multineuron.weights import model_weights
 
-    hf = gemma.original_model
+    hf = gemma_hf
     w = model_weights(gemma)
     for x in (0, 9, 17):
         assert torch.equal(w.W_out[x], hf.model.layers[x].mlp.down_proj.weight.T)
@@ -129,7 +135,11 @@ def test_attribution_weights_are_raw_hf(gemma):
             w.out_norms[x], hf.model.layers[x].mlp.down_proj.weight.norm(dim=0)
         )
     assert torch.equal(w.W_U, hf.lm_head.weight.T)
-    assert w.tied  # Gemma ties the input embedding to the unembedding
+    if is_bridge(gemma):
+        assert w.tied  # Gemma ties the input embedding to the unembedding
+    else:  # HookedTransformer folds Gemma's sqrt(d_model) embedding scale into W_E
+        torch.testing.assert_close(w.W_E, w.W_U.T * gemma.cfg.d_model**0.5)
+        assert not w.tied
 
 
 def test_ig_matches_captum_on_gemma(gemma):
@@ -253,6 +263,10 @@ def test_prefix_cache_equals_full_passes_on_gemma(gemma):
     )
     shared = tlm.NeuronSet.from_stats(tlm.analyze(gemma, ds).stats, "all-shared", 0.9)
     edits = [None, lambda b: tlm.amplify(shared, 2.0)]
+    if not is_bridge(gemma):  # TL 3.x: no HF cache to reuse; 'auto' runs full passes
+        with pytest.raises(tlm.MultiNeuronError, match="no reusable KV cache"):
+            score_answers(gemma, rows, edits, cache="prefix")
+        return
     cached = score_answers(gemma, rows, edits, cache="prefix", batch_size=16)
     full = score_answers(gemma, rows, edits, cache="none", batch_size=7)
     for a, b in zip(cached, full, strict=True):
@@ -263,6 +277,11 @@ def test_prefix_cache_equals_full_passes_on_gemma(gemma):
 def test_sdpa_recording_equals_eager_on_gemma(gemma):
     from tl_multineuron.attention import attention_implementation
 
+    if not is_bridge(gemma):  # HookedTransformer computes attention itself, eagerly
+        assert attention_implementation(gemma) == "eager"
+        with pytest.raises(tlm.MultiNeuronError, match="sdpa"):
+            tlm.record(gemma, tlm.tokenize(gemma, ["x"]), attention="sdpa")
+        return
     assert attention_implementation(gemma) == "sdpa"
     ds = tlm.load_task("facts").head(4)
     prompts = [it.prompts[x] for it in ds for x in ds.languages]
@@ -293,7 +312,8 @@ def test_memory_estimate_within_25_percent_of_measured_peak():
 
 def test_device_recorded_and_refused(gemma, tmp_path):
     res = tlm.analyze(gemma, tlm.load_task("facts").head(1))
-    assert res.stats.meta["device"] == "cpu" and res.stats.meta["attention"] == "sdpa"
+    attention = "sdpa" if is_bridge(gemma) else "eager"  # HookedTransformer: its own, eager
+    assert res.stats.meta["device"] == "cpu" and res.stats.meta["attention"] == attention
     if not torch.cuda.is_available():
         with pytest.raises(tlm.MultiNeuronError, match="CUDA is not usable"):
             tlm.load_model("gemma-3-270m", device="cuda")
@@ -345,7 +365,7 @@ def test_sigkill_and_resume_on_the_embedded_model(tmp_path):
 @pytest.mark.parametrize(
     "prompt", ["France: Paris\nGermany: Berlin\nSpain:", "Die Hauptstadt von Italien ist"]
 )
-def test_effective_layer_sums_equal_mlp_direct_logit_attribution(gemma, prompt):
+def test_effective_layer_sums_equal_mlp_direct_logit_attribution(gemma, gemma_hf, prompt):
     """Per layer, the norm-aware effective scores summed over neurons equal the layer's MLP
     direct logit attribution computed from the HF modules' own values: the output of
     post_feedforward_layernorm dotted with W_U[:, t] through the final norm (1 + w, RMS of
@@ -354,7 +374,7 @@ def test_effective_layer_sums_equal_mlp_direct_logit_attribution(gemma, prompt):
     from tl_multineuron.recording import encode
     from tl_multineuron.weights import model_weights
 
-    hf = gemma.original_model
+    hf = gemma_hf
     ids = torch.tensor([encode(gemma, prompt)])
     cap, hooks = {}, []
     hooks.append(hf.model.norm.register_forward_hook(lambda m, i, o: cap.__setitem__("in", i[0])))
@@ -364,6 +384,8 @@ def test_effective_layer_sums_equal_mlp_direct_logit_attribution(gemma, prompt):
     try:
         with torch.no_grad():
             logits, cache = gemma.run_with_cache(ids)
+            if not is_bridge(gemma):  # TL 3.x re-implements the model: run HF beside it
+                hf(ids)
     finally:
         for h in hooks:
             h.remove()
@@ -381,8 +403,8 @@ def test_effective_layer_sums_equal_mlp_direct_logit_attribution(gemma, prompt):
             torch.testing.assert_close(eff[x].sum(), dla, rtol=1e-4, atol=1e-6)
 
 
-def test_gate_site_equals_act_of_raw_gate_proj(gemma):
-    hf = gemma.original_model
+def test_gate_site_equals_act_of_raw_gate_proj(gemma, gemma_hf):
+    hf = gemma_hf
     prompt = "Paris est la capitale"
     ids = torch.tensor([tlm.recording.encode(gemma, prompt)])
     cap = {}

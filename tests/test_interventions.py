@@ -303,3 +303,34 @@ def test_declared_batch_of_another_size_is_an_error(model):
         apply(model, deactivate(_layer0_set(model))),
     ):
         model(batch.tokens)
+
+
+def test_set_rows_on_named_layers(model, tmp_path):
+    """A set whose rows name their blocks (``layers``) edits exactly those blocks; it survives
+    save/load and set algebra, and sets of different sites or layers do not combine."""
+    m = torch.zeros(1, model.cfg.d_mlp, dtype=torch.bool)
+    m[0, 3] = True
+    s = NeuronSet(m, "one", layers=(1,))
+    hooks = deactivate(s).fwd_hooks(model)
+    assert [h for h, _ in hooks] == ["blocks.1.mlp.hook_post"]
+    toks = _toks(model)
+    _, clean = model.run_with_cache(toks, names_filter=lambda n: n.endswith("mlp.hook_post"))
+    with apply(model, deactivate(s)):
+        _, edited = model.run_with_cache(toks, names_filter=lambda n: n.endswith("mlp.hook_post"))
+    assert torch.equal(edited["blocks.0.mlp.hook_post"], clean["blocks.0.mlp.hook_post"])
+    assert (edited["blocks.1.mlp.hook_post"][0, -1, 3] == 0).all()
+    s.save(tmp_path / "s.json")
+    back = NeuronSet.load(tmp_path / "s.json")
+    assert torch.equal(back.mask, m) and back.layers == (1,) and back.indices() == {1: [3]}
+    assert (s | s).layers == (1,) and (~s).site == "mlp.hook_post"
+    with pytest.raises(MultiNeuronError, match="different sites"):
+        s | NeuronSet(m, "other", layers=(0,))
+    with pytest.raises(MultiNeuronError, match="do not name its 1 mask rows"):
+        NeuronSet(m, "bad", layers=(0, 1))
+    with pytest.raises(MultiNeuronError, match="layers \\[7\\] do not exist"):
+        deactivate(NeuronSet(m, "far", layers=(7,))).fwd_hooks(model)
+    with pytest.raises(MultiNeuronError, match="need statistics recorded over all layers"):
+        cfg = tlm.AnalysisConfig(recording=tlm.RecordingConfig(layers=(1,)))
+        from helpers import toy_dataset
+
+        NeuronSet.from_stats(tlm.analyze(model, toy_dataset(2), cfg).stats, "all-shared", 0.5)

@@ -14,7 +14,6 @@ from tl_multineuron.cli import main
 from tl_multineuron.data import load_parallel
 from tl_multineuron.memory import (
     EAGER_MASK_BYTES,
-    EAGER_SCORE_BYTES,
     MemoryEstimate,
     estimate_forward,
     memory_budget,
@@ -23,6 +22,7 @@ from tl_multineuron.memory import (
 )
 from tl_multineuron.models import check_placement, resolve_device
 from tl_multineuron.recording import iter_dataset
+from tl_multineuron.tl_compat import EAGER_SCORE_BYTES
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,7 @@ def test_estimate_by_hand():
     e = estimate_forward(model, 2, 10, "eager")
     per_token = 3 * 24 + 2 * 16 + (4 + 2 * 4) * 4 + 2 * 4
     assert e.linear == 2 * 10 * per_token * 4
-    assert e.quadratic == 2 * 10 * 10 * (EAGER_SCORE_BYTES * 4 + EAGER_MASK_BYTES)
+    assert e.quadratic == 2 * 10 * 10 * (EAGER_SCORE_BYTES["bridge"] * 4 + EAGER_MASK_BYTES)
     assert e.total == e.linear + e.quadratic
     # the attention term grows with the square of the length, the rest linearly
     e2 = estimate_forward(model, 2, 20, "eager")

@@ -72,10 +72,12 @@ from .recording import (
     record_with,
     tokenize,
 )
+from .saes import attach_sae, load_sae, sae_site
 from .scoring import AnswerRows, AnswerScores, answer_rows, score_answers
-from .sites import gate_activation
+from .sites import edit_hook, gate_activation, is_feature_site
 from .statistics import SharingStats, merge_all
 from .tasks import TASKS, list_tasks, load_task
+from .tl_compat import check_tl_version, native_kind, tl_version
 from .weights import ModelWeights, model_weights
 from .xnli import load_xnli
 
@@ -134,6 +136,14 @@ __all__ = [
     "KnowledgeStats",
     "list_tasks",
     "load_model",
+    "attach_sae",
+    "load_sae",
+    "sae_site",
+    "edit_hook",
+    "is_feature_site",
+    "check_tl_version",
+    "native_kind",
+    "tl_version",
     "load_parallel",
     "load_task",
     "load_xnli",

@@ -15,6 +15,7 @@ from .data import ParallelDataset
 from .errors import MultiNeuronError
 from .models import check_model, identity_meta, provenance
 from .recording import CRITERIA, RecordingConfig, iter_dataset
+from .sites import site_width
 from .statistics import SharingStats
 
 
@@ -86,6 +87,7 @@ def new_stats(model: Any, dataset: ParallelDataset, config: AnalysisConfig) -> S
         "dataset": dataset.name,
         "dataset_fingerprint": dataset.fingerprint(),
         "layers": layers,
+        "n_model_layers": int(model.cfg.n_layers),
         "config": config.to_dict(),
     }
     return SharingStats(
@@ -93,7 +95,7 @@ def new_stats(model: Any, dataset: ParallelDataset, config: AnalysisConfig) -> S
         config.thresholds,
         config.criterion,
         len(layers),
-        model.cfg.d_mlp,
+        site_width(model, config.recording.hook, layers),
         meta=meta,
     )
 

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from .errors import MultiNeuronError
+from .tl_compat import hf_config
 
 ATTENTION_MODES = ("auto", "eager", "sdpa")
 # hook points that only the bridge's re-implemented attention fires
@@ -38,8 +39,7 @@ def _attention_bridges(model: Any) -> list[Any]:
 
 
 def _hf_config(model: Any) -> Any:
-    hf = getattr(model, "original_model", None)
-    cfg = getattr(hf, "config", None)
+    cfg = hf_config(model)
     return cfg if cfg is not None and hasattr(cfg, "_attn_implementation") else None
 
 

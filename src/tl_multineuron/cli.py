@@ -64,12 +64,19 @@ def _identity(args: argparse.Namespace, ds, **extra) -> dict:
         "dataset": ds.name,
         "dataset_fingerprint": ds.fingerprint(),
         "languages": list(ds.languages),
+        **({"saes": list(args.sae)} if getattr(args, "sae", None) else {}),
         **extra,
     }
 
 
 def _add_device_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: TL's choice)")
+    p.add_argument(
+        "--sae",
+        action="append",
+        help="attach an SAE (a directory saved by SAELens, or RELEASE:SAE_ID; repeatable; needs "
+        "sae-lens): its features become a site, e.g. --hook hook_resid_post.hook_sae_acts_post",
+    )
     p.add_argument("--dtype", default="float32")
     p.add_argument(
         "--max-memory",
@@ -129,7 +136,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         print(f"{args.out}: all {len(ds)} items already done")
     else:
         t0 = time.perf_counter()
-        model, info = load_model(args.model, device=args.device, dtype=args.dtype, return_info=True)
+        model, info = load_model(
+            args.model, device=args.device, dtype=args.dtype, saes=args.sae or (), return_info=True
+        )
         print(
             f"model {args.model} ({info.kind}, cache hit: {info.cache_hit}) loaded in "
             f"{info.seconds:.1f}s; {len(ds)} items x {ds.n_languages} languages "
@@ -194,7 +203,7 @@ def _write_views(args: argparse.Namespace, ds, stats, model=None) -> None:
     pick = sorted({0, len(layers) // 2, len(layers) - 1})
     neurons = {layers[i]: stats.top_neurons("all-shared", i, 4) for i in pick}
     if model is None:  # the analysis was already complete: nothing loaded it
-        model = load_model(args.model, device=args.device, dtype=args.dtype)
+        model = load_model(args.model, device=args.device, dtype=args.dtype, saes=args.sae or ())
     hook = stats.meta.get("config", {}).get("recording", {}).get("hook", "mlp.hook_post")
     item = ds.items[0]
     toks, acts = token_activations(model, [item.prompts[x] for x in ds.languages], neurons, hook)
@@ -300,7 +309,7 @@ def cmd_attribute(args: argparse.Namespace) -> int:
         print(f"{args.out}: all {len(ds)} items already attributed")
     else:
         t0 = time.perf_counter()
-        model = load_model(args.model, device=args.device, dtype=args.dtype)
+        model = load_model(args.model, device=args.device, dtype=args.dtype, saes=args.sae or ())
         run.write_run({"config": config.to_dict(), "n_items": len(ds)})
         res = attribute(
             model,
@@ -385,6 +394,7 @@ def _grid_config(args: argparse.Namespace, analysis: bool):
         analysis=analysis,
         max_memory=args.max_memory,
         attention=args.attention,
+        hook=args.hook,
     )
 
 
@@ -407,7 +417,7 @@ def cmd_intervene(args: argparse.Namespace) -> int:
         f"{ds.n_languages} languages of {ds.name!r}; static sets calibrated on up to "
         f"{cfg.calibration} other items"
     )
-    model = load_model(args.model, device=args.device, dtype=args.dtype)
+    model = load_model(args.model, device=args.device, dtype=args.dtype, saes=args.sae or ())
     comp = run_task(
         model,
         ds,
@@ -440,7 +450,9 @@ def cmd_grid(args: argparse.Namespace) -> int:
         raise MultiNeuronError(f"--tasks: unknown task(s) {bad}; built-in: {sorted(TASKS)}")
     cfg = _grid_config(args, analysis=True)
     t0 = time.perf_counter()
-    model, info = load_model(args.model, device=args.device, dtype=args.dtype, return_info=True)
+    model, info = load_model(
+        args.model, device=args.device, dtype=args.dtype, saes=args.sae or (), return_info=True
+    )
     print(
         f"model {args.model} loaded in {info.seconds:.1f}s; {len(names)} task(s), "
         f"{len(cfg.conditions)} conditions each, {cfg.eval_items} evaluated items per task"
@@ -473,7 +485,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .models import load_model, provenance
 
     ds = _dataset(args)
-    model = load_model(args.model, device=args.device, dtype=args.dtype)
+    model = load_model(args.model, device=args.device, dtype=args.dtype, saes=args.sae or ())
     df = evaluate(
         model, ds, EvalConfig(args.max_new_tokens, args.batch_size), progress=not args.no_progress
     )
@@ -525,6 +537,12 @@ def _add_grid_args(p: argparse.ArgumentParser) -> None:
         help="static set: all-shared in at least this share of calibration items",
     )
     p.add_argument("--specific-frequency", type=float, default=0.5)
+    p.add_argument(
+        "--hook",
+        default="mlp.hook_post",
+        help="the site whose units are edited: mlp.hook_post (MLP neurons) or an attached SAE's "
+        "features, e.g. hook_resid_post.hook_sae_acts_post (with --sae)",
+    )
     p.add_argument("--score-batch", type=int, default=64, help="rows per prompt pass")
     p.add_argument(
         "--allow-empty",

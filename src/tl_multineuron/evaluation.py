@@ -25,6 +25,7 @@ from .recording import (
     last_position_unembed_hooks,
     pad_ids,
 )
+from .tl_compat import generate_tokens, hf_model
 
 
 def normalize(text: str) -> str:
@@ -56,7 +57,7 @@ def _hf_generate(model: Any, tokens: torch.Tensor, mask: torch.Tensor, n: int) -
 
     tok = get_tokenizer(model)
     stop = _NewlineStop(tok)
-    return model.original_model.generate(
+    return hf_model(model).generate(
         input_ids=tokens,
         attention_mask=mask,
         max_new_tokens=n,
@@ -89,8 +90,11 @@ def generate_greedy(
     if backend not in ("tl", "hf"):
         raise MultiNeuronError(f"backend {backend!r}; expected 'tl' or 'hf'")
     use_hf = backend == "hf"
-    if use_hf and not hasattr(getattr(model, "original_model", None), "generate"):
-        raise MultiNeuronError("backend 'hf' needs a TransformerBridge wrapping a HF model")
+    if use_hf and not hasattr(hf_model(model), "generate"):
+        raise MultiNeuronError(
+            "backend 'hf' needs a TransformerBridge wrapping a HF model (TransformerLens 4.x); "
+            f"this model is a {type(model).__name__}: use backend 'tl'"
+        )
     pad = getattr(get_tokenizer(model), "pad_token_id", None)
     out: list[list[int]] = []
     device = model_device(model)
@@ -116,15 +120,7 @@ def generate_greedy(
             if use_hf:
                 res = _hf_generate(model, tokens, mask, max_new_tokens)
             else:
-                res = model.generate(
-                    tokens,
-                    max_new_tokens=max_new_tokens,
-                    do_sample=False,
-                    return_type="tokens",
-                    verbose=False,
-                    attention_mask=mask,
-                    stop_at_eos=True,
-                )
+                res = generate_tokens(model, tokens, mask, max_new_tokens)
         for row in res[:, tokens.shape[1] :].tolist():
             if eos is not None and eos in row:
                 row = row[: row.index(eos)]

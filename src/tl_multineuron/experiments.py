@@ -35,7 +35,9 @@ from .data import ParallelDataset
 from .errors import MultiNeuronError
 from .interventions import Intervention
 from .neuron_sets import NeuronSet, magnitude_strata, sample_like
+from .recording import RecordingConfig
 from .scoring import answer_rows, score_answers
+from .sites import NEURON_EDIT_HOOK, edit_hook, is_feature_site
 from .statistics import SharingStats
 
 TARGETS = ("none", "all-shared", "specific", "random", "matched")
@@ -142,7 +144,9 @@ class ExperimentSets:
 
     codes / specific_lang: the evaluated items' categories (dynamic sets), ``[item, layer,
     d_mlp]``; static_shared ``[layer, d_mlp]`` and static_specific ``[lang, layer, d_mlp]``
-    from the calibration split; strata: per-layer magnitude bins for matched controls."""
+    from the calibration split; strata: per-layer magnitude bins for matched controls;
+    site / layers: the hook edits act on and the block of each mask row (SAE feature sites
+    cover the layers that carry an SAE, see :class:`~tl_multineuron.neuron_sets.NeuronSet`)."""
 
     languages: tuple[str, ...]
     codes: Int[Tensor, "item layer d_mlp"]
@@ -150,6 +154,8 @@ class ExperimentSets:
     static_shared: Bool[Tensor, "layer d_mlp"] | None = None
     static_specific: Bool[Tensor, "lang layer d_mlp"] | None = None
     strata: Int[Tensor, "layer d_mlp"] | None = None
+    site: str = NEURON_EDIT_HOOK
+    layers: tuple[int, ...] | None = None
 
     @classmethod
     def build(
@@ -159,8 +165,11 @@ class ExperimentSets:
         min_frequency: float = 0.9,
         specific_frequency: float = 0.5,
         n_bins: int = 20,
+        site: str = NEURON_EDIT_HOOK,
+        layers: tuple[int, ...] | None = None,
     ) -> ExperimentSets:
-        """From the evaluated items' categories and the calibration split's statistics."""
+        """From the evaluated items' categories and the calibration split's statistics (whose
+        site wins over ``site`` / ``layers``)."""
         langs = tuple(eval_categories.languages)
         shared = specific = strata = None
         if calibration is not None:
@@ -171,6 +180,7 @@ class ExperimentSets:
                 )
             shared = NeuronSet.from_stats(calibration, "all-shared", min_frequency)
             shared.require_nonempty()
+            site, layers = shared.site, shared.layers
             specific = torch.stack(
                 [NeuronSet.specific(calibration, x, specific_frequency).mask for x in langs]
             )
@@ -178,7 +188,14 @@ class ExperimentSets:
             strata = magnitude_strata(rms, n_bins)
             shared = shared.mask
         return cls(
-            langs, eval_categories.codes, eval_categories.specific_lang, shared, specific, strata
+            langs,
+            eval_categories.codes,
+            eval_categories.specific_lang,
+            shared,
+            specific,
+            strata,
+            site,
+            layers,
         )
 
     @property
@@ -223,9 +240,12 @@ def prepare_sets(
     specific_frequency: float = 0.5,
     threshold: float = 0.0,
     batch_size: int = 8,
+    recording: RecordingConfig | None = None,
 ) -> ExperimentSets:
-    """Analyse the evaluated items (dynamic sets) and the calibration split (static sets)."""
-    cfg = AnalysisConfig(thresholds=(threshold,), batch_size=batch_size)
+    """Analyse the evaluated items (dynamic sets) and the calibration split (static sets) at
+    the site of ``recording`` (default: the MLP neurons' ``mlp.hook_post``)."""
+    rec = recording or RecordingConfig()
+    cfg = AnalysisConfig(thresholds=(threshold,), batch_size=batch_size, recording=rec)
     cal = None
     if calibration is not None:
         overlap = {i.item_id for i in calibration} & {i.item_id for i in eval_set}
@@ -237,10 +257,20 @@ def prepare_sets(
             raise MultiNeuronError("the calibration split has no items")
         cal = analyze(model, calibration, cfg).stats
     ev = analyze(model, eval_set, cfg, keep_items=True)
-    return ExperimentSets.build(ev.categories, cal, min_frequency, specific_frequency)
+    layers = tuple(rec.layer_indices(model))
+    return ExperimentSets.build(
+        ev.categories,
+        cal,
+        min_frequency,
+        specific_frequency,
+        site=edit_hook(rec.hook),
+        layers=layers if is_feature_site(rec.hook) else None,
+    )
 
 
-def _edit(masks: Tensor, cond: Condition) -> Callable[[Sequence[int]], Intervention | None]:
+def _edit(
+    masks: Tensor, cond: Condition, sets: ExperimentSets
+) -> Callable[[Sequence[int]], Intervention | None]:
     flat = masks.reshape(-1, *masks.shape[2:])
     value = 0.0 if cond.op == "zero" else float(cond.alpha)
 
@@ -248,7 +278,7 @@ def _edit(masks: Tensor, cond: Condition) -> Callable[[Sequence[int]], Intervent
         if cond.target == "none":
             return None
         m = flat[torch.as_tensor(list(rows))].contiguous()
-        return Intervention(m, cond.op, value, allow_empty=True)
+        return Intervention(m, cond.op, value, allow_empty=True, hook=sets.site, layers=sets.layers)
 
     return edit
 
@@ -271,12 +301,15 @@ def run_experiment(
     on_scored: Callable[[list[Condition], pd.DataFrame], None] | None = None,
     progress: bool = False,
     max_memory: int | str | None = None,
+    recording: RecordingConfig | None = None,
 ) -> pd.DataFrame:
     """Score ``eval_set`` under every condition (skipping those ``done`` says are done): one
     row per (condition, item, language). Static conditions need a ``calibration`` split (or
     ``sets``). ``on_scored(conditions, rows)`` is called after each group of conditions
     (``conditions_per_pass`` share one prompt pass) so callers can save as they go.
-    ``max_memory`` bounds every scoring pass (see :func:`~tl_multineuron.scoring.score_answers`)."""
+    ``max_memory`` bounds every scoring pass (see :func:`~tl_multineuron.scoring.score_answers`).
+    ``recording``: the site whose units the sets hold (default MLP neurons; an SAE feature
+    site edits features)."""
     if not eval_set.has_answers:
         raise MultiNeuronError(f"dataset {eval_set.name!r}: experiments need gold answers")
     if calibration is None and sets is None:
@@ -291,7 +324,13 @@ def run_experiment(
         return pd.DataFrame()
     if sets is None:
         sets = prepare_sets(
-            model, eval_set, calibration, min_frequency, specific_frequency, threshold
+            model,
+            eval_set,
+            calibration,
+            min_frequency,
+            specific_frequency,
+            threshold,
+            recording=recording,
         )
     if sets.n_items != len(eval_set) or sets.languages != tuple(eval_set.languages):
         raise MultiNeuronError(
@@ -329,7 +368,7 @@ def run_experiment(
                         f"({int((size == 0).sum())} of {len(size)} rows); lower the set's "
                         "frequency threshold, or allow empty sets to score those rows unedited"
                     )
-                edits.append(_edit(m, c))
+                edits.append(_edit(m, c, sets))
                 sizes.append(size)
             scores = score_answers(
                 model,

@@ -41,6 +41,7 @@ from .files import atomic_write
 from .models import identity_meta, provenance
 from .recording import RecordingConfig, iter_dataset_with
 from .runs import RunDir, write_stats_tables
+from .sites import NEURON_EDIT_HOOK, is_feature_site
 from .statistics import SharingStats
 from .weights import model_weights
 
@@ -48,7 +49,9 @@ from .weights import model_weights
 @dataclass(frozen=True)
 class GridConfig:
     """One task's grid. ``eval_items``: the last N items are evaluated; ``calibration``: the
-    first N items (at most all the others) calibrate the static sets."""
+    first N items (at most all the others) calibrate the static sets. ``hook``: the site whose
+    units the sets hold (MLP neurons by default; an SAE feature site edits features and has
+    no attribution)."""
 
     conditions: tuple[Condition, ...]
     eval_items: int = 48
@@ -66,6 +69,7 @@ class GridConfig:
     max_memory: str | None = None
     attention: str = "auto"
     extra: dict = field(default_factory=dict)
+    hook: str = NEURON_EDIT_HOOK
 
     def __post_init__(self) -> None:
         if self.eval_items < 1 or self.calibration < 1:
@@ -80,6 +84,8 @@ class GridConfig:
     def identity(self) -> dict:
         d = asdict(self)
         d["conditions"] = [c.name for c in self.conditions]
+        if d["hook"] == NEURON_EDIT_HOOK:  # runs made before sites were a grid setting
+            d.pop("hook")
         for key in (
             "batch_size",
             "score_batch",
@@ -111,12 +117,14 @@ def record_pass(
     stats, evaluated items' categories)."""
     cal, ev = split(ds, cfg)
     used = ParallelDataset(cal.items + ev.items, ds.languages, ds.name)
-    acfg = AnalysisConfig(thresholds=cfg.thresholds if cfg.analysis else (0.0,))
+    rec = RecordingConfig(hook=cfg.hook)
+    acfg = AnalysisConfig(thresholds=cfg.thresholds if cfg.analysis else (0.0,), recording=rec)
     stats = new_stats(model, used, acfg)
-    cal_stats = new_stats(model, cal, AnalysisConfig())
+    cal_stats = new_stats(model, cal, AnalysisConfig(recording=rec))
     attr_cfg = AttributionConfig(k=cfg.k)
-    attr = new_attribution_stats(model, used, attr_cfg) if cfg.analysis else None
-    layers = list(range(model.cfg.n_layers))
+    scored = cfg.analysis and not is_feature_site(cfg.hook)  # scores need W_out rows
+    attr = new_attribution_stats(model, used, attr_cfg) if scored else None
+    layers = rec.layer_indices(model)
     codes, spec = [], []
     n_cal = len(cal)
     final = final_residual_hook(model)
@@ -124,7 +132,7 @@ def record_pass(
     batches = iter_dataset_with(
         model,
         used,
-        RecordingConfig(),
+        rec,
         cfg.batch_size,
         0,
         progress,

@@ -27,7 +27,8 @@ from torch import Tensor
 
 from .batch_positions import current_batch, watching_stops
 from .errors import MultiNeuronError
-from .neuron_sets import NeuronSet
+from .neuron_sets import NeuronSet, check_unit_shape
+from .sites import NEURON_EDIT_HOOK
 
 OPS = ("zero", "scale", "set", "add", "mean", "toward")
 
@@ -150,6 +151,9 @@ class Intervention:
         (constant), ``add`` (constant or ``[layer, d_mlp]`` tensor), ``mean`` (set to
         ``value`` = mean activations ``[layer, d_mlp]``), ``toward`` (``a + strength *
         (value - a)``, e.g. a language's mean activation).
+    hook: the per-block hook edited; default: the NeuronSet's site (``mlp.hook_post`` for
+        MLP neurons, ``…hook_sae_acts_post`` for SAE features), ``mlp.hook_post`` for masks.
+    layers: the block of each mask row; default: the NeuronSet's, or every block.
     """
 
     neurons: NeuronSet | Tensor
@@ -157,8 +161,9 @@ class Intervention:
     value: float | Tensor = 0.0
     positions: str | Sequence[int] | Tensor = "last"
     strength: float = 1.0
-    hook: str = "mlp.hook_post"
+    hook: str | None = None
     allow_empty: bool = False
+    layers: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.op not in OPS:
@@ -183,25 +188,30 @@ class Intervention:
     def _mask(self) -> Tensor:
         return self.neurons.mask if isinstance(self.neurons, NeuronSet) else self.neurons
 
+    def _site(self) -> tuple[str, tuple[int, ...] | None]:
+        is_set = isinstance(self.neurons, NeuronSet)
+        hook = self.hook or (self.neurons.site if is_set else NEURON_EDIT_HOOK)
+        layers = (
+            self.layers if self.layers is not None else (self.neurons.layers if is_set else None)
+        )
+        return hook, layers
+
     def fwd_hooks(self, model: Any) -> list[tuple[str, NeuronHook]]:
         """``(hook_name, hook_fn)`` pairs for TL (``run_with_hooks``, ``hooks()``)."""
         mask = self._mask()
-        n, d = model.cfg.n_layers, model.cfg.d_mlp
-        if mask.shape[-2:] != (n, d):
-            name = getattr(self.neurons, "name", "per-row masks")
-            raise MultiNeuronError(
-                f"neuron set {name!r} is for {mask.shape[-2]} layers x {mask.shape[-1]} "
-                f"neurons; the model has {n} x {d}"
-            )
+        hook, layers = self._site()
+        name = self.neurons.name if isinstance(self.neurons, NeuronSet) else "per-row masks"
+        blocks = check_unit_shape(model, hook, layers, tuple(mask.shape), name)
+        n, d = mask.shape[-2:]
         if not self.allow_empty and not mask.any():
             raise MultiNeuronError(
                 f"{self.op} intervention on an empty neuron set would do nothing; pass "
                 "allow_empty=True if that is intended"
             )
         per_row = mask.ndim == 3
-        layers = mask.any(0).any(-1) if per_row else mask.any(-1)
+        rows = mask.any(0).any(-1) if per_row else mask.any(-1)
         hooks = []
-        for layer in layers.nonzero().flatten().tolist():
+        for r in rows.nonzero().flatten().tolist():
             v = self.value
             if isinstance(v, Tensor) and v.ndim >= 2:
                 if v.shape[-2:] != (n, d):
@@ -209,12 +219,12 @@ class Intervention:
                         f"value tensor of shape {tuple(v.shape)}; expected [layer={n}, "
                         f"d_mlp={d}] (or [batch, layer, d_mlp])"
                     )
-                v = v[..., layer, :]
-            m = mask[:, layer] if per_row else mask[layer]
+                v = v[..., r, :]
+            m = mask[:, r] if per_row else mask[r]
             hooks.append(
                 (
-                    f"blocks.{layer}.{self.hook}",
-                    NeuronHook(layer, m, self.op, v, self.strength, self.positions),
+                    f"blocks.{blocks[r]}.{hook}",
+                    NeuronHook(blocks[r], m, self.op, v, self.strength, self.positions),
                 )
             )
         return hooks

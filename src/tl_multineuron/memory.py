@@ -25,8 +25,8 @@ from typing import Any
 import torch
 
 from .errors import MultiNeuronError
+from .tl_compat import eager_score_bytes, hf_config
 
-EAGER_SCORE_BYTES = 10  # per head and (query, key) pair: ~2.5 live float32 copies
 EAGER_MASK_BYTES = 8  # HF's float masks (full + sliding), per (query, key) pair
 SDPA_MASK_BYTES = 4  # per (query, key) pair when a mask is needed (bool mask, float form)
 SDPA_Q_COPIES = 8  # SDPA's own per-token buffers, in units of n_heads * d_head
@@ -94,12 +94,8 @@ def parse_memory(text: str | int | float) -> int:
     return out
 
 
-def _hf_config(model: Any) -> Any:
-    return getattr(getattr(model, "original_model", None), "config", None)
-
-
 def _sliding_window(model: Any) -> int | None:
-    cfg = _hf_config(model)
+    cfg = hf_config(model)
     window = getattr(cfg, "sliding_window", None)
     if window and any("sliding" in str(t) for t in (getattr(cfg, "layer_types", None) or [])):
         return int(window)
@@ -129,7 +125,7 @@ def estimate_forward(
     linear = n_prompts * n_tokens * per_token * s
     pairs = n_prompts * n_tokens * n_tokens
     if attention == "eager":
-        quadratic = pairs * (EAGER_SCORE_BYTES * n_heads + EAGER_MASK_BYTES)
+        quadratic = pairs * (eager_score_bytes(model) * n_heads + EAGER_MASK_BYTES)
     elif attention == "sdpa":
         linear += n_prompts * n_tokens * SDPA_Q_COPIES * n_heads * d_head * s
         window = _sliding_window(model)

@@ -12,8 +12,9 @@ Sources, resolved by :func:`load_model` in this order:
 * a local HF model directory (``config.json`` inside);
 * anything else is taken as a model-hub id (needs network).
 
-Every analysis function also accepts a model the user built (duck-typed, see
-:func:`check_model`), so a legacy ``HookedTransformer`` works too.
+The model is the installed TransformerLens line's native kind (``TransformerBridge`` on 4.x,
+``HookedTransformer`` on 3.x; see :mod:`tl_multineuron.tl_compat`). Every analysis function
+also accepts a model the user built (duck-typed, see :func:`check_model`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,8 @@ import torch
 
 from .attention import attention_implementation
 from .errors import MultiNeuronError
+from .saes import attach_sae, load_sae
+from .tl_compat import build_model, tl_line
 
 EMBEDDED_MODEL = "gemma-3-270m"
 EMBEDDED_HF_NAME = "google/gemma-3-270m"
@@ -261,17 +265,6 @@ def smollm2_checkpoint(refresh: bool = False) -> tuple[Path, bool]:
     return target, False
 
 
-def _bridge(hf_name: str, hf: Any, tok: Any, device: str | None, dtype: torch.dtype) -> Any:
-    from transformer_lens.model_bridge import TransformerBridge
-
-    hf = hf.to(dtype)
-    bridge = TransformerBridge.boot_transformers(
-        hf_name, hf_model=hf, tokenizer=tok, device=device, dtype=dtype
-    )
-    bridge.eval()
-    return bridge
-
-
 def load_model(
     name_or_path: str = EMBEDDED_MODEL,
     *,
@@ -279,17 +272,26 @@ def load_model(
     dtype: str | torch.dtype = "float32",
     hf_name: str | None = None,
     return_info: bool = False,
+    saes: Sequence[Any] = (),
 ) -> Any:
-    """Return a TransformerLens ``TransformerBridge`` for a model name or path.
+    """The installed TransformerLens line's native model for a model name or path: a
+    ``TransformerBridge`` on TL 4.x, a ``HookedTransformer`` on TL 3.x (see
+    :mod:`tl_multineuron.tl_compat`).
 
     ``hf_name`` is the architecture name TransformerLens should use for a local GGUF file or
     directory (defaults to the directory's config). Weights are *not* processed (no folding or
     centring), so hook activations and ``W_out`` / ``W_U`` are the model's own.
+
+    ``saes``: SAEs to attach (SAELens objects, local SAE directories or ``RELEASE:SAE_ID``,
+    see :mod:`tl_multineuron.saes`); the model is then SAELens' ``HookedSAETransformer``
+    (TL 3.x), and each SAE's features are a site.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    tl_line()  # an unsupported TransformerLens is named before anything loads
     t0 = time.perf_counter()
     dt = _dtype(dtype)
+    local_dir: Path | None = None
     want = resolve_device(device)
     path = Path(name_or_path).expanduser()
     cache_hit = False
@@ -297,6 +299,7 @@ def load_model(
         kind = "embedded"
         fetch = embedded_checkpoint if name_or_path == EMBEDDED_MODEL else smollm2_checkpoint
         ckpt, cache_hit = fetch()
+        local_dir = ckpt
         tok = AutoTokenizer.from_pretrained(str(ckpt))
         hf = AutoModelForCausalLM.from_pretrained(str(ckpt), dtype=torch.float32)
         name = hf_name or SUPPORTED_MODELS[name_or_path]
@@ -312,6 +315,7 @@ def load_model(
                 f"directory {str(path)!r} is not a HF model directory (no config.json)"
             )
         kind = "hf_dir"
+        local_dir = path
         tok = AutoTokenizer.from_pretrained(str(path))
         hf = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
         name = hf_name or str(path)
@@ -326,7 +330,10 @@ def load_model(
         name = hf_name or name_or_path
     if not getattr(hf.config, "architectures", None):
         hf.config.architectures = [type(hf).__name__]
-    model = _bridge(name, hf, tok, None if want is None else str(want), dt)
+    dev = None if want is None else str(want)
+    model = build_model(name, hf, tok, dev, dt, local_dir, with_saes=bool(saes))
+    for spec in saes:
+        attach_sae(model, load_sae(spec, model_device(model)))
     check_placement(model, want)
     info = LoadInfo(str(name_or_path), kind, cache_hit, time.perf_counter() - t0)
     return (model, info) if return_info else model
@@ -335,6 +342,7 @@ def load_model(
 def check_model(model: Any, hook_names: list[str] | None = None) -> None:
     """Check the duck-typed model protocol: ``run_with_hooks``, ``hooks``, ``cfg.n_layers``,
     ``cfg.d_mlp`` and (if given) that every hook name exists."""
+    tl_line()
     missing = [a for a in ("run_with_hooks", "hooks", "cfg") if not hasattr(model, a)]
     if missing:
         raise MultiNeuronError(

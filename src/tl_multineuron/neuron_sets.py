@@ -1,4 +1,9 @@
-"""Neuron sets: a boolean mask ``[layer, d_mlp]`` with set algebra, builders and a file format."""
+"""Neuron sets: a boolean mask ``[layer, d_mlp]`` with set algebra, builders and a file format.
+
+A set also names where its units live: ``site``, the hook an intervention on them edits
+(``mlp.hook_post`` for MLP neurons, ``…hook_sae_acts_post`` for SAE features), and ``layers``,
+the block of each mask row (``None``: rows are blocks ``0..n_layers-1``).
+"""
 
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ from .classification import Categories, parse_category
 from .errors import MultiNeuronError
 from .files import atomic_write
 from .masks import topk_mask
+from .sites import NEURON_EDIT_HOOK, edit_hook, is_feature_site, site_width
 from .statistics import SharingStats
 
 
@@ -88,17 +94,30 @@ def sample_like(
     return chosen.reshape(*lead, L, D)
 
 
-def _check_all_layers(stats: SharingStats) -> None:
-    if stats.meta.get("layers") not in (None, list(range(stats.n_layers))):
-        raise MultiNeuronError("neuron sets need statistics recorded over all layers")
+def _site_of(stats: SharingStats) -> tuple[str, tuple[int, ...] | None]:
+    """The edit hook and row layers of sets built from ``stats``: MLP-site statistics must
+    cover all layers; SAE-feature statistics cover the layers that carry an SAE."""
+    hook = stats.meta.get("config", {}).get("recording", {}).get("hook", NEURON_EDIT_HOOK)
+    layers = stats.meta.get("layers")
+    if is_feature_site(hook):
+        return edit_hook(hook), tuple(layers) if layers is not None else None
+    n_model = stats.meta.get("n_model_layers", stats.n_layers)
+    if layers not in (None, list(range(n_model))):
+        raise MultiNeuronError(
+            f"neuron sets need statistics recorded over all layers; these cover {layers}"
+        )
+    return NEURON_EDIT_HOOK, None
 
 
 @dataclass(frozen=True)
 class NeuronSet:
-    """A set of MLP neurons of a model with ``n_layers x d_mlp`` neurons."""
+    """A set of units of a model: MLP neurons (``n_layers x d_mlp``) or, at an SAE site, the
+    features of the layers in ``layers``."""
 
     mask: Bool[Tensor, "layer d_mlp"]
     name: str = ""
+    site: str = NEURON_EDIT_HOOK
+    layers: Sequence[int] | None = None
 
     def __post_init__(self) -> None:
         if self.mask.dtype != torch.bool or self.mask.ndim != 2:
@@ -107,6 +126,21 @@ class NeuronSet:
                 f"{tuple(self.mask.shape)}"
             )
         object.__setattr__(self, "mask", self.mask.detach().cpu())
+        if self.layers is not None:
+            layers = tuple(int(x) for x in self.layers)
+            if len(layers) != self.mask.shape[0] or len(set(layers)) != len(layers):
+                raise MultiNeuronError(
+                    f"neuron set {self.name!r}: layers {list(layers)} do not name its "
+                    f"{self.mask.shape[0]} mask rows (one distinct layer per row)"
+                )
+            object.__setattr__(self, "layers", layers)
+
+    def _like(self, mask: Tensor, name: str) -> NeuronSet:
+        return NeuronSet(mask, name, self.site, self.layers)
+
+    def blocks(self) -> list[int]:
+        """The block index of each mask row."""
+        return list(self.layers) if self.layers is not None else list(range(self.n_layers))
 
     # -- builders ------------------------------------------------------------------------
     @classmethod
@@ -140,9 +174,9 @@ class NeuronSet:
         threshold: float | None = None,
     ) -> NeuronSet:
         """Neurons in ``category`` in at least ``min_frequency`` of the calibration items."""
-        _check_all_layers(stats)
+        site, layers = _site_of(stats)
         m = stats.neuron_mask(category, min_frequency, threshold)
-        return cls(m, f"{parse_category(category).label}>={min_frequency:g}")
+        return cls(m, f"{parse_category(category).label}>={min_frequency:g}", site, layers)
 
     @classmethod
     def specific(
@@ -153,10 +187,12 @@ class NeuronSet:
         threshold: float | None = None,
     ) -> NeuronSet:
         """Neurons specific to ``language`` in at least ``min_frequency`` of the items."""
-        _check_all_layers(stats)
+        site, layers = _site_of(stats)
         return cls(
             stats.specific_mask(language, min_frequency, threshold),
             f"specific-{language}>={min_frequency:g}",
+            site,
+            layers,
         )
 
     @classmethod
@@ -175,18 +211,18 @@ class NeuronSet:
     # -- algebra and views ---------------------------------------------------------------
     def __and__(self, other: NeuronSet) -> NeuronSet:
         self._same_shape(other)
-        return NeuronSet(self.mask & other.mask, f"({self.name} & {other.name})")
+        return self._like(self.mask & other.mask, f"({self.name} & {other.name})")
 
     def __or__(self, other: NeuronSet) -> NeuronSet:
         self._same_shape(other)
-        return NeuronSet(self.mask | other.mask, f"({self.name} | {other.name})")
+        return self._like(self.mask | other.mask, f"({self.name} | {other.name})")
 
     def __sub__(self, other: NeuronSet) -> NeuronSet:
         self._same_shape(other)
-        return NeuronSet(self.mask & ~other.mask, f"({self.name} - {other.name})")
+        return self._like(self.mask & ~other.mask, f"({self.name} - {other.name})")
 
     def __invert__(self) -> NeuronSet:
-        return NeuronSet(~self.mask, f"~{self.name}")
+        return self._like(~self.mask, f"~{self.name}")
 
     def __len__(self) -> int:
         return int(self.mask.sum())
@@ -196,6 +232,11 @@ class NeuronSet:
             raise MultiNeuronError(
                 f"neuron sets of different shapes {tuple(self.mask.shape)} and "
                 f"{tuple(other.mask.shape)}"
+            )
+        if (self.site, self.blocks()) != (other.site, other.blocks()):
+            raise MultiNeuronError(
+                f"neuron sets at different sites: {self.site!r} layers {self.blocks()} and "
+                f"{other.site!r} layers {other.blocks()}"
             )
 
     @property
@@ -211,9 +252,9 @@ class NeuronSet:
 
     def indices(self) -> dict[int, list[int]]:
         return {
-            x: self.mask[x].nonzero().flatten().tolist()
-            for x in range(self.n_layers)
-            if self.mask[x].any()
+            b: self.mask[r].nonzero().flatten().tolist()
+            for r, b in enumerate(self.blocks())
+            if self.mask[r].any()
         }
 
     def random_like(self, seed: int, exclude: NeuronSet | None = None) -> NeuronSet:
@@ -222,15 +263,12 @@ class NeuronSet:
         if exclude is not None:
             self._same_shape(exclude)
         ex = exclude.mask if exclude is not None else torch.zeros_like(self.mask)
-        return NeuronSet(sample_like(self.mask, seed, ex), f"random-like({self.name}, seed={seed})")
+        return self._like(
+            sample_like(self.mask, seed, ex), f"random-like({self.name}, seed={seed})"
+        )
 
     def check_model(self, model: Any) -> None:
-        n, d = model.cfg.n_layers, model.cfg.d_mlp
-        if (self.n_layers, self.d_mlp) != (n, d):
-            raise MultiNeuronError(
-                f"neuron set {self.name!r} is for {self.n_layers} layers x {self.d_mlp} "
-                f"neurons; the model has {n} x {d}"
-            )
+        check_unit_shape(model, self.site, self.layers, tuple(self.mask.shape), self.name)
 
     def require_nonempty(self) -> None:
         if len(self) == 0:
@@ -244,20 +282,28 @@ class NeuronSet:
             "name": self.name,
             "n_layers": self.n_layers,
             "d_mlp": self.d_mlp,
+            "site": self.site,
+            "layers": list(self.layers) if self.layers is not None else None,
             "neurons": {str(k): v for k, v in self.indices().items()},
         }
 
     @classmethod
     def from_dict(cls, d: dict) -> NeuronSet:
         try:
-            return cls.from_indices(
-                {int(k): v for k, v in d["neurons"].items()},
-                int(d["n_layers"]),
-                int(d["d_mlp"]),
-                d.get("name", ""),
-            )
+            layers = d.get("layers")
+            rows = {int(k): v for k, v in d["neurons"].items()}
+            if layers is not None:  # rows are keyed by block; from_indices wants row numbers
+                unknown = sorted(set(rows) - set(layers))
+                if unknown:
+                    raise MultiNeuronError(
+                        f"neuron set {d.get('name', '')!r}: layers {unknown} are not among "
+                        f"its layers {layers}"
+                    )
+                rows = {layers.index(b): v for b, v in rows.items()}
+            s = cls.from_indices(rows, int(d["n_layers"]), int(d["d_mlp"]), d.get("name", ""))
         except KeyError as e:
             raise MultiNeuronError(f"neuron set file lacks the field {e}") from e
+        return NeuronSet(s.mask, s.name, d.get("site", NEURON_EDIT_HOOK), layers)
 
     def save(self, path: str | Path) -> None:
         atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(self.to_dict())))
@@ -268,3 +314,31 @@ class NeuronSet:
         if not p.is_file():
             raise MultiNeuronError(f"neuron set file {str(p)!r} does not exist")
         return cls.from_dict(json.loads(p.read_text()))
+
+
+def check_unit_shape(
+    model: Any,
+    site: str,
+    layers: Sequence[int] | None,
+    shape: tuple[int, ...],
+    name: str = "",
+) -> list[int]:
+    """Check that masks of ``shape`` (``[..., rows, units]``) fit ``model`` at ``site`` with
+    rows on ``layers`` (``None``: every block); the block of each row."""
+    n = int(model.cfg.n_layers)
+    blocks = list(layers) if layers is not None else list(range(n))
+    bad = [b for b in blocks if not 0 <= b < n]
+    if bad:
+        raise MultiNeuronError(f"neuron set {name!r}: layers {bad} do not exist (model has {n})")
+    if shape[-2] != len(blocks):
+        raise MultiNeuronError(
+            f"neuron set {name!r} is for {shape[-2]} layers x {shape[-1]} neurons; the model has "
+            f"{len(blocks)} x {site_width(model, site, blocks)} at {site!r}"
+        )
+    width = site_width(model, site, blocks)
+    if shape[-1] != width:
+        raise MultiNeuronError(
+            f"neuron set {name!r} is for {shape[-2]} layers x {shape[-1]} neurons; the model has "
+            f"{len(blocks)} x {width} at {site!r}"
+        )
+    return blocks

@@ -25,7 +25,14 @@ from .data import ParallelDataset
 from .errors import MultiNeuronError
 from .memory import estimate_forward, memory_budget, plan_chunks
 from .models import check_model, model_device
-from .sites import site_hook, site_label, site_transforms
+from .sites import (
+    feature_site_layers,
+    is_feature_site,
+    site_hook,
+    site_label,
+    site_transforms,
+    site_width,
+)
 
 TOKEN_MODES = ("last", "all")
 AGGREGATIONS = ("mean", "max", "any")
@@ -38,13 +45,14 @@ class RecordingConfig:
 
     hook: per-block hook suffix, read at ``blocks.{layer}.{hook}``. ``mlp.hook_post`` (default)
         is the input of W_out; in gated MLPs ``mlp.hook_pre`` is the gate pre-activation and
-        ``gate`` is ``act(gate pre-activation)`` (see :mod:`tl_multineuron.sites`).
+        ``gate`` is ``act(gate pre-activation)``; ``hook_resid_post.hook_sae_acts_post`` (or any
+        SAE hook point) reads an attached SAE's features (see :mod:`tl_multineuron.sites`).
     token: ``"last"`` prompt token (default) or ``"all"`` prompt tokens, reduced by
         ``aggregate``: ``mean``, ``max``, or ``any`` (the value that decides "active on any
         token" under ``criterion``: the max for ``gt``, the signed max-|a| for ``abs``).
     skip_bos: in ``all`` mode, leave the BOS position out of the aggregate (its activations are
         the same for every prompt and would make every neuron look shared).
-    layers: the layers to record (default: all).
+    layers: the layers to record (default: all; for an SAE site, those with an SAE there).
     """
 
     hook: str = "mlp.hook_post"
@@ -78,7 +86,11 @@ class RecordingConfig:
 
     def layer_indices(self, model: Any) -> list[int]:
         n = model.cfg.n_layers
-        layers = list(self.layers) if self.layers is not None else list(range(n))
+        if self.layers is None:
+            return (
+                feature_site_layers(model, self.hook) if is_feature_site(self.hook) else [*range(n)]
+            )
+        layers = list(self.layers)
         bad = [x for x in layers if x >= n]
         if bad:
             raise MultiNeuronError(f"layer(s) {bad} do not exist: the model has {n} layers")
@@ -291,7 +303,8 @@ def record_with(
     stop_layer = max([layers[-1], *(_block_of(h) for h in extra)])
     device = model_device(model)
     batch = batch.to(device)
-    d_mlp = model.cfg.d_mlp
+    d_mlp = site_width(model, config.hook, layers)
+    unit = "d_sae={}] (SAE features)" if is_feature_site(config.hook) else "d_mlp={}] (MLP neurons)"
     out: Tensor | None = None
     extras: dict[str, Tensor] = {}
     fired: list[bool] = [False] * (len(names) + len(extra))
@@ -307,8 +320,9 @@ def record_with(
             nonlocal out
             if act.ndim != 3 or act.shape[-1] != d_mlp:
                 raise MultiNeuronError(
-                    f"hook {names[k]!r} gives activations of shape {tuple(act.shape)}; expected "
-                    f"[batch, pos, d_mlp={d_mlp}] (MLP neurons)"
+                    f"hook {names[k]!r} gives activations of shape {tuple(act.shape)}; a site "
+                    f"needs a unit dimension: expected [batch, pos, {unit.format(d_mlp)}; sites "
+                    "are MLP hooks (mlp.hook_post, mlp.hook_pre, gate) or SAE features"
                 )
             if transforms is not None and config.token == "all":
                 act = transforms[k](act)

@@ -48,6 +48,7 @@ from .recording import (
     get_tokenizer,
     last_position_unembed_hooks,
 )
+from .tl_compat import hf_config
 
 SCOPES = ("last", "all")
 CACHE_MODES = ("auto", "prefix", "none")
@@ -160,7 +161,7 @@ def supports_prefix_cache(model: Any) -> bool:
 
 
 def _softcap(model: Any) -> float | None:
-    hf_cfg = getattr(getattr(model, "original_model", None), "config", None)
+    hf_cfg = hf_config(model)
     cap = getattr(hf_cfg, "final_logit_softcapping", None) if hf_cfg is not None else None
     if cap is None:
         cap = getattr(model.cfg, "output_logits_soft_cap", None)
