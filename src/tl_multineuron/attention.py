@@ -21,21 +21,11 @@ from collections.abc import Iterator
 from typing import Any
 
 from .errors import MultiNeuronError
-from .tl_compat import hf_config
+from .tl_compat import bridge_attention_modules, hf_config
 
 ATTENTION_MODES = ("auto", "eager", "sdpa")
 # hook points that only the bridge's re-implemented attention fires
 _INTERNAL = ("hook_attn_scores", "hook_pattern", "hook_rot_q", "hook_rot_k")
-
-
-def _attention_bridges(model: Any) -> list[Any]:
-    try:
-        from transformer_lens.model_bridge.generalized_components.attention import (
-            AttentionBridge,
-        )
-    except ImportError:  # pragma: no cover - a TransformerLens without the bridge
-        return []
-    return [m for m in model.modules() if isinstance(m, AttentionBridge)]
 
 
 def _hf_config(model: Any) -> Any:
@@ -60,7 +50,7 @@ def _internal_hooks_in_use(bridges: list[Any]) -> bool:
 
 def sdpa_available(model: Any) -> bool:
     """Whether :func:`efficient_attention` can switch ``model`` to SDPA."""
-    bridges = _attention_bridges(model)
+    bridges = bridge_attention_modules(model)
     return (
         bool(bridges)
         and _hf_config(model) is not None
@@ -79,7 +69,7 @@ def attention_implementation(model: Any, mode: str = "auto") -> str:
                 "attention modules (native TransformerLens models run eager attention)"
             )
         return "eager"
-    if _internal_hooks_in_use(_attention_bridges(model)):
+    if _internal_hooks_in_use(bridge_attention_modules(model)):
         if mode == "sdpa":
             raise MultiNeuronError(
                 "attention 'sdpa' was asked for, but a hook is registered on an attention "
@@ -112,7 +102,7 @@ def efficient_attention(model: Any, mode: str = "auto") -> Iterator[str]:
         yield impl
         return
     cfg = _hf_config(model)
-    bridges = _attention_bridges(model)
+    bridges = bridge_attention_modules(model)
     old = cfg._attn_implementation
     patched: list[Any] = []
     try:

@@ -12,6 +12,8 @@ the library is line-agnostic. What differs lives here:
 * the wrapped HF module (:func:`hf_model`): only a bridge has one; it serves HF generation, the
   prefix KV cache of the one-pass scorer and the HF config (logit softcap, memory estimates);
 * cached greedy generation with an explicit attention mask (:func:`generate_tokens`);
+* the attention components whose implementation (eager / SDPA) can be switched
+  (:func:`bridge_attention_modules`) and the memory an eager attention pass holds;
 * the supported version range (:func:`check_tl_version`).
 """
 
@@ -76,6 +78,17 @@ def hf_model(model: Any) -> Any | None:
     """The HF module a bridge wraps; ``None`` for a ``HookedTransformer`` (its weights were
     converted) or any other model."""
     return getattr(model, "original_model", None) if is_bridge(model) else None
+
+
+def bridge_attention_modules(model: Any) -> list[Any]:
+    """A bridge's attention components (whose HF attention implementation
+    :mod:`tl_multineuron.attention` switches); none for a ``HookedTransformer``, which computes
+    attention itself, eagerly."""
+    if not is_bridge(model):
+        return []
+    from transformer_lens.model_bridge.generalized_components.attention import AttentionBridge
+
+    return [m for m in model.modules() if isinstance(m, AttentionBridge)]
 
 
 def hf_config(model: Any) -> Any | None:
