@@ -114,11 +114,6 @@ def _add_common(p: argparse.ArgumentParser) -> None:
         "--items", help="an item range START:STOP (Python slice of the data, before --limit)"
     )
     p.add_argument("--batch-size", type=int, default=8, help="items per forward pass")
-    p.add_argument(
-        "--shard",
-        help="K/N: only shard K (0-based) of N contiguous item ranges (after --items/--limit); "
-        "`tl-multineuron merge` joins the shards",
-    )
     _add_device_args(p)
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--no-progress", action="store_true")
@@ -637,6 +632,11 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--aggregate", default="mean", choices=["mean", "max", "any"])
     a.add_argument("--layers", help="comma-separated layer indices (default all)")
     a.add_argument("--save-items", action="store_true", help="also write per-item categories")
+    a.add_argument(
+        "--shard",
+        help="K/N: only shard K (0-based) of N contiguous item ranges (after --items/--limit); "
+        "`tl-multineuron merge` joins the shards",
+    )
     a.add_argument("--checkpoint-every", type=int, default=1, help="batches between checkpoints")
     a.add_argument("--no-views", action="store_true", help="skip the circuitsvis views data")
     a.add_argument("--resume", action="store_true", help="continue an interrupted run")
