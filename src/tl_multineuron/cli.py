@@ -53,6 +53,13 @@ def _dataset(args: argparse.Namespace):
         if args.limit < 1:
             raise MultiNeuronError(f"--limit {args.limit}: expected at least 1 item")
         ds = ds.head(args.limit)
+    if getattr(args, "shard", None):
+        from .shards import Shard
+
+        shard = Shard.parse(args.shard)
+        record = {**shard.to_dict(len(ds)), "n_items": len(ds), "of": ds.fingerprint()}
+        ds = ds.slice(record["start"], record["stop"])
+        args.shard_record = record
     return ds
 
 
@@ -65,6 +72,7 @@ def _identity(args: argparse.Namespace, ds, **extra) -> dict:
         "dataset_fingerprint": ds.fingerprint(),
         "languages": list(ds.languages),
         **({"saes": list(args.sae)} if getattr(args, "sae", None) else {}),
+        **({"shard": args.shard_record} if getattr(args, "shard_record", None) else {}),
         **extra,
     }
 
@@ -216,6 +224,60 @@ def _write_views(args: argparse.Namespace, ds, stats, model=None) -> None:
         f"{list(neurons)} ({', '.join(f'L{x}: {v}' for x, v in neurons.items())})",
     )
     save_views([view], Path(args.out) / "views.json")
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    """Join analyze shards (``--shard K/N``) into one result directory."""
+    import json
+
+    from .runs import RUN_FILE, RunDir, write_stats_tables
+    from .shards import check_cover
+    from .statistics import SharingStats
+
+    runs = []
+    for d in args.shards:
+        f = Path(d) / RUN_FILE
+        if not f.exists():
+            raise MultiNeuronError(f"{d}: no {RUN_FILE}; not an analyze result directory")
+        ident = json.loads(f.read_text()).get("identity", {})
+        if "shard" not in ident:
+            raise MultiNeuronError(f"{d}: not a shard (made without --shard)")
+        runs.append((d, ident))
+    base = {k: v for k, v in runs[0][1].items() if k not in ("shard", "dataset_fingerprint")}
+    for d, ident in runs[1:]:
+        other = {k: v for k, v in ident.items() if k not in ("shard", "dataset_fingerprint")}
+        diff = sorted(k for k in set(base) | set(other) if base.get(k) != other.get(k))
+        if diff:
+            raise MultiNeuronError(
+                f"{d} is a shard of another run than {runs[0][0]}: {diff[0]} differs "
+                f"({other.get(diff[0])!r} vs {base.get(diff[0])!r})"
+            )
+    records = [ident["shard"] for _, ident in runs]
+    if len({r["of"] for r in records}) != 1:
+        raise MultiNeuronError("the shards come from different datasets (fingerprints differ)")
+    n_items = int(records[0]["n_items"])
+    order = check_cover(records, n_items)
+    by_index = {int(ident["shard"]["index"]): d for d, ident in runs}
+    stats = None
+    for rec in order:
+        d = by_index[int(rec["index"])]
+        part = SharingStats.load(Path(d) / "stats.pt")
+        if part.n_items != rec["stop"] - rec["start"]:
+            raise MultiNeuronError(
+                f"{d}: shard {rec['index']}/{rec['count']} holds {part.n_items} of its "
+                f"{rec['stop'] - rec['start']} items; finish it with --resume first"
+            )
+        stats = part if stats is None else stats.merge(part)
+    identity = {**base, "dataset_fingerprint": records[0]["of"]}
+    identity.pop("kind", None)
+    run = RunDir(args.out, identity, overwrite=args.overwrite)
+    run.write_run(
+        {"merged_from": [str(by_index[int(r["index"])]) for r in order], "n_items": n_items}
+    )
+    run.checkpoint(stats)
+    write_stats_tables(stats, args.out)
+    print(f"merged {len(order)} shards ({n_items} items) into {args.out}/")
+    return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -570,6 +632,11 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--aggregate", default="mean", choices=["mean", "max", "any"])
     a.add_argument("--layers", help="comma-separated layer indices (default all)")
     a.add_argument("--save-items", action="store_true", help="also write per-item categories")
+    a.add_argument(
+        "--shard",
+        help="K/N: only shard K (0-based) of N contiguous item ranges (after --items/--limit); "
+        "`tl-multineuron merge` joins the shards",
+    )
     a.add_argument("--checkpoint-every", type=int, default=1, help="batches between checkpoints")
     a.add_argument("--no-views", action="store_true", help="skip the circuitsvis views data")
     a.add_argument("--resume", action="store_true", help="continue an interrupted run")
@@ -661,6 +728,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("results", help="results directory")
     r.add_argument("--out", help="output file (default RESULTS/report.html)")
     r.set_defaults(func=cmd_report)
+    mg = sub.add_parser("merge", help="join analyze shards (--shard K/N) into one directory")
+    mg.add_argument("shards", nargs="+", help="the shards' result directories")
+    mg.add_argument("--out", required=True)
+    mg.add_argument("--overwrite", action="store_true")
+    mg.set_defaults(func=cmd_merge)
     t = sub.add_parser("tasks", help="list the built-in tasks")
     t.set_defaults(func=cmd_tasks)
     return ap
