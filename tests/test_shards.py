@@ -72,3 +72,135 @@ def test_cli_shards_merge_equal_one_run(tmp_path):
     other = str(tmp_path / "t")
     assert main([*common[:-2], "--threshold", "0", "--shard", "1/3", "--out", other]) == 0
     assert main(["merge", shards[0], other, shards[2], "--out", str(tmp_path / "z")]) == 2
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(1, 9),
+    st.data(),
+    st.integers(0, 50),
+    st.booleans(),
+)
+def test_sampled_controls_of_a_shard_are_the_family_rows(n, data, seed, stratified):
+    """Dynamic random controls of items ``a..b`` drawn with ``skip``/``total`` equal rows
+    ``a..b`` of the draw over all items (also where strata run short of candidates)."""
+    import torch
+
+    from tl_multineuron.neuron_sets import sample_like
+
+    a = data.draw(st.integers(0, n - 1))
+    b = data.draw(st.integers(a + 1, n))
+    g = torch.Generator().manual_seed(seed)
+    target = (torch.rand(n, 3, 16, generator=g) < 0.4) & (torch.arange(16) % 2 == 0)
+    strata = torch.randint(0, 4, (3, 16), generator=g) if stratified else None
+    full = sample_like(target, seed, strata=strata)
+    part = sample_like(target[a:b], seed, strata=strata, skip=a, total=n)
+    assert torch.equal(part, full[a:b])
+    with pytest.raises(MultiNeuronError, match="do not lie within"):
+        sample_like(target[a:b], seed, skip=a, total=b - 1)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    from helpers import tiny_model, toy_dataset
+
+    return tiny_model("gated", n_layers=3, d_mlp=20), toy_dataset(11, ("en", "de", "fr", "ja"))
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.data())
+def test_random_shard_splits_merge_to_one_run(tiny, data):
+    """Property: any split into K/N shards, analysed separately and merged in any order,
+    equals one run to the bit. (One item per pass: a batch's padding may move activations by
+    float rounding, which is the model's, not the merge's.)"""
+    import torch
+
+    from tl_multineuron.analysis import AnalysisConfig, analyze
+    from tl_multineuron.statistics import _TENSORS, merge_all
+
+    model, ds = tiny
+    count = data.draw(st.integers(1, len(ds)))
+    cfg = AnalysisConfig(thresholds=(0.0, 0.05), batch_size=1)
+    one = analyze(model, ds, cfg).stats
+    parts = []
+    for k in range(count):
+        a, b = Shard(k, count).item_range(len(ds))
+        parts.append(analyze(model, ds.slice(a, b), cfg).stats)
+    order = data.draw(st.permutations(range(count)))
+    merged = merge_all([parts[i] for i in order])
+    assert merged.n_items == one.n_items
+    for name in _TENSORS:
+        assert torch.equal(getattr(merged, name), getattr(one, name)), name
+
+
+def _tiny_cli(tmp_path, n_items=9):
+    from helpers import tiny_hf_dir, toy_dataset
+
+    model = tiny_hf_dir(tmp_path / "m")
+    data = tmp_path / "d.jsonl"
+    toy_dataset(n_items, ("en", "de", "fr")).to_jsonl(data)
+    return ["--model", model, "--data", str(data), "--no-progress"]
+
+
+def test_cli_attribute_shards_merge_equal_one_run(tmp_path):
+    from tl_multineuron.attribution_stats import AttributionStats
+    from tl_multineuron.cli import main
+
+    common = ["attribute", *_tiny_cli(tmp_path), "--batch-size", "2", "--k", "5"]
+    common += ["--method", "contribution,effective,ig", "--n-boot", "20", "--steps", "4"]
+    assert main([*common, "--out", str(tmp_path / "one")]) == 0
+    shards = [str(tmp_path / f"s{k}") for k in range(4)]
+    for k, d in enumerate(shards):
+        assert main([*common, "--shard", f"{k}/4", "--out", d]) == 0
+    assert main(["merge", *shards[::-1], "--out", str(tmp_path / "merged")]) == 0
+    one = AttributionStats.load(tmp_path / "one" / "attribution.pt")
+    merged = AttributionStats.load(tmp_path / "merged" / "attribution.pt")
+    assert merged.n_items == 9 and merged.equals(one)
+    import pandas as pd
+
+    for f in ("attribution.csv", "enrichment.csv"):
+        pd.testing.assert_frame_equal(
+            pd.read_csv(tmp_path / "one" / f), pd.read_csv(tmp_path / "merged" / f)
+        )
+    assert main(["report", str(tmp_path / "merged")]) == 0
+    # a shard of another k is refused, naming the setting
+    other = str(tmp_path / "k7")
+    assert main([*common[:-1], "7", "--shard", "1/4", "--out", other]) == 0
+    assert main(["merge", shards[0], other, *shards[2:], "--out", str(tmp_path / "x")]) == 2
+
+
+def test_cli_intervene_shards_merge_equal_one_run(tmp_path, capsys):
+    """Shards of the evaluated items, calibrated on the same items: the merged scores equal
+    one run row for row, dynamic random and matched controls included."""
+    import pandas as pd
+
+    from tl_multineuron.cli import main
+    from tl_multineuron.experiment_scores import ExperimentScores
+
+    common = ["intervene", *_tiny_cli(tmp_path, 12), "--eval-items", "7", "--calibration", "5"]
+    common += ["--alphas", "2", "--seeds", "0,1", "--min-frequency", "0.5", "--allow-empty"]
+    assert main([*common, "--out", str(tmp_path / "one")]) == 0
+    shards = [str(tmp_path / f"s{k}") for k in range(3)]
+    for k, d in enumerate(shards):
+        assert main([*common, "--shard", f"{k}/3", "--out", d]) == 0
+    assert main(["merge", *shards, "--out", str(tmp_path / "merged")]) == 0
+    one = ExperimentScores.load(tmp_path / "one" / "scores.csv")
+    merged = ExperimentScores.load(tmp_path / "merged" / "scores.csv")
+    assert set(one.rows["mode"]) == {"static", "dynamic"}
+    assert len(merged.rows) == len(one.rows) and merged.equals(one)
+    pd.testing.assert_frame_equal(
+        pd.read_csv(tmp_path / "one" / "comparisons.csv"),
+        pd.read_csv(tmp_path / "merged" / "comparisons.csv"),
+    )
+    assert main(["report", str(tmp_path / "merged")]) == 0
+    capsys.readouterr()
+    # more shards than evaluated items; a missing shard; an unfinished shard
+    assert main([*common, "--shard", "0/8", "--out", str(tmp_path / "bad")]) == 2
+    assert "some shards would be empty" in capsys.readouterr().err
+    assert main(["merge", *shards[:2], "--out", str(tmp_path / "x")]) == 2
+    assert "['2/3'] are missing" in capsys.readouterr().err
+    s = ExperimentScores.load(tmp_path / "s1" / "scores.csv")
+    s.rows = s.rows[s.rows["condition"] != s.rows["condition"].iloc[-1]]
+    s.save(tmp_path / "s1" / "scores.csv")
+    assert main(["merge", *shards, "--out", str(tmp_path / "y")]) == 2
+    assert "has not scored 1 condition" in capsys.readouterr().err

@@ -27,7 +27,8 @@ def _ints(text: str | None, flag: str) -> tuple[int, ...] | None:
         raise MultiNeuronError(f"{flag} {text!r}: expected comma-separated integers") from e
 
 
-def _dataset(args: argparse.Namespace):
+def _dataset(args: argparse.Namespace, shard: bool = True):
+    """The dataset the flags select; with ``shard`` (and ``--shard``), only that shard."""
     from .data import load_parallel
     from .tasks import load_task
 
@@ -53,11 +54,11 @@ def _dataset(args: argparse.Namespace):
         if args.limit < 1:
             raise MultiNeuronError(f"--limit {args.limit}: expected at least 1 item")
         ds = ds.head(args.limit)
-    if getattr(args, "shard", None):
+    if shard and getattr(args, "shard", None):
         from .shards import Shard
 
-        shard = Shard.parse(args.shard)
-        record = {**shard.to_dict(len(ds)), "n_items": len(ds), "of": ds.fingerprint()}
+        sh = Shard.parse(args.shard)
+        record = {**sh.to_dict(len(ds)), "n_items": len(ds), "of": ds.fingerprint()}
         ds = ds.slice(record["start"], record["stop"])
         args.shard_record = record
     return ds
@@ -153,6 +154,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             f"{list(ds.languages)}" + (f", resuming at item {start}" if start else "")
         )
         check_model(model, config.recording.hook_names(model))  # before run.json is written
+        args.loaded_model = model
         run.write_run(
             {
                 "config": config.to_dict(),
@@ -227,57 +229,74 @@ def _write_views(args: argparse.Namespace, ds, stats, model=None) -> None:
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
-    """Join analyze shards (``--shard K/N``) into one result directory."""
-    import json
+    """Join shards (``--shard K/N``, or torchrun's rank directories) into one directory."""
+    from .merge import merge_shards
 
-    from .runs import RUN_FILE, RunDir, write_stats_tables
-    from .shards import check_cover
+    done = merge_shards(args.shards, args.out, overwrite=args.overwrite)
+    for kind, n in done.items():
+        print(f"{kind}: merged {len(args.shards)} shards ({n} items)")
+    print(f"results in {args.out}/")
+    return 0
+
+
+def _run_distributed(args: argparse.Namespace, info) -> int:
+    """One rank of ``torchrun ... -m tl_multineuron analyze|attribute|intervene``: this rank's
+    shard into ``OUT/ranks/rank-K-of-N`` (resumable on its own), then the reduction; rank 0
+    writes ``OUT`` (:mod:`tl_multineuron.distributed`)."""
+    from . import distributed
+    from .merge import merge_shards
     from .statistics import SharingStats
 
-    runs = []
-    for d in args.shards:
-        f = Path(d) / RUN_FILE
-        if not f.exists():
-            raise MultiNeuronError(f"{d}: no {RUN_FILE}; not an analyze result directory")
-        ident = json.loads(f.read_text()).get("identity", {})
-        if "shard" not in ident:
-            raise MultiNeuronError(f"{d}: not a shard (made without --shard)")
-        runs.append((d, ident))
-    base = {k: v for k, v in runs[0][1].items() if k not in ("shard", "dataset_fingerprint")}
-    for d, ident in runs[1:]:
-        other = {k: v for k, v in ident.items() if k not in ("shard", "dataset_fingerprint")}
-        diff = sorted(k for k in set(base) | set(other) if base.get(k) != other.get(k))
-        if diff:
-            raise MultiNeuronError(
-                f"{d} is a shard of another run than {runs[0][0]}: {diff[0]} differs "
-                f"({other.get(diff[0])!r} vs {base.get(diff[0])!r})"
+    if args.command not in ("analyze", "attribute", "intervene"):
+        raise MultiNeuronError(
+            f"torchrun runs analyze, attribute and intervene, not {args.command}"
+        )
+    if getattr(args, "shard", None):
+        raise MultiNeuronError("--shard and torchrun both split the items; use one of them")
+    full = _dataset(args, shard=False)
+    n = min(args.eval_items, len(full)) if args.command == "intervene" else len(full)
+    what = "evaluated items" if args.command == "intervene" else "items"
+    if info.world > n:  # every rank finds this before any of them waits on another
+        raise MultiNeuronError(
+            f"{info.world} ranks for {n} {what}: some ranks would get nothing; use "
+            f"--nproc-per-node (x nodes) <= {n}"
+        )
+    device = distributed.rank_device(info, args.device)
+    backend = distributed.init(info, device)
+    out, views = Path(args.out), args.command == "analyze" and not args.no_views
+    dirs = [str(distributed.RankInfo(k, info.world, 0).directory(out)) for k in range(info.world)]
+    args.shard, args.device, args.out = info.shard, device, dirs[info.rank]
+    args.no_views = True
+    if info.rank:
+        args.no_progress = True
+    print(f"rank {info.shard} on {device} ({backend}): shard directory {args.out}")
+    try:
+        rc = args.func(args)
+        if rc:
+            return rc
+        kind = args.command
+        reduced = None
+        if kind == "analyze":  # the counters: an all-reduce (sum)
+            reduced = distributed.all_reduce_stats(SharingStats.load(Path(args.out) / "stats.pt"))
+        else:
+            distributed.barrier()
+        if info.rank == 0:
+            merge_shards(
+                dirs,
+                out,
+                overwrite=args.overwrite,
+                resume=args.resume,
+                kinds=[kind],
+                reduced=reduced,
             )
-    records = [ident["shard"] for _, ident in runs]
-    if len({r["of"] for r in records}) != 1:
-        raise MultiNeuronError("the shards come from different datasets (fingerprints differ)")
-    n_items = int(records[0]["n_items"])
-    order = check_cover(records, n_items)
-    by_index = {int(ident["shard"]["index"]): d for d, ident in runs}
-    stats = None
-    for rec in order:
-        d = by_index[int(rec["index"])]
-        part = SharingStats.load(Path(d) / "stats.pt")
-        if part.n_items != rec["stop"] - rec["start"]:
-            raise MultiNeuronError(
-                f"{d}: shard {rec['index']}/{rec['count']} holds {part.n_items} of its "
-                f"{rec['stop'] - rec['start']} items; finish it with --resume first"
-            )
-        stats = part if stats is None else stats.merge(part)
-    identity = {**base, "dataset_fingerprint": records[0]["of"]}
-    identity.pop("kind", None)
-    run = RunDir(args.out, identity, overwrite=args.overwrite)
-    run.write_run(
-        {"merged_from": [str(by_index[int(r["index"])]) for r in order], "n_items": n_items}
-    )
-    run.checkpoint(stats)
-    write_stats_tables(stats, args.out)
-    print(f"merged {len(order)} shards ({n_items} items) into {args.out}/")
-    return 0
+            if views and not (out / "views.json").exists():
+                args.out = str(out)
+                _write_views(args, full, reduced, getattr(args, "loaded_model", None))
+            print(f"rank 0: {info.world} ranks joined into {out}/")
+        distributed.barrier()
+        return 0
+    finally:
+        distributed.finish()
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -308,10 +327,9 @@ def _enrichment_table(frame):
 def cmd_attribute(args: argparse.Namespace) -> int:
     from .attribution_analysis import AttributionConfig, attribute
     from .attribution_stats import AttributionStats
-    from .files import atomic_write
     from .knowledge import DAI_PRESET
     from .models import load_model
-    from .runs import RunDir
+    from .runs import RunDir, write_attribution_tables
 
     k = float(args.k) if "." in args.k else int(args.k)
     ig = {
@@ -388,15 +406,7 @@ def cmd_attribute(args: argparse.Namespace) -> int:
         stats = res.stats
         run.checkpoint(stats)
         print(f"attributed {len(ds) - start} items in {time.perf_counter() - t0:.1f}s")
-    df = stats.to_frame()
-    atomic_write(Path(args.out) / "attribution.csv", lambda t: df.to_csv(t, index=False))
-    import pandas as pd
-
-    # every (language, layer) cell: top-K share, base rate, ratio and its interval
-    enr = pd.concat(
-        [s.enrichment_frame(over=()) for s in stats.methods.values()], ignore_index=True
-    )
-    atomic_write(Path(args.out) / "enrichment.csv", lambda t: enr.to_csv(t, index=False))
+    write_attribution_tables(stats, args.out)
     for m, s in stats.methods.items():
         print(
             f"\n{m}: enrichment of each category among the top-{s.k} neurons (share / base rate, "
@@ -471,9 +481,13 @@ def _print_comparisons(comp) -> None:
 def cmd_intervene(args: argparse.Namespace) -> int:
     from .grid import run_task
     from .models import load_model
+    from .shards import Shard
 
-    ds = _dataset(args)
+    ds = _dataset(args, shard=False)
     cfg = _grid_config(args, analysis=False)
+    shard = Shard.parse(args.shard) if args.shard else None
+    if shard is not None:  # before the model loads: more shards than evaluated items
+        shard.item_range(min(cfg.eval_items, len(ds)))
     print(
         f"{len(cfg.conditions)} conditions on the last {cfg.eval_items} items x "
         f"{ds.n_languages} languages of {ds.name!r}; static sets calibrated on up to "
@@ -491,6 +505,7 @@ def cmd_intervene(args: argparse.Namespace) -> int:
         kind="intervene",
         progress=not args.no_progress,
         log=print,
+        shard=shard,
     )
     _print_comparisons(comp)
     print(f"\nresults in {args.out}/ (scores.csv, summary.csv, comparisons.csv)")
@@ -615,6 +630,14 @@ def _add_grid_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true")
 
 
+def _add_shard(p: argparse.ArgumentParser, what: str = "(after --items/--limit)") -> None:
+    p.add_argument(
+        "--shard",
+        help=f"K/N: only shard K (0-based) of N contiguous item ranges {what}; "
+        "`tl-multineuron merge` joins the shards",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="tl-multineuron", description=__doc__)
     sub = ap.add_subparsers(dest="command", required=True)
@@ -632,11 +655,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--aggregate", default="mean", choices=["mean", "max", "any"])
     a.add_argument("--layers", help="comma-separated layer indices (default all)")
     a.add_argument("--save-items", action="store_true", help="also write per-item categories")
-    a.add_argument(
-        "--shard",
-        help="K/N: only shard K (0-based) of N contiguous item ranges (after --items/--limit); "
-        "`tl-multineuron merge` joins the shards",
-    )
+    _add_shard(a)
     a.add_argument("--checkpoint-every", type=int, default=1, help="batches between checkpoints")
     a.add_argument("--no-views", action="store_true", help="skip the circuitsvis views data")
     a.add_argument("--resume", action="store_true", help="continue an interrupted run")
@@ -699,12 +718,14 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--use-embedding", action="store_true", help="effective score with the tied input embedding"
     )
+    _add_shard(b)
     b.add_argument("--resume", action="store_true")
     b.add_argument("--overwrite", action="store_true")
     b.set_defaults(func=cmd_attribute)
     v = sub.add_parser("intervene", help="scores under deactivation / amplification, paired")
     _add_common(v)
     _add_grid_args(v)
+    _add_shard(v, "of the evaluated items (every shard calibrates on the same items)")
     v.set_defaults(func=cmd_intervene)
     g = sub.add_parser("grid", help="the paper's grid on built-in tasks + report (main job)")
     g.add_argument("--tasks", default="all", help="comma-separated built-in tasks, or 'all'")
@@ -728,7 +749,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("results", help="results directory")
     r.add_argument("--out", help="output file (default RESULTS/report.html)")
     r.set_defaults(func=cmd_report)
-    mg = sub.add_parser("merge", help="join analyze shards (--shard K/N) into one directory")
+    mg = sub.add_parser(
+        "merge", help="join shards (--shard K/N) of analyze / attribute / intervene into one run"
+    )
     mg.add_argument("shards", nargs="+", help="the shards' result directories")
     mg.add_argument("--out", required=True)
     mg.add_argument("--overwrite", action="store_true")
@@ -751,6 +774,11 @@ def main(argv: list[str] | None = None) -> int:
             from .models import resolve_device
 
             resolve_device(args.device)
+        from .distributed import rank_info
+
+        info = rank_info()
+        if info is not None:
+            return _run_distributed(args, info)
         return args.func(args)
     except MultiNeuronError as e:
         print(f"tl-multineuron: error: {e}", file=sys.stderr)

@@ -156,6 +156,8 @@ class ExperimentSets:
     strata: Int[Tensor, "layer d_mlp"] | None = None
     site: str = NEURON_EDIT_HOOK
     layers: tuple[int, ...] | None = None
+    offset: int = 0
+    total: int | None = None
 
     @classmethod
     def build(
@@ -167,9 +169,13 @@ class ExperimentSets:
         n_bins: int = 20,
         site: str = NEURON_EDIT_HOOK,
         layers: tuple[int, ...] | None = None,
+        offset: int = 0,
+        total: int | None = None,
     ) -> ExperimentSets:
         """From the evaluated items' categories and the calibration split's statistics (whose
-        site wins over ``site`` / ``layers``)."""
+        site wins over ``site`` / ``layers``). ``offset`` / ``total``: these items are rows
+        ``offset ..`` of ``total`` evaluated items (a shard): dynamic random controls are
+        drawn as for all of them."""
         langs = tuple(eval_categories.languages)
         shared = specific = strata = None
         if calibration is not None:
@@ -196,6 +202,8 @@ class ExperimentSets:
             strata,
             site,
             layers,
+            offset,
+            total,
         )
 
     @property
@@ -228,7 +236,10 @@ class ExperimentSets:
             )
         strata = self.strata if cond.target == "matched" else None
         key = 2 * int(cond.seed) + (cond.target == "matched")
-        ctrl = sample_like(shared, key, strata=strata)
+        if cond.mode == "dynamic":
+            ctrl = sample_like(shared, key, strata=strata, skip=self.offset, total=self.total)
+        else:
+            ctrl = sample_like(shared, key, strata=strata)
         return ctrl.unsqueeze(1).expand(n_it, N, L, D)
 
 

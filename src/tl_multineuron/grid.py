@@ -41,6 +41,7 @@ from .files import atomic_write
 from .models import identity_meta, provenance
 from .recording import RecordingConfig, iter_dataset_with
 from .runs import RunDir, write_stats_tables
+from .shards import Shard
 from .sites import NEURON_EDIT_HOOK, is_feature_site
 from .statistics import SharingStats
 from .weights import model_weights
@@ -111,12 +112,15 @@ def split(ds: ParallelDataset, cfg: GridConfig) -> tuple[ParallelDataset, Parall
 
 
 def record_pass(
-    model: Any, ds: ParallelDataset, cfg: GridConfig, progress: bool = False
+    model: Any,
+    cal: ParallelDataset,
+    ev: ParallelDataset,
+    cfg: GridConfig,
+    progress: bool = False,
 ) -> tuple[SharingStats | None, AttributionStats | None, SharingStats, Categories]:
-    """One pass over calibration + evaluation items: (stats, attribution, calibration
-    stats, evaluated items' categories)."""
-    cal, ev = split(ds, cfg)
-    used = ParallelDataset(cal.items + ev.items, ds.languages, ds.name)
+    """One pass over calibration + evaluation items (:func:`split`): (stats, attribution,
+    calibration stats, evaluated items' categories)."""
+    used = ParallelDataset(cal.items + ev.items, ev.languages, ev.name)
     rec = RecordingConfig(hook=cfg.hook)
     acfg = AnalysisConfig(thresholds=cfg.thresholds if cfg.analysis else (0.0,), recording=rec)
     stats = new_stats(model, used, acfg)
@@ -129,18 +133,24 @@ def record_pass(
     n_cal = len(cal)
     final = final_residual_hook(model)
     need_final = attr is not None and model_weights(model).has_final_norm
-    batches = iter_dataset_with(
-        model,
-        used,
-        rec,
-        cfg.batch_size,
-        0,
-        progress,
-        extra_hooks=[final] if need_final else [],
-        max_memory=cfg.max_memory,
-        attention=cfg.attention,
-    )
-    for s, acts, extras in batches:
+
+    def batches():  # calibration and evaluated items never share a batch: every shard of the
+        # evaluated items then records the calibration split identically (padding, rounding)
+        for offset, part in ((0, cal), (n_cal, ev)):
+            for s, acts, extras in iter_dataset_with(
+                model,
+                part,
+                rec,
+                cfg.batch_size,
+                0,
+                progress,
+                extra_hooks=[final] if need_final else [],
+                max_memory=cfg.max_memory,
+                attention=cfg.attention,
+            ):
+                yield offset + s, acts, extras
+
+    for s, acts, extras in batches():
         cats = stats.update(acts)
         c0 = cats.codes[0].cpu()
         if attr is not None:
@@ -160,7 +170,7 @@ def record_pass(
         stats if cfg.analysis else None,
         attr,
         cal_stats,
-        Categories(torch.cat(codes), torch.cat(spec), ds.languages),
+        Categories(torch.cat(codes), torch.cat(spec), ev.languages),
     )
 
 
@@ -176,11 +186,20 @@ def run_task(
     kind: str = "grid",
     progress: bool = False,
     log: Any = None,
+    shard: Shard | None = None,
 ) -> pd.DataFrame:
-    """Run one task's grid into ``out``; returns its comparisons."""
+    """Run one task's grid into ``out``; returns its comparisons. ``shard``: evaluate only
+    that shard of the evaluated items (the calibration split, hence the static sets, is the
+    same in every shard; ``tl-multineuron merge`` joins them)."""
     out = Path(out)
     say = log or (lambda *_: None)
     cal, ev = split(ds, cfg)
+    offset, n_eval = 0, len(ev)
+    if shard is not None:
+        rec = {**shard.to_dict(n_eval), "n_items": n_eval, "of": ds.fingerprint()}
+        identity = {**identity, "shard": {**rec, "unit": "evaluated items"}}
+        offset = rec["start"]
+        ev = ev.slice(rec["start"], rec["stop"])
     run = RunDir(
         out,
         {**identity, "grid": cfg.identity()},
@@ -205,7 +224,7 @@ def run_task(
         cats = Categories(blob["codes"], blob["specific_lang"], tuple(blob["languages"]))
         say(f"{ds.name}: recording pass already done")
     else:
-        stats, attr, cal_stats, cats = record_pass(model, ds, cfg, progress)
+        stats, attr, cal_stats, cats = record_pass(model, cal, ev, cfg, progress)
         if stats is not None:
             stats.save(out / "stats.pt")
             write_stats_tables(stats, out)
@@ -220,7 +239,14 @@ def run_task(
         }
         atomic_write(sets_file, lambda t: torch.save(blob, t))
         say(f"{ds.name}: recording pass {time.perf_counter() - t0:.1f}s")
-    sets = ExperimentSets.build(cats, cal_stats, cfg.min_frequency, cfg.specific_frequency)
+    sets = ExperimentSets.build(
+        cats,
+        cal_stats,
+        cfg.min_frequency,
+        cfg.specific_frequency,
+        offset=offset,
+        total=n_eval,
+    )
     scores_file = out / "scores.csv"
     meta = {"dataset": ds.name, "dataset_fingerprint": ev.fingerprint(), **identity_meta(model)}
     if resume and scores_file.exists():
@@ -251,12 +277,18 @@ def run_task(
         max_memory=cfg.max_memory,
     )
     say(f"{ds.name}: conditions {time.perf_counter() - t1:.1f}s")
-    rows = scores.rows
+    comp = write_experiment_tables(scores.rows, out)
+    run.close()
+    return comp
+
+
+def write_experiment_tables(rows: pd.DataFrame, out: str | Path) -> pd.DataFrame:
+    """``summary.csv`` and ``comparisons.csv`` of scored rows; returns the comparisons."""
+    out = Path(out)
     summ = accuracy_summary(rows)
     atomic_write(out / "summary.csv", lambda t: summ.to_csv(t, index=False))
     comp = paired_comparisons(rows)
     atomic_write(out / "comparisons.csv", lambda t: comp.to_csv(t, index=False))
-    run.close()
     return comp
 
 

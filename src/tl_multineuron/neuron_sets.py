@@ -42,6 +42,8 @@ def sample_like(
     seed: int,
     exclude: Bool[Tensor, "*set layer d_mlp"] | None = None,
     strata: Int[Tensor, "layer d_mlp"] | None = None,
+    skip: int = 0,
+    total: int | None = None,
 ) -> Bool[Tensor, "*set layer d_mlp"]:
     """Random neuron sets with exactly ``target``'s per-layer sizes (for each leading index),
     never in ``exclude`` (default: the target itself).
@@ -50,6 +52,9 @@ def sample_like(
     gets as many neurons as the target has there (activity matching); where a bin has too
     few candidates, the shortfall is drawn uniformly from the layer's remaining candidates.
     A layer with fewer candidates than the target's size is an error.
+
+    ``skip`` / ``total``: these sets are rows ``skip ..`` of a family of ``total`` sets drawn
+    with one seed (a shard of the evaluated items): the draws equal that family's rows.
     """
     if target.dtype != torch.bool or target.ndim < 2:
         raise MultiNeuronError(
@@ -67,7 +72,12 @@ def sample_like(
             f"cannot draw {int(sizes[n, layer])} control neurons in layer {layer} (set {n}): "
             f"only {int(cand[n, layer].sum())} neurons lie outside the excluded set"
         )
+    n_sets = t.shape[0]
+    total = skip + n_sets if total is None else total
+    if skip < 0 or total < skip + n_sets:
+        raise MultiNeuronError(f"sets {skip}..{skip + n_sets} do not lie within {total} sets")
     g = torch.Generator().manual_seed(int(seed))
+    _discard(g, skip * L * D)
     u = torch.rand(t.shape, generator=g, dtype=torch.float64)
     bins = (strata if strata is not None else torch.zeros(L, D, dtype=torch.long)).long()
     if tuple(bins.shape) != (L, D):
@@ -87,11 +97,20 @@ def sample_like(
     chosen = torch.zeros_like(t).scatter_(-1, order, rank < take.gather(-1, sorted_bins))
     deficit = (want - take).sum(-1)
     if deficit.any():  # bins short of candidates: fill from the layer's other candidates
+        _discard(g, (total - n_sets) * L * D)  # to row `skip` of the family's second draw
         v = torch.rand(t.shape, generator=g, dtype=torch.float64)
         left = cand & ~chosen
         r2 = torch.where(left, v, -1.0).argsort(-1, descending=True).argsort(-1)
         chosen |= left & (r2 < deficit[..., None])
     return chosen.reshape(*lead, L, D)
+
+
+def _discard(g: torch.Generator, n: int, chunk: int = 1 << 24) -> None:
+    """Advance ``g`` by ``n`` float64 draws (CPU generators draw serially, so the next draw
+    continues the same stream)."""
+    while n > 0:
+        torch.rand(min(n, chunk), generator=g, dtype=torch.float64)
+        n -= chunk
 
 
 def _site_of(stats: SharingStats) -> tuple[str, tuple[int, ...] | None]:

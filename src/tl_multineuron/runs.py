@@ -251,6 +251,21 @@ def write_stats_tables(stats: SharingStats, out: str | Path) -> None:
     atomic_write(out / "stability.csv", lambda t: stab.to_csv(t, index=False))
 
 
+def write_attribution_tables(stats: Any, out: str | Path) -> None:
+    """``attribution.csv`` (per layer, category and method) and ``enrichment.csv`` (every
+    language x layer cell: top-K share, base rate, ratio and its interval) of an
+    :class:`~tl_multineuron.attribution_stats.AttributionStats`."""
+    import pandas as pd
+
+    out = Path(out)
+    df = stats.to_frame()
+    atomic_write(out / "attribution.csv", lambda t: df.to_csv(t, index=False))
+    enr = pd.concat(
+        [s.enrichment_frame(over=()) for s in stats.methods.values()], ignore_index=True
+    )
+    atomic_write(out / "enrichment.csv", lambda t: enr.to_csv(t, index=False))
+
+
 def _shards(path: Path) -> dict[Path, tuple[int, int]]:
     """Per-item shards of a run directory and their item ranges ``[start, end)``."""
     out = {}
