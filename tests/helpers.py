@@ -219,3 +219,27 @@ def no_norm_model(seed: int = 0) -> Any:
     model = TransformerBridge.boot_native(cfg, tokenizer=byte_tokenizer())
     model.eval()
     return model
+
+
+def fake_shards(stats, n: int, n_items: int, root, identity: dict) -> list:
+    """``n`` shard directories of an ``n_items`` run, each holding a copy of ``stats`` with
+    the shard's item count and its own fingerprint: what ``merge`` reads, for timing merges
+    at a scale no test runs through a model."""
+    from pathlib import Path
+
+    from tl_multineuron.runs import RunDir
+    from tl_multineuron.shards import Shard
+
+    dirs = []
+    for k in range(n):
+        d = Path(root) / f"shard-{k}"
+        rec = {**Shard(k, n).to_dict(n_items), "n_items": n_items, "of": "all"}
+        part = stats.copy()
+        part.n_items = rec["stop"] - rec["start"]
+        part.meta["dataset_fingerprint"] = f"fp{k}"
+        run = RunDir(d, {**identity, "dataset_fingerprint": f"fp{k}", "shard": rec})
+        run.write_run({})
+        part.save(d / "stats.pt")
+        run.close()
+        dirs.append(d)
+    return dirs

@@ -424,3 +424,17 @@ def test_gate_site_equals_act_of_raw_gate_proj(gemma, gemma_hf):
     for x in (0, 9, 17):
         expect = hf.model.layers[x].mlp.act_fn(cap[x][0, -1])
         torch.testing.assert_close(got[0, x], expect, rtol=1e-5, atol=1e-6)
+
+
+def test_gemma_split_over_two_map_entries_records_like_the_whole(gemma):
+    """The embedded model with its 18 layers split over two device-map entries (both the CPU
+    here; two GPUs on a node): the same categories and activation sums as the whole model."""
+    ds = tlm.load_task("facts").head(3)
+    cfg = tlm.AnalysisConfig(thresholds=(0.0,), batch_size=3)
+    whole = tlm.analyze(gemma, ds, cfg).stats
+    split_model = tlm.load_model("gemma-3-270m", device_map=["cpu", "cpu"])
+    placed = split_model.original_model.hf_device_map
+    assert placed["model.layers.0"] == placed["model.layers.17"] == "cpu"
+    split = tlm.analyze(split_model, ds, cfg).stats
+    assert torch.equal(whole.category_counts, split.category_counts)
+    assert torch.equal(whole.act_sum, split.act_sum)

@@ -52,6 +52,7 @@ from .interventions import (
 from .knowledge import KnowledgeNeurons, KnowledgeStats, coarse_neurons, knowledge_neurons, refine
 from .masks import topk_mask
 from .memory import MemoryEstimate, estimate_forward, memory_budget, parse_memory
+from .merge import merge_shards
 from .models import (
     EMBEDDED_MODEL,
     SUPPORTED_MODELS,
@@ -63,6 +64,7 @@ from .models import (
 )
 from .neuron_sets import NeuronSet, magnitude_strata, sample_like
 from .norms import NormPath, NormSpec, norm_path
+from .placement import layer_device_map
 from .recording import (
     RecordingConfig,
     TokenBatch,
@@ -74,6 +76,7 @@ from .recording import (
 )
 from .saes import attach_sae, load_sae, sae_site
 from .scoring import AnswerRows, AnswerScores, answer_rows, score_answers
+from .shards import Shard
 from .sites import edit_hook, gate_activation, is_feature_site
 from .statistics import SharingStats, merge_all
 from .tasks import TASKS, list_tasks, load_task
@@ -97,6 +100,7 @@ __all__ = [
     "AnswerRows",
     "AnswerScores",
     "apply",
+    "attach_sae",
     "attention_implementation",
     "attribute",
     "AttributionConfig",
@@ -109,15 +113,16 @@ __all__ = [
     "Category",
     "CATEGORY_NAMES",
     "check_model",
+    "check_tl_version",
     "coarse_neurons",
     "Composite",
     "Condition",
     "contribution_scores",
     "deactivate",
+    "edit_hook",
     "effective_scores",
     "efficient_attention",
     "EMBEDDED_MODEL",
-    "SUPPORTED_MODELS",
     "estimate_forward",
     "EvalConfig",
     "evaluate",
@@ -129,22 +134,17 @@ __all__ = [
     "IGResult",
     "integrated_gradients",
     "Intervention",
+    "is_feature_site",
     "iter_dataset",
     "iter_dataset_with",
     "knowledge_neurons",
     "KnowledgeNeurons",
     "KnowledgeStats",
+    "layer_device_map",
     "list_tasks",
     "load_model",
-    "attach_sae",
-    "load_sae",
-    "sae_site",
-    "edit_hook",
-    "is_feature_site",
-    "check_tl_version",
-    "native_kind",
-    "tl_version",
     "load_parallel",
+    "load_sae",
     "load_task",
     "load_xnli",
     "LoadInfo",
@@ -154,9 +154,11 @@ __all__ = [
     "memory_budget",
     "MemoryEstimate",
     "merge_all",
+    "merge_shards",
     "model_weights",
     "ModelWeights",
     "MultiNeuronError",
+    "native_kind",
     "NeuronHook",
     "NeuronSet",
     "norm_path",
@@ -176,12 +178,16 @@ __all__ = [
     "resolve_device",
     "run_experiment",
     "run_task",
+    "sae_site",
     "sample_like",
     "score_answers",
     "ScoreStats",
+    "Shard",
     "SharingStats",
     "steer_toward",
+    "SUPPORTED_MODELS",
     "TASKS",
+    "tl_version",
     "TokenBatch",
     "tokenize",
     "topk_mask",

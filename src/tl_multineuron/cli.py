@@ -78,6 +78,22 @@ def _identity(args: argparse.Namespace, ds, **extra) -> dict:
     }
 
 
+def _load(args: argparse.Namespace, return_info: bool = False):
+    """The model the flags name, where they place it."""
+    from .models import load_model
+    from .placement import parse_device_map
+
+    dm = getattr(args, "device_map", None)
+    return load_model(
+        args.model,
+        device=args.device,
+        dtype=args.dtype,
+        saes=args.sae or (),
+        return_info=return_info,
+        device_map=parse_device_map(dm) if dm else None,
+    )
+
+
 def _add_device_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: TL's choice)")
     p.add_argument(
@@ -86,7 +102,13 @@ def _add_device_args(p: argparse.ArgumentParser) -> None:
         help="attach an SAE (a directory saved by SAELens, or RELEASE:SAE_ID; repeatable; needs "
         "sae-lens): its features become a site, e.g. --hook hook_resid_post.hook_sae_acts_post",
     )
-    p.add_argument("--dtype", default="float32")
+    p.add_argument("--dtype", default="float32", help="float32, bfloat16 or float16")
+    p.add_argument(
+        "--device-map",
+        default=None,
+        help="split the model over devices: auto, balanced, sequential, a JSON object "
+        "{module: device}, or devices to split the layers over in order, e.g. cuda:0,cuda:1",
+    )
     p.add_argument(
         "--max-memory",
         default=None,
@@ -122,7 +144,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     from .analysis import AnalysisConfig, analyze
-    from .models import check_model, load_model
+    from .models import check_model
     from .recording import RecordingConfig
     from .runs import RunDir, write_stats_tables
 
@@ -145,9 +167,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         print(f"{args.out}: all {len(ds)} items already done")
     else:
         t0 = time.perf_counter()
-        model, info = load_model(
-            args.model, device=args.device, dtype=args.dtype, saes=args.sae or (), return_info=True
-        )
+        model, info = _load(args, return_info=True)
         print(
             f"model {args.model} ({info.kind}, cache hit: {info.cache_hit}) loaded in "
             f"{info.seconds:.1f}s; {len(ds)} items x {ds.n_languages} languages "
@@ -205,7 +225,6 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 def _write_views(args: argparse.Namespace, ds, stats, model=None) -> None:
     """circuitsvis data for the first item: the most often all-shared neurons of three
     layers, token by token, one row per language."""
-    from .models import load_model
     from .recording import token_activations
     from .views import neuron_activation_view, save_views
 
@@ -213,7 +232,7 @@ def _write_views(args: argparse.Namespace, ds, stats, model=None) -> None:
     pick = sorted({0, len(layers) // 2, len(layers) - 1})
     neurons = {layers[i]: stats.top_neurons("all-shared", i, 4) for i in pick}
     if model is None:  # the analysis was already complete: nothing loaded it
-        model = load_model(args.model, device=args.device, dtype=args.dtype, saes=args.sae or ())
+        model = _load(args)
     hook = stats.meta.get("config", {}).get("recording", {}).get("hook", "mlp.hook_post")
     item = ds.items[0]
     toks, acts = token_activations(model, [item.prompts[x] for x in ds.languages], neurons, hook)
@@ -328,7 +347,6 @@ def cmd_attribute(args: argparse.Namespace) -> int:
     from .attribution_analysis import AttributionConfig, attribute
     from .attribution_stats import AttributionStats
     from .knowledge import DAI_PRESET
-    from .models import load_model
     from .runs import RunDir, write_attribution_tables
 
     k = float(args.k) if "." in args.k else int(args.k)
@@ -389,7 +407,7 @@ def cmd_attribute(args: argparse.Namespace) -> int:
         print(f"{args.out}: all {len(ds)} items already attributed")
     else:
         t0 = time.perf_counter()
-        model = load_model(args.model, device=args.device, dtype=args.dtype, saes=args.sae or ())
+        model = _load(args)
         run.write_run({"config": config.to_dict(), "n_items": len(ds)})
         res = attribute(
             model,
@@ -480,7 +498,6 @@ def _print_comparisons(comp) -> None:
 
 def cmd_intervene(args: argparse.Namespace) -> int:
     from .grid import run_task
-    from .models import load_model
     from .shards import Shard
 
     ds = _dataset(args, shard=False)
@@ -493,7 +510,7 @@ def cmd_intervene(args: argparse.Namespace) -> int:
         f"{ds.n_languages} languages of {ds.name!r}; static sets calibrated on up to "
         f"{cfg.calibration} other items"
     )
-    model = load_model(args.model, device=args.device, dtype=args.dtype, saes=args.sae or ())
+    model = _load(args)
     comp = run_task(
         model,
         ds,
@@ -514,7 +531,6 @@ def cmd_intervene(args: argparse.Namespace) -> int:
 
 def cmd_grid(args: argparse.Namespace) -> int:
     from .grid import run_task, write_index
-    from .models import load_model
     from .report import build_report
     from .tasks import TASKS, load_task
 
@@ -527,9 +543,7 @@ def cmd_grid(args: argparse.Namespace) -> int:
         raise MultiNeuronError(f"--tasks: unknown task(s) {bad}; built-in: {sorted(TASKS)}")
     cfg = _grid_config(args, analysis=True)
     t0 = time.perf_counter()
-    model, info = load_model(
-        args.model, device=args.device, dtype=args.dtype, saes=args.sae or (), return_info=True
-    )
+    model, info = _load(args, return_info=True)
     print(
         f"model {args.model} loaded in {info.seconds:.1f}s; {len(names)} task(s), "
         f"{len(cfg.conditions)} conditions each, {cfg.eval_items} evaluated items per task"
@@ -559,10 +573,10 @@ def cmd_grid(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluation import EvalConfig, accuracy_table, evaluate
     from .files import atomic_write, write_json
-    from .models import load_model, provenance
+    from .models import provenance
 
     ds = _dataset(args)
-    model = load_model(args.model, device=args.device, dtype=args.dtype, saes=args.sae or ())
+    model = _load(args)
     df = evaluate(
         model, ds, EvalConfig(args.max_new_tokens, args.batch_size), progress=not args.no_progress
     )

@@ -123,13 +123,8 @@ def _merge_analyze(
     resume: bool,
     reduced: SharingStats | None = None,
 ) -> int:
-    stats = reduced
-    if stats is None:
-        for d, rec in shards:
-            part = SharingStats.load(d / "stats.pt")
-            _finished(d, rec, part.n_items, "items")
-            stats = part if stats is None else stats.merge(part)
-    elif stats.n_items != int(shards[0][1]["n_items"]):
+    stats = reduced if reduced is not None else _merged(shards, SharingStats.load, "stats.pt")
+    if reduced is not None and stats.n_items != int(shards[0][1]["n_items"]):
         raise MultiNeuronError(
             f"the reduced statistics hold {stats.n_items} of {shards[0][1]['n_items']} items"
         )
@@ -151,11 +146,7 @@ def _merge_analyze(
 
 
 def _merge_attribute(identity: dict, shards: list, out: Path, overwrite: bool, resume: bool) -> int:
-    stats = None
-    for d, rec in shards:
-        part = AttributionStats.load(d / "attribution.pt")
-        _finished(d, rec, part.n_items, "items")
-        stats = part if stats is None else stats.merge(part)
+    stats = _merged(shards, AttributionStats.load, "attribution.pt")
     run = RunDir(
         out,
         identity,
@@ -213,6 +204,16 @@ def _merge_intervene(identity: dict, shards: list, out: Path, overwrite: bool, r
     finally:
         run.close()
     return scores.n_items
+
+
+def _merged(shards: list, load: Any, name: str) -> Any:
+    """The accumulators ``name`` of finished shards, merged in shard order."""
+    out = None
+    for d, rec in shards:
+        part = load(d / name)
+        _finished(d, rec, part.n_items, "items")
+        out = part if out is None else out.merge(part)
+    return out
 
 
 def _provenance(shards: list) -> dict[str, Any]:

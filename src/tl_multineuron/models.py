@@ -273,6 +273,7 @@ def load_model(
     hf_name: str | None = None,
     return_info: bool = False,
     saes: Sequence[Any] = (),
+    device_map: Any = None,
 ) -> Any:
     """The installed TransformerLens line's native model for a model name or path: a
     ``TransformerBridge`` on TL 4.x, a ``HookedTransformer`` on TL 3.x (see
@@ -285,10 +286,22 @@ def load_model(
     ``saes``: SAEs to attach (SAELens objects, local SAE directories or ``RELEASE:SAE_ID``,
     see :mod:`tl_multineuron.saes`); the model is then SAELens' ``HookedSAETransformer``
     (TL 3.x), and each SAE's features are a site.
+
+    ``device_map``: split the model over devices (accelerate dispatch under the bridge, TL 4.x):
+    ``"auto"`` / ``"balanced"`` / ``"sequential"``, ``{module: device}``, or a list of devices
+    over which the decoder layers are split evenly (see :mod:`tl_multineuron.placement`).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tl_line()  # an unsupported TransformerLens is named before anything loads
+    if device_map is not None:
+        if device is not None:
+            raise MultiNeuronError("give a device or a device map, not both")
+        if tl_line() != 4 or saes:
+            raise MultiNeuronError(
+                "a device map needs the TransformerBridge (transformer-lens 4.x) and no SAEs; "
+                "TL 3.x's HookedTransformer splits layers with its own n_devices"
+            )
     t0 = time.perf_counter()
     dt = _dtype(dtype)
     local_dir: Path | None = None
@@ -331,6 +344,10 @@ def load_model(
     if not getattr(hf.config, "architectures", None):
         hf.config.architectures = [type(hf).__name__]
     dev = None if want is None else str(want)
+    if device_map is not None:
+        from .placement import dispatch
+
+        hf = dispatch(hf.to(dt), device_map, dt)
     model = build_model(name, hf, tok, dev, dt, local_dir, with_saes=bool(saes))
     for spec in saes:
         attach_sae(model, load_sae(spec, model_device(model)))

@@ -308,7 +308,15 @@ def record_with(
     out: Tensor | None = None
     extras: dict[str, Tensor] = {}
     fired: list[bool] = [False] * (len(names) + len(extra))
-    rows = torch.arange(batch.tokens.shape[0], device=device)
+    on_device: dict[torch.device, tuple[TokenBatch, Tensor]] = {}
+
+    def local(dev: torch.device) -> tuple[TokenBatch, Tensor]:
+        """The batch's positions on ``dev``: a model split over devices (``device_map``)
+        reduces each layer where it lives, and only the reduced rows move."""
+        if dev not in on_device:
+            b = batch.to(dev)
+            on_device[dev] = (b, torch.arange(b.tokens.shape[0], device=dev))
+        return on_device[dev]
 
     def done(k: int) -> None:
         fired[k] = True
@@ -326,14 +334,14 @@ def record_with(
                 )
             if transforms is not None and config.token == "all":
                 act = transforms[k](act)
-            red = _reduce(act, batch, config)
+            red = _reduce(act, local(act.device)[0], config)
             if transforms is not None and config.token != "all":
                 red = transforms[k](red)
-            if out is None:
+            if out is None:  # on the first recorded layer's device
                 out = torch.empty(
                     act.shape[0], len(names), d_mlp, dtype=red.dtype, device=red.device
                 )
-            out[:, k] = red
+            out[:, k] = red.to(out.device)
             done(k)
             return None
 
@@ -341,7 +349,8 @@ def record_with(
 
     def make_extra(k: int, name: str):
         def hook(act: Tensor, hook: Any) -> None:
-            extras[name] = act[rows, batch.last_index].clone()
+            b, rows = local(act.device)
+            extras[name] = act[rows, b.last_index].clone()
             done(len(names) + k)
             return None
 

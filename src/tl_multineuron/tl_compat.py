@@ -138,9 +138,24 @@ def build_model(
     if tl_line() == 4:
         from transformer_lens.model_bridge import TransformerBridge
 
-        model = TransformerBridge.boot_transformers(
-            name, hf_model=hf, tokenizer=tokenizer, device=device, dtype=dtype
-        )
+        placed = getattr(hf, "hf_device_map", None)
+        if placed and len({str(v) for v in placed.values()}) > 1:
+            # dispatched over devices: the bridge would move a pre-loaded model to one device
+            own = hf.__dict__.get("to")  # accelerate's guard, where it set one
+            hf.to = lambda *a, **k: hf
+            try:
+                model = TransformerBridge.boot_transformers(
+                    name, hf_model=hf, tokenizer=tokenizer, device=device, dtype=dtype
+                )
+            finally:
+                if own is not None:
+                    hf.to = own
+                else:
+                    del hf.to
+        else:
+            model = TransformerBridge.boot_transformers(
+                name, hf_model=hf, tokenizer=tokenizer, device=device, dtype=dtype
+            )
     else:
         from transformer_lens.loading_from_pretrained import get_official_model_name
 
