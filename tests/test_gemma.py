@@ -428,7 +428,12 @@ def test_gate_site_equals_act_of_raw_gate_proj(gemma, gemma_hf):
 
 def test_gemma_split_over_two_map_entries_records_like_the_whole(gemma):
     """The embedded model with its 18 layers split over two device-map entries (both the CPU
-    here; two GPUs on a node): the same categories and activation sums as the whole model."""
+    here; two GPUs on a node): the same categories and activation sums as the whole model.
+    TL 3.x's HookedTransformer has no device maps: refused, naming what it has instead."""
+    if not is_bridge(gemma):
+        with pytest.raises(tlm.MultiNeuronError, match="needs the TransformerBridge"):
+            tlm.load_model("gemma-3-270m", device_map=["cpu", "cpu"])
+        return
     ds = tlm.load_task("facts").head(3)
     cfg = tlm.AnalysisConfig(thresholds=(0.0,), batch_size=3)
     whole = tlm.analyze(gemma, ds, cfg).stats
