@@ -233,7 +233,7 @@ def fake_shards(stats, n: int, n_items: int, root, identity: dict) -> list:
     dirs = []
     for k in range(n):
         d = Path(root) / f"shard-{k}"
-        rec = {**Shard(k, n).to_dict(n_items), "n_items": n_items, "of": "all"}
+        rec = Shard(k, n).record(n_items, "all")
         part = stats.copy()
         part.n_items = rec["stop"] - rec["start"]
         part.meta["dataset_fingerprint"] = f"fp{k}"

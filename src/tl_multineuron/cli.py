@@ -57,8 +57,7 @@ def _dataset(args: argparse.Namespace, shard: bool = True):
     if shard and getattr(args, "shard", None):
         from .shards import Shard
 
-        sh = Shard.parse(args.shard)
-        record = {**sh.to_dict(len(ds)), "n_items": len(ds), "of": ds.fingerprint()}
+        record = Shard.parse(args.shard).record(len(ds), ds.fingerprint())
         ds = ds.slice(record["start"], record["stop"])
         args.shard_record = record
     return ds

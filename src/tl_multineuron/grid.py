@@ -196,7 +196,7 @@ def run_task(
     cal, ev = split(ds, cfg)
     offset, n_eval = 0, len(ev)
     if shard is not None:
-        rec = {**shard.to_dict(n_eval), "n_items": n_eval, "of": ds.fingerprint()}
+        rec = shard.record(n_eval, ds.fingerprint())
         identity = {**identity, "shard": {**rec, "unit": "evaluated items"}}
         offset = rec["start"]
         ev = ev.slice(rec["start"], rec["stop"])

@@ -11,9 +11,9 @@ over all items.
 
 from __future__ import annotations
 
-import json
 import shutil
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,14 @@ from .attribution_stats import AttributionStats
 from .errors import MultiNeuronError
 from .experiment_scores import ExperimentScores
 from .files import atomic_write
-from .runs import RUN_FILE, RunDir, _shards, write_attribution_tables, write_stats_tables
+from .runs import (
+    RUN_FILE,
+    RunDir,
+    _read_identity,
+    _shards,
+    write_attribution_tables,
+    write_stats_tables,
+)
 from .shards import check_cover
 from .statistics import SharingStats
 
@@ -42,11 +49,7 @@ def shard_kinds(path: str | Path) -> list[str]:
 
 
 def _identity(path: Path, kind: str) -> dict:
-    f = path / KINDS[kind][0]
-    try:
-        ident = json.loads(f.read_text()).get("identity", {})
-    except ValueError as e:
-        raise MultiNeuronError(f"{f}: not valid JSON ({e})") from e
+    ident = _read_identity(path / KINDS[kind][0])
     if "shard" not in ident:
         raise MultiNeuronError(f"{path}: its {kind} run is not a shard (made without --shard)")
     return ident
@@ -128,11 +131,8 @@ def _merge_analyze(
         raise MultiNeuronError(
             f"the reduced statistics hold {stats.n_items} of {shards[0][1]['n_items']} items"
         )
-    save_items = bool(identity.get("save_items"))
-    run = RunDir(out, identity, overwrite=overwrite, resume=resume)
-    try:
-        run.write_run(_provenance(shards))
-        if save_items:  # per-item categories: the shards' files, renumbered to global items
+    with _writing(out, identity, "analyze", shards, overwrite, resume) as run:
+        if identity.get("save_items"):  # per-item categories, renumbered to global items
             for d, rec in shards:
                 for f, (a, b) in _shards(d).items():
                     s = int(rec["start"])
@@ -140,27 +140,14 @@ def _merge_analyze(
                     atomic_write(dest, lambda t, f=f: shutil.copyfile(f, t))
         run.checkpoint(stats)
         write_stats_tables(stats, out)
-    finally:
-        run.close()
     return stats.n_items
 
 
 def _merge_attribute(identity: dict, shards: list, out: Path, overwrite: bool, resume: bool) -> int:
     stats = _merged(shards, AttributionStats.load, "attribution.pt")
-    run = RunDir(
-        out,
-        identity,
-        overwrite=overwrite,
-        resume=resume,
-        kind="attribute",
-        stats_file="attribution.pt",
-    )
-    try:
-        run.write_run(_provenance(shards))
+    with _writing(out, identity, "attribute", shards, overwrite, resume) as run:
         run.checkpoint(stats)
         write_attribution_tables(stats, out)
-    finally:
-        run.close()
     return stats.n_items
 
 
@@ -193,16 +180,10 @@ def _merge_intervene(identity: dict, shards: list, out: Path, overwrite: bool, r
         "specific_lang": torch.cat([b["specific_lang"] for b in blobs]),
         "languages": blobs[0]["languages"],
     }
-    run = RunDir(
-        out, identity, overwrite=overwrite, resume=resume, kind="intervene", stats_file="scores.csv"
-    )
-    try:
-        run.write_run(_provenance(shards))
+    with _writing(out, identity, "intervene", shards, overwrite, resume):
         atomic_write(out / "sets.pt", lambda t: torch.save(sets, t))
         scores.save(out / "scores.csv")
         write_experiment_tables(scores.rows, out)
-    finally:
-        run.close()
     return scores.n_items
 
 
@@ -216,9 +197,21 @@ def _merged(shards: list, load: Any, name: str) -> Any:
     return out
 
 
-def _provenance(shards: list) -> dict[str, Any]:
-    rec = shards[0][1]
-    return {"merged_from": [str(d) for d, _ in shards], "n_items": int(rec["n_items"])}
+@contextmanager
+def _writing(
+    out: Path, identity: dict, kind: str, shards: list, overwrite: bool, resume: bool
+) -> Iterator[RunDir]:
+    """``out`` bound to the merged run of ``kind`` (its run file written, naming the shards),
+    released afterwards."""
+    run = RunDir(
+        out, identity, overwrite=overwrite, resume=resume, kind=kind, stats_file=KINDS[kind][1]
+    )
+    try:
+        merged_from = [str(d) for d, _ in shards]
+        run.write_run({"merged_from": merged_from, "n_items": int(shards[0][1]["n_items"])})
+        yield run
+    finally:
+        run.close()
 
 
 _MERGERS = {"analyze": _merge_analyze, "attribute": _merge_attribute, "intervene": _merge_intervene}

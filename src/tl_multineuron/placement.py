@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from .errors import MultiNeuronError
+from .models import available_devices, resolve_device
 
 STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
 DeviceMap = str | dict[str, Any] | Sequence[str]
@@ -44,8 +45,6 @@ def parse_device_map(text: str) -> DeviceMap:
 
 def _device(value: Any, where: str) -> str:
     """A map value as a device name, after checking it exists here."""
-    from .models import available_devices, resolve_device
-
     if isinstance(value, bool) or not isinstance(value, int | str):
         raise MultiNeuronError(f"device map {where}: {value!r} is not a device")
     name = f"cuda:{value}" if isinstance(value, int) else value

@@ -51,6 +51,11 @@ class Shard:
         start, stop = self.item_range(n_items)
         return {"index": self.index, "count": self.count, "start": start, "stop": stop}
 
+    def record(self, n_items: int, of: str) -> dict:
+        """What a shard's run file records (``identity.shard``): the range (:meth:`to_dict`),
+        the number of items split and ``of``, the fingerprint of the run they come from."""
+        return {**self.to_dict(n_items), "n_items": n_items, "of": of}
+
     def __str__(self) -> str:
         return f"{self.index}/{self.count}"
 

@@ -19,9 +19,11 @@ the library is line-agnostic. What differs lives here:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
 import tempfile
+from collections.abc import Iterator
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -113,6 +115,25 @@ def native_kind() -> str:
     return "TransformerBridge" if tl_line() == 4 else "HookedTransformer"
 
 
+@contextlib.contextmanager
+def _kept_in_place(hf: Any) -> Iterator[None]:
+    """A model dispatched over several devices stays where it is: the bridge moves a
+    pre-loaded model to one device, so its ``to`` does nothing meanwhile."""
+    placed = getattr(hf, "hf_device_map", None)
+    if not placed or len({str(v) for v in placed.values()}) < 2:
+        yield
+        return
+    own = hf.__dict__.get("to")  # accelerate's guard, where it set one
+    hf.to = lambda *a, **k: hf
+    try:
+        yield
+    finally:
+        if own is not None:
+            hf.to = own
+        else:
+            del hf.to
+
+
 def build_model(
     name: str,
     hf: Any,
@@ -138,21 +159,7 @@ def build_model(
     if tl_line() == 4:
         from transformer_lens.model_bridge import TransformerBridge
 
-        placed = getattr(hf, "hf_device_map", None)
-        if placed and len({str(v) for v in placed.values()}) > 1:
-            # dispatched over devices: the bridge would move a pre-loaded model to one device
-            own = hf.__dict__.get("to")  # accelerate's guard, where it set one
-            hf.to = lambda *a, **k: hf
-            try:
-                model = TransformerBridge.boot_transformers(
-                    name, hf_model=hf, tokenizer=tokenizer, device=device, dtype=dtype
-                )
-            finally:
-                if own is not None:
-                    hf.to = own
-                else:
-                    del hf.to
-        else:
+        with _kept_in_place(hf):
             model = TransformerBridge.boot_transformers(
                 name, hf_model=hf, tokenizer=tokenizer, device=device, dtype=dtype
             )
