@@ -101,7 +101,7 @@ def seeded_acts(shape, seed: int = 0) -> torch.Tensor:
     return torch.randn(*shape, generator=g)
 
 
-def tiny_hf_dir(path) -> str:
+def tiny_hf_dir(path, n_inner: int = 48) -> str:
     """Save a tiny random GPT-2 HF checkpoint with the byte tokenizer (a local HF directory in
     the same format as the hub's)."""
     from transformers import GPT2Config, GPT2LMHeadModel
@@ -113,7 +113,7 @@ def tiny_hf_dir(path) -> str:
         n_embd=32,
         n_layer=2,
         n_head=4,
-        n_inner=48,
+        n_inner=n_inner,
         bos_token_id=1,
         eos_token_id=2,
         pad_token_id=0,

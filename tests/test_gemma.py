@@ -5,6 +5,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 from helpers import last_position_logprob_fn
@@ -212,6 +213,28 @@ def test_walkthrough_runs(tmp_path):
     assert "report:" in r.stdout and (tmp_path / "w" / "report.html").exists()
     page = (tmp_path / "w" / "report.html").read_text()
     assert "No sharing analysis" not in page and "No attribution results" not in page
+
+
+def test_steering_example_runs(tmp_path):
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "steering.py"), "--out", str(tmp_path / "s"),
+         "--items", "3"],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    page = (tmp_path / "s" / "report.html").read_text()
+    assert "Accuracy steering" in page and "Output-language control" in page
+    assert "No accuracy-steering results" not in page and "No output-language" not in page
+    held = pd.read_csv(tmp_path / "s" / "accuracy" / "heldout.csv")
+    assert set(held.language) >= {"en", "de", "ru", "ja", "non-English"}
+    assert (held[held.language == "all"].n_rows == 3 * 4).all()
+    lang = pd.read_csv(tmp_path / "s" / "language" / "language_control.csv")
+    assert set(lang.target) == {"ru", "ja"} and lang.identifier_reliable.all()
+    # unsteered English prompts are not answered in Russian or Japanese
+    none = lang[lang.method == "none"]
+    assert (none.language_control <= 34).all()
 
 
 def test_local_gguf_file_loads_the_same_model(gemma):

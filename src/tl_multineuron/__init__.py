@@ -41,6 +41,7 @@ from .experiments import (
 from .grid import GridConfig, run_task
 from .interventions import (
     Composite,
+    Edit,
     Intervention,
     NeuronHook,
     amplify,
@@ -50,6 +51,9 @@ from .interventions import (
     steer_toward,
 )
 from .knowledge import KnowledgeNeurons, KnowledgeStats, coarse_neurons, knowledge_neurons, refine
+from .language_id import LanguageIdentifier, identifier_accuracy
+from .language_runs import LanguageSteerConfig, run_language_study
+from .language_steering import ResidualAdd, control_table, diff_of_means, language_edit
 from .masks import topk_mask
 from .memory import MemoryEstimate, estimate_forward, memory_budget, parse_memory
 from .merge import merge_shards
@@ -79,6 +83,9 @@ from .scoring import AnswerRows, AnswerScores, answer_rows, score_answers
 from .shards import Shard
 from .sites import edit_hook, gate_activation, is_feature_site
 from .statistics import SharingStats, merge_all
+from .steer_runs import AccuracySteerConfig, run_accuracy_study
+from .steering import SteerConfig, SteeringSets, default_bands, search_space
+from .steering_study import choose, heldout_comparisons, score_steering, search_surface
 from .tasks import TASKS, list_tasks, load_task
 from .tl_compat import check_tl_version, native_kind, tl_version
 from .weights import ModelWeights, model_weights
@@ -90,6 +97,7 @@ __all__ = [
     "Accumulator",
     "accuracy_summary",
     "accuracy_table",
+    "AccuracySteerConfig",
     "active_mask",
     "amplify",
     "AnalysisConfig",
@@ -114,11 +122,16 @@ __all__ = [
     "CATEGORY_NAMES",
     "check_model",
     "check_tl_version",
+    "choose",
     "coarse_neurons",
     "Composite",
     "Condition",
     "contribution_scores",
+    "control_table",
     "deactivate",
+    "default_bands",
+    "diff_of_means",
+    "Edit",
     "edit_hook",
     "effective_scores",
     "efficient_attention",
@@ -131,6 +144,8 @@ __all__ = [
     "gate_activation",
     "generate_greedy",
     "GridConfig",
+    "heldout_comparisons",
+    "identifier_accuracy",
     "IGResult",
     "integrated_gradients",
     "Intervention",
@@ -140,6 +155,9 @@ __all__ = [
     "knowledge_neurons",
     "KnowledgeNeurons",
     "KnowledgeStats",
+    "language_edit",
+    "LanguageIdentifier",
+    "LanguageSteerConfig",
     "layer_device_map",
     "list_tasks",
     "load_model",
@@ -175,16 +193,24 @@ __all__ = [
     "record_with",
     "RecordingConfig",
     "refine",
+    "ResidualAdd",
     "resolve_device",
+    "run_accuracy_study",
     "run_experiment",
+    "run_language_study",
     "run_task",
     "sae_site",
     "sample_like",
     "score_answers",
+    "score_steering",
     "ScoreStats",
+    "search_space",
+    "search_surface",
     "Shard",
     "SharingStats",
     "steer_toward",
+    "SteerConfig",
+    "SteeringSets",
     "SUPPORTED_MODELS",
     "TASKS",
     "tl_version",

@@ -19,7 +19,7 @@ import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from jaxtyping import Float
@@ -281,10 +281,18 @@ def steer_toward(
     return Intervention(neurons, "toward", target_means, positions, strength)
 
 
+@runtime_checkable
+class Edit(Protocol):
+    """Anything that yields TL hook pairs whose functions have ``layer`` and ``fired``
+    (:class:`Intervention`, :class:`Composite`, a residual steering vector)."""
+
+    def fwd_hooks(self, model: Any) -> list: ...
+
+
 @contextmanager
-def apply(model: Any, *interventions: Intervention | Composite) -> Iterator[None]:
-    """Apply interventions inside ``with``: hooks are removed on exit (even on an
-    exception), and an error is raised if any of them never fired."""
+def apply(model: Any, *interventions: Edit) -> Iterator[None]:
+    """Apply interventions (or any :class:`Edit`) inside ``with``: hooks are removed on exit
+    (even on an exception), and an error is raised if any of them never fired."""
     hooks = [h for iv in interventions for h in iv.fwd_hooks(model)]
     for _, fn in hooks:
         fn.fired.clear()

@@ -229,6 +229,49 @@ def plot_intervention_effects(
     return fig
 
 
+def plot_steering_surface(surface: pd.DataFrame, metric: str = "d_logprob_non_en") -> Figure:
+    """The calibration search as a heatmap: layer band (rows) x strength setting (columns),
+    colour = ``metric`` (a column of :func:`~tl_multineuron.steering_study.search_surface`)."""
+    need = {"band", "setting", metric}
+    if not need <= set(surface.columns):
+        raise MultiNeuronError(
+            f"search surface lacks columns {sorted(need - set(surface.columns))}"
+        )
+    grid = surface.pivot_table(index="band", columns="setting", values=metric, sort=False)
+    fig, ax = _fig(1.3 * grid.shape[1] + 2.5, 0.45 * grid.shape[0] + 1.6)
+    v = np.nanmax(np.abs(grid.to_numpy())) or 1.0
+    im = ax.imshow(grid.to_numpy(), cmap="RdBu", vmin=-v, vmax=v, aspect="auto")
+    for (i, j), x in np.ndenumerate(grid.to_numpy()):
+        if np.isfinite(x):
+            ax.text(j, i, f"{x:+.2f}", ha="center", va="center", fontsize=7)
+    ax.set_xticks(range(grid.shape[1]), grid.columns, rotation=30, ha="right", fontsize=7)
+    ax.set_yticks(range(grid.shape[0]), grid.index, fontsize=7)
+    fig.colorbar(im, ax=ax, shrink=0.8)
+    ax.set(title=f"calibration search: {metric} vs no steering", xlabel="strength", ylabel="band")
+    return fig
+
+
+def plot_language_control(table: pd.DataFrame, value: str = "harmonic_mean") -> Figure:
+    """Output-language control: target (rows) x method and strength (columns), colour =
+    ``value`` (%) from :func:`~tl_multineuron.language_steering.control_table`."""
+    need = {"target", "method", "strength", value}
+    if not need <= set(table.columns):
+        raise MultiNeuronError(f"control table lacks columns {sorted(need - set(table.columns))}")
+    t = table.assign(cond=table["method"] + " x" + table["strength"].map("{:g}".format))
+    t.loc[t["method"].isin(["none", "deactivate"]), "cond"] = t["method"]
+    grid = t.pivot_table(index="target", columns="cond", values=value, sort=False)
+    fig, ax = _fig(0.6 * grid.shape[1] + 2.5, 0.45 * grid.shape[0] + 1.8)
+    im = ax.imshow(grid.to_numpy(), cmap="viridis", vmin=0, vmax=100, aspect="auto")
+    for (i, j), x in np.ndenumerate(grid.to_numpy()):
+        if np.isfinite(x):
+            ax.text(j, i, f"{x:.0f}", ha="center", va="center", fontsize=6, color="w")
+    ax.set_xticks(range(grid.shape[1]), grid.columns, rotation=45, ha="right", fontsize=7)
+    ax.set_yticks(range(grid.shape[0]), grid.index, fontsize=7)
+    fig.colorbar(im, ax=ax, shrink=0.8)
+    ax.set(title=f"output-language steering: {value.replace('_', ' ')} (%)", ylabel="target")
+    return fig
+
+
 def save_figure(fig: Figure, path: str | Path) -> Path:
     """Write ``fig`` as PNG or SVG (by suffix), atomically."""
     path = Path(path)

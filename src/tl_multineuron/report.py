@@ -338,6 +338,84 @@ def _grid(rep: _Report, d: Path, tasks: list[str]) -> None:
         _interventions(rep, sub)
 
 
+def _steering(rep: _Report, d: Path) -> None:
+    from . import plots
+
+    acc, lang = d / "accuracy", d / "language"
+    rep.h2("Accuracy steering: band search on calibration items, one held-out evaluation")
+    if (acc / "search.csv").exists():
+        run = _run_info(acc, "run-steer-accuracy.json") or {}
+        surface = _load(acc / "search.csv", pd.read_csv, "steering search", rep)
+        if surface is not None:
+            rep.p(
+                f"Search on {run.get('search_items', '?')} calibration items (every language): "
+                "mean change vs no steering of the gold log-probability (nats) and greedy-match "
+                "accuracy (points), non-English rows and English rows apart. 'alpha' scales the "
+                "all-shared neurons of the band, 'beta' the neurons specific to the row's "
+                "language, 'mu' shifts both toward the cross-language mean activation."
+            )
+            for metric in ("d_logprob_non_en", "d_accuracy_non_en", "d_accuracy_en"):
+                rep.figure(
+                    lambda m=metric: plots.plot_steering_surface(surface, m), f"search {metric}"
+                )
+            rep.table(surface.round(3))
+        chosen = _run_info(acc, "verdict.json")
+        if chosen:
+            rep.p(
+                f"Chosen on calibration items: {chosen.get('chosen')}. Held-out target (non-"
+                "English accuracy gain with a paired 95% interval above 0, English loss at most "
+                f"the allowance): {'met' if chosen.get('met') else 'NOT met'}."
+            )
+        if (acc / "heldout.csv").exists():
+            comp = _load(acc / "heldout.csv", pd.read_csv, "held-out comparisons", rep)
+            if comp is not None:
+                ev = run.get("eval_items")
+                rep.p(
+                    "Held-out items"
+                    + (f" {ev[0]}..{ev[1]} ({ev[2]})" if ev else "")
+                    + ": the chosen configuration vs no steering and vs equal-size random "
+                    "neurons in the same layers (seeds pooled); paired by item and language, "
+                    "95% bootstrap intervals; p: exact McNemar (max over seeds) / Wilcoxon."
+                )
+                show = comp.assign(
+                    **{
+                        "delta [95% CI]": [
+                            f"{a:+.2f} [{b:+.2f}, {c:+.2f}]"
+                            for a, b, c in zip(comp.delta, comp.ci_low, comp.ci_high, strict=True)
+                        ]
+                    }
+                )[["metric", "reference", "language", "value", "reference_value",
+                   "delta [95% CI]", "p_value", "n_rows"]]  # fmt: skip
+                rep.table(show.round(3))
+    else:
+        rep.missing("No accuracy-steering results: run `tl-multineuron steer --study accuracy`.")
+    rep.h2("Output-language control")
+    f = lang / "language_control.csv"
+    if not f.exists():
+        rep.missing("No output-language results: run `tl-multineuron steer --study language`.")
+        return
+    table = _load(f, pd.read_csv, "language control", rep)
+    ident = (
+        _load(lang / "identifier.csv", pd.read_csv, "identifier accuracy", rep)
+        if (lang / "identifier.csv").exists()
+        else None
+    )
+    if table is None:
+        return
+    rep.p(
+        "Prompts in the source language, generation steered toward each target. Language "
+        "control: share of outputs identified as the target (lingua, restricted to the data's "
+        "languages); relevance: share starting with the target language's gold answer; "
+        "harmonic mean of both, 95% bootstrap intervals over items, and its paired change vs "
+        "no steering."
+    )
+    rep.figure(lambda: plots.plot_language_control(table), "language control")
+    if ident is not None:
+        rep.p("Identifier accuracy (%) on the dataset's gold answers (targets below 90% flagged)")
+        rep.table(ident.round(1))
+    rep.table(table.round(1))
+
+
 def build_report(results_dir: str | Path, out: str | Path | None = None) -> Path:
     """Write ``report.html`` (or ``out``) summarising ``results_dir``; returns its path."""
     d = Path(results_dir)
@@ -356,7 +434,16 @@ def build_report(results_dir: str | Path, out: str | Path | None = None) -> Path
         for n in ("run.json", "run-attribute.json", "run-intervene.json", "grid.json")
     }
     grid = runs["grid.json"]
-    if grid is not None:  # tl-multineuron grid: one sub-directory per task
+    steer = [
+        d / sub / f"run-steer-{sub}.json"
+        for sub in ("accuracy", "language")
+        if (d / sub / f"run-steer-{sub}.json").exists()
+    ]
+    if steer:  # tl-multineuron steer: accuracy/ and language/
+        for f in steer:
+            runs[f"{f.parent.name}/{f.name}"] = _run_info(f.parent, f.name)
+        _steering(rep, d)
+    elif grid is not None:  # tl-multineuron grid: one sub-directory per task
         rep.p(f"Grid command: {grid.get('command', '?')}")
         _tasks(rep, d, None)
         _grid(rep, d, list(grid.get("tasks", [])))

@@ -52,10 +52,50 @@ OWN_FILES = {
         "layer_fractions.csv",
         "stability.csv",
     ),
+    "steer-accuracy": (
+        "calibration.pt",
+        "search_scores.csv",
+        "search_scores.csv.meta.json",
+        "search.csv",
+        "chosen.json",
+        "heldout_scores.csv",
+        "heldout_scores.csv.meta.json",
+        "heldout.csv",
+        "verdict.json",
+    ),
+    "steer-language": (
+        "calibration.pt",
+        "diff_means.pt",
+        "identifier.csv",
+        "generations.csv",
+        "language_control.csv",
+    ),
 }
 DERIVED_FILES = ("report.html",)
 # identity fields that runs sharing one directory (and one report) must agree on
 SHARED_IDENTITY = ("model", "dtype", "dataset", "dataset_fingerprint", "languages")
+
+
+def source_commit() -> dict:
+    """The git commit of the tl_multineuron source that runs (``commit``; ``dirty`` when it
+    has uncommitted changes), or ``{}`` outside a git checkout."""
+    import subprocess
+
+    src = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(src), "rev-parse", "--short", "HEAD"],
+            capture_output=True, text=True, timeout=10,
+        )  # fmt: skip
+        if head.returncode != 0:
+            return {}
+        status = subprocess.run(
+            ["git", "-C", str(src), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=10,
+        )  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    return {"commit": head.stdout.strip(), "dirty": bool(status.stdout.strip())}
 
 
 def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
@@ -154,7 +194,8 @@ class RunDir:
 
         command = shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])
         write_json(
-            self.path / self.run_name, {"identity": self.identity, "command": command, **extra}
+            self.path / self.run_name,
+            {"identity": self.identity, "command": command, **source_commit(), **extra},
         )
 
     def load_checkpoint(self, loader: Any = SharingStats.load) -> Any:
