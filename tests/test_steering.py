@@ -147,21 +147,16 @@ def test_choose_respects_the_english_allowance():
         choose(surface.iloc[:1], 1.0)
 
 
-@settings(
-    max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
-)
-@given(
-    n_items=st.integers(5, 9),
-    eval_items=st.integers(1, 3),
-    calibration=st.integers(1, 6),
-    search=st.integers(1, 6),
-)
-def test_calibration_never_sees_evaluation_items(
-    model, tmp_path_factory, monkeypatch, n_items, eval_items, calibration, search
-):
+@pytest.fixture(scope="module")
+def wide_model():
+    return tiny_model("gated", seed=2, n_layers=L, d_mlp=128)
+
+
+def _spy_study(model, out, monkeypatch, n_items, eval_items, calibration, search) -> bool:
+    """Run the accuracy study, recording every pass's items; check that calibration work
+    (statistics, search) never touches an evaluated item and that only the chosen
+    configuration is evaluated, after the search. Returns whether evaluation ran."""
     ds = toy_dataset(n_items, ("en", "de"))
-    n_cal = min(calibration, n_items - eval_items)
-    search = min(search, n_cal)
     calls = []
     real_score, real_analyze = steer_runs.score_steering, steer_runs.analyze
 
@@ -176,27 +171,46 @@ def test_calibration_never_sees_evaluation_items(
     monkeypatch.setattr(steer_runs, "score_steering", spy_score)
     monkeypatch.setattr(steer_runs, "analyze", spy_analyze)
     cfg = steer_runs.AccuracySteerConfig(
-        eval_items=eval_items, calibration=calibration if calibration >= search else search,
-        search_items=search, bands=((1, 3),), alphas=(2.0,), betas=(1.0,), mu_strengths=(),
-        seeds=(0,), min_frequency=0.5, specific_frequency=0.5, max_english_drop=100.0,
+        eval_items=eval_items, calibration=max(calibration, search), search_items=search,
+        bands=((1, 3),), alphas=(2.0,), betas=(1.0, 0.5), mu_strengths=(0.5,), seeds=(0,),
+        min_frequency=0.5, specific_frequency=0.5, max_english_drop=100.0,
     )  # fmt: skip
     ids = [it.item_id for it in ds.items]
     evaluated = set(ids[n_items - eval_items :])
     try:
-        steer_runs.run_accuracy_study(
-            model, ds, tmp_path_factory.mktemp("st"), cfg, {"model": "tiny"}
-        )
+        steer_runs.run_accuracy_study(model, ds, out, cfg, {"model": "tiny"})
     except MultiNeuronError as e:  # e.g. no neuron all-shared in the calibration split
         assert any(x in str(e) for x in ("empty", "cannot draw"))
     seen_eval = False
     for what, items, names in calls:
         if set(items) & evaluated:
             assert what == "score" and set(items) == evaluated
-            assert len({n.split(" random")[0] for n in names} - {"none"}) <= 1  # only the chosen
+            assert len({n.split(" random")[0] for n in names} - {"none"}) == 1  # the chosen
             seen_eval = True
         else:
             assert not seen_eval, "calibration work after the evaluation started"
             assert set(items) <= set(ids[: n_items - eval_items])
+    return seen_eval
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[FIXTURE])
+@given(
+    n_items=st.integers(4, 10),
+    eval_items=st.integers(1, 3),
+    calibration=st.integers(1, 7),
+    search=st.integers(1, 7),
+)
+def test_calibration_never_sees_evaluation_items(
+    wide_model, tmp_path_factory, monkeypatch, n_items, eval_items, calibration, search
+):
+    _spy_study(
+        wide_model, tmp_path_factory.mktemp("st"), monkeypatch, n_items, eval_items,
+        calibration, search,
+    )  # fmt: skip
+
+
+def test_calibration_separation_reaches_the_evaluation(wide_model, tmp_path, monkeypatch):
+    assert _spy_study(wide_model, tmp_path, monkeypatch, 9, 3, 6, 3)
 
 
 def test_overlapping_splits_are_refused():

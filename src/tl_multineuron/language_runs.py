@@ -17,7 +17,6 @@ from typing import Any
 import pandas as pd
 import torch
 
-from .analysis import AnalysisConfig, analyze
 from .data import ParallelDataset
 from .errors import MultiNeuronError
 from .evaluation import generate_greedy, normalize
@@ -34,7 +33,7 @@ from .language_steering import (
 from .models import provenance
 from .recording import get_tokenizer
 from .runs import RunDir
-from .statistics import SharingStats
+from .steer_runs import calibration_stats
 from .steering import SteeringSets
 from .steering_study import split_for_steering
 
@@ -154,12 +153,7 @@ def run_language_study(
     acc = identifier_accuracy(ident, {x: [it.answers[x] for it in ds.items] for x in ds.languages})
     acc["reliable"] = acc["accuracy"] >= RELIABLE
     atomic_write(out / "identifier.csv", lambda t: acc.to_csv(t, index=False))
-    cal_file = out / "calibration.pt"
-    if resume and cal_file.exists():
-        stats = SharingStats.load(cal_file)
-    else:
-        stats = analyze(model, cal, AnalysisConfig()).stats
-        stats.save(cal_file)
+    stats = calibration_stats(model, cal, out / "calibration.pt", resume)
     sets = SteeringSets.from_stats(stats, cfg.min_frequency, cfg.specific_frequency)
     conds = conditions(cfg)
     # an empty specific set fails before any generation

@@ -78,6 +78,18 @@ class AccuracySteerConfig:
         return search_space(n_layers, self.bands, self.alphas, self.betas, self.mu_strengths)
 
 
+def calibration_stats(
+    model: Any, cal: ParallelDataset, path: Path, resume: bool, batch_size: int = 8
+) -> SharingStats:
+    """The calibration split's statistics (sets and means), saved to ``path``; reused on
+    resume."""
+    if resume and path.exists():
+        return SharingStats.load(path)
+    stats = analyze(model, cal, AnalysisConfig(batch_size=batch_size)).stats
+    stats.save(path)
+    return stats
+
+
 def _scores(path: Path, meta: dict, resume: bool) -> ExperimentScores:
     if resume and path.exists():
         s = ExperimentScores.load(path)
@@ -159,12 +171,7 @@ def run_accuracy_study(
         }
     )
     t0 = time.perf_counter()
-    cal_file = out / "calibration.pt"
-    if resume and cal_file.exists():
-        stats = SharingStats.load(cal_file)
-    else:
-        stats = analyze(model, cal, AnalysisConfig(batch_size=cfg.batch_size)).stats
-        stats.save(cal_file)
+    stats = calibration_stats(model, cal, out / "calibration.pt", resume, cfg.batch_size)
     sets = SteeringSets.from_stats(stats, cfg.min_frequency, cfg.specific_frequency)
     say(f"{ds.name}: calibration statistics {time.perf_counter() - t0:.1f}s")
     t1 = time.perf_counter()
