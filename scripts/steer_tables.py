@@ -1,11 +1,11 @@
 """Markdown tables of ``tl-multineuron steer`` results for README / docs.
 
-    python scripts/steer_tables.py results/steer docs/steer
+    python scripts/steer_tables.py docs/steer results/steer results/steer_bench
 
-For each task directory under RESULTS (``TASK/accuracy``, ``TASK/language``): copies the
-result CSVs to OUT/TASK/ and writes OUT/steering.md with the search (best configurations), the
-held-out comparison and the language-control table, each under the command and commit that made
-it (read from the run files).
+For each task directory under the results directories (``TASK/accuracy``,
+``TASK/language``): copies the result files to OUT/TASK/ and writes OUT/steering.md with
+the search (best configurations), the held-out comparison and the language-control table, each
+under the command and commit that made it (read from the run files).
 """
 
 from __future__ import annotations
@@ -131,31 +131,36 @@ def language_section(task: str, d: Path) -> list[str]:
     return out
 
 
-def main(results: Path, out: Path) -> None:
+def main(out: Path, roots: list[Path]) -> None:
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
     lines = [
         "# Steering on the embedded Gemma 3 270M",
         "",
-        f"Tables written by `python scripts/steer_tables.py {results} {out}` at commit "
-        f"{head.stdout.strip()} from the run files named under each table.",
+        f"Tables written by `python scripts/steer_tables.py {out} "
+        f"{' '.join(map(str, roots))}` at commit {head.stdout.strip()} from the run files named "
+        "under each table (a later results directory wins where two hold the same study).",
         "",
     ]
-    for task_dir in sorted(p for p in results.iterdir() if p.is_dir()):
-        dest = out / task_dir.name
+    found: dict[tuple[str, str], Path] = {}
+    for root in roots:
+        for task_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+            for kind, marker in (("accuracy", "heldout.csv"), ("language", "language_control.csv")):
+                if (task_dir / kind / marker).exists():
+                    found[(task_dir.name, kind)] = task_dir / kind
+    files = {
+        "accuracy": ("search.csv", "heldout.csv", "verdict.json", "run-steer-accuracy.json"),
+        "language": ("language_control.csv", "identifier.csv", "generations.csv",
+                     "run-steer-language.json"),
+    }  # fmt: skip
+    for (task, kind), d in sorted(found.items()):
+        dest = out / task
         dest.mkdir(parents=True, exist_ok=True)
-        acc, lang = task_dir / "accuracy", task_dir / "language"
-        if (acc / "heldout.csv").exists():
-            for f in ("search.csv", "heldout.csv", "verdict.json", "run-steer-accuracy.json"):
-                shutil.copy(acc / f, dest / f)
-            lines += accuracy_section(task_dir.name, acc)
-        if (lang / "language_control.csv").exists():
-            for f in ("language_control.csv", "identifier.csv", "generations.csv",
-                      "run-steer-language.json"):  # fmt: skip
-                shutil.copy(lang / f, dest / f)
-            lines += language_section(task_dir.name, lang)
+        for f in files[kind]:
+            shutil.copy(d / f, dest / f)
+        lines += (accuracy_section if kind == "accuracy" else language_section)(task, d)
     (out / "steering.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), Path(sys.argv[2]))
+    main(Path(sys.argv[1]), [Path(x) for x in sys.argv[2:]])
