@@ -73,7 +73,7 @@ def main() -> None:
     search = cal.head(cfg.search_items)
     few = [(c, None) for c in [SteerConfig(), *cfg.configs(model.cfg.n_layers)[:4]]]
     t = time.perf_counter()
-    score_steering(model, search, sets, few, per_pass=16)
+    score_steering(model, search, sets, few, per_pass=cfg.per_pass)
     t_batched = time.perf_counter() - t
     items = [(it, x) for it in search.items for x in search.languages]
     rows = answer_rows(

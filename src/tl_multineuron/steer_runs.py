@@ -39,7 +39,9 @@ from .steering_study import (
 class AccuracySteerConfig:
     """The accuracy study. The calibration split (the first ``calibration`` items) gives the
     static sets; the search scores its first ``search_items`` items; the last ``eval_items``
-    are evaluated once. ``bands``: ``None`` = :func:`~tl_multineuron.steering.default_bands`."""
+    are evaluated once. ``bands``: ``None`` = :func:`~tl_multineuron.steering.default_bands`.
+    ``per_pass`` configurations share one pass over the rows (one prompt-prefix pass each):
+    the default search (31) runs in one; results are saved after each pass."""
 
     eval_items: int = 48
     calibration: int = 64
@@ -56,7 +58,7 @@ class AccuracySteerConfig:
     batch_size: int = 8
     score_batch: int = 64
     max_rows: int = 512
-    per_pass: int = 16
+    per_pass: int = 40
     max_memory: str | None = None
     extra: dict = field(default_factory=dict)
 

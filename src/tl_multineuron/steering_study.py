@@ -71,7 +71,7 @@ def score_steering(
     *,
     batch_size: int = 64,
     max_rows: int = 512,
-    per_pass: int = 16,
+    per_pass: int = 40,
     on_scored: Callable[[pd.DataFrame], None] | None = None,
     progress: bool = False,
     max_memory: int | str | None = None,
