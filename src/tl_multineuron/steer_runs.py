@@ -201,7 +201,7 @@ def run_accuracy_study(
     )  # fmt: skip
     comp = heldout_comparisons(held, cfg.english)
     atomic_write(out / "heldout.csv", lambda t: comp.to_csv(t, index=False))
-    v = verdict(comp, cfg.english, cfg.max_english_drop) if cfg.english in ds.languages else {}
+    v = verdict(comp, cfg.english, cfg.max_english_drop)  # without English: all rows count
     write_json(out / "verdict.json", {"chosen": best, **v})
     run.close()
     return comp
