@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from tl_multineuron.steering_study import verdict as steering_verdict
+
 
 def _ci(d: float, lo: float, hi: float, fmt: str = "+.2f") -> str:
     return f"{d:{fmt}} [{lo:{fmt}}, {hi:{fmt}}]"
@@ -38,7 +40,11 @@ def accuracy_section(task: str, d: Path) -> list[str]:
     run = _run(d, "run-steer-accuracy.json")
     surface = pd.read_csv(d / "search.csv")
     comp = pd.read_csv(d / "heldout.csv")
-    verdict = _run(d, "verdict.json")
+    languages = set(comp["language"])
+    verdict = {
+        "chosen": comp["condition"].iloc[0],
+        **steering_verdict(comp, "en" if "en" in languages else "__none__"),
+    }
     out = [
         f"### {task}: accuracy steering",
         "",
@@ -84,7 +90,8 @@ def accuracy_section(task: str, d: Path) -> list[str]:
         f"most 1 point): **{'met' if met else 'not met'}** (non-English "
         f"{verdict.get('non_english_delta', float('nan')):+.2f} points "
         f"[{verdict.get('non_english_ci', [float('nan')] * 2)[0]:+.2f}, "
-        f"{verdict.get('non_english_ci', [float('nan')] * 2)[1]:+.2f}]).",
+        f"{verdict.get('non_english_ci', [float('nan')] * 2)[1]:+.2f}])."
+        + ("" if "en" in languages else " No English rows: the English condition does not apply."),
         "",
     ]
     return out
@@ -148,7 +155,7 @@ def main(out: Path, roots: list[Path]) -> None:
                 if (task_dir / kind / marker).exists():
                     found[(task_dir.name, kind)] = task_dir / kind
     files = {
-        "accuracy": ("search.csv", "heldout.csv", "verdict.json", "run-steer-accuracy.json"),
+        "accuracy": ("search.csv", "heldout.csv", "chosen.json", "run-steer-accuracy.json"),
         "language": ("language_control.csv", "identifier.csv", "generations.csv",
                      "run-steer-language.json"),
     }  # fmt: skip
@@ -156,7 +163,8 @@ def main(out: Path, roots: list[Path]) -> None:
         dest = out / task
         dest.mkdir(parents=True, exist_ok=True)
         for f in files[kind]:
-            shutil.copy(d / f, dest / f)
+            if (d / f).exists():
+                shutil.copy(d / f, dest / f)
         lines += (accuracy_section if kind == "accuracy" else language_section)(task, d)
     (out / "steering.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
