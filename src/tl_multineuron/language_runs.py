@@ -215,9 +215,7 @@ def expand_targets(
     Adds ``detected``, ``in_target`` (identified as the target) and ``relevant`` (starts with
     the target's gold answer)."""
     gold = {it.item_id: it.answers for it in ev.items}
-    detected = dict(zip(rows.index, ident.detect(rows["generated"].astype(str).tolist()),
-                        strict=True))  # fmt: skip
-    rows = rows.assign(detected=[detected[i] for i in rows.index])
+    rows = rows.assign(detected=ident.detect(rows["generated"].astype(str).tolist()))
     parts = []
     for t in cfg.targets or ():
         own = rows[(rows["target"] == t) | (rows["target"] == "")].copy()

@@ -220,7 +220,6 @@ class SteeringSets:
         cfg: SteerConfig,
         langs: Int[Tensor, " rows"],
         control_seed: int | None = None,
-        sites: tuple[str | None, tuple[int, ...] | None] = (None, None),
     ) -> Intervention | None:
         """The edit of ``cfg`` for rows whose languages are ``langs`` (indices into
         ``languages``): per-row masks ``[rows, layer, d_mlp]``, non-zero only in the band."""
@@ -228,7 +227,6 @@ class SteeringSets:
             return None
         shared, spec = self.band_sets(cfg.band, control_seed)
         row_spec = spec[langs]
-        hook, layers = sites
         if cfg.kind == "scale":
             mask = (shared.unsqueeze(0) & (cfg.alpha != 1.0)) | (row_spec & (cfg.beta != 1.0))
             mask = mask.expand(len(langs), -1, -1).contiguous()
@@ -237,9 +235,8 @@ class SteeringSets:
                 torch.tensor(cfg.alpha),
                 torch.where(row_spec, torch.tensor(cfg.beta), torch.tensor(1.0)),
             )
-            return Intervention(mask, "scale", value, allow_empty=True, hook=hook, layers=layers)
+            return Intervention(mask, "scale", value, allow_empty=True)
         mask = shared.unsqueeze(0) | row_spec
         return Intervention(
-            mask, "toward", self.cross_mean, strength=cfg.strength, allow_empty=True,
-            hook=hook, layers=layers,
-        )  # fmt: skip
+            mask, "toward", self.cross_mean, strength=cfg.strength, allow_empty=True
+        )
