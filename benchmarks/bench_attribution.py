@@ -17,6 +17,8 @@ import json
 import subprocess
 import sys
 
+from tl_multineuron.versions import versions_line
+
 CHILD = r"""
 import json, resource, sys, time, torch
 import tl_multineuron as tlm
@@ -86,6 +88,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--layer", type=int, default=12)
     args = ap.parse_args()
+    print(versions_line(), flush=True)
     res = {}
     with tempfile.TemporaryDirectory() as d:
         for v in ("ours", "captum_ig", "captum_lig"):

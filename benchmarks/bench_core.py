@@ -25,6 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import tl_multineuron as tlm  # noqa: E402
 from tl_multineuron.recording import _StopForward  # noqa: E402
+from tl_multineuron.versions import versions_line  # noqa: E402
 
 
 def best_of(fn, n: int = 5) -> float:
@@ -181,6 +182,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="fewer items in (b)")
     args = ap.parse_args()
+    print(versions_line(), flush=True)
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
         f"maxrss now {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB"

@@ -25,7 +25,8 @@ import tl_multineuron as tlm
 from tl_multineuron.evaluation import generate_greedy
 from tl_multineuron.experiments import Condition, prepare_sets
 from tl_multineuron.interventions import Intervention
-from tl_multineuron.scoring import answer_rows, score_answers
+from tl_multineuron.scoring import answer_rows, score_answers, scoring_path
+from tl_multineuron.versions import versions_line
 
 
 def timed(fn):
@@ -41,6 +42,8 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     model = tlm.load_model("gemma-3-270m")
+    print(versions_line(), flush=True)
+    print(f"scoring path: {scoring_path(model)}", flush=True)
     ds = tlm.load_task(args.task)
     ev, cal = ds.slice(len(ds) - 48), ds.slice(0, 64)
     sets = prepare_sets(model, ev, cal)

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import torch
 
+from tl_multineuron.versions import versions_line
+
 
 def batch(n_tokens: int):
     from tl_multineuron.recording import TokenBatch
@@ -89,6 +91,7 @@ def main() -> None:
     ap.add_argument("--measure", nargs=2, metavar=("ATTENTION", "TOKENS"))
     ap.add_argument("--save")
     args = ap.parse_args()
+    print(versions_line(), flush=True)
     if args.measure:
         print(json.dumps(measure(args.measure[0], int(args.measure[1]), args.save)))
         return

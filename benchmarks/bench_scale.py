@@ -32,6 +32,7 @@ from helpers import _save_tiny, fake_shards, toy_dataset  # noqa: E402
 
 from tl_multineuron.merge import merge_shards  # noqa: E402
 from tl_multineuron.statistics import SharingStats  # noqa: E402
+from tl_multineuron.versions import versions_line
 
 LANGS = ("en", "de", "fr", "ru", "ja", "es", "it", "nl")
 
@@ -59,6 +60,7 @@ def main() -> None:
     ap.add_argument("--items", type=int, default=320)
     ap.add_argument("--reps", type=int, default=2)
     a = ap.parse_args()
+    print(versions_line(), flush=True)
     root = Path(tempfile.mkdtemp(prefix="tlmn-bench-scale-"))
     model = model_dir(root / "model")
     data = root / "d.jsonl"

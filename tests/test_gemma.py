@@ -297,6 +297,68 @@ def test_prefix_cache_equals_full_passes_on_gemma(gemma):
         assert (a.greedy_match == b.greedy_match).float().mean() >= 0.97
 
 
+def test_prefix_cache_is_live_under_the_tested_versions(gemma, recwarn):
+    """The capability the experiment engine rests on: on a bridge the scorer takes the prefix
+    cache (transformers 5.24 once switched it off without a word); a HookedTransformer (TL
+    3.x) has no HF cache and runs full passes, quietly, as designed."""
+    from tl_multineuron.scoring import answer_rows, prefix_cache_status, score_answers, scoring_path
+
+    ok, why = prefix_cache_status(gemma)
+    rows = answer_rows(gemma, ["France: Paris\nSpain:"], [" Madrid"])
+    score_answers(gemma, rows)
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+    if is_bridge(gemma):
+        assert (ok, why) == (True, "") and scoring_path(gemma) == "prefix-cache"
+    else:
+        assert not ok and "returns no HF cache" in why and scoring_path(gemma) == "full-pass"
+
+
+def test_cache_alias_is_what_fills_the_cache(gemma):
+    """Where transformers passes the cache as ``cache=`` (5.24+), the alias is what makes the
+    bridge extend it: without it the cache is empty and cached generation ignores the prompt."""
+    from tl_multineuron.tl_compat import bridge_attention_modules, generate_tokens
+
+    mods = bridge_attention_modules(gemma)
+    aliased = [m for m in mods if getattr(m, "_tlmn_cache_alias", None) is not None]
+    if not aliased:
+        pytest.skip("this transformers passes past_key_values; no alias is needed")
+    assert len(aliased) == len(mods) == gemma.cfg.n_layers
+    prompt = torch.tensor([tlm.recording.encode(gemma, "France: Paris\nGermany: Berlin\nSpain:")])
+    mask = torch.ones_like(prompt)
+    with torch.inference_mode():
+        good = generate_tokens(gemma, prompt, mask, 3)
+        for m in aliased:
+            m._tlmn_cache_alias.remove()
+        try:
+            _, cache = gemma(prompt, return_type="logits_and_cache", use_cache=True)
+            assert cache.get_seq_length() == 0  # what users got on 5.24 before the alias
+        finally:
+            for m in aliased:
+                m._tlmn_cache_alias = None
+            from tl_multineuron.tl_compat import align_cache_kwarg
+
+            assert align_cache_kwarg(gemma) == len(aliased)
+        ids = prompt[0].tolist()
+        for _ in range(3):  # no cache at all: the reference
+            ids.append(int(gemma(torch.tensor([ids]))[0, -1].argmax()))
+    assert good[0].tolist() == ids
+
+
+def test_full_pass_on_a_hf_model_warns_with_cause_and_slowdown(gemma, monkeypatch):
+    from tl_multineuron import scoring
+
+    if not is_bridge(gemma):
+        pytest.skip("a HookedTransformer has no prefix cache to lose")
+    monkeypatch.setattr(scoring, "prefix_cache_status", lambda m: (False, "a planted cause"))
+    rows = scoring.answer_rows(gemma, ["France: Paris\nSpain:"], [" Madrid"])
+    with pytest.warns(RuntimeWarning, match=r"without its prefix cache \(a planted cause; torch"):
+        scoring.score_answers(gemma, rows)
+    with pytest.warns(RuntimeWarning, match=r"[0-9.]+x the positions of the cached path"):
+        scoring.score_answers(gemma, rows)
+    with pytest.raises(tlm.MultiNeuronError, match="a planted cause"):
+        scoring.score_answers(gemma, rows, cache="prefix")
+
+
 def test_sdpa_recording_equals_eager_on_gemma(gemma):
     from tl_multineuron.attention import attention_implementation
 
@@ -466,3 +528,58 @@ def test_gemma_split_over_two_map_entries_records_like_the_whole(gemma):
     split = tlm.analyze(split_model, ds, cfg).stats
     assert torch.equal(whole.category_counts, split.category_counts)
     assert torch.equal(whole.act_sum, split.act_sum)
+
+
+def _stripped(ds):
+    """A copy of a built-in task written the natural way: no leading space on the answers."""
+    items = tuple(
+        tlm.ParallelItem(it.item_id, it.prompts, {x: a.lstrip() for x, a in it.answers.items()})
+        for it in ds.items
+    )
+    return tlm.ParallelDataset(items, ds.languages, ds.name + "-stripped")
+
+
+@pytest.mark.parametrize("task", ["facts", "nli", "qa", "translate_en_xx", "translate_xx_en"])
+def test_answer_boundary_measures_agree_in_both_formats(gemma, task):
+    """Issue 26's table as a test: with and without leading spaces on the answers, one-pass
+    greedy_match equals generation's prefix match on every row, first-token match is consistent
+    with both, and the effective score's target token is the token generation emits first."""
+    from tl_multineuron.attribution_analysis import answers_of
+    from tl_multineuron.scoring import answer_rows, score_answers
+
+    full = tlm.load_task(task)
+    langs = [x for x in ("en", "zh", "de", "ja") if x in full.languages][:3]
+    base = full.select_languages(langs).slice(len(full) - 3)
+    n_match = 0
+    for ds in (base, _stripped(base)):
+        pairs = [(it, x) for it in ds.items for x in ds.languages]
+        targets = [ds.target(it, x) for it, x in pairs]
+        assert targets == [base.target(it, x) for it, x in pairs]  # the same scored text
+        rows = answer_rows(gemma, [it.prompts[x] for it, x in pairs], targets)
+        (sc,) = score_answers(gemma, rows)
+        ev = tlm.evaluate(gemma, ds)
+        assert sc.greedy_match.tolist() == ev.prefix_match.tolist(), ds.name
+        assert all(ev.first_token_match[sc.greedy_match.numpy()])  # greedy => first token
+        first_gen = [
+            g[0] for g in tlm.generate_greedy(gemma, [it.prompts[x] for it, x in pairs], 1)
+        ]
+        assert sc.first_token.tolist() == first_gen
+        eff = answers_of(gemma, ds, ds.items).tolist()
+        assert eff == [a[0] for a in rows.answers]
+        right = ev.first_token_match.to_numpy()
+        assert [e for e, r in zip(eff, right, strict=True) if r] == [
+            g for g, r in zip(first_gen, right, strict=True) if r
+        ]
+        n_match += int(sc.greedy_match.sum())
+    assert n_match > 0
+
+
+def test_a_wrong_boundary_is_a_warning_naming_the_language(gemma):
+    from tl_multineuron.answers import AnswerBoundaryWarning
+
+    ds = _stripped(tlm.load_task("facts", ["en", "zh"]).slice(0, 6))
+    glued = tlm.ParallelDataset(ds.items, ds.languages, ds.name, {"en": "none"})
+    with pytest.warns(AnswerBoundaryWarning, match=r"language 'en': on \d+ of 6 rows") as rec:
+        res = tlm.evaluate(gemma, glued)
+    assert all("'zh'" not in str(w.message) for w in rec)
+    assert res[res.language == "en"].first_token_match.sum() == 0  # what users saw

@@ -6,6 +6,7 @@ Across Languages and Tasks in LLMs" (arXiv 2406.09265).
 
 from .accumulator import Accumulator
 from .analysis import AnalysisConfig, AnalysisResult, analyze
+from .answers import AnswerBoundaryWarning, boundary_findings, continuation
 from .attention import attention_implementation, efficient_attention
 from .attribution import (
     IGResult,
@@ -79,7 +80,14 @@ from .recording import (
     tokenize,
 )
 from .saes import attach_sae, load_sae, sae_site
-from .scoring import AnswerRows, AnswerScores, answer_rows, score_answers
+from .scoring import (
+    AnswerRows,
+    AnswerScores,
+    answer_rows,
+    prefix_cache_status,
+    score_answers,
+    scoring_path,
+)
 from .shards import Shard
 from .sites import edit_hook, gate_activation, is_feature_site
 from .statistics import SharingStats, merge_all
@@ -88,6 +96,7 @@ from .steering import SteerConfig, SteeringSets, default_bands, search_space
 from .steering_study import choose, heldout_comparisons, score_steering, search_surface
 from .tasks import TASKS, list_tasks, load_task
 from .tl_compat import check_tl_version, native_kind, tl_version
+from .versions import drift_line, version_drift, versions_line
 from .weights import ModelWeights, model_weights
 from .xnli import load_xnli
 
@@ -104,6 +113,14 @@ __all__ = [
     "AnalysisResult",
     "analyze",
     "answer_rows",
+    "AnswerBoundaryWarning",
+    "boundary_findings",
+    "continuation",
+    "prefix_cache_status",
+    "scoring_path",
+    "drift_line",
+    "version_drift",
+    "versions_line",
     "answer_token_ids",
     "AnswerRows",
     "AnswerScores",

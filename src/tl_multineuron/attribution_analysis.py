@@ -155,7 +155,7 @@ def answers_of(model: Any, dataset: ParallelDataset, items) -> torch.Tensor:
     for it in items:
         for x in dataset.languages:
             prompts.append(it.prompts[x])
-            answers.append(dataset.answer(it, x))
+            answers.append(dataset.target(it, x))
             labels.append(f"item {it.item_id!r}, language {x!r}")
     return answer_token_ids(model, prompts, answers, labels)
 

@@ -39,7 +39,11 @@ def _dataset(args: argparse.Namespace, shard: bool = True):
         raise MultiNeuronError(
             f"--languages {args.languages!r}: give at least 2 languages to compare"
         )
-    ds = load_task(args.task, langs) if args.task else load_parallel(args.data, langs)
+    delim = _delimiter(args)
+    if args.task:
+        ds = load_task(args.task, langs, answer_delimiter=delim)
+    else:
+        ds = load_parallel(args.data, langs, answer_delimiter=delim)
     if getattr(args, "items", None):
         start, sep, stop = args.items.partition(":")
         try:
@@ -122,6 +126,22 @@ def _add_device_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _delimiter(args: argparse.Namespace):
+    from .answers import parse_delimiter
+
+    return parse_delimiter(getattr(args, "answer_delimiter", None) or "auto")
+
+
+def _add_delimiter_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--answer-delimiter",
+        default="auto",
+        help="what separates a prompt from its gold answer where neither has whitespace at the "
+        "boundary: auto (a space; none for zh, ja, th, ...), space, none, or per language "
+        "en=space,zh=none",
+    )
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model",
@@ -135,6 +155,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--items", help="an item range START:STOP (Python slice of the data, before --limit)"
     )
+    _add_delimiter_arg(p)
     p.add_argument("--batch-size", type=int, default=8, help="items per forward pass")
     _add_device_args(p)
     p.add_argument("--out", required=True, help="output directory")
@@ -407,7 +428,13 @@ def cmd_attribute(args: argparse.Namespace) -> int:
     else:
         t0 = time.perf_counter()
         model = _load(args)
-        run.write_run({"config": config.to_dict(), "n_items": len(ds)})
+        run.write_run(
+            {
+                "config": config.to_dict(),
+                "n_items": len(ds),
+                "answer_delimiter": ds.answer_delimiter,
+            }
+        )
         res = attribute(
             model,
             ds,
@@ -549,7 +576,7 @@ def cmd_grid(args: argparse.Namespace) -> int:
     )
     out = Path(args.out)
     for name in names:
-        ds = load_task(name)
+        ds = load_task(name, answer_delimiter=_delimiter(args))
         args.task = name
         comp = run_task(
             model,
@@ -852,6 +879,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--model", default="gemma-3-270m")
     _add_device_args(g)
     g.add_argument("--batch-size", type=int, default=8, help="items per recording pass")
+    _add_delimiter_arg(g)
     g.add_argument("--out", required=True)
     g.add_argument("--no-progress", action="store_true")
     g.add_argument(
@@ -916,9 +944,20 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+#: Commands that load a model and run for a while: their first line names any installed
+#: version that differs from the tested lock.
+LONG_COMMANDS = ("analyze", "attribute", "intervene", "grid", "evaluate", "steer")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.command in LONG_COMMANDS:
+            from .versions import drift_line
+
+            line = drift_line()
+            if line is not None:
+                print(line, file=sys.stderr, flush=True)
         if getattr(args, "checkpoint_every", 1) < 1:
             raise MultiNeuronError(f"--checkpoint-every {args.checkpoint_every}: expected >= 1")
         if getattr(args, "max_memory", None) is not None:

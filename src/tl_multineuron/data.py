@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
+from .answers import DelimiterSpec, continuation, normalize_delimiter
 from .errors import MultiNeuronError
 
 
@@ -61,15 +62,25 @@ class ParallelItem:
 
 @dataclass(frozen=True)
 class ParallelDataset:
-    """Items x languages. Every item has a prompt in every language of ``languages``."""
+    """Items x languages. Every item has a prompt in every language of ``languages``.
+
+    ``answer_delimiter``: what separates a prompt from its gold answer where neither carries
+    whitespace at the boundary (:mod:`tl_multineuron.answers`): ``'auto'`` (a space, none for
+    zh/ja/th/...), ``' '``, ``''``, or one per language. :meth:`target` applies it."""
 
     items: tuple[ParallelItem, ...]
     languages: tuple[str, ...]
     name: str = ""
+    answer_delimiter: DelimiterSpec = "auto"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "items", tuple(self.items))
         object.__setattr__(self, "languages", tuple(self.languages))
+        object.__setattr__(
+            self,
+            "answer_delimiter",
+            normalize_delimiter(self.answer_delimiter, self.languages, f"dataset {self.name!r}"),
+        )
         langs = self.languages
         if len(langs) < 2:
             raise MultiNeuronError(
@@ -117,13 +128,19 @@ class ParallelDataset:
             raise MultiNeuronError(
                 f"dataset {self.name!r} has no language(s) {bad}; it has {list(self.languages)}"
             )
-        return ParallelDataset(self.items, tuple(languages), self.name)
+        delim = self.answer_delimiter
+        if isinstance(delim, Mapping):
+            delim = {x: v for x, v in delim.items() if x in languages}
+        return ParallelDataset(self.items, tuple(languages), self.name, delim)
+
+    def _with_items(self, items: tuple[ParallelItem, ...]) -> ParallelDataset:
+        return ParallelDataset(items, self.languages, self.name, self.answer_delimiter)
 
     def head(self, n: int) -> ParallelDataset:
         """The first ``n`` items."""
         if n < 1:
             raise MultiNeuronError(f"head(n): n must be >= 1, got {n}")
-        return ParallelDataset(self.items[:n], self.languages, self.name)
+        return self._with_items(self.items[:n])
 
     def slice(self, start: int, stop: int | None = None) -> ParallelDataset:
         """Items ``[start:stop]`` (Python slice semantics); a range that selects nothing is an
@@ -134,7 +151,7 @@ class ParallelDataset:
                 f"dataset {self.name!r}: items [{start}:{'' if stop is None else stop}] select "
                 f"nothing (it has {len(self.items)} items)"
             )
-        return ParallelDataset(items, self.languages, self.name)
+        return self._with_items(items)
 
     def prompts(self, language: str) -> list[str]:
         return [it.prompts[language] for it in self.items]
@@ -148,9 +165,22 @@ class ParallelDataset:
             )
         return item.answers[language]
 
+    def target(self, item: ParallelItem, language: str) -> str:
+        """The gold answer as the text that continues the prompt (the answer delimiter
+        applied): what every measure tokenizes and compares."""
+        return continuation(
+            item.prompts[language],
+            self.answer(item, language),
+            language,
+            self.answer_delimiter,
+            f"dataset {self.name!r}, item {item.item_id!r}, language {language!r}",
+        )
+
     def fingerprint(self) -> str:
-        """A hash of the languages and, in item order, every id, prompt and gold answer:
-        results of one dataset (or an edited copy) are never mixed with another's."""
+        """A hash of the languages and, in item order, every id, prompt and gold answer as it
+        continues the prompt (:meth:`target`): results of one dataset (or an edited copy, or
+        another answer delimiter that changes a target) are never mixed with another's. Data
+        whose answers already carry their delimiter keep the fingerprint they always had."""
         h = hashlib.sha256()
         h.update(json.dumps(self.languages).encode())
         for it in self.items:
@@ -159,7 +189,7 @@ class ParallelDataset:
                     [
                         it.item_id,
                         [it.prompts[x] for x in self.languages],
-                        [it.answers.get(x) for x in self.languages],
+                        [self.target(it, x) if x in it.answers else None for x in self.languages],
                     ],
                     ensure_ascii=False,
                 ).encode()
@@ -173,7 +203,11 @@ class ParallelDataset:
 
     @classmethod
     def from_records(
-        cls, records: Sequence[Mapping], languages: Sequence[str] | None = None, name: str = ""
+        cls,
+        records: Sequence[Mapping],
+        languages: Sequence[str] | None = None,
+        name: str = "",
+        answer_delimiter: DelimiterSpec = "auto",
     ) -> ParallelDataset:
         """Build from item dicts (``id, prompts, answers, task``); ``languages`` defaults to
         the languages of the first item."""
@@ -192,7 +226,7 @@ class ParallelDataset:
         if not items:
             raise MultiNeuronError(f"dataset {name!r} has no items")
         langs = tuple(languages) if languages else tuple(items[0].prompts)
-        return cls(tuple(items), langs, name)
+        return cls(tuple(items), langs, name, answer_delimiter)
 
 
 # canonical column -> accepted names, canonical first
@@ -229,7 +263,9 @@ def _column_map(columns: Sequence[str], name: str) -> dict[str, str]:
     return out
 
 
-def _from_long_rows(rows: Sequence[Mapping], languages, name: str) -> ParallelDataset:
+def _from_long_rows(
+    rows: Sequence[Mapping], languages, name: str, answer_delimiter: DelimiterSpec = "auto"
+) -> ParallelDataset:
     if not rows:
         raise MultiNeuronError(f"dataset {name!r} has no rows")
     cols = _column_map(list(rows[0].keys()), name)
@@ -255,7 +291,7 @@ def _from_long_rows(rows: Sequence[Mapping], languages, name: str) -> ParallelDa
         for rec in records:
             seen += [x for x in rec["prompts"] if x not in seen]
         languages = seen
-    return ParallelDataset.from_records(records, languages, name)
+    return ParallelDataset.from_records(records, languages, name, answer_delimiter)
 
 
 def _text(path: Path) -> str:
@@ -272,9 +308,13 @@ def _text(path: Path) -> str:
 
 
 def load_parallel(
-    path: str | Path, languages: Sequence[str] | None = None, task: str | None = None
+    path: str | Path,
+    languages: Sequence[str] | None = None,
+    task: str | None = None,
+    answer_delimiter: DelimiterSpec = "auto",
 ) -> ParallelDataset:
-    """Load a parallel dataset from JSONL, CSV or TSV (see module docstring)."""
+    """Load a parallel dataset from JSONL, CSV or TSV (see module docstring);
+    ``answer_delimiter``: see :class:`ParallelDataset`."""
     path = Path(path)
     if not path.is_file():
         raise MultiNeuronError(f"data file {str(path)!r} does not exist")
@@ -293,9 +333,9 @@ def load_parallel(
                         f"{path}: line {n} is a JSON {type(rows[-1]).__name__}, expected an object"
                     )
         if rows and "prompts" not in rows[0]:
-            ds = _from_long_rows(rows, languages, name)
+            ds = _from_long_rows(rows, languages, name, answer_delimiter)
         else:
-            ds = ParallelDataset.from_records(rows, languages, name)
+            ds = ParallelDataset.from_records(rows, languages, name, answer_delimiter)
     elif suffix in (".csv", ".tsv"):
         text = _text(path)
         rows = list(
@@ -303,7 +343,7 @@ def load_parallel(
                 io.StringIO(text, newline=""), delimiter="\t" if suffix == ".tsv" else ","
             )
         )
-        ds = _from_long_rows(rows, languages, name)
+        ds = _from_long_rows(rows, languages, name, answer_delimiter)
     else:
         raise MultiNeuronError(
             f"data file {str(path)!r}: unknown format {suffix!r}; expected .jsonl, .csv or .tsv"
@@ -313,5 +353,6 @@ def load_parallel(
             tuple(ParallelItem(i.item_id, i.prompts, i.answers, task) for i in ds.items),
             ds.languages,
             ds.name,
+            ds.answer_delimiter,
         )
     return ds

@@ -1,12 +1,14 @@
 """Task accuracy by greedy generation: generated-prefix match (primary) and first-token match.
 
 First-token match is lenient where several answers share a first token (e.g. Japanese '1' for
-1月 and 10月); the generated-prefix match is the honest primary metric. Both are reported.
+1月 and 10月); the generated-prefix match is the honest primary metric. Both are reported, and
+both take the gold answer as it continues the prompt (:meth:`ParallelDataset.target`, the
+answer delimiter applied), as one-pass scoring does. Generation runs at least as many tokens
+as the longest gold answer has, so a correct answer is never cut short.
 """
 
 from __future__ import annotations
 
-import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -14,22 +16,19 @@ from typing import Any
 import pandas as pd
 import torch
 
+from .answers import boundary_findings, text_prefix_match, warn_boundary
 from .batch_positions import running_batch
 from .data import ParallelDataset
 from .errors import MultiNeuronError
 from .models import model_device
 from .recording import (
-    answer_first_token,
+    answer_ids,
     encode_prompts,
     get_tokenizer,
     last_position_unembed_hooks,
     pad_ids,
 )
-from .tl_compat import generate_tokens, hf_model
-
-
-def normalize(text: str) -> str:
-    return unicodedata.normalize("NFKC", text).strip().casefold()
+from .tl_compat import align_cache_kwarg, generate_tokens, hf_model
 
 
 def left_pad(
@@ -57,6 +56,7 @@ def _hf_generate(model: Any, tokens: torch.Tensor, mask: torch.Tensor, n: int) -
 
     tok = get_tokenizer(model)
     stop = _NewlineStop(tok)
+    align_cache_kwarg(model)
     return hf_model(model).generate(
         input_ids=tokens,
         attention_mask=mask,
@@ -162,10 +162,15 @@ def evaluate(
         )
     pairs = [(it, x) for it in dataset.items for x in dataset.languages]
     prompts = [it.prompts[x] for it, x in pairs]
+    targets = [dataset.target(it, x) for it, x in pairs]
+    gold = [
+        answer_ids(model, p, t, f"item {it.item_id!r}, language {x!r}")
+        for p, t, (it, x) in zip(prompts, targets, pairs, strict=True)
+    ]
     gens = generate_greedy(
         model,
         prompts,
-        config.max_new_tokens,
+        max(config.max_new_tokens, max(len(g) for g in gold)),
         config.batch_size,
         progress,
         hooks_for_batch,
@@ -173,23 +178,27 @@ def evaluate(
     )
     tok = get_tokenizer(model)
     rows = []
-    for (it, x), g in zip(pairs, gens, strict=True):
-        ans = it.answers[x]
+    for (it, x), g, target, ids in zip(pairs, gens, targets, gold, strict=True):
         text = tok.decode(g).split("\n")[0]
-        first = answer_first_token(
-            model, it.prompts[x], ans, f"item {it.item_id!r}, language {x!r}"
-        )
         rows.append(
             {
                 "task": it.task or dataset.name,
                 "item_id": it.item_id,
                 "language": x,
-                "answer": ans.strip(),
+                "answer": target.strip(),
                 "generated": text.strip(),
-                "prefix_match": normalize(text).startswith(normalize(ans)),
-                "first_token_match": bool(g) and g[0] == first,
+                "prefix_match": text_prefix_match(text, target),
+                "first_token_match": bool(g) and g[0] == ids[0],
             }
         )
+    warn_boundary(
+        boundary_findings(
+            tok,
+            [x for _, x in pairs],
+            [g[0] if g else -1 for g in gens],
+            [ids[0] for ids in gold],
+        )
+    )
     return pd.DataFrame(rows)
 
 

@@ -30,12 +30,13 @@ from jaxtyping import Bool, Int
 from torch import Tensor
 
 from .analysis import AnalysisConfig, analyze
+from .answers import BoundaryFinding, boundary_findings, warn_boundary
 from .classification import Categories, Category
 from .data import ParallelDataset
 from .errors import MultiNeuronError
 from .interventions import Intervention
 from .neuron_sets import NeuronSet, magnitude_strata, sample_like
-from .recording import RecordingConfig
+from .recording import RecordingConfig, get_tokenizer
 from .scoring import answer_rows, score_answers
 from .sites import NEURON_EDIT_HOOK, edit_hook, is_feature_site
 from .statistics import SharingStats
@@ -313,6 +314,7 @@ def run_experiment(
     progress: bool = False,
     max_memory: int | str | None = None,
     recording: RecordingConfig | None = None,
+    on_baseline: Callable[[list[BoundaryFinding]], None] | None = None,
 ) -> pd.DataFrame:
     """Score ``eval_set`` under every condition (skipping those ``done`` says are done): one
     row per (condition, item, language). Static conditions need a ``calibration`` split (or
@@ -320,7 +322,10 @@ def run_experiment(
     (``conditions_per_pass`` share one prompt pass) so callers can save as they go.
     ``max_memory`` bounds every scoring pass (see :func:`~tl_multineuron.scoring.score_answers`).
     ``recording``: the site whose units the sets hold (default MLP neurons; an SAE feature
-    site edits features)."""
+    site edits features). After the unedited condition is scored, the answer boundary is
+    checked (:func:`~tl_multineuron.answers.boundary_findings`): a language whose greedy first
+    tokens differ from the gold's only in leading whitespace is a warning, and the findings go
+    to ``on_baseline``."""
     if not eval_set.has_answers:
         raise MultiNeuronError(f"dataset {eval_set.name!r}: experiments need gold answers")
     if calibration is None and sets is None:
@@ -351,7 +356,10 @@ def run_experiment(
     items = [(it, x) for it in eval_set.items for x in eval_set.languages]
     labels = [f"item {it.item_id!r}, language {x!r}" for it, x in items]
     rows = answer_rows(
-        model, [it.prompts[x] for it, x in items], [it.answers[x] for it, x in items], labels
+        model,
+        [it.prompts[x] for it, x in items],
+        [eval_set.target(it, x) for it, x in items],
+        labels,
     )
     base = pd.DataFrame(
         {
@@ -394,6 +402,16 @@ def run_experiment(
             )
             part = []
             for c, sc, size in zip(chunk, scores, sizes, strict=True):
+                if c.target == "none":
+                    found = boundary_findings(
+                        get_tokenizer(model),
+                        [x for _, x in items],
+                        sc.first_token.tolist(),
+                        [a[0] for a in rows.answers],
+                    )
+                    warn_boundary(found)
+                    if on_baseline is not None:
+                        on_baseline(found)
                 df = pd.concat([base, sc.to_frame()], axis=1)
                 for k, v in asdict(c).items():
                     df[k] = v

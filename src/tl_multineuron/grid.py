@@ -37,7 +37,7 @@ from .data import ParallelDataset
 from .errors import MultiNeuronError
 from .experiment_scores import ExperimentScores
 from .experiments import Condition, ExperimentSets, accuracy_summary, run_experiment
-from .files import atomic_write
+from .files import atomic_write, write_json
 from .models import identity_meta, provenance
 from .recording import RecordingConfig, iter_dataset_with
 from .runs import RunDir, write_stats_tables
@@ -120,7 +120,7 @@ def record_pass(
 ) -> tuple[SharingStats | None, AttributionStats | None, SharingStats, Categories]:
     """One pass over calibration + evaluation items (:func:`split`): (stats, attribution,
     calibration stats, evaluated items' categories)."""
-    used = ParallelDataset(cal.items + ev.items, ev.languages, ev.name)
+    used = ParallelDataset(cal.items + ev.items, ev.languages, ev.name, ev.answer_delimiter)
     rec = RecordingConfig(hook=cfg.hook)
     acfg = AnalysisConfig(thresholds=cfg.thresholds if cfg.analysis else (0.0,), recording=rec)
     stats = new_stats(model, used, acfg)
@@ -212,6 +212,7 @@ def run_task(
         {
             "calibration_items": [cal.items[0].item_id, cal.items[-1].item_id, len(cal)],
             "eval_items": [ev.items[0].item_id, ev.items[-1].item_id, len(ev)],
+            "answer_delimiter": ev.answer_delimiter,
             "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
             **provenance(model, cfg.attention),
         }
@@ -275,11 +276,18 @@ def run_task(
         on_scored=save,
         progress=progress,
         max_memory=cfg.max_memory,
+        on_baseline=lambda found: write_json(
+            out / BOUNDARY_FILE, {"findings": [f.to_dict() for f in found]}
+        ),
     )
     say(f"{ds.name}: conditions {time.perf_counter() - t1:.1f}s")
     comp = write_experiment_tables(scores.rows, out)
     run.close()
     return comp
+
+
+#: The answer-boundary check of a run's unedited condition (see ``run_experiment``).
+BOUNDARY_FILE = "answer_boundary.json"
 
 
 def write_experiment_tables(rows: pd.DataFrame, out: str | Path) -> pd.DataFrame:

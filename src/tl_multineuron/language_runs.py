@@ -17,9 +17,10 @@ from typing import Any
 import pandas as pd
 import torch
 
+from .answers import text_prefix_match
 from .data import ParallelDataset
 from .errors import MultiNeuronError
-from .evaluation import generate_greedy, normalize
+from .evaluation import generate_greedy
 from .files import atomic_write
 from .interventions import apply
 from .language_id import LanguageIdentifier, identifier_accuracy
@@ -145,6 +146,7 @@ def run_language_study(
         {
             "calibration_items": len(cal),
             "eval_items": [ev.items[0].item_id, ev.items[-1].item_id, len(ev)],
+            "answer_delimiter": ev.answer_delimiter,
             "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
             **provenance(model, "auto"),
         }
@@ -214,7 +216,7 @@ def expand_targets(
     """Score generations per target: ``none`` / ``deactivate`` rows count for every target.
     Adds ``detected``, ``in_target`` (identified as the target) and ``relevant`` (starts with
     the target's gold answer)."""
-    gold = {it.item_id: it.answers for it in ev.items}
+    gold = {it.item_id: {x: ev.target(it, x) for x in ev.languages} for it in ev.items}
     rows = rows.assign(detected=ident.detect(rows["generated"].astype(str).tolist()))
     parts = []
     for t in cfg.targets or ():
@@ -222,7 +224,7 @@ def expand_targets(
         own["target"] = t
         own["in_target"] = own["detected"] == t
         own["relevant"] = [
-            normalize(str(g)).startswith(normalize(gold[i][t]))
+            text_prefix_match(str(g), gold[i][t])
             for g, i in zip(own["generated"], own["item_id"], strict=True)
         ]
         parts.append(own)

@@ -263,6 +263,7 @@ def _interventions(rep: _Report, d: Path) -> None:
         "resampled); p: exact McNemar (accuracy), Wilcoxon signed-rank on item means "
         "(log-prob)."
     )
+    _boundary(rep, d)
     for metric in ("accuracy", "logprob"):
         rep.figure(
             lambda metric=metric: plots.plot_intervention_effects(comp, metric),
@@ -282,6 +283,18 @@ def _interventions(rep: _Report, d: Path) -> None:
         ).reset_index()
         rep.p("Greedy-match accuracy (%) per language (controls: mean over seeds)")
         rep.table(wide)
+
+
+def _boundary(rep: _Report, d: Path) -> None:
+    """The answer-boundary check of the unedited condition, where it found something."""
+    f = d / "answer_boundary.json"
+    if not f.exists():
+        return
+    found = _load(f, lambda p: json.loads(p.read_text()), "answer-boundary check", rep)
+    for x in (found or {}).get("findings", []):
+        rep.parts.append(
+            f'<div class="note">Answer boundary: {html.escape(str(x.get("message", x)))}</div>'
+        )
 
 
 def _enrichment(rep: _Report, d: Path) -> None:

@@ -39,8 +39,10 @@ OWN_FILES = {
         "summary.csv",
         "comparisons.csv",
         "sets.pt",
+        "answer_boundary.json",
     ),
     "grid": (
+        "answer_boundary.json",
         "scores.csv",
         "scores.csv.meta.json",
         "summary.csv",

@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import warnings
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -48,7 +49,8 @@ from .recording import (
     get_tokenizer,
     last_position_unembed_hooks,
 )
-from .tl_compat import hf_config
+from .tl_compat import align_cache_kwarg, hf_config, hf_model
+from .versions import stack_versions
 
 SCOPES = ("last", "all")
 CACHE_MODES = ("auto", "prefix", "none")
@@ -113,6 +115,8 @@ class AnswerScores:
     token_logprobs: Float[Tensor, "row answer_pos"]
     first_rank: Int[Tensor, " row"]
     n_tokens: Int[Tensor, " row"]
+    #: the model's greedy token at the first answer position (what generation emits first)
+    first_token: Int[Tensor, " row"]
 
     def to_frame(self) -> pd.DataFrame:
         return pd.DataFrame(
@@ -133,31 +137,76 @@ class AnswerScores:
 _CACHE_OK: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def supports_prefix_cache(model: Any) -> bool:
+def prefix_cache_status(model: Any) -> tuple[bool, str]:
     """Whether ``model(..., return_type='logits_and_cache', use_cache=True)`` returns a HF
-    cache that a later call continues (checked once per model on a 3-token input)."""
+    cache that a later call continues, and if not, why (checked once per model on a 3-token
+    input: the cache must hold the prefix and the continuation must equal a full pass)."""
     try:
         known = _CACHE_OK.get(model)
     except TypeError:
         known = None
     if known is not None:
         return known
-    ok = False
+    align_cache_kwarg(model)
     dev = model_device(model)
     toks = torch.tensor([[get_tokenizer(model).bos_token_id or 0, 5, 6]], device=dev)
     try:
         with torch.inference_mode():
             out = model(toks[:, :2], return_type="logits_and_cache", use_cache=True)
             cache = out[1] if isinstance(out, tuple) else None
-            if cache is not None and hasattr(cache, "reorder_cache"):
+            if cache is None or not hasattr(cache, "reorder_cache"):
+                status = (False, f"the forward of this {type(model).__name__} returns no HF cache")
+            elif hasattr(cache, "get_seq_length") and cache.get_seq_length() != 2:
+                status = (
+                    False,
+                    f"the cache holds {cache.get_seq_length()} positions after a 2-token "
+                    "prefix: the attention layers do not extend it",
+                )
+            else:
                 step = model(toks[:, 2:], past_key_values=cache)
                 full = model(toks)
+                diff = float((step[0, -1] - full[0, -1]).abs().max())
                 ok = bool(torch.allclose(step[0, -1], full[0, -1], atol=1e-3, rtol=1e-3))
-    except (TypeError, ValueError, RuntimeError, NotImplementedError, AttributeError):
-        ok = False
+                status = (ok, "" if ok else f"a cached continuation differs by {diff:.3g} logits")
+    except (TypeError, ValueError, RuntimeError, NotImplementedError, AttributeError) as e:
+        status = (False, f"the cached forward fails: {type(e).__name__}: {e}")
     with contextlib.suppress(TypeError):  # models that cannot be weakly referenced
-        _CACHE_OK[model] = ok
-    return ok
+        _CACHE_OK[model] = status
+    return status
+
+
+def supports_prefix_cache(model: Any) -> bool:
+    """Whether the one-pass scorer can run a prompt prefix once and continue it
+    (:func:`prefix_cache_status` says why not)."""
+    return prefix_cache_status(model)[0]
+
+
+def scoring_path(model: Any, scope: str = "last", cache: str = "auto") -> str:
+    """Which path :func:`score_answers` takes with these options: ``'prefix-cache'`` (the
+    prompt prefix runs once, edits run over the answer positions) or ``'full-pass'``."""
+    if scope == "last" and cache != "none" and supports_prefix_cache(model):
+        return "prefix-cache"
+    return "full-pass"
+
+
+def _warn_full_pass(model: Any, rows: AnswerRows, reason: str) -> None:
+    """A model that wraps a HF model was built for the prefix cache: running without it is
+    slow, and says so, with the cause and the expected slowdown on these rows."""
+    from transformers import PreTrainedModel
+
+    if not isinstance(hf_model(model), PreTrainedModel):
+        return  # a native model or a HookedTransformer: full passes are its only path
+    full = sum(len(p) + len(a) - 1 for p, a in zip(rows.prompts, rows.answers, strict=True))
+    cached = sum(len(a) for a in rows.answers)
+    versions = ", ".join(f"{k} {v}" for k, v in stack_versions().items())
+    warnings.warn(
+        f"one-pass scoring runs without its prefix cache ({reason}; {versions}): every edit "
+        f"recomputes whole prompts, {full / cached:.1f}x the positions of the cached path on "
+        f"these {len(rows)} rows. Install the tested versions (scripts/bootstrap.sh, "
+        "src/tl_multineuron/locks) to get it back.",
+        RuntimeWarning,
+        stacklevel=3,
+    )
 
 
 def _softcap(model: Any) -> float | None:
@@ -186,11 +235,11 @@ def _answer_metrics(
     gold: Int[Tensor, " p"],
     first: Bool[Tensor, " p"],
     chunk: int,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Log-prob of ``gold``, whether it is the argmax, and (where ``first``) how many tokens
-    score strictly higher (0 elsewhere)."""
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Log-prob of ``gold``, whether it is the argmax, (where ``first``) how many tokens
+    score strictly higher (0 elsewhere), and the argmax token."""
     cap = _softcap(model)
-    lp, top, rank = [], [], []
+    lp, top, rank, args = [], [], [], []
     for s in range(0, h.shape[0], chunk):
         with torch.inference_mode():
             z = model.unembed(h[None, s : s + chunk])[0].float()
@@ -204,9 +253,10 @@ def _answer_metrics(
             rank.append(r)
             zmax, arg = z.max(-1, keepdim=True)  # one pass: the argmax and the lse shift
             top.append(arg[:, 0] == g[:, 0])
+            args.append(arg[:, 0])
             lse = zmax + z.sub_(zmax).exp_().sum(-1, keepdim=True).log()  # z is ours
             lp.append((zg - lse)[:, 0].double())
-    return torch.cat(lp).cpu(), torch.cat(top).cpu(), torch.cat(rank).cpu()
+    return torch.cat(lp).cpu(), torch.cat(top).cpu(), torch.cat(rank).cpu(), torch.cat(args).cpu()
 
 
 # -- batches --------------------------------------------------------------------------------------
@@ -326,12 +376,12 @@ def score_answers(
     if R == 0:
         raise MultiNeuronError("no rows to score")
     cached = scope == "last" and cache != "none" and min(len(p) for p in rows.prompts) >= 2
-    if cached and not supports_prefix_cache(model):
-        if cache == "prefix":
-            raise MultiNeuronError(
-                "cache='prefix': this model's forward returns no reusable KV cache"
-            )
-        cached = False
+    if cached:
+        cached, why = prefix_cache_status(model)
+        if not cached and cache == "prefix":
+            raise MultiNeuronError(f"cache='prefix': no reusable KV cache: {why}")
+        if not cached:
+            _warn_full_pass(model, rows, why)
     budget = memory_budget(model_device(model), max_memory)
     # the vocabulary-sized logits of one unembedding chunk (and their log-softmax) come first
     per_position = 2 * model.cfg.d_vocab * 4
@@ -359,6 +409,7 @@ def score_answers(
             "lp": torch.zeros(R, dtype=torch.float64),
             "tok": torch.full((R, amax), float("nan"), dtype=torch.float64),
             "rank": torch.zeros(R, dtype=torch.long),
+            "arg": torch.zeros(R, dtype=torch.long),
         }
         for _ in edits
     ]
@@ -422,7 +473,7 @@ def score_answers(
                 # every edit's answer positions in one unembedding (large GEMMs are ~2x
                 # faster per position on a CPU than one small product per edit)
                 sel = bp.answer_pos.to(cap.h.device).repeat(C, 1)
-                lp, top, rank = _answer_metrics(
+                lp, top, rank, arg = _answer_metrics(
                     model,
                     cap.h[sel],
                     bp.gold.to(cap.h.device).repeat(C, 1)[sel],
@@ -432,18 +483,26 @@ def score_answers(
                 k = int(bp.answer_pos.sum())
                 for c, e in enumerate(group):
                     part = slice(c * k, (c + 1) * k)
-                    _scatter(out[e], block, bp.answer_pos, lp[part], top[part], rank[part])
+                    _scatter(
+                        out[e], block, bp.answer_pos, lp[part], top[part], rank[part], arg[part]
+                    )
                 if bar is not None:
                     bar.update(1)
     finally:
         if bar is not None:
             bar.close()
     n_tok = torch.tensor([len(a) for a in rows.answers])
-    return [AnswerScores(o["greedy"], o["lp"], o["tok"], o["rank"], n_tok) for o in out]
+    return [AnswerScores(o["greedy"], o["lp"], o["tok"], o["rank"], n_tok, o["arg"]) for o in out]
 
 
 def _scatter(
-    o: dict, block: Sequence[int], answer_pos: Tensor, lp: Tensor, top: Tensor, rank: Tensor
+    o: dict,
+    block: Sequence[int],
+    answer_pos: Tensor,
+    lp: Tensor,
+    top: Tensor,
+    rank: Tensor,
+    arg: Tensor,
 ) -> None:
     """Write one block's per-position metrics (flattened over ``answer_pos``) per row."""
     n, S = answer_pos.shape
@@ -453,11 +512,14 @@ def _scatter(
     top_m[answer_pos] = top
     rank_m = torch.zeros((n, S), dtype=torch.long)
     rank_m[answer_pos] = rank
+    arg_m = torch.zeros((n, S), dtype=torch.long)
+    arg_m[answer_pos] = arg
     first = answer_pos.long().argmax(1)  # the first answer position of each row
     idx = torch.tensor(list(block))
     o["greedy"][idx] = top_m.all(1)
     o["lp"][idx] = torch.nan_to_num(lp_m, nan=0.0).sum(1)
     o["rank"][idx] = rank_m.gather(1, first[:, None])[:, 0]
+    o["arg"][idx] = arg_m.gather(1, first[:, None])[:, 0]
     # per-token log-probs, left-aligned
     k = answer_pos.long().cumsum(1) - 1
     tok = torch.full((n, o["tok"].shape[1]), float("nan"), dtype=torch.float64)

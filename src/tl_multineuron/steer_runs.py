@@ -168,6 +168,7 @@ def run_accuracy_study(
             "calibration_items": [cal.items[0].item_id, cal.items[-1].item_id, len(cal)],
             "search_items": len(search),
             "eval_items": [ev.items[0].item_id, ev.items[-1].item_id, len(ev)],
+            "answer_delimiter": ev.answer_delimiter,
             "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
             **provenance(model, "auto"),
         }

@@ -88,7 +88,7 @@ def score_steering(
     items = [(it, x) for it in ds.items for x in ds.languages]
     labels = [f"item {it.item_id!r}, language {x!r}" for it, x in items]
     rows = answer_rows(
-        model, [it.prompts[x] for it, x in items], [it.answers[x] for it, x in items], labels
+        model, [it.prompts[x] for it, x in items], [ds.target(it, x) for it, x in items], labels
     )
     lang_of = torch.tensor([sets.lang_index(x) for _, x in items])
     base = pd.DataFrame(

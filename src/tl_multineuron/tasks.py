@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from importlib import resources
 
+from .answers import DelimiterSpec
 from .data import ParallelDataset, load_parallel
 from .errors import MultiNeuronError
 
@@ -34,11 +35,15 @@ def list_tasks() -> dict[str, str]:
     return dict(TASKS)
 
 
-def load_task(name: str, languages: Sequence[str] | None = None) -> ParallelDataset:
-    """Load a built-in task, optionally restricted to ``languages`` (in that order)."""
+def load_task(
+    name: str, languages: Sequence[str] | None = None, answer_delimiter: DelimiterSpec = "auto"
+) -> ParallelDataset:
+    """Load a built-in task, optionally restricted to ``languages`` (in that order).
+    Its answers carry their delimiter already (``" Paris"``; none for zh/ja), so
+    ``answer_delimiter`` matters only for copies edited without it."""
     if name not in TASKS:
         raise MultiNeuronError(f"unknown task {name!r}; built-in tasks: {sorted(TASKS)}")
     ref = resources.files("tl_multineuron") / "data" / f"{name}.jsonl"
     with resources.as_file(ref) as path:
-        ds = load_parallel(path, task=name)
+        ds = load_parallel(path, task=name, answer_delimiter=answer_delimiter)
     return ds.select_languages(languages) if languages else ds

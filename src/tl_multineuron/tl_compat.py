@@ -12,6 +12,7 @@ the library is line-agnostic. What differs lives here:
 * the wrapped HF module (:func:`hf_model`): only a bridge has one; it serves HF generation, the
   prefix KV cache of the one-pass scorer and the HF config (logit softcap, memory estimates);
 * cached greedy generation with an explicit attention mask (:func:`generate_tokens`);
+* the name under which transformers hands attention its KV cache (:func:`align_cache_kwarg`);
 * the attention components whose implementation (eager / SDPA) can be switched
   (:func:`bridge_attention_modules`) and the memory an eager attention pass holds;
 * the supported version range (:func:`check_tl_version`).
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import re
 import tempfile
 from collections.abc import Iterator
@@ -93,6 +95,48 @@ def bridge_attention_modules(model: Any) -> list[Any]:
     return [m for m in model.modules() if isinstance(m, AttentionBridge)]
 
 
+def _cache_kwarg_alias(module: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
+    """Forward pre-hook of an attention bridge: the cache that transformers passes as
+    ``cache=`` is handed on as ``past_key_values=``, the name the bridge reads (a bridge
+    that delegates to the HF module passes it on under the old name, which transformers
+    still accepts and renames)."""
+    if "cache" in kwargs and "past_key_values" not in kwargs:
+        kwargs = dict(kwargs)
+        kwargs["past_key_values"] = kwargs.pop("cache")
+        return args, kwargs
+    return None
+
+
+def _takes_cache_kwarg(component: Any) -> bool:
+    """Whether the HF attention module wrapped by ``component`` takes its KV cache as
+    ``cache`` (transformers >= 5.24) rather than ``past_key_values``."""
+    forward = getattr(getattr(component, "original_component", None), "forward", None)
+    if forward is None:
+        return False
+    try:
+        params = inspect.signature(forward).parameters
+    except (TypeError, ValueError):
+        return False
+    return "cache" in params and "past_key_values" not in params
+
+
+def align_cache_kwarg(model: Any) -> int:
+    """Make a bridge's attention extend the KV cache under transformers >= 5.24.
+
+    transformers 5.24 renamed the decoder layers' ``past_key_values`` argument to ``cache``;
+    TransformerLens 4.3's attention bridges read only ``past_key_values``, so a cache passed
+    in is never extended: the prefix cache of the one-pass scorer comes back empty and a
+    cached generation step attends to nothing before it. A forward pre-hook on each affected
+    attention bridge renames the argument. Idempotent; returns how many bridges it aligned
+    now (0 on a ``HookedTransformer`` or where the names already agree)."""
+    n = 0
+    for m in bridge_attention_modules(model):
+        if getattr(m, "_tlmn_cache_alias", None) is None and _takes_cache_kwarg(m):
+            m._tlmn_cache_alias = m.register_forward_pre_hook(_cache_kwarg_alias, with_kwargs=True)
+            n += 1
+    return n
+
+
 def hf_config(model: Any) -> Any | None:
     """The wrapped HF model's config, if there is one."""
     return getattr(hf_model(model), "config", None)
@@ -163,6 +207,7 @@ def build_model(
             model = TransformerBridge.boot_transformers(
                 name, hf_model=hf, tokenizer=tokenizer, device=device, dtype=dtype
             )
+        align_cache_kwarg(model)
     else:
         from transformer_lens.loading_from_pretrained import get_official_model_name
 
@@ -271,6 +316,7 @@ def generate_tokens(
     stopping at EOS: ``[batch, pos + new]`` token ids. Hooks active on the model apply at every
     step (after the prompt a step runs only the new position)."""
     if is_bridge(model):
+        align_cache_kwarg(model)
         return model.generate(
             tokens,
             max_new_tokens=max_new_tokens,
