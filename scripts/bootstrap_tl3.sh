@@ -9,8 +9,8 @@ if [ ! -x .venv-tl3/bin/python ]; then
 fi
 . .venv-tl3/bin/activate
 python -m pip install -q "pip==26.3"
-# The tested versions, exactly (src/tl_multineuron/locks/tl3.lock, from scripts/lock.sh):
+# The tested versions, exactly (src/tl_multineuron/requirements/tl3.lock, from scripts/lock.sh):
 # SAELens caps TransformerLens below 4, so the lock holds the 3.x line (HookedTransformer).
-python -m pip install -q -r src/tl_multineuron/locks/tl3.lock
+python -m pip install -q -r src/tl_multineuron/requirements/tl3.lock
 python -m pip install -q --no-deps -e .
 python -c "import transformer_lens, sae_lens, tl_multineuron; from importlib.metadata import version; print('TL', version('transformer-lens'), '| SAELens', version('sae-lens'))"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Refresh the locks that scripts/bootstrap.sh and scripts/bootstrap_tl3.sh install:
-#   src/tl_multineuron/locks/tl4.lock  (TransformerLens 4.x)
-#   src/tl_multineuron/locks/tl3.lock  (TransformerLens 3.x beside SAELens)
+#   src/tl_multineuron/requirements/tl4.lock  (TransformerLens 4.x)
+#   src/tl_multineuron/requirements/tl3.lock  (TransformerLens 3.x beside SAELens)
 # with pip-tools' pip-compile: it resolves with pip itself, so it sees what pip sees here (the
 # CPU torch wheel on this machine's disk), and the lock installs with plain pip. Then run
 # `bash scripts/test.sh` in fresh venvs before committing the new locks.
@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 [ -x .venv-lock/bin/pip-compile ] || { "$PY" -m venv .venv-lock; .venv-lock/bin/pip install -q "pip-tools==7.6.2"; }
-L=src/tl_multineuron/locks
+L=src/tl_multineuron/requirements
 for line in tl4 tl3; do
   .venv-lock/bin/pip-compile -q "$@" --strip-extras --no-emit-index-url --no-emit-find-links \
     --extra test -o "$L/$line.lock" pyproject.toml "$L/$line.in"

@@ -203,7 +203,7 @@ def _warn_full_pass(model: Any, rows: AnswerRows, reason: str) -> None:
         f"one-pass scoring runs without its prefix cache ({reason}; {versions}): every edit "
         f"recomputes whole prompts, {full / cached:.1f}x the positions of the cached path on "
         f"these {len(rows)} rows. Install the tested versions (scripts/bootstrap.sh, "
-        "src/tl_multineuron/locks) to get it back.",
+        "src/tl_multineuron/requirements) to get it back.",
         RuntimeWarning,
         stacklevel=3,
     )

@@ -1,11 +1,11 @@
 """The versions this library was tested with, and how the installed ones differ from them.
 
-``scripts/bootstrap.sh`` installs ``locks/tl4.lock`` (TransformerLens 4.x) and
-``scripts/bootstrap_tl3.sh`` installs ``locks/tl3.lock`` (TransformerLens 3.x beside SAELens):
-exact versions, compiled by pip-tools from ``pyproject.toml`` (see README, "Installs"). The
-locks ship with the package, so a run in an environment that differs from them says so on its
-first line (:func:`drift_line`): a newer transformers can change numerics or switch off a fast
-path without any error.
+``scripts/bootstrap.sh`` installs ``requirements/tl4.lock`` (TransformerLens 4.x) and
+``scripts/bootstrap_tl3.sh`` installs ``requirements/tl3.lock`` (TransformerLens 3.x beside
+SAELens): exact versions, compiled by pip-tools from ``pyproject.toml`` (see README,
+"Installs"). The locks ship with the package, so a run in an environment that differs from
+them says so on its first line (:func:`drift_line`): a newer transformers can change numerics
+or switch off a fast path without any error.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def lock_name() -> str:
 def tested_versions(lock: str | None = None) -> dict[str, str]:
     """The exact versions of a shipped lock (default: the installed line's)."""
     name = lock or lock_name()
-    path = files("tl_multineuron") / "locks" / f"{name}.lock"
+    path = files("tl_multineuron") / "requirements" / f"{name}.lock"
     return parse_lock(path.read_text(encoding="utf-8"))
 
 
