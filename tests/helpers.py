@@ -101,15 +101,15 @@ def seeded_acts(shape, seed: int = 0) -> torch.Tensor:
     return torch.randn(*shape, generator=g)
 
 
-def tiny_hf_dir(path, n_inner: int = 48) -> str:
+def tiny_hf_dir(path, n_inner: int = 48, n_positions: int = 128) -> str:
     """Save a tiny random GPT-2 HF checkpoint with the byte tokenizer (a local HF directory in
-    the same format as the hub's)."""
+    the same format as the hub's); ``n_positions=1024`` fits every built-in prompt in bytes."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(0)
     cfg = GPT2Config(
         vocab_size=VOCAB,
-        n_positions=128,
+        n_positions=n_positions,
         n_embd=32,
         n_layer=2,
         n_head=4,

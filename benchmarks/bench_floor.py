@@ -1,0 +1,179 @@
+"""The experiment engine against its floor, per built-in task, in one run (embedded Gemma).
+
+Rows: the last ``--items`` items of a task x its languages, scored with scope ``last`` and the
+prefix cache, ``--conditions`` copies of one condition sharing every pass (as the grid shares
+its conditions). Per task it prints:
+
+* floor: what a condition cannot avoid -- a bare forward of the wrapped HF model over the
+  recomputed positions (the last prompt token and the answer tokens) continuing the cached
+  prefix, no hooks, plus a bare GEMM of the answer positions against ``W_U``; the prefix
+  forward is shared by the conditions and counted once (amortized over them);
+* per condition through the scorer: no edit, and one condition of each kind (static
+  all-shared deactivated, dynamic all-shared deactivated, static all-shared x2, a static
+  random control), each as time / floor, and the edit overhead (edited vs no edit);
+* the recording pass (``analyze`` over the same rows) vs a bare forward over the prompts.
+
+Targets (issue "experiments at the hardware floor"): <= 1.5x the floor per condition and an
+edit overhead <= 1.15x on every task. Run with nothing else on the machine.
+
+    python benchmarks/bench_floor.py [--tasks facts,nli] [--items 48] [--conditions 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import time
+
+import torch
+
+import tl_multineuron as tlm
+from tl_multineuron.experiments import Condition, prepare_sets
+from tl_multineuron.interventions import Intervention
+from tl_multineuron.recording import pad_ids
+from tl_multineuron.scoring import _block_pass, answer_rows, score_answers, scoring_path
+from tl_multineuron.tl_compat import hf_model
+from tl_multineuron.versions import versions_line
+
+
+def timed(fn):
+    t = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t
+
+
+def blocks_of(rows, batch: int) -> list[list[int]]:
+    """The scorer's blocks: rows sorted by answer then prompt length, a new block when full
+    or when the answer length changes (no padding inside the answer positions)."""
+    order = sorted(range(len(rows)), key=lambda r: (len(rows.answers[r]), len(rows.prompts[r])))
+    out: list[list[int]] = []
+    for r in order:
+        if (
+            not out
+            or len(out[-1]) == batch
+            or len(rows.answers[r]) != len(rows.answers[out[-1][0]])
+        ):
+            out.append([])
+        out[-1].append(r)
+    return out
+
+
+@torch.inference_mode()
+def floor(model, rows, C: int, batch: int) -> tuple[float, float, float]:
+    """Seconds per condition: (prefix forward / C, bare suffix forward, bare W_U GEMM)."""
+    base = hf_model(model).model  # the decoder without its LM head
+    W_U = model.W_U.detach()
+    t_prefix = t_fwd = t_gemm = 0.0
+    for block in blocks_of(rows, batch):
+        bp, t = timed(lambda block=block: _block_pass(model, rows, block, "last", False, True))
+        t_prefix += t
+        n = len(block)
+        kv = copy.deepcopy(bp.cache)  # expanded for C conditions outside the timed region
+        kv.reorder_cache(torch.arange(n).repeat(C))
+        mask = bp.kwargs["attention_mask"].repeat(C, 1)
+        pos = bp.kwargs["position_ids"].repeat(C, 1)
+        toks = bp.tokens.repeat(C, 1)
+        t0 = time.perf_counter()
+        h = base(
+            input_ids=toks, attention_mask=mask, position_ids=pos, cache=kv, use_cache=True
+        ).last_hidden_state
+        t = time.perf_counter() - t0
+        t_fwd += t
+        sel = bp.answer_pos.repeat(C, 1)
+        hs = h[sel].contiguous()
+        _, t = timed(lambda hs=hs: hs @ W_U)
+        t_gemm += t
+    return t_prefix / C, t_fwd / C, t_gemm / C
+
+
+@torch.inference_mode()
+def bare_prompt_forward(model, prompts: list[str], batch: int = 8) -> float:
+    base = hf_model(model).model
+    total = 0.0
+    ids = [tlm.recording.encode(model, p) for p in prompts]
+    for s in range(0, len(ids), batch):
+        toks, mask = pad_ids(model, ids[s : s + batch], "right")
+        _, t = timed(lambda toks=toks, mask=mask: base(input_ids=toks, attention_mask=mask))
+        total += t
+    return total
+
+
+def task_report(model, task: str, n_items: int, C: int, batch: int) -> dict:
+    ds = tlm.load_task(task)
+    ev, cal = ds.slice(len(ds) - n_items), ds.slice(0, min(64, len(ds) - n_items))
+    sets = prepare_sets(model, ev, cal)
+    pairs = [(it, x) for it in ev.items for x in ev.languages]
+    prompts = [it.prompts[x] for it, x in pairs]
+    rows = answer_rows(model, prompts, [ev.target(it, x) for it, x in pairs])
+    n_ans = sum(len(a) for a in rows.answers)
+    L, D = model.cfg.n_layers, model.cfg.d_mlp
+
+    def edit_for(cond: Condition):
+        masks = sets.masks(cond).reshape(-1, L, D)
+        op = "zero" if cond.op == "zero" else "scale"
+
+        def edit(block):
+            m = masks[torch.as_tensor(list(block))].contiguous()
+            return Intervention(m, op, 0.0 if op == "zero" else cond.alpha, allow_empty=True)
+
+        return edit
+
+    def per_condition(edit) -> float:
+        _, t = timed(
+            lambda: score_answers(
+                model, rows, [edit] * C, cache="prefix", max_rows=C * batch, batch_size=batch
+            )
+        )
+        return t / C
+
+    f_prefix, f_fwd, f_gemm = floor(model, rows, C, batch)
+    fl = f_prefix + f_fwd + f_gemm
+    none = per_condition(None)
+    kinds = {
+        "static all-shared off": Condition("all-shared", "zero"),
+        "dynamic all-shared off": Condition("all-shared", "zero", mode="dynamic"),
+        "static all-shared x2": Condition("all-shared", "scale", 2.0),
+        "static random off": Condition("random", "zero", seed=0),
+    }
+    times = {k: per_condition(edit_for(c)) for k, c in kinds.items()}
+    _, t_rec = timed(lambda: tlm.analyze(model, ev, tlm.AnalysisConfig(batch_size=8)))
+    t_bare = bare_prompt_forward(model, prompts)
+    print(
+        f"\n{task}: {len(rows)} rows, {n_ans} answer tokens, mean prompt "
+        f"{sum(len(p) for p in rows.prompts) / len(rows):.1f} tokens; {C} conditions per pass"
+    )
+    print(
+        f"  floor per condition {fl:.2f}s = prefix {f_prefix:.2f}s (shared, /{C}) + suffix "
+        f"forward {f_fwd:.2f}s + W_U GEMM {f_gemm:.2f}s "
+        f"({2 * n_ans * model.cfg.d_model * model.cfg.d_vocab / f_gemm / 1e9:.0f} GFLOP/s)"
+    )
+    print(f"  no edit            {none:6.2f}s  {none / fl:5.2f}x floor")
+    for k, t in times.items():
+        print(f"  {k:22s} {t:6.2f}s  {t / fl:5.2f}x floor  edit overhead {t / none:4.2f}x")
+    print(
+        f"  recording pass {t_rec:.1f}s vs bare forward over the prompts {t_bare:.1f}s: "
+        f"{t_rec / t_bare:.2f}x"
+    )
+    return {"task": task, "floor": fl, "none": none, **times, "recording": t_rec, "bare": t_bare}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--tasks", default="all")
+    ap.add_argument("--items", type=int, default=48)
+    ap.add_argument("--conditions", type=int, default=8)
+    ap.add_argument("--batch", type=int, default=64, help="rows per prompt pass (the scorer's)")
+    args = ap.parse_args()
+    model = tlm.load_model("gemma-3-270m")
+    print(versions_line(), flush=True)
+    print(f"scoring path: {scoring_path(model)}; torch threads {torch.get_num_threads()}")
+    tasks = tlm.list_tasks() if args.tasks == "all" else args.tasks.split(",")
+    out = [task_report(model, t, args.items, args.conditions, args.batch) for t in tasks]
+    worst = max(
+        max(r[k] for k in r if k.startswith(("static", "dynamic"))) / r["floor"] for r in out
+    )
+    print(f"\nworst condition / floor over the tasks: {worst:.2f}x (target <= 1.5x)")
+
+
+if __name__ == "__main__":
+    main()
