@@ -95,3 +95,21 @@ def test_grid_bad_input_is_named(hf, tmp_path, capsys):
     assert main(other) == 2
     err = capsys.readouterr().err
     assert "different configuration" in err and "eval_items" in err
+
+
+def test_steer_min_frequency_reaches_the_language_study(hf, tmp_path, monkeypatch):
+    """Regression: `steer --min-frequency` used to reach only the accuracy study; the language
+    study always took 0.9."""
+    from tl_multineuron import language_runs
+
+    seen = {}
+
+    def capture(model, ds, out, cfg, identity, **kw):
+        seen["cfg"] = cfg
+        return pd.DataFrame()
+
+    monkeypatch.setattr(language_runs, "run_language_study", capture)
+    args = ["steer", "--study", "language", "--task", "facts", "--model", hf]
+    args += ["--min-frequency", "0.7", "--specific-frequency", "0.4", "--out", str(tmp_path)]
+    assert main(args) == 0
+    assert (seen["cfg"].min_frequency, seen["cfg"].specific_frequency) == (0.7, 0.4)

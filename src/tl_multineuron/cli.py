@@ -676,6 +676,7 @@ def _steer_language_config(args: argparse.Namespace, ds):
         dom_layer=args.dom_layer,
         eval_items=args.lang_eval_items,
         calibration=args.calibration,
+        min_frequency=args.min_frequency,
         specific_frequency=args.specific_frequency,
         max_new_tokens=args.max_new_tokens,
         batch_size=args.batch_size,
