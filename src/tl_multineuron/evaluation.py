@@ -147,7 +147,9 @@ def evaluate(
     """One row per (item, language): the gold answer, the generated text (to the first
     newline), ``prefix_match`` and ``first_token_match``. Rows are item-major (all languages
     of item 0, then item 1, ...); ``hooks_for_batch(start, stop)`` gives hooks for a batch
-    of those rows (per-row interventions)."""
+    of those rows (per-row interventions). Without them, a language whose first generated
+    tokens differ from the gold's only in leading whitespace on most rows is an
+    :class:`~tl_multineuron.answers.AnswerBoundaryWarning`."""
     config = config or EvalConfig()
     if not dataset.has_answers:
         missing = next(
@@ -191,14 +193,15 @@ def evaluate(
                 "first_token_match": bool(g) and g[0] == ids[0],
             }
         )
-    warn_boundary(
-        boundary_findings(
-            tok,
-            [x for _, x in pairs],
-            [g[0] if g else -1 for g in gens],
-            [ids[0] for ids in gold],
+    if hooks_for_batch is None:  # the model as it is: check the answer boundary
+        warn_boundary(
+            boundary_findings(
+                tok,
+                [x for _, x in pairs],
+                [g[0] if g else -1 for g in gens],
+                [ids[0] for ids in gold],
+            )
         )
-    )
     return pd.DataFrame(rows)
 
 
