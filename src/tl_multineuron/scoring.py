@@ -49,7 +49,7 @@ from .recording import (
     get_tokenizer,
     last_position_unembed_hooks,
 )
-from .tl_compat import align_cache_kwarg, hf_config, hf_model
+from .tl_compat import align_cache_kwarg, hf_config, hf_model, is_bridge
 from .versions import stack_versions
 
 SCOPES = ("last", "all")
@@ -147,6 +147,11 @@ def prefix_cache_status(model: Any) -> tuple[bool, str]:
         known = None
     if known is not None:
         return known
+    if not is_bridge(model):  # HookedTransformer: TL's own cache, not a HF one
+        status = (False, f"the forward of a {type(model).__name__} returns no HF cache")
+        with contextlib.suppress(TypeError):
+            _CACHE_OK[model] = status
+        return status
     align_cache_kwarg(model)
     dev = model_device(model)
     toks = torch.tensor([[get_tokenizer(model).bos_token_id or 0, 5, 6]], device=dev)
