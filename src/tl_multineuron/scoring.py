@@ -50,7 +50,7 @@ from .recording import (
     last_position_unembed_hooks,
 )
 from .tl_compat import align_cache_kwarg, hf_config, hf_model, is_bridge
-from .versions import stack_versions
+from .versions import stack_text
 
 SCOPES = ("last", "all")
 CACHE_MODES = ("auto", "prefix", "none")
@@ -147,11 +147,17 @@ def prefix_cache_status(model: Any) -> tuple[bool, str]:
         known = None
     if known is not None:
         return known
-    if not is_bridge(model):  # HookedTransformer: TL's own cache, not a HF one
+    if is_bridge(model):
+        status = _probe_prefix_cache(model)
+    else:  # HookedTransformer: TL's own cache, not a HF one
         status = (False, f"the forward of a {type(model).__name__} returns no HF cache")
-        with contextlib.suppress(TypeError):
-            _CACHE_OK[model] = status
-        return status
+    with contextlib.suppress(TypeError):  # models that cannot be weakly referenced
+        _CACHE_OK[model] = status
+    return status
+
+
+def _probe_prefix_cache(model: Any) -> tuple[bool, str]:
+    """Run a bridge's cached forward on a 3-token input (see :func:`prefix_cache_status`)."""
     align_cache_kwarg(model)
     dev = model_device(model)
     toks = torch.tensor([[get_tokenizer(model).bos_token_id or 0, 5, 6]], device=dev)
@@ -160,24 +166,20 @@ def prefix_cache_status(model: Any) -> tuple[bool, str]:
             out = model(toks[:, :2], return_type="logits_and_cache", use_cache=True)
             cache = out[1] if isinstance(out, tuple) else None
             if cache is None or not hasattr(cache, "reorder_cache"):
-                status = (False, f"the forward of this {type(model).__name__} returns no HF cache")
-            elif hasattr(cache, "get_seq_length") and cache.get_seq_length() != 2:
-                status = (
+                return (False, f"the forward of this {type(model).__name__} returns no HF cache")
+            if hasattr(cache, "get_seq_length") and cache.get_seq_length() != 2:
+                return (
                     False,
                     f"the cache holds {cache.get_seq_length()} positions after a 2-token "
                     "prefix: the attention layers do not extend it",
                 )
-            else:
-                step = model(toks[:, 2:], past_key_values=cache)
-                full = model(toks)
-                diff = float((step[0, -1] - full[0, -1]).abs().max())
-                ok = bool(torch.allclose(step[0, -1], full[0, -1], atol=1e-3, rtol=1e-3))
-                status = (ok, "" if ok else f"a cached continuation differs by {diff:.3g} logits")
+            step = model(toks[:, 2:], past_key_values=cache)
+            full = model(toks)
     except (TypeError, ValueError, RuntimeError, NotImplementedError, AttributeError) as e:
-        status = (False, f"the cached forward fails: {type(e).__name__}: {e}")
-    with contextlib.suppress(TypeError):  # models that cannot be weakly referenced
-        _CACHE_OK[model] = status
-    return status
+        return (False, f"the cached forward fails: {type(e).__name__}: {e}")
+    diff = float((step[0, -1] - full[0, -1]).abs().max())
+    ok = bool(torch.allclose(step[0, -1], full[0, -1], atol=1e-3, rtol=1e-3))
+    return (ok, "" if ok else f"a cached continuation differs by {diff:.3g} logits")
 
 
 def supports_prefix_cache(model: Any) -> bool:
@@ -203,7 +205,7 @@ def _warn_full_pass(model: Any, rows: AnswerRows, reason: str) -> None:
         return  # a native model or a HookedTransformer: full passes are its only path
     full = sum(len(p) + len(a) - 1 for p, a in zip(rows.prompts, rows.answers, strict=True))
     cached = sum(len(a) for a in rows.answers)
-    versions = ", ".join(f"{k} {v}" for k, v in stack_versions().items())
+    versions = stack_text()
     warnings.warn(
         f"one-pass scoring runs without its prefix cache ({reason}; {versions}): every edit "
         f"recomputes whole prompts, {full / cached:.1f}x the positions of the cached path on "

@@ -35,9 +35,14 @@ def stack_versions() -> dict[str, str]:
     return {name: _installed(name) or "-" for name in STACK}
 
 
+def stack_text() -> str:
+    """The installed stack as text: ``torch X, transformers Y, transformer-lens Z``."""
+    return ", ".join(f"{k} {v}" for k, v in stack_versions().items())
+
+
 def versions_line() -> str:
     """One line naming the installed stack, e.g. for a benchmark's header."""
-    return "versions: " + ", ".join(f"{k} {v}" for k, v in stack_versions().items())
+    return "versions: " + stack_text()
 
 
 def parse_lock(text: str) -> dict[str, str]:
