@@ -2,8 +2,8 @@
 
 For each built-in task (the last N items, every language), once as built in and once with
 every answer's leading whitespace stripped (the answer delimiter ``auto`` restores it):
-one-pass ``greedy_match`` vs generation's text prefix match, first-token match vs both, and
-the answer-boundary warnings. Writes a markdown table.
+one-pass ``greedy_match`` vs generation's prefix match (tokens) and its text match, first-token
+match vs both, and the answer-boundary warnings. Writes a markdown table.
 
     python scripts/boundary_agreement.py [--items 48] [--out docs/accuracy/boundary_agreement.md]
 """
@@ -36,7 +36,7 @@ def main() -> None:
     args = ap.parse_args()
     model = tlm.load_model()
     print(tlm.versions_line(), f"| scoring path: {tlm.scoring_path(model)}", flush=True)
-    out = []
+    out, differ = [], []
     for task in tlm.list_tasks():
         full = tlm.load_task(task)
         base = full.slice(len(full) - args.items)
@@ -50,6 +50,21 @@ def main() -> None:
                 warnings.simplefilter("always", tlm.AnswerBoundaryWarning)
                 ev = tlm.evaluate(model, ds)
             g = sc.greedy_match.numpy()
+            for i in (g != ev.text_match.to_numpy()).nonzero()[0]:
+                r = ev.iloc[i]
+                differ.append(
+                    {
+                        "task": task,
+                        "answers": fmt,
+                        "item": r.item_id,
+                        "language": r.language,
+                        "gold": repr(r.answer),
+                        "generated": repr(r.generated),
+                        "greedy_match": bool(g[i]),
+                        "prefix_match": bool(r.prefix_match),
+                        "text_match": bool(r.text_match),
+                    }
+                )
             out.append(
                 {
                     "task": task,
@@ -57,8 +72,10 @@ def main() -> None:
                     "rows": len(pairs),
                     "greedy_match %": round(100 * g.mean(), 1),
                     "prefix_match %": round(100 * ev.prefix_match.mean(), 1),
+                    "text_match %": round(100 * ev.text_match.mean(), 1),
                     "first_token_match %": round(100 * ev.first_token_match.mean(), 1),
                     "greedy != prefix": int((g != ev.prefix_match.to_numpy()).sum()),
+                    "greedy != text": int((g != ev.text_match.to_numpy()).sum()),
                     "greedy but not first token": int((g & ~ev.first_token_match.to_numpy()).sum()),
                     "boundary warnings": sum(
                         issubclass(w.category, tlm.AnswerBoundaryWarning) for w in caught
@@ -74,7 +91,9 @@ def main() -> None:
         f"# One-pass scoring vs generation, both answer formats\n\n"
         f"`python scripts/boundary_agreement.py --items {args.items}` at commit {commit}; "
         f"{tlm.versions_line()}; embedded Gemma 3 270M, the last {args.items} items of each "
-        f"task, every language.\n\n{table}\n",
+        f"task, every language.\n\n{table}\n\n"
+        f"## Rows where greedy_match and the text match differ\n\n"
+        f"{pd.DataFrame(differ).to_markdown(index=False) if differ else 'none'}\n",
         encoding="utf-8",
     )
     print(table)

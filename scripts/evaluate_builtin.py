@@ -46,7 +46,7 @@ def main() -> None:
     res = pd.concat(frames).sort_values("task", key=lambda s: s.map(order), kind="stable")
     res.to_csv(out / "generations.csv", index=False)
     with open(out / "accuracy.md", "w") as f:
-        for metric in ("prefix_match", "first_token_match"):
+        for metric in ("prefix_match", "text_match", "first_token_match"):
             f.write(
                 f"\n{metric} accuracy (%), {args.model}, n items per task: "
                 f"{res.groupby('task').item_id.nunique().to_dict()}\n\n"

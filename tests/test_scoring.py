@@ -1,9 +1,10 @@
 import pytest
 import torch
-from helpers import tiny_hf_dir, tiny_model
+from helpers import tiny_hf_dir, tiny_model, toy_dataset
 
+import tl_multineuron.evaluation as ev_mod
 from tl_multineuron import MultiNeuronError, NeuronSet, deactivate, generate_greedy, load_model
-from tl_multineuron.recording import encode
+from tl_multineuron.recording import answer_ids, encode, get_tokenizer
 from tl_multineuron.scoring import (
     AnswerRows,
     answer_rows,
@@ -144,3 +145,28 @@ def test_memory_budget_splits_passes_without_changing_scores(kind, hf_model, nat
         torch.testing.assert_close(a.logprob, b.logprob, rtol=1e-5, atol=1e-5)
     with pytest.raises(MultiNeuronError, match=r"item \d, language 'en': the prompt is \d+ tokens"):
         score_answers(model, rows, edits[:1], max_memory=tight // 4, chunk=8)
+
+
+def test_evaluate_prefix_match_is_token_level_and_text_match_lenient(native, monkeypatch):
+    """``prefix_match`` demands the gold's own tokens (one-pass ``greedy_match``'s twin);
+    ``text_match`` accepts the same text case-folded."""
+    ds = toy_dataset(2, ("en", "de"))
+    pairs = [(it, x) for it in ds.items for x in ds.languages]
+    tok = get_tokenizer(native)
+
+    def ids(text):
+        return list(tok(text, add_special_tokens=False)["input_ids"])
+
+    gold = [answer_ids(native, it.prompts[x], ds.target(it, x)) for it, x in pairs]
+    fake = [
+        gold[0] + ids(" more\n"),  # gold, then more text
+        ids(ds.target(*pairs[1]).upper()),  # the same text in another case
+        gold[2][:-1],  # cut short
+        ids(" x"),  # wrong
+    ]
+    monkeypatch.setattr(ev_mod, "generate_greedy", lambda *a, **k: fake)
+    res = ev_mod.evaluate(native, ds)
+    assert res.prefix_match.tolist() == [True, False, False, False]
+    assert res.text_match.tolist() == [True, True, False, False]
+    assert res.first_token_match.tolist() == [True, True, True, True]  # all begin with " "
+    assert res.generated.tolist()[0] == ds.target(*pairs[0]).strip() + " more"

@@ -613,7 +613,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         out / "run-evaluate.json",
         {"identity": _identity(args, ds, kind="evaluate"), **provenance(model, "eager")},
     )
-    for m in ("prefix_match", "first_token_match"):
+    for m in ("prefix_match", "text_match", "first_token_match"):
         print(f"\n{m} accuracy (%)")
         print(accuracy_table(df, m).to_string())
     return 0

@@ -1,10 +1,14 @@
-"""Task accuracy by greedy generation: generated-prefix match (primary) and first-token match.
+"""Task accuracy by greedy generation: generated-prefix match (primary), text match and
+first-token match.
 
-First-token match is lenient where several answers share a first token (e.g. Japanese '1' for
-1月 and 10月); the generated-prefix match is the honest primary metric. Both are reported, and
-both take the gold answer as it continues the prompt (:meth:`ParallelDataset.target`, the
-answer delimiter applied), as one-pass scoring does. Generation runs at least as many tokens
-as the longest gold answer has, so a correct answer is never cut short.
+``prefix_match`` asks whether the generated tokens begin with the gold answer's tokens: the
+generation-side twin of one-pass ``greedy_match`` (equal on every row up to float ties).
+``text_match`` is the lenient reading (the generated text, NFKC and case folded, begins with
+the gold's; any tokenization); first-token match is lenient where several answers share a first
+token (e.g. Japanese '1' for 1月 and 10月). All take the gold answer as it continues the prompt
+(:meth:`ParallelDataset.target`, the answer delimiter applied), as one-pass scoring does.
+Generation runs at least as many tokens as the longest gold answer has, so a correct answer is
+never cut short.
 """
 
 from __future__ import annotations
@@ -145,7 +149,8 @@ def evaluate(
     hooks_for_batch: Callable[[int, int], list] | None = None,
 ) -> pd.DataFrame:
     """One row per (item, language): the gold answer, the generated text (to the first
-    newline), ``prefix_match`` and ``first_token_match``. Rows are item-major (all languages
+    newline), ``prefix_match`` (generated tokens begin with the gold's tokens), ``text_match``
+    (lenient text comparison) and ``first_token_match``. Rows are item-major (all languages
     of item 0, then item 1, ...); ``hooks_for_batch(start, stop)`` gives hooks for a batch
     of those rows (per-row interventions). Without them, a language whose first generated
     tokens differ from the gold's only in leading whitespace on most rows is an
@@ -189,7 +194,8 @@ def evaluate(
                 "language": x,
                 "answer": target.strip(),
                 "generated": text.strip(),
-                "prefix_match": text_prefix_match(text, target),
+                "prefix_match": g[: len(ids)] == ids,
+                "text_match": text_prefix_match(text, target),
                 "first_token_match": bool(g) and g[0] == ids[0],
             }
         )
