@@ -113,3 +113,34 @@ def test_steer_min_frequency_reaches_the_language_study(hf, tmp_path, monkeypatc
     args += ["--min-frequency", "0.7", "--specific-frequency", "0.4", "--out", str(tmp_path)]
     assert main(args) == 0
     assert (seen["cfg"].min_frequency, seen["cfg"].specific_frequency) == (0.7, 0.4)
+
+
+def test_grid_sizes_main_full_and_quick(hf, tmp_path, capsys):
+    """The main job runs the paper's central comparisons (25 conditions); --full is the
+    73-condition grid; --quick with --full is refused."""
+    from tl_multineuron.cli import _grid_config, _size_grid, build_parser
+
+    def conditions(*flags):
+        args = build_parser().parse_args(["grid", "--out", str(tmp_path), *flags])
+        _size_grid(args)
+        return _grid_config(args, analysis=True).conditions
+
+    main_job = conditions()
+    groups = {c.group for c in main_job}
+    assert len(main_job) == 25 and {c.mode for c in main_job} == {"static"}
+    assert {
+        "none",
+        "deactivate all-shared (static, last)",
+        "deactivate specific (static, last)",
+        "deactivate random (static, last)",
+        "deactivate matched (static, last)",
+        "amplify x1.5 all-shared (static, last)",
+        "amplify x1.5 random (static, last)",
+        "amplify x2 all-shared (static, last)",
+        "amplify x2 random (static, last)",
+    } == groups
+    assert sum(c.target == "random" and c.op == "zero" for c in main_job) == 5
+    assert len(conditions("--full")) == 73
+    assert len(conditions("--full", "--alphas", "2")) == 1 + 2 * (2 + 5 + 5 + 6)
+    assert main(["grid", "--quick", "--full", "--model", hf, "--out", str(tmp_path)]) == 2
+    assert "--quick and --full" in capsys.readouterr().err

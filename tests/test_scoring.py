@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 import torch
 from helpers import tiny_hf_dir, tiny_model, toy_dataset
@@ -170,3 +172,54 @@ def test_evaluate_prefix_match_is_token_level_and_text_match_lenient(native, mon
     assert res.text_match.tolist() == [True, True, False, False]
     assert res.first_token_match.tolist() == [True, True, True, True]  # all begin with " "
     assert res.generated.tolist()[0] == ds.target(*pairs[0]).strip() + " more"
+
+
+@pytest.mark.parametrize("kind", ["hf", "native"])
+def test_one_mask_per_layer_equals_per_row_masks_and_a_hand_made_hook(kind, hf_model, native):
+    """A static set (one mask per layer) and the same set as per-row masks give identical
+    scores in one shared pass; the fused per-site hook (multiplicative ops in one product,
+    others in order on one copy) equals TL's own run_with_hooks with the plain hooks."""
+    from tl_multineuron import Intervention, amplify
+
+    model = hf_model if kind == "hf" else native
+    rows = answer_rows(model, PROMPTS * 2, ANSWERS * 2)
+    S1, S2 = _set(model, 1), _set(model, 2)
+
+    def per_row(iv):
+        return lambda b: Intervention(
+            iv.neurons.mask.expand(len(b), *iv.neurons.mask.shape).clone(), iv.op, iv.value
+        )
+
+    zero, amp = deactivate(S1), amplify(S2, 2.0)
+    means = torch.rand(model.cfg.n_layers, model.cfg.d_mlp)
+    edits = [
+        None,
+        lambda b: zero,
+        per_row(zero),
+        lambda b: amp,
+        per_row(amp),
+        lambda b: zero + amp,  # a composite: two multiplicative parts on one site
+    ]
+    sc = score_answers(model, rows, edits, batch_size=8, max_rows=64)
+    # a site with an op that is not multiplicative edits its blocks in order, on one copy
+    sc += score_answers(
+        model, rows, [lambda b: Intervention(S1, "mean", means) + amp, lambda b: amp], batch_size=8
+    )
+    assert torch.equal(sc[3].logprob, sc[7].logprob)
+    for i, j in ((1, 2), (3, 4)):
+        assert torch.equal(sc[i].logprob, sc[j].logprob) and torch.equal(
+            sc[i].greedy_match, sc[j].greedy_match
+        )
+    assert not torch.equal(sc[0].logprob, sc[1].logprob)
+    # each edit alone, as TL hooks on a plain full forward: the same log-probs
+    for k, iv in ((1, zero), (3, amp), (5, zero + amp), (6, Intervention(S1, "mean", means) + amp)):
+        for r in range(len(rows)):
+            ids = list(rows.prompts[r]) + list(rows.answers[r][:-1])
+            where = tuple(range(len(rows.prompts[r]) - 1, len(ids)))
+            hooks = [(n, dataclasses.replace(h, positions=where)) for n, h in iv.fwd_hooks(model)]
+            with torch.inference_mode():
+                logits = model.run_with_hooks(torch.tensor([ids]), fwd_hooks=hooks)
+            lp = torch.log_softmax(logits[0].double(), -1)
+            p0 = len(rows.prompts[r]) - 1
+            want = sum(lp[p0 + i, t] for i, t in enumerate(rows.answers[r]))
+            torch.testing.assert_close(sc[k].logprob[r], want, atol=1e-5, rtol=0)

@@ -555,14 +555,25 @@ def cmd_intervene(args: argparse.Namespace) -> int:
     return 0
 
 
+def _size_grid(args: argparse.Namespace) -> None:
+    """Fill the grid command's --modes / --alphas from its size (--quick, default, --full);
+    flags given explicitly win, except under --quick."""
+    if args.quick and args.full:
+        raise MultiNeuronError("--quick and --full: choose one grid size")
+    if args.quick:  # a first look: one task, static sets, deactivation with every control
+        args.tasks, args.modes, args.alphas = "facts", "static", "2"
+        args.no_amplify_controls = True
+    size = GRID_SIZES["full" if args.full else "main"]
+    args.modes = args.modes or size["modes"]
+    args.alphas = args.alphas or size["alphas"]
+
+
 def cmd_grid(args: argparse.Namespace) -> int:
     from .grid import run_task, write_index
     from .report import build_report
     from .tasks import TASKS, load_task
 
-    if args.quick:  # a first look: one task, static sets, deactivation with every control
-        args.tasks, args.modes, args.alphas = "facts", "static", "2"
-        args.no_amplify_controls = True
+    _size_grid(args)
     names = list(TASKS) if args.tasks == "all" else [x.strip() for x in args.tasks.split(",")]
     bad = [x for x in names if x not in TASKS]
     if bad or not names:
@@ -736,12 +747,31 @@ def cmd_tasks(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_grid_args(p: argparse.ArgumentParser) -> None:
+#: The grid command's sizes: ``main`` (the default: static sets, the paper's central
+#: comparisons, 25 conditions) and ``full`` (``--full``: dynamic sets too, four factors, 73).
+#: ``intervene`` defaults to the full grid.
+GRID_SIZES = {
+    "main": {"modes": "static", "alphas": "1.5,2"},
+    "full": {"modes": "static,dynamic", "alphas": "1.1,1.5,2,3"},
+}
+
+
+def _add_grid_args(p: argparse.ArgumentParser, sized: bool = False) -> None:
+    """The grid's flags; ``sized``: --modes / --alphas default to the grid size (see
+    ``GRID_SIZES``) instead of the full grid."""
+    full = GRID_SIZES["full"]
     p.add_argument("--eval-items", type=int, default=48, help="the last N items are evaluated")
     p.add_argument(
         "--calibration", type=int, default=64, help="the first N other items calibrate static sets"
     )
-    p.add_argument("--alphas", default="1.1,1.5,2,3", help="amplification factors")
+    p.add_argument(
+        "--alphas",
+        default=None if sized else full["alphas"],
+        help=f"amplification factors (default: {GRID_SIZES['main']['alphas']}; "
+        f"--full {full['alphas']})"
+        if sized
+        else "amplification factors",
+    )
     p.add_argument("--scopes", default="last", help="last, all, or both (comma-separated)")
     p.add_argument(
         "--bos",
@@ -749,7 +779,12 @@ def _add_grid_args(p: argparse.ArgumentParser) -> None:
         choices=["without", "with", "both"],
         help="scope 'all': edit the BOS position too?",
     )
-    p.add_argument("--modes", default="static,dynamic")
+    p.add_argument(
+        "--modes",
+        default=None if sized else full["modes"],
+        help="static and/or dynamic sets"
+        + (f" (default: {GRID_SIZES['main']['modes']}; --full {full['modes']})" if sized else ""),
+    )
     p.add_argument("--seeds", default="0,1,2,3,4", help="random-control seeds (>= 2)")
     p.add_argument("--no-matched", action="store_true", help="skip activity-matched controls")
     p.add_argument(
@@ -888,7 +923,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="a first look: facts, static sets, deactivation + controls, amplify x2",
     )
-    _add_grid_args(g)
+    g.add_argument(
+        "--full",
+        action="store_true",
+        help="the full grid: static and dynamic sets, amplify x1.1/1.5/2/3 with controls "
+        "(73 conditions per task)",
+    )
+    _add_grid_args(g, sized=True)
     g.set_defaults(func=cmd_grid, limit=None, languages=None, data=None, task=None)
     e = sub.add_parser("evaluate", help="task accuracy by greedy generation")
     _add_common(e)

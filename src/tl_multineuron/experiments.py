@@ -211,6 +211,13 @@ class ExperimentSets:
     def n_items(self) -> int:
         return self.codes.shape[0]
 
+    def row_independent(self, cond: Condition) -> Bool[Tensor, "layer d_mlp"] | None:
+        """The one mask ``cond`` edits in every row (a static all-shared set or a static
+        control), or ``None`` where it depends on the item or language."""
+        if cond.mode != "static" or cond.target in ("none", "specific"):
+            return None
+        return self.masks(cond)[0, 0]
+
     def masks(self, cond: Condition) -> Bool[Tensor, "item lang layer d_mlp"]:
         """The neurons ``cond`` edits in each (item, language) row."""
         n_it, N = self.n_items, len(self.languages)
@@ -283,12 +290,20 @@ def prepare_sets(
 def _edit(
     masks: Tensor, cond: Condition, sets: ExperimentSets
 ) -> Callable[[Sequence[int]], Intervention | None]:
-    flat = masks.reshape(-1, *masks.shape[2:])
+    """The condition's edit of a block of rows: one mask per layer where the set is the same
+    in every row (static sets and controls), per-row masks otherwise."""
     value = 0.0 if cond.op == "zero" else float(cond.alpha)
+    if cond.target == "none":
+        return lambda rows: None
+    one = sets.row_independent(cond)
+    if one is not None:
+        iv = Intervention(
+            NeuronSet(one, cond.name, sets.site, sets.layers), cond.op, value, allow_empty=True
+        )
+        return lambda rows: iv
+    flat = masks.reshape(-1, *masks.shape[2:])
 
-    def edit(rows: Sequence[int]) -> Intervention | None:
-        if cond.target == "none":
-            return None
+    def edit(rows: Sequence[int]) -> Intervention:
         m = flat[torch.as_tensor(list(rows))].contiguous()
         return Intervention(m, cond.op, value, allow_empty=True, hook=sets.site, layers=sets.layers)
 

@@ -351,6 +351,64 @@ def _bind(iv: Any, model: Any, rows: tuple[int, int], pos: Tensor) -> list[tuple
     ]
 
 
+class _SiteEdits:
+    """Every edit of one pass at one hook site, as one hook.
+
+    ``parts`` are the edits' :class:`~tl_multineuron.interventions.NeuronHook` s, each bound
+    to its block of rows and to the pass's edit positions ``pos`` ``[n, S]`` (tiled over the
+    ``C`` blocks). Deactivation and scaling are multiplicative: one factor per (row, unit) for
+    the whole batch, applied in one product (rows without an edit keep factor 1). Other ops
+    edit their block of one copy of the activations, in order."""
+
+    def __init__(self, parts: list, pos: Tensor, C: int) -> None:
+        self.parts, self.C = parts, C
+        self.layer = parts[0].layer
+        self.pos = pos.repeat(C, 1)[..., None]  # [C*n, S, 1]
+        self.everywhere = bool(pos.all())
+        self.mult = all(
+            h.op in ("zero", "scale") and not isinstance(h.value, Tensor) for h in parts
+        )
+        self.fired: list = []
+
+    def __call__(self, act: Float[Tensor, "batch pos d_mlp"], hook: Any) -> Tensor:
+        B, S, D = act.shape
+        if tuple(self.pos.shape[:2]) != (B, S):
+            raise MultiNeuronError(
+                f"layer {self.layer}: edits bound to a batch of {tuple(self.pos.shape[:2])} "
+                f"(rows, positions) see activations of shape {tuple(act.shape)}"
+            )
+        self.fired.append(S)
+        if not self.mult:
+            out = act.clone()
+            for h in self.parts:
+                s, e = h.rows
+                out[s:e] = h._edit(out[s:e])
+            return out
+        f = torch.ones(B, D, dtype=act.dtype, device=act.device)
+        for h in self.parts:
+            s, e = h.rows
+            m = h.mask.to(act.device)
+            if m.shape[-1] != D or (m.ndim == 2 and m.shape[0] != e - s):
+                raise MultiNeuronError(
+                    f"layer {h.layer}: neuron mask of shape {tuple(m.shape)} for rows {h.rows} "
+                    f"of activations of shape {tuple(act.shape)}"
+                )
+            v = 0.0 if h.op == "zero" else float(h.value)
+            f[s:e] = torch.where(m, f[s:e] * v, f[s:e])
+            h.fired.append(S)
+        edited = act * f[:, None, :]
+        return edited if self.everywhere else torch.where(self.pos, edited, act)
+
+
+def _fuse(hooks: list[tuple[str, Any]], pos: Tensor, C: int) -> list[tuple[str, Any]]:
+    """One :class:`_SiteEdits` per hook site (TL runs a site's hooks in order; the parts
+    keep that order)."""
+    by_site: dict[str, list] = {}
+    for name, h in hooks:
+        by_site.setdefault(name, []).append(h)
+    return [(name, _SiteEdits(parts, pos, C)) for name, parts in by_site.items()]
+
+
 def score_answers(
     model: Any,
     rows: AnswerRows,
@@ -457,10 +515,11 @@ def score_answers(
             for group in groups_for(block):
                 C = len(group)
                 hooks: list[tuple[str, Any]] = []
+                edit_pos = bp.edit_pos.to(dev)
                 for c, e in enumerate(group):
                     iv = edits[e](block) if edits[e] is not None else None
                     if iv is not None:
-                        hooks += _bind(iv, model, (c * n, (c + 1) * n), bp.edit_pos.to(dev))
+                        hooks += _bind(iv, model, (c * n, (c + 1) * n), edit_pos)
                 cap = _Hidden()
                 kw = {k: v.repeat(C, 1).to(dev) for k, v in bp.kwargs.items()}
                 if bp.cache is not None:
@@ -469,7 +528,7 @@ def score_answers(
                     kw["past_key_values"] = kv
                 with (
                     torch.inference_mode(),
-                    model.hooks(fwd_hooks=[*hooks, ("unembed.hook_in", cap)]),
+                    model.hooks(fwd_hooks=[*_fuse(hooks, edit_pos, C), ("unembed.hook_in", cap)]),
                 ):
                     model(bp.tokens.repeat(C, 1).to(dev), **kw)
                 silent = [name for name, h in hooks if not h.fired]
