@@ -92,14 +92,14 @@ def test_prefix_cache_and_shared_batches_change_nothing(hf_model):
 def test_edited_positions(native):
     """scope last: the last prompt token and the answer positions; all: every real position,
     BOS only when asked; and a bound hook edits exactly those positions of its rows."""
-    from tl_multineuron.scoring import _bind, _block_pass
+    from tl_multineuron.scoring import _bind, block_pass
 
     rows = answer_rows(native, ["abc", "x"], ["de", "yzw"])
     p = [len(x) for x in rows.prompts]
     a = [len(x) for x in rows.answers]
-    last = _block_pass(native, rows, [0, 1], "last", False, False).edit_pos
-    every = _block_pass(native, rows, [0, 1], "all", False, False).edit_pos
-    with_bos = _block_pass(native, rows, [0, 1], "all", True, False).edit_pos
+    last = block_pass(native, rows, [0, 1], "last", False, False).edit_pos
+    every = block_pass(native, rows, [0, 1], "all", False, False).edit_pos
+    with_bos = block_pass(native, rows, [0, 1], "all", True, False).edit_pos
     for i in range(2):
         assert last[i].nonzero().flatten().tolist() == list(range(p[i] - 1, p[i] + a[i] - 1))
         assert every[i].nonzero().flatten().tolist() == list(range(1, p[i] + a[i] - 1))

@@ -287,7 +287,7 @@ def prepare_sets(
     )
 
 
-def _edit(
+def condition_edit(
     masks: Tensor, cond: Condition, sets: ExperimentSets
 ) -> Callable[[Sequence[int]], Intervention | None]:
     """The condition's edit of a block of rows: one mask per layer where the set is the same
@@ -402,7 +402,7 @@ def run_experiment(
                         f"({int((size == 0).sum())} of {len(size)} rows); lower the set's "
                         "frequency threshold, or allow empty sets to score those rows unedited"
                     )
-                edits.append(_edit(m, c, sets))
+                edits.append(condition_edit(m, c, sets))
                 sizes.append(size)
             scores = score_answers(
                 model,

@@ -290,9 +290,11 @@ class _Pass:
     cache: Any = None
 
 
-def _block_pass(
+def block_pass(
     model: Any, rows: AnswerRows, block: Sequence[int], scope: str, bos: bool, cached: bool
 ) -> _Pass:
+    """The inputs of one block's answer pass; ``cached``: the prompts minus their last token
+    run here once, their KV cache kept for every edit (scope ``last``)."""
     pad = int(getattr(get_tokenizer(model), "pad_token_id", None) or 0)
     dev = model_device(model)
     P = [rows.prompts[r] for r in block]
@@ -409,6 +411,30 @@ def _fuse(hooks: list[tuple[str, Any]], pos: Tensor, C: int) -> list[tuple[str, 
     return [(name, _SiteEdits(parts, pos, C)) for name, parts in by_site.items()]
 
 
+def plan_blocks(
+    rows: AnswerRows, batch_size: int, fits: Callable[[int, int], bool] | None = None
+) -> list[list[int]]:
+    """The scorer's blocks of rows: sorted by answer then prompt length (less padding), a new
+    block when one holds ``batch_size`` rows, when the answer length changes (no padding among
+    the answer positions) or when ``fits(n_rows, width)`` says the next row would not fit."""
+    width = [len(p) + len(a) for p, a in zip(rows.prompts, rows.answers, strict=True)]
+    order = sorted(range(len(rows)), key=lambda r: (len(rows.answers[r]), len(rows.prompts[r])))
+    blocks: list[list[int]] = []
+    for r in order:
+        if (
+            not blocks
+            or len(blocks[-1]) == batch_size
+            or (len(rows.answers[r]) != len(rows.answers[blocks[-1][0]]))
+            or (
+                fits is not None
+                and not fits(len(blocks[-1]) + 1, max(width[x] for x in (*blocks[-1], r)))
+            )
+        ):
+            blocks.append([])
+        blocks[-1].append(r)
+    return blocks
+
+
 def score_answers(
     model: Any,
     rows: AnswerRows,
@@ -478,18 +504,7 @@ def score_answers(
         }
         for _ in edits
     ]
-    # rows of similar lengths share a batch (less padding); results go back to row order
-    order = sorted(range(R), key=lambda r: (len(rows.answers[r]), len(rows.prompts[r])))
-    blocks: list[list[int]] = []
-    for r in order:  # a new block when full, or when the answer length would need padding
-        if (
-            not blocks
-            or len(blocks[-1]) == batch_size
-            or (len(rows.answers[r]) != len(rows.answers[blocks[-1][0]]))
-            or not fits(len(blocks[-1]) + 1, max(width[x] for x in (*blocks[-1], r)))
-        ):
-            blocks.append([])
-        blocks[-1].append(r)
+    blocks = plan_blocks(rows, batch_size, fits)
     per_pass = max(1, max_rows // min(batch_size, R))
 
     def groups_for(block: list[int]) -> list[list[int]]:
@@ -507,7 +522,7 @@ def score_answers(
     dev = model_device(model)
     try:
         for block in blocks:
-            bp = _block_pass(model, rows, block, scope, include_bos, cached)
+            bp = block_pass(model, rows, block, scope, include_bos, cached)
             n = len(block)
             # the first answer position of each row (its rank is reported)
             first = bp.answer_pos & (bp.answer_pos.long().cumsum(1) == 1)
