@@ -16,5 +16,5 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 if [ "$#" -eq 0 ]; then
   bash scripts/bootstrap_tl3.sh
   TLMN_TL4_PYTHON="$PWD/.venv/bin/python" .venv-tl3/bin/python -m pytest -q \
-    -m "(gemma or smollm2 or tl3) and not browser"
+    -m "gemma or smollm2 or tl3"
 fi

@@ -71,9 +71,24 @@ def test_frames_are_tidy():
     assert list(df.columns) == ["threshold", "layer", "category", "language", "value"]
     alls = df[df.language == "all"].groupby(["threshold", "layer"]).value.sum()
     assert (alls - 1).abs().max() < 1e-9
+    names = list(tlm.CATEGORY_NAMES)
+    for r in df.itertuples():  # every row is the tensor entry it names
+        if r.language == "all":
+            want = s.layer_fractions(r.threshold)[r.layer, names.index(r.category)]
+        else:
+            lang = s.languages.index(r.language)
+            want = s.specific_per_language(r.threshold)[lang, r.layer] / s.d_mlp
+        assert r.value == pytest.approx(float(want), abs=1e-12)
+    assert len(df) == len(s.thresholds) * s.n_layers * (4 + len(s.languages))
     st_ = s.stability()
     assert set(st_.category) == {"non-activated", "specific", "partial-shared", "all-shared"}
     assert (st_.always <= st_.ever + 1e-12).all()
+    freq = s.category_frequency()
+    for r in st_.itertuples():
+        c = names.index(r.category)
+        assert r.always == pytest.approx(float((freq[c, r.layer] >= 1 - 1e-12).double().mean()))
+        assert r.ever == pytest.approx(float((freq[c, r.layer] > 0).double().mean()))
+        assert r.modal_share == pytest.approx(float(freq.max(0).values[r.layer].mean()))
 
 
 def test_stability_of_constant_input_is_total():

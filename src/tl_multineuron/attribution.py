@@ -232,10 +232,3 @@ def integrated_gradients(
     attr = ((state["a"] - base).double() * avg).float().detach().cpu()
     f = f.detach()
     return IGResult(attr, float(f[steps]), float(f[steps + 1]), layer, target, method, steps)
-
-
-def ig_layers(
-    model: Any, prompt: str, answer_token: int, layers: Sequence[int], **kw: Any
-) -> list[IGResult]:
-    """IG for several layers (one run per layer)."""
-    return [integrated_gradients(model, prompt, answer_token, x, **kw) for x in layers]

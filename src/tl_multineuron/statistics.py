@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 from jaxtyping import Bool, Float, Int
@@ -221,24 +222,20 @@ class SharingStats:
         ever = (freq > 0).double().mean(-1)
         overlap = torch.where(ever > 0, always / ever.clamp_min(1e-30), torch.zeros_like(ever))
         modal = freq.max(0).values.mean(-1)
-        rows = []
-        for layer in range(self.n_layers):
-            for c in range(4):
-                rows.append(
-                    (
-                        self.thresholds[self._t(threshold)],
-                        layer,
-                        CATEGORY_NAMES[c],
-                        float(always[c, layer]),
-                        float(ever[c, layer]),
-                        float(overlap[c, layer]),
-                        float(modal[layer]),
-                    )
-                )
-        return pd.DataFrame(
-            rows,
-            columns=["threshold", "layer", "category", "always", "ever", "overlap", "modal_share"],
+        idx = pd.MultiIndex.from_product(
+            [range(self.n_layers), list(CATEGORY_NAMES)], names=["layer", "category"]
         )
+        out = pd.DataFrame(
+            {
+                "always": always.T.reshape(-1).numpy(),  # [layer, category], layer-major
+                "ever": ever.T.reshape(-1).numpy(),
+                "overlap": overlap.T.reshape(-1).numpy(),
+                "modal_share": modal.repeat_interleave(4).numpy(),
+            },
+            index=idx,
+        ).reset_index()
+        out.insert(0, "threshold", self.thresholds[self._t(threshold)])
+        return out
 
     def specific_per_language(self, threshold: float | None = None) -> Float[Tensor, "lang layer"]:
         """Mean number of neurons per item specific to each language, per layer."""
@@ -258,7 +255,7 @@ class SharingStats:
         p = self.activation_probability(threshold)
         total = p.sum(0, keepdim=True)
         q = p / total.clamp_min(1e-30)
-        ent = -(q * torch.log(q.clamp_min(1e-30))).sum(0)
+        ent = torch.special.entr(q).sum(0)  # -q log q, 0 at q = 0
         return torch.where(total[0] > 0, ent, torch.full_like(ent, float("nan")))
 
     def mean_activation(self) -> Float[Tensor, "lang layer neuron"]:
@@ -281,16 +278,22 @@ class SharingStats:
         """Tidy table: threshold, layer, category, language, value (mean fraction of the
         layer's neurons per item). ``language`` is ``"all"`` for category fractions and the
         language for per-language specific fractions."""
-        rows = []
-        for t in self.thresholds:
-            frac = self.layer_fractions(t)
-            spec = self.specific_per_language(t) / self.d_mlp
-            for layer in range(self.n_layers):
-                for c in range(4):
-                    rows.append((t, layer, CATEGORY_NAMES[c], "all", float(frac[layer, c])))
-                for li, lang in enumerate(self.languages):
-                    rows.append((t, layer, "specific", lang, float(spec[li, layer])))
-        return pd.DataFrame(rows, columns=["threshold", "layer", "category", "language", "value"])
+        cats = list(CATEGORY_NAMES) + ["specific"] * len(self.languages)
+        langs = ["all"] * 4 + list(self.languages)
+        parts = []
+        for t in self.thresholds:  # per layer: the 4 categories, then specific per language
+            values = torch.cat(
+                [self.layer_fractions(t), (self.specific_per_language(t) / self.d_mlp).T], 1
+            )
+            idx = pd.MultiIndex.from_product(
+                [[t], range(self.n_layers), range(len(cats))], names=["threshold", "layer", "k"]
+            )
+            parts.append(pd.DataFrame({"value": values.reshape(-1).double().numpy()}, index=idx))
+        out = pd.concat(parts).reset_index()
+        k = out.pop("k").to_numpy()
+        out.insert(2, "category", np.asarray(cats, dtype=object)[k])
+        out.insert(3, "language", np.asarray(langs, dtype=object)[k])
+        return out
 
     def summary(self, threshold: float | None = None) -> pd.DataFrame:
         """Per-layer category percentages (a compact table for printing)."""
@@ -339,18 +342,6 @@ class SharingStats:
         if not p.is_file():
             raise MultiNeuronError(f"statistics file {str(p)!r} does not exist")
         return cls.from_state(torch.load(p, weights_only=True))
-
-    @classmethod
-    def empty_like(cls, other: SharingStats) -> SharingStats:
-        return cls(
-            other.languages,
-            other.thresholds,
-            other.criterion,
-            other.n_layers,
-            other.d_mlp,
-            0,
-            json.loads(json.dumps(other.meta)),
-        )
 
     def equals(self, other: SharingStats) -> bool:
         """Exact equality of configuration and every count."""
