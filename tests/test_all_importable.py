@@ -28,3 +28,48 @@ def test_installed_line_is_supported_and_named():
 
     assert tl_line() in SUPPORTED_LINES
     assert native_kind() == ("TransformerBridge" if tl_line() == 4 else "HookedTransformer")
+
+
+def _package_imports() -> dict[str, set[tuple[str, str]]]:
+    """Per module: (module, name) of every relative import, module level or in a function."""
+    import ast
+    from pathlib import Path
+
+    out = {}
+    for f in Path(tl_multineuron.__file__).parent.glob("*.py"):
+        found = set()
+        for node in ast.walk(ast.parse(f.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                for a in node.names:
+                    found.add((node.module or a.name, a.name))
+        out[f.stem] = found
+    return out
+
+
+def test_no_import_cycle_and_no_private_name_across_modules():
+    graph = _package_imports()
+    edges = {m: {mod.split(".")[0] for mod, _ in found} & set(graph) for m, found in graph.items()}
+    seen, stack, cycles = set(), [], []
+
+    def visit(m):
+        if m in stack:
+            cycles.append(stack[stack.index(m) :] + [m])
+            return
+        if m in seen:
+            return
+        seen.add(m)
+        stack.append(m)
+        for n in sorted(edges[m]):
+            visit(n)
+        stack.pop()
+
+    for m in sorted(graph):
+        visit(m)
+    assert not cycles, cycles
+    private = sorted(
+        (m, mod, name)
+        for m, found in graph.items()
+        for mod, name in found
+        if name.startswith("_") and not name.startswith("__")
+    )
+    assert not private, private

@@ -12,7 +12,7 @@ from helpers import tiny_hf_dir, toy_dataset
 
 from tl_multineuron import SharingStats
 from tl_multineuron.runs import load_item_categories
-from tl_multineuron.statistics import _TENSORS
+from tl_multineuron.statistics import TENSOR_FIELDS
 
 N_ITEMS = 240
 KILLS = 12
@@ -69,7 +69,7 @@ def _kill(cmd, out, run_file, loop, k, rng):
 def assert_same_results(a_dir, b_dir, rtol=1e-12):
     a, b = SharingStats.load(a_dir / "stats.pt"), SharingStats.load(b_dir / "stats.pt")
     assert a.n_items == b.n_items == N_ITEMS
-    for name in _TENSORS:
+    for name in TENSOR_FIELDS:
         x, y = getattr(a, name), getattr(b, name)
         if x.is_floating_point():
             scale = float(x.abs().max())

@@ -18,7 +18,7 @@ from tl_multineuron.distributed import RankInfo, rank_device
 from tl_multineuron.errors import MultiNeuronError
 from tl_multineuron.experiment_scores import ExperimentScores
 from tl_multineuron.runs import load_item_categories
-from tl_multineuron.statistics import _TENSORS, SharingStats
+from tl_multineuron.statistics import TENSOR_FIELDS, SharingStats
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +54,7 @@ def _run(nproc: int, *args: str) -> tuple[int, str]:
 
 def _assert_equal_stats(a: SharingStats, b: SharingStats) -> None:
     assert a.n_items == b.n_items
-    for name in _TENSORS:
+    for name in TENSOR_FIELDS:
         x, y = getattr(a, name), getattr(b, name)
         if name.startswith("act_"):  # float sums: 1e-12 relative (they are exact here)
             assert torch.allclose(x, y, rtol=1e-12, atol=0), name

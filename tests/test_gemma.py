@@ -410,7 +410,7 @@ def test_sigkill_and_resume_on_the_embedded_model(tmp_path):
     import time
 
     from tl_multineuron.runs import load_item_categories
-    from tl_multineuron.statistics import _TENSORS
+    from tl_multineuron.statistics import TENSOR_FIELDS
 
     def cmd(out, batch, *extra):
         return [
@@ -440,7 +440,7 @@ def test_sigkill_and_resume_on_the_embedded_model(tmp_path):
             assert got.equals(want)  # counts and sums to the bit
             assert torch.equal(codes, codes_ref)
         else:  # another batch shape: counts agree up to activations within rounding of 0
-            for name in _TENSORS:
+            for name in TENSOR_FIELDS:
                 x, y = getattr(got, name), getattr(want, name)
                 if not x.is_floating_point():
                     assert (x != y).float().mean() < 1e-3, name

@@ -12,6 +12,7 @@ from tl_multineuron import MultiNeuronError
 from tl_multineuron.attention import attention_implementation, efficient_attention
 from tl_multineuron.cli import main
 from tl_multineuron.data import load_parallel
+from tl_multineuron.devices import check_placement, resolve_device
 from tl_multineuron.memory import (
     EAGER_MASK_BYTES,
     MemoryEstimate,
@@ -20,7 +21,6 @@ from tl_multineuron.memory import (
     parse_memory,
     plan_chunks,
 )
-from tl_multineuron.models import check_placement, resolve_device
 from tl_multineuron.recording import iter_dataset
 from tl_multineuron.tl_compat import EAGER_SCORE_BYTES
 

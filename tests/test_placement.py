@@ -10,7 +10,7 @@ from tl_multineuron.cli import main
 from tl_multineuron.errors import MultiNeuronError
 from tl_multineuron.models import load_model
 from tl_multineuron.placement import layer_device_map, parse_device_map
-from tl_multineuron.statistics import _TENSORS
+from tl_multineuron.statistics import TENSOR_FIELDS
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +58,7 @@ def test_split_model_records_like_the_whole(llama):
         if dm != "auto":
             assert placed["model.layers.0"] == placed["model.layers.1"] == "cpu"
         split = analyze(model, ds, cfg).stats
-        for name in _TENSORS:
+        for name in TENSOR_FIELDS:
             assert torch.equal(getattr(whole, name), getattr(split, name)), name
 
 

@@ -48,7 +48,7 @@ def test_cli_shards_merge_equal_one_run(tmp_path):
     from helpers import tiny_hf_dir, toy_dataset
 
     from tl_multineuron.cli import main
-    from tl_multineuron.statistics import _TENSORS, SharingStats
+    from tl_multineuron.statistics import TENSOR_FIELDS, SharingStats
 
     model = tiny_hf_dir(tmp_path / "m")
     data = tmp_path / "d.jsonl"
@@ -64,7 +64,7 @@ def test_cli_shards_merge_equal_one_run(tmp_path):
     one = SharingStats.load(tmp_path / "one" / "stats.pt")
     merged = SharingStats.load(tmp_path / "merged" / "stats.pt")
     assert merged.n_items == one.n_items == 7
-    for name in _TENSORS:  # integer counts and grid-rounded sums: to the bit
+    for name in TENSOR_FIELDS:  # integer counts and grid-rounded sums: to the bit
         assert torch.equal(getattr(one, name), getattr(merged, name)), name
     assert main(["report", str(tmp_path / "merged")]) == 0
     assert main(["merge", shards[0], shards[2], "--out", str(tmp_path / "x")]) == 2
@@ -116,7 +116,7 @@ def test_random_shard_splits_merge_to_one_run(tiny, data):
     import torch
 
     from tl_multineuron.analysis import AnalysisConfig, analyze
-    from tl_multineuron.statistics import _TENSORS, merge_all
+    from tl_multineuron.statistics import TENSOR_FIELDS, merge_all
 
     model, ds = tiny
     count = data.draw(st.integers(1, len(ds)))
@@ -129,7 +129,7 @@ def test_random_shard_splits_merge_to_one_run(tiny, data):
     order = data.draw(st.permutations(range(count)))
     merged = merge_all([parts[i] for i in order])
     assert merged.n_items == one.n_items
-    for name in _TENSORS:
+    for name in TENSOR_FIELDS:
         assert torch.equal(getattr(merged, name), getattr(one, name)), name
 
 

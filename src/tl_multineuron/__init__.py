@@ -28,6 +28,7 @@ from .classification import (
 )
 from .comparisons import mcnemar_exact, paired_bootstrap, paired_comparisons
 from .data import ParallelDataset, ParallelItem, load_parallel
+from .devices import available_devices, resolve_device
 from .errors import MultiNeuronError
 from .evaluation import EvalConfig, accuracy_table, evaluate, generate_greedy
 from .experiment_scores import ExperimentScores
@@ -62,10 +63,8 @@ from .models import (
     EMBEDDED_MODEL,
     SUPPORTED_MODELS,
     LoadInfo,
-    available_devices,
     check_model,
     load_model,
-    resolve_device,
 )
 from .neuron_sets import NeuronSet, magnitude_strata, sample_like
 from .norms import NormPath, NormSpec, norm_path

@@ -30,8 +30,9 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from .devices import model_device
 from .errors import MultiNeuronError
-from .models import check_model, model_device
+from .models import check_model
 from .recording import answer_first_token, encode, last_position_unembed_hooks
 from .weights import ModelWeights
 

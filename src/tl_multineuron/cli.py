@@ -1007,7 +1007,7 @@ def main(argv: list[str] | None = None) -> int:
 
             parse_memory(args.max_memory)  # a bad size fails before anything loads
         if getattr(args, "device", None) is not None:
-            from .models import resolve_device
+            from .devices import resolve_device
 
             resolve_device(args.device)
         from .distributed import rank_info

@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 
 from .errors import MultiNeuronError
-from .statistics import _TENSORS, SharingStats
+from .statistics import TENSOR_FIELDS, SharingStats
 
 
 @dataclass(frozen=True)
@@ -110,7 +110,7 @@ def all_reduce_stats(stats: SharingStats) -> SharingStats:
     reduction order and equals :meth:`SharingStats.merge` of the ranks' shards."""
     dev = _comm_device()
     out = stats.copy()
-    for name in _TENSORS:
+    for name in TENSOR_FIELDS:
         t = getattr(stats, name).to(dev).clone()
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
         setattr(out, name, t.cpu())

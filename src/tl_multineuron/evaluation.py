@@ -23,8 +23,8 @@ import torch
 from .answers import boundary_findings, text_prefix_match, warn_boundary
 from .batch_positions import running_batch
 from .data import ParallelDataset
+from .devices import model_device
 from .errors import MultiNeuronError
-from .models import model_device
 from .recording import (
     answer_ids,
     encode_prompts,

@@ -26,8 +26,8 @@ from .files import atomic_write
 from .runs import (
     RUN_FILE,
     RunDir,
-    _read_identity,
-    _shards,
+    read_identity,
+    shard_ends,
     write_attribution_tables,
     write_stats_tables,
 )
@@ -49,7 +49,7 @@ def shard_kinds(path: str | Path) -> list[str]:
 
 
 def _identity(path: Path, kind: str) -> dict:
-    ident = _read_identity(path / KINDS[kind][0])
+    ident = read_identity(path / KINDS[kind][0])
     if "shard" not in ident:
         raise MultiNeuronError(f"{path}: its {kind} run is not a shard (made without --shard)")
     return ident
@@ -134,7 +134,7 @@ def _merge_analyze(
     with _writing(out, identity, "analyze", shards, overwrite, resume) as run:
         if identity.get("save_items"):  # per-item categories, renumbered to global items
             for d, rec in shards:
-                for f, (a, b) in _shards(d).items():
+                for f, (a, b) in shard_ends(d).items():
                     s = int(rec["start"])
                     dest = out / "items" / f"codes-{s + a:07d}-{s + b:07d}.pt"
                     atomic_write(dest, lambda t, f=f: shutil.copyfile(f, t))

@@ -16,8 +16,8 @@ from typing import Any
 
 import torch
 
+from .devices import available_devices, resolve_device
 from .errors import MultiNeuronError
-from .models import available_devices, resolve_device
 
 STRATEGIES = ("auto", "balanced", "balanced_low_0", "sequential")
 DeviceMap = str | dict[str, Any] | Sequence[str]

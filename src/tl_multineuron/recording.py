@@ -22,9 +22,10 @@ from torch import Tensor
 from .attention import attention_implementation, efficient_attention
 from .batch_positions import note_stop, running_batch
 from .data import ParallelDataset
+from .devices import model_device
 from .errors import MultiNeuronError
 from .memory import estimate_forward, memory_budget, plan_chunks
-from .models import check_model, model_device
+from .models import check_model
 from .sites import (
     feature_site_layers,
     is_feature_site,

@@ -173,7 +173,7 @@ class RunDir:
         for other in run_files(self.path):
             if other.name == self.run_name:
                 continue
-            ident = _read_identity(other)
+            ident = read_identity(other)
             bad = [
                 f"{k}: {a!r} ({other.name}) vs {b!r} (now)"
                 for k, a, b in _shared_mismatches(ident, self.identity)
@@ -205,7 +205,7 @@ class RunDir:
         f = self.path / self.stats_name
         stats = loader(f) if f.exists() else None
         done = stats.n_items if stats is not None else 0
-        for shard, (_, end) in _shards(self.path).items():
+        for shard, (_, end) in shard_ends(self.path).items():
             if end > done:
                 shard.unlink()
         return stats
@@ -252,7 +252,7 @@ def run_files(path: str | Path) -> list[Path]:
     return sorted(p for p in (path / RUN_FILE, *path.glob("run-*.json")) if p.is_file())
 
 
-def _read_identity(f: Path) -> dict:
+def read_identity(f: Path) -> dict:
     try:
         return json.loads(f.read_text()).get("identity", {})
     except ValueError as e:
@@ -270,7 +270,7 @@ def check_consistent(path: str | Path) -> dict:
     shared: dict = {}
     first: dict[str, str] = {}
     for f in run_files(path):
-        ident = _read_identity(f)
+        ident = read_identity(f)
         bad = _shared_mismatches(shared, ident)
         if bad:
             k, was, now = bad[0]
@@ -309,7 +309,7 @@ def write_attribution_tables(stats: Any, out: str | Path) -> None:
     atomic_write(out / "enrichment.csv", lambda t: enr.to_csv(t, index=False))
 
 
-def _shards(path: Path) -> dict[Path, tuple[int, int]]:
+def shard_ends(path: Path) -> dict[Path, tuple[int, int]]:
     """Per-item shards of a run directory and their item ranges ``[start, end)``."""
     out = {}
     for f in (path / "items").glob("codes-*.pt"):
@@ -327,7 +327,7 @@ def load_item_categories(path: str | Path) -> tuple[list[str], torch.Tensor, tor
     """Concatenate per-item category shards of a run directory: ids, codes, specific_lang.
     Shards must cover ``[0, n)`` without gaps or overlaps (an error names the first that
     does not)."""
-    shards = _shards(Path(path))
+    shards = shard_ends(Path(path))
     if not shards:
         raise MultiNeuronError(f"{str(path)!r} has no per-item categories (run with --save-items)")
     end = 0

@@ -28,7 +28,7 @@ from .errors import MultiNeuronError
 FEATURES = "hook_sae_acts_post"
 
 
-def _require_saelens() -> Any:
+def require_saelens() -> Any:
     try:
         import sae_lens
     except ImportError as e:
@@ -60,7 +60,7 @@ def load_sae(spec: Any, device: str | torch.device | None = None) -> Any:
     """An SAE from a SAELens object (returned as is), a local directory saved with
     ``sae.save_model`` (``cfg.json`` inside), or ``RELEASE:SAE_ID`` from the SAELens
     pretrained registry (needs network)."""
-    sae_lens = _require_saelens()
+    sae_lens = require_saelens()
     if not isinstance(spec, (str, Path)):
         return spec
     dev = str(device or "cpu")
@@ -93,7 +93,7 @@ def attach_sae(model: Any, sae: Any, use_error_term: bool = True) -> str:
     ``use_error_term`` (default True) adds the SAE's reconstruction error back, so the
     model's outputs are unchanged and feature edits act on top of the model's own computation;
     with False the model runs on the reconstruction (SAELens' default)."""
-    _require_saelens()
+    require_saelens()
     if not hasattr(model, "add_sae"):
         raise MultiNeuronError(
             f"a {type(model).__name__} cannot carry SAEs: load the model as SAELens' "

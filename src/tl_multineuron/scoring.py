@@ -40,9 +40,9 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
+from .devices import model_device
 from .errors import MultiNeuronError
 from .memory import MemoryEstimate, estimate_forward, memory_budget, plan_chunks
-from .models import model_device
 from .recording import (
     answer_ids,
     encode_prompts,

@@ -40,7 +40,7 @@ from .errors import MultiNeuronError
 from .files import atomic_write
 
 FORMAT_VERSION = 1
-_TENSORS = ("category_counts", "specific_counts", "active_counts", "act_sum", "act_sq_sum")
+TENSOR_FIELDS = ("category_counts", "specific_counts", "active_counts", "act_sum", "act_sq_sum")
 
 
 @dataclass
@@ -134,7 +134,7 @@ class SharingStats:
         activation sums are kept on a binary grid, so every merge order gives the same bits."""
         self.check_compatible(other)
         out = self.copy()
-        for name in _TENSORS:
+        for name in TENSOR_FIELDS:
             setattr(out, name, getattr(self, name) + getattr(other, name))
         out.n_items = self.n_items + other.n_items
         out.meta["dataset_fingerprints"] = merged_fingerprints(self.meta, other.meta)
@@ -149,7 +149,7 @@ class SharingStats:
             self.d_mlp,
             self.n_items,
             json.loads(json.dumps(self.meta)),
-            *(getattr(self, n).clone() for n in _TENSORS),
+            *(getattr(self, n).clone() for n in TENSOR_FIELDS),
         )
 
     # -- derived quantities ----------------------------------------------------------------
@@ -311,7 +311,7 @@ class SharingStats:
             "d_mlp": self.d_mlp,
             "n_items": self.n_items,
             "meta_json": json.dumps(self.meta),
-            **{n: getattr(self, n) for n in _TENSORS},
+            **{n: getattr(self, n) for n in TENSOR_FIELDS},
         }
 
     @classmethod
@@ -329,7 +329,7 @@ class SharingStats:
             int(s["d_mlp"]),
             int(s["n_items"]),
             json.loads(s["meta_json"]),
-            *(s[n] for n in _TENSORS),
+            *(s[n] for n in TENSOR_FIELDS),
         )
 
     def save(self, path: str | Path) -> None:
@@ -350,7 +350,7 @@ class SharingStats:
         except MultiNeuronError:
             return False
         return self.n_items == other.n_items and all(
-            torch.equal(getattr(self, n), getattr(other, n)) for n in _TENSORS
+            torch.equal(getattr(self, n), getattr(other, n)) for n in TENSOR_FIELDS
         )
 
 

@@ -266,9 +266,9 @@ def _transposed_storage(model: Any) -> None:
 
 def _hooked_class(with_saes: bool) -> Any:
     if with_saes:
-        from .saes import _require_saelens
+        from .saes import require_saelens
 
-        return _require_saelens().HookedSAETransformer
+        return require_saelens().HookedSAETransformer
     from transformer_lens import HookedTransformer
 
     return HookedTransformer
