@@ -24,9 +24,10 @@ import torch
 
 import tl_multineuron as tlm
 from tl_multineuron.scoring import answer_rows, score_answers, scoring_path
+from tl_multineuron.splits import calibration_split
 from tl_multineuron.steer_runs import AccuracySteerConfig, run_accuracy_study
 from tl_multineuron.steering import SteerConfig, SteeringSets
-from tl_multineuron.steering_study import score_steering, split_for_steering
+from tl_multineuron.steering_study import score_steering
 from tl_multineuron.versions import versions_line
 
 
@@ -70,7 +71,7 @@ def main() -> None:
             f"[{verdict['non_english_ci'][0]:+.2f}, {verdict['non_english_ci'][1]:+.2f}]"
         )
     ds = tlm.load_task(args.tasks.split(",")[0])
-    cal, _ = split_for_steering(ds, cfg.eval_items, cfg.calibration)
+    cal, _ = calibration_split(ds, cfg.eval_items, cfg.calibration)
     stats = tlm.SharingStats.load(Path(args.out) / ds.name / "accuracy" / "calibration.pt")
     sets = SteeringSets.from_stats(stats, cfg.min_frequency, cfg.specific_frequency)
     search = cal.head(cfg.search_items)

@@ -19,6 +19,7 @@ from tl_multineuron.language_steering import (
     harmonic_mean,
     language_edit,
 )
+from tl_multineuron.splits import calibration_split, check_disjoint
 from tl_multineuron.steering import (
     SteerConfig,
     SteeringSets,
@@ -27,7 +28,7 @@ from tl_multineuron.steering import (
     parse_band,
     search_space,
 )
-from tl_multineuron.steering_study import check_disjoint, choose, split_for_steering
+from tl_multineuron.steering_study import choose
 
 L, D = 3, 24
 FIXTURE = HealthCheck.function_scoped_fixture
@@ -222,8 +223,8 @@ def test_overlapping_splits_are_refused():
     cal = type(ds)((items[0], dup), ds.languages, "toy")
     with pytest.raises(MultiNeuronError, match="has the prompt of a calibration item"):
         check_disjoint(cal, ds.slice(3, 4))
-    with pytest.raises(MultiNeuronError, match="leaves none"):
-        split_for_steering(ds, 6, 3)
+    with pytest.raises(MultiNeuronError, match="leaves no calibration items"):
+        calibration_split(ds, 6, 3)
 
 
 def test_language_identifier_on_fixed_strings():

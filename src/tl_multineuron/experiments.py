@@ -39,6 +39,7 @@ from .neuron_sets import NeuronSet, magnitude_strata, sample_like
 from .recording import RecordingConfig, get_tokenizer
 from .scoring import answer_rows, score_answers
 from .sites import NEURON_EDIT_HOOK, edit_hook, is_feature_site
+from .splits import check_disjoint
 from .statistics import SharingStats
 
 TARGETS = ("none", "all-shared", "specific", "random", "matched")
@@ -267,11 +268,7 @@ def prepare_sets(
     cfg = AnalysisConfig(thresholds=(threshold,), batch_size=batch_size, recording=rec)
     cal = None
     if calibration is not None:
-        overlap = {i.item_id for i in calibration} & {i.item_id for i in eval_set}
-        if overlap:
-            raise MultiNeuronError(
-                f"calibration and evaluation items overlap: {sorted(overlap)[:5]}"
-            )
+        check_disjoint(calibration, eval_set)
         if len(calibration) == 0:
             raise MultiNeuronError("the calibration split has no items")
         cal = analyze(model, calibration, cfg).stats

@@ -43,6 +43,7 @@ from .recording import RecordingConfig, iter_dataset_with
 from .runs import RunDir, write_stats_tables
 from .shards import Shard
 from .sites import NEURON_EDIT_HOOK, is_feature_site
+from .splits import calibration_split
 from .statistics import SharingStats
 from .weights import model_weights
 
@@ -100,15 +101,9 @@ class GridConfig:
 
 
 def split(ds: ParallelDataset, cfg: GridConfig) -> tuple[ParallelDataset, ParallelDataset]:
-    """(calibration, evaluation): the first items and the last ``eval_items`` items."""
-    if len(ds) <= cfg.eval_items:
-        raise MultiNeuronError(
-            f"{ds.name!r} has {len(ds)} items: evaluating {cfg.eval_items} leaves no "
-            "calibration items"
-        )
-    ev = ds.slice(len(ds) - cfg.eval_items)
-    cal = ds.slice(0, min(cfg.calibration, len(ds) - cfg.eval_items))
-    return cal, ev
+    """(calibration, evaluation): the first items and the last ``eval_items`` items
+    (:func:`~tl_multineuron.splits.calibration_split`)."""
+    return calibration_split(ds, cfg.eval_items, cfg.calibration)
 
 
 def record_pass(

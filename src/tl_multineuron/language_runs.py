@@ -34,9 +34,9 @@ from .language_steering import (
 from .models import provenance
 from .recording import get_tokenizer
 from .runs import RunDir
+from .splits import calibration_split
 from .steer_runs import calibration_stats
 from .steering import SteeringSets
-from .steering_study import split_for_steering
 
 RELIABLE = 90.0  # identifier accuracy (%) on gold answers below which a target is flagged
 
@@ -128,7 +128,7 @@ def run_language_study(
     cfg = cfg.checked(ds)
     if not ds.has_answers:
         raise MultiNeuronError(f"dataset {ds.name!r}: relevance needs gold answers")
-    cal, ev = split_for_steering(ds, cfg.eval_items, cfg.calibration)
+    cal, ev = calibration_split(ds, cfg.eval_items, cfg.calibration)
     layer = cfg.dom_layer if cfg.dom_layer is not None else (2 * model.cfg.n_layers) // 3
     if not 0 <= layer < model.cfg.n_layers:
         raise MultiNeuronError(

@@ -23,6 +23,7 @@ from .experiment_scores import ExperimentScores
 from .files import atomic_write, write_json
 from .models import identity_meta, provenance
 from .runs import RunDir
+from .splits import calibration_split
 from .statistics import SharingStats
 from .steering import SteerConfig, SteeringSets, search_space
 from .steering_study import (
@@ -30,7 +31,6 @@ from .steering_study import (
     heldout_comparisons,
     score_steering,
     search_surface,
-    split_for_steering,
     verdict,
 )
 
@@ -151,7 +151,7 @@ def run_accuracy_study(
     say = log or (lambda *_: None)
     if cfg.english not in ds.languages:
         say(f"{ds.name}: no {cfg.english!r} rows; the English constraint does not apply")
-    cal, ev = split_for_steering(ds, cfg.eval_items, cfg.calibration)
+    cal, ev = calibration_split(ds, cfg.eval_items, cfg.calibration)
     search = cal.head(cfg.search_items)
     n_layers = model.cfg.n_layers
     configs = cfg.configs(n_layers)  # a band outside the model fails before any pass

@@ -30,39 +30,6 @@ from .steering import SteerConfig, SteeringSets
 ALL_OTHER = "non-English"
 
 
-def check_disjoint(calibration: ParallelDataset, evaluated: ParallelDataset) -> None:
-    """Calibration and evaluated items share no item id and no prompt."""
-    ids = {i.item_id for i in calibration} & {i.item_id for i in evaluated}
-    if ids:
-        raise MultiNeuronError(
-            f"the calibration split overlaps the evaluated split: item(s) {sorted(ids)[:5]}"
-        )
-    prompts = {p for i in calibration for p in i.prompts.values()}
-    same = [(i.item_id, x) for i in evaluated for x, p in i.prompts.items() if p in prompts]
-    if same:
-        item, lang = same[0]
-        raise MultiNeuronError(
-            f"the calibration split overlaps the evaluated split: evaluated item {item!r} "
-            f"({lang}) has the prompt of a calibration item"
-        )
-
-
-def split_for_steering(
-    ds: ParallelDataset, eval_items: int, calibration: int
-) -> tuple[ParallelDataset, ParallelDataset]:
-    """(calibration, evaluated): the first ``calibration`` items and the last ``eval_items``."""
-    if eval_items < 1 or calibration < 1:
-        raise MultiNeuronError(f"eval_items {eval_items} / calibration {calibration}: need >= 1")
-    if len(ds) <= eval_items:
-        raise MultiNeuronError(
-            f"{ds.name!r} has {len(ds)} items: evaluating {eval_items} leaves none to calibrate on"
-        )
-    ev = ds.slice(len(ds) - eval_items)
-    cal = ds.slice(0, min(calibration, len(ds) - eval_items))
-    check_disjoint(cal, ev)
-    return cal, ev
-
-
 def score_steering(
     model: Any,
     ds: ParallelDataset,
