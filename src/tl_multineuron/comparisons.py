@@ -132,6 +132,39 @@ def _pairs(rows: pd.DataFrame) -> list[tuple[str, str]]:
     return out
 
 
+def compare(
+    a: np.ndarray,
+    b: np.ndarray,
+    items: np.ndarray,
+    metric: str,
+    n_boot: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+) -> dict:
+    """One paired comparison of a condition's ``[seeds, rows]`` values ``a`` with a
+    reference's ``b`` (rows aligned, ``items`` the item of each row): means, delta and its
+    bootstrap interval (points for ``accuracy``, nats for ``logprob``), and the test's p
+    (exact McNemar, the largest over seed pairs; Wilcoxon signed-rank on item means)."""
+    d = paired_bootstrap(a, b, items, n_boot, seed, level)
+    scale = 100.0 if metric == "accuracy" else 1.0
+    if metric == "accuracy":
+        p = max(mcnemar_exact(x, y) for x in a for y in b)
+        test = "exact McNemar" + (" (max over seeds)" if len(a) * len(b) > 1 else "")
+    else:
+        diff = pd.Series(a.mean(0) - b.mean(0)).groupby(items).mean().to_numpy()
+        p = 1.0 if np.allclose(diff, 0) else float(sps.wilcoxon(diff, zero_method="zsplit").pvalue)
+        test = "Wilcoxon signed-rank (item means)"
+    return {
+        "value": d.value * scale,
+        "reference_value": d.reference_value * scale,
+        "delta": d.delta * scale,
+        "ci_low": d.ci_low * scale,
+        "ci_high": d.ci_high * scale,
+        "p_value": p,
+        "test": test,
+    }
+
+
 def paired_comparisons(
     rows: pd.DataFrame, n_boot: int = 2000, seed: int = 0, level: float = 0.95
 ) -> pd.DataFrame:
@@ -155,19 +188,6 @@ def paired_comparisons(
             for metric, col in METRICS.items():
                 a = _matrix(t_rows, g, col, keys)
                 b = _matrix(t_rows, ref, col, keys)
-                d = paired_bootstrap(a, b, items, n_boot, seed, level)
-                scale = 100.0 if metric == "accuracy" else 1.0
-                if metric == "accuracy":
-                    p = max(mcnemar_exact(x, y) for x in a for y in b)
-                    test = "exact McNemar" + (" (max over seeds)" if len(a) * len(b) > 1 else "")
-                else:
-                    diff = pd.Series(a.mean(0) - b.mean(0)).groupby(items).mean().to_numpy()
-                    p = (
-                        1.0
-                        if np.allclose(diff, 0)
-                        else float(sps.wilcoxon(diff, zero_method="zsplit").pvalue)
-                    )
-                    test = "Wilcoxon signed-rank (item means)"
                 r = info.loc[g]
                 out.append(
                     {
@@ -175,13 +195,7 @@ def paired_comparisons(
                         "condition": g,
                         "reference": ref,
                         "metric": metric,
-                        "value": d.value * scale,
-                        "reference_value": d.reference_value * scale,
-                        "delta": d.delta * scale,
-                        "ci_low": d.ci_low * scale,
-                        "ci_high": d.ci_high * scale,
-                        "p_value": p,
-                        "test": test,
+                        **compare(a, b, items, metric, n_boot, seed, level),
                         "n_rows": a.shape[1],
                         "n_items": len(np.unique(items)),
                         "n_seeds": a.shape[0],

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .comparisons import mcnemar_exact, paired_bootstrap
+from .comparisons import compare
 from .data import ParallelDataset
 from .errors import MultiNeuronError
 from .scoring import answer_rows, score_answers
@@ -176,33 +176,17 @@ def heldout_comparisons(
     out = []
     refs = [("none", ["none"])] + ([("random", controls)] if controls else [])
     for ref, conds in refs:
-        for metric, col, scale in (
-            ("accuracy", "greedy_match", 100.0),
-            ("logprob", "logprob", 1.0),
-        ):
+        for metric, col in (("accuracy", "greedy_match"), ("logprob", "logprob")):
             a = _wide(rows, name, col, keys)[None]
             b = np.stack([_wide(rows, c, col, keys) for c in conds])
             for lang, m in groups:
                 if not m.any():
                     continue
-                d = paired_bootstrap(a[:, m], b[:, m], items[m], n_boot, seed, level)
-                if metric == "accuracy":
-                    p = max(mcnemar_exact(a[0, m], y[m]) for y in b)
-                else:
-                    from scipy import stats as sps
-
-                    diff = pd.Series(a[0, m] - b[:, m].mean(0)).groupby(items[m]).mean()
-                    p = (
-                        1.0
-                        if np.allclose(diff, 0)
-                        else float(sps.wilcoxon(diff.to_numpy(), zero_method="zsplit").pvalue)
-                    )
+                c = compare(a[:, m], b[:, m], items[m], metric, n_boot, seed, level)
                 out.append(
                     {
                         "condition": name, "reference": ref, "language": lang, "metric": metric,
-                        "value": d.value * scale, "reference_value": d.reference_value * scale,
-                        "delta": d.delta * scale, "ci_low": d.ci_low * scale,
-                        "ci_high": d.ci_high * scale, "p_value": p, "n_rows": int(m.sum()),
+                        **{k: v for k, v in c.items() if k != "test"}, "n_rows": int(m.sum()),
                         "n_items": len(np.unique(items[m])), "n_seeds_reference": len(conds),
                     }
                 )  # fmt: skip
