@@ -199,7 +199,6 @@ def cmd_analyze(args: argparse.Namespace) -> int:
             {
                 "config": config.to_dict(),
                 "n_items": len(ds),
-                "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
             }
         )
         every = args.checkpoint_every

@@ -43,7 +43,7 @@ from .recording import RecordingConfig, iter_dataset_with
 from .runs import RunDir, write_stats_tables
 from .shards import Shard
 from .sites import NEURON_EDIT_HOOK, is_feature_site
-from .splits import calibration_split
+from .splits import calibration_split, split_record
 from .statistics import SharingStats
 from .weights import model_weights
 
@@ -203,15 +203,7 @@ def run_task(
         kind=kind,
         stats_file="scores.csv",
     )
-    run.write_run(
-        {
-            "calibration_items": [cal.items[0].item_id, cal.items[-1].item_id, len(cal)],
-            "eval_items": [ev.items[0].item_id, ev.items[-1].item_id, len(ev)],
-            "answer_delimiter": ev.answer_delimiter,
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            **provenance(model, cfg.attention),
-        }
-    )
+    run.write_run({**split_record(cal, ev), **provenance(model, cfg.attention)})
     sets_file = out / "sets.pt"
     t0 = time.perf_counter()
     if resume and sets_file.exists():

@@ -34,7 +34,7 @@ from .language_steering import (
 from .models import provenance
 from .recording import get_tokenizer
 from .runs import RunDir
-from .splits import calibration_split
+from .splits import calibration_split, split_record
 from .steer_runs import calibration_stats
 from .steering import SteeringSets
 
@@ -142,15 +142,7 @@ def run_language_study(
         kind="steer-language",
         stats_file="generations.csv",
     )
-    run.write_run(
-        {
-            "calibration_items": len(cal),
-            "eval_items": [ev.items[0].item_id, ev.items[-1].item_id, len(ev)],
-            "answer_delimiter": ev.answer_delimiter,
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            **provenance(model, "auto"),
-        }
-    )
+    run.write_run({**split_record(cal, ev), **provenance(model, "auto")})
     ident = LanguageIdentifier(ds.languages)
     acc = identifier_accuracy(ident, {x: [it.answers[x] for it in ds.items] for x in ds.languages})
     acc["reliable"] = acc["accuracy"] >= RELIABLE

@@ -190,14 +190,22 @@ class RunDir:
         self.lock.release()
 
     def write_run(self, extra: dict) -> None:
-        """Write ``run-*.json``: the identity, the command line that made it, and ``extra``."""
+        """Write ``run-*.json``: the identity, the command line that made it, when it started
+        (unless ``extra`` says) and ``extra``."""
         import shlex
         import sys
+        import time
 
         command = shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])
         write_json(
             self.path / self.run_name,
-            {"identity": self.identity, "command": command, **source_commit(), **extra},
+            {
+                "identity": self.identity,
+                "command": command,
+                **source_commit(),
+                "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                **extra,
+            },
         )
 
     def load_checkpoint(self, loader: Any = SharingStats.load) -> Any:

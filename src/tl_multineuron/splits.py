@@ -38,3 +38,17 @@ def calibration_split(
     cal = ds.slice(0, min(calibration, len(ds) - eval_items))
     check_disjoint(cal, ev)
     return cal, ev
+
+
+def split_record(calibration: ParallelDataset, evaluated: ParallelDataset) -> dict:
+    """The split as run files record it: first and last item id and the count of each side,
+    and the evaluated items' answer delimiter."""
+    return {
+        "calibration_items": _span(calibration),
+        "eval_items": _span(evaluated),
+        "answer_delimiter": evaluated.answer_delimiter,
+    }
+
+
+def _span(ds: ParallelDataset) -> list:
+    return [ds.items[0].item_id, ds.items[-1].item_id, len(ds)]

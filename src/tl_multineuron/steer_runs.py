@@ -23,7 +23,7 @@ from .experiment_scores import ExperimentScores
 from .files import atomic_write, write_json
 from .models import identity_meta, provenance
 from .runs import RunDir
-from .splits import calibration_split
+from .splits import calibration_split, split_record
 from .statistics import SharingStats
 from .steering import SteerConfig, SteeringSets, search_space
 from .steering_study import (
@@ -164,14 +164,7 @@ def run_accuracy_study(
         stats_file="heldout_scores.csv",
     )
     run.write_run(
-        {
-            "calibration_items": [cal.items[0].item_id, cal.items[-1].item_id, len(cal)],
-            "search_items": len(search),
-            "eval_items": [ev.items[0].item_id, ev.items[-1].item_id, len(ev)],
-            "answer_delimiter": ev.answer_delimiter,
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            **provenance(model, "auto"),
-        }
+        {**split_record(cal, ev), "search_items": len(search), **provenance(model, "auto")}
     )
     t0 = time.perf_counter()
     stats = calibration_stats(model, cal, out / "calibration.pt", resume, cfg.batch_size)
