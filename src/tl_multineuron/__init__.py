@@ -68,6 +68,7 @@ from .models import (
 )
 from .neuron_sets import NeuronSet, magnitude_strata, sample_like
 from .norms import NormPath, NormSpec, norm_path
+from .pipelines import run_analysis, run_attribution, write_item_views
 from .placement import layer_device_map
 from .recording import (
     RecordingConfig,
@@ -189,6 +190,9 @@ __all__ = [
     "MemoryEstimate",
     "merge_all",
     "merge_shards",
+    "run_analysis",
+    "run_attribution",
+    "write_item_views",
     "model_weights",
     "ModelWeights",
     "MultiNeuronError",

@@ -162,11 +162,26 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true")
 
 
+def _loader(args: argparse.Namespace):
+    """Load the model the flags name once, saying how; kept on ``args.loaded_model``."""
+
+    def load():
+        if getattr(args, "loaded_model", None) is None:
+            model, info = _load(args, return_info=True)
+            print(
+                f"model {args.model} ({info.kind}, cache hit: {info.cache_hit}) loaded in "
+                f"{info.seconds:.1f}s"
+            )
+            args.loaded_model = model
+        return args.loaded_model
+
+    return load
+
+
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from .analysis import AnalysisConfig, analyze
-    from .models import check_model
+    from .analysis import AnalysisConfig
+    from .pipelines import run_analysis
     from .recording import RecordingConfig
-    from .runs import RunDir, write_stats_tables
 
     layers = _ints(args.layers, "--layers")
     config = AnalysisConfig(
@@ -179,59 +194,22 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     )
     ds = _dataset(args)
     identity = _identity(args, ds, analysis=config.identity(), save_items=bool(args.save_items))
-    run = RunDir(args.out, identity, resume=args.resume, overwrite=args.overwrite)
-    stats = run.load_checkpoint() if args.resume else None
-    start = stats.n_items if stats is not None else 0
-    model = None
-    if start >= len(ds):
-        print(f"{args.out}: all {len(ds)} items already done")
-    else:
-        t0 = time.perf_counter()
-        model, info = _load(args, return_info=True)
-        print(
-            f"model {args.model} ({info.kind}, cache hit: {info.cache_hit}) loaded in "
-            f"{info.seconds:.1f}s; {len(ds)} items x {ds.n_languages} languages "
-            f"{list(ds.languages)}" + (f", resuming at item {start}" if start else "")
-        )
-        check_model(model, config.recording.hook_names(model))  # before run.json is written
-        args.loaded_model = model
-        run.write_run(
-            {
-                "config": config.to_dict(),
-                "n_items": len(ds),
-            }
-        )
-        every = args.checkpoint_every
-        state = {"batches": 0, "begin": start}
-
-        def on_batch(end: int, stats, cats) -> None:
-            if args.save_items and cats is not None:
-                b = state["begin"]
-                run.stage_items(
-                    b, [it.item_id for it in ds.items[b:end]], cats.codes, cats.specific_lang
-                )
-            state["begin"] = end
-            state["batches"] += 1
-            if state["batches"] % every == 0 or end == len(ds):
-                run.checkpoint(stats)
-
-        res = analyze(
-            model,
-            ds,
-            config,
-            progress=not args.no_progress,
-            stats=stats,
-            start=start,
-            on_batch=on_batch,
-            max_memory=args.max_memory,
-            attention=args.attention,
-        )
-        stats = res.stats
-        run.checkpoint(stats)
-        print(f"analysed {len(ds) - start} items in {time.perf_counter() - t0:.1f}s")
-    write_stats_tables(stats, args.out)
-    if not args.no_views and not (Path(args.out) / "views.json").exists():
-        _write_views(args, ds, stats, model)
+    stats = run_analysis(
+        _loader(args),
+        ds,
+        args.out,
+        config,
+        identity,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        checkpoint_every=args.checkpoint_every,
+        save_items=bool(args.save_items),
+        views=not args.no_views,
+        progress=not args.no_progress,
+        max_memory=args.max_memory,
+        attention=args.attention,
+        log=print,
+    )
     print(
         f"\nsite {stats.meta.get('site')}, criterion {stats.criterion}, "
         f"threshold {stats.thresholds[0]}: % of neurons per item"
@@ -239,31 +217,6 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     print(stats.summary().round(2).to_string())
     print(f"\nresults in {args.out}/ (stats.pt, layer_fractions.csv, stability.csv)")
     return 0
-
-
-def _write_views(args: argparse.Namespace, ds, stats, model=None) -> None:
-    """circuitsvis data for the first item: the most often all-shared neurons of three
-    layers, token by token, one row per language."""
-    from .recording import token_activations
-    from .views import neuron_activation_view, save_views
-
-    layers = list(stats.meta.get("layers") or range(stats.n_layers))
-    pick = sorted({0, len(layers) // 2, len(layers) - 1})
-    neurons = {layers[i]: stats.top_neurons("all-shared", i, 4) for i in pick}
-    if model is None:  # the analysis was already complete: nothing loaded it
-        model = _load(args)
-    hook = stats.meta.get("config", {}).get("recording", {}).get("hook", "mlp.hook_post")
-    item = ds.items[0]
-    toks, acts = token_activations(model, [item.prompts[x] for x in ds.languages], neurons, hook)
-    view = neuron_activation_view(
-        dict(zip(ds.languages, toks, strict=True)),
-        dict(zip(ds.languages, acts, strict=True)),
-        [f"L{x}" for x in neurons],
-        [f"top-{j + 1} all-shared" for j in range(4)],
-        title=f"Item {item.item_id!r}: the 4 neurons most often all-shared in layers "
-        f"{list(neurons)} ({', '.join(f'L{x}: {v}' for x, v in neurons.items())})",
-    )
-    save_views([view], Path(args.out) / "views.json")
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
@@ -283,6 +236,7 @@ def _run_distributed(args: argparse.Namespace, info) -> int:
     writes ``OUT`` (:mod:`tl_multineuron.distributed`)."""
     from . import distributed
     from .merge import merge_shards
+    from .pipelines import write_item_views
     from .statistics import SharingStats
 
     if args.command not in ("analyze", "attribute", "intervene"):
@@ -328,8 +282,7 @@ def _run_distributed(args: argparse.Namespace, info) -> int:
                 reduced=reduced,
             )
             if views and not (out / "views.json").exists():
-                args.out = str(out)
-                _write_views(args, full, reduced, getattr(args, "loaded_model", None))
+                write_item_views(_loader(args)(), full, reduced, out)
             print(f"rank 0: {info.world} ranks joined into {out}/")
         distributed.barrier()
         return 0
@@ -363,10 +316,9 @@ def _enrichment_table(frame):
 
 
 def cmd_attribute(args: argparse.Namespace) -> int:
-    from .attribution_analysis import AttributionConfig, attribute
-    from .attribution_stats import AttributionStats
+    from .attribution_analysis import AttributionConfig
     from .knowledge import DAI_PRESET
-    from .runs import RunDir, write_attribution_tables
+    from .pipelines import run_attribution
 
     k = float(args.k) if "." in args.k else int(args.k)
     ig = {
@@ -411,45 +363,19 @@ def cmd_attribute(args: argparse.Namespace) -> int:
     ds = _dataset(args)
     cfg_id = config.to_dict()
     cfg_id.pop("batch_size")
-    identity = _identity(args, ds, attribution=cfg_id)
-    run = RunDir(
+    stats = run_attribution(
+        _loader(args),
+        ds,
         args.out,
-        identity,
+        config,
+        _identity(args, ds, attribution=cfg_id),
         resume=args.resume,
         overwrite=args.overwrite,
-        kind="attribute",
-        stats_file="attribution.pt",
+        progress=not args.no_progress,
+        max_memory=args.max_memory,
+        attention=args.attention,
+        log=print,
     )
-    stats = run.load_checkpoint(AttributionStats.load) if args.resume else None
-    start = stats.n_items if stats is not None else 0
-    if start >= len(ds):
-        print(f"{args.out}: all {len(ds)} items already attributed")
-    else:
-        t0 = time.perf_counter()
-        model = _load(args)
-        run.write_run(
-            {
-                "config": config.to_dict(),
-                "n_items": len(ds),
-                "answer_delimiter": ds.answer_delimiter,
-            }
-        )
-        res = attribute(
-            model,
-            ds,
-            config,
-            progress=not args.no_progress,
-            stats=stats,
-            start=start,
-            on_batch=lambda end, st: run.checkpoint(st),
-            max_memory=args.max_memory,
-            attention=args.attention,
-            announce=True,
-        )
-        stats = res.stats
-        run.checkpoint(stats)
-        print(f"attributed {len(ds) - start} items in {time.perf_counter() - t0:.1f}s")
-    write_attribution_tables(stats, args.out)
     for m, s in stats.methods.items():
         print(
             f"\n{m}: enrichment of each category among the top-{s.k} neurons (share / base rate, "
