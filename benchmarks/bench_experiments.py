@@ -116,7 +116,11 @@ def task_report(model, task: str, n_items: int, C: int, batch: int) -> dict:
         "static all-shared x2": Condition("all-shared", "scale", 2.0),
         "static random off": Condition("random", "zero", seed=0),
     }
-    times = {k: per_condition(edit_for(c)) for k, c in kinds.items()}
+    print(f"{task}: floor {fl:.2f}s, no edit {none:.2f}s per condition", flush=True)
+    times = {}
+    for k, c in kinds.items():  # each figure as soon as it is measured (a long run)
+        times[k] = per_condition(edit_for(c))
+        print(f"{task}: {k} {times[k]:.2f}s per condition", flush=True)
     _, t_rec = timed(lambda: tlm.analyze(model, ev, tlm.AnalysisConfig(batch_size=8)))
     t_bare = bare_prompt_forward(model, prompts)
     print(
