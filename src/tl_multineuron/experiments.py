@@ -212,12 +212,11 @@ class ExperimentSets:
     def n_items(self) -> int:
         return self.codes.shape[0]
 
-    def row_independent(self, cond: Condition) -> Bool[Tensor, "layer d_mlp"] | None:
-        """The one mask ``cond`` edits in every row (a static all-shared set or a static
-        control), or ``None`` where it depends on the item or language."""
-        if cond.mode != "static" or cond.target in ("none", "specific"):
-            return None
-        return self.masks(cond)[0, 0]
+    @staticmethod
+    def row_independent(cond: Condition) -> bool:
+        """Whether ``cond`` edits the same mask in every row (a static all-shared set or a
+        static control); otherwise it depends on the item or the language."""
+        return cond.mode == "static" and cond.target not in ("none", "specific")
 
     def masks(self, cond: Condition) -> Bool[Tensor, "item lang layer d_mlp"]:
         """The neurons ``cond`` edits in each (item, language) row."""
@@ -292,11 +291,9 @@ def condition_edit(
     value = 0.0 if cond.op == "zero" else float(cond.alpha)
     if cond.target == "none":
         return lambda rows: None
-    one = sets.row_independent(cond)
-    if one is not None:
-        iv = Intervention(
-            NeuronSet(one, cond.name, sets.site, sets.layers), cond.op, value, allow_empty=True
-        )
+    if sets.row_independent(cond):  # masks: that one mask, expanded over the rows
+        one = NeuronSet(masks[0, 0], cond.name, sets.site, sets.layers)
+        iv = Intervention(one, cond.op, value, allow_empty=True)
         return lambda rows: iv
     flat = masks.reshape(-1, *masks.shape[2:])
 

@@ -73,14 +73,14 @@ class NeuronHook:
 
     def __call__(self, act: Float[Tensor, "batch pos d_mlp"], hook: Any) -> Tensor:
         if self.rows is None:
-            return self._edit(act)
+            return self.edit(act)
         s, e = self.rows
         if not 0 <= s < e <= act.shape[0]:
             raise MultiNeuronError(
                 f"layer {self.layer}: rows {self.rows} outside a batch of {act.shape[0]}"
             )
         out = act.clone()
-        out[s:e] = self._edit(act[s:e])
+        out[s:e] = self.edit(act[s:e])
         return out
 
     def _position_mask(self, B: int, S: int, device: torch.device) -> Tensor:
@@ -114,7 +114,8 @@ class NeuronHook:
         pos[:, idx] = True
         return pos
 
-    def _edit(self, act: Tensor) -> Tensor:
+    def edit(self, act: Tensor) -> Tensor:
+        """The edited activations of the rows ``act`` holds (``rows`` ignored)."""
         B, S, D = act.shape
         m = self.mask.to(act.device)
         if m.shape[-1] != D or (m.ndim == 2 and m.shape[0] != B):

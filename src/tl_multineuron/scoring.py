@@ -363,14 +363,13 @@ class _SiteEdits:
     edit their block of one copy of the activations, in order."""
 
     def __init__(self, parts: list, pos: Tensor, C: int) -> None:
-        self.parts, self.C = parts, C
+        self.parts = parts
         self.layer = parts[0].layer
         self.pos = pos.repeat(C, 1)[..., None]  # [C*n, S, 1]
         self.everywhere = bool(pos.all())
         self.mult = all(
             h.op in ("zero", "scale") and not isinstance(h.value, Tensor) for h in parts
         )
-        self.fired: list = []
 
     def __call__(self, act: Float[Tensor, "batch pos d_mlp"], hook: Any) -> Tensor:
         B, S, D = act.shape
@@ -379,12 +378,11 @@ class _SiteEdits:
                 f"layer {self.layer}: edits bound to a batch of {tuple(self.pos.shape[:2])} "
                 f"(rows, positions) see activations of shape {tuple(act.shape)}"
             )
-        self.fired.append(S)
         if not self.mult:
             out = act.clone()
             for h in self.parts:
                 s, e = h.rows
-                out[s:e] = h._edit(out[s:e])
+                out[s:e] = h.edit(out[s:e])
             return out
         f = torch.ones(B, D, dtype=act.dtype, device=act.device)
         for h in self.parts:
