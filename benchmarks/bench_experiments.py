@@ -17,6 +17,7 @@ Targets (issue "experiments at the hardware floor"): <= 1.5x the floor per condi
 edit overhead <= 1.15x on every task. Run with nothing else on the machine.
 
     python benchmarks/bench_experiments.py [--tasks facts,nli] [--items 48] [--conditions 8]
+        [--calibration 64]
 """
 
 from __future__ import annotations
@@ -87,9 +88,9 @@ def bare_prompt_forward(model, prompts: list[str], batch: int = 8) -> float:
     return total
 
 
-def task_report(model, task: str, n_items: int, C: int, batch: int) -> dict:
+def task_report(model, task: str, n_items: int, C: int, batch: int, n_cal: int = 64) -> dict:
     ds = tlm.load_task(task)
-    ev, cal = ds.slice(len(ds) - n_items), ds.slice(0, min(64, len(ds) - n_items))
+    ev, cal = ds.slice(len(ds) - n_items), ds.slice(0, min(n_cal, len(ds) - n_items))
     sets = prepare_sets(model, ev, cal)
     pairs = [(it, x) for it in ev.items for x in ev.languages]
     prompts = [it.prompts[x] for it, x in pairs]
@@ -148,12 +149,18 @@ def main() -> None:
     ap.add_argument("--items", type=int, default=48)
     ap.add_argument("--conditions", type=int, default=8)
     ap.add_argument("--batch", type=int, default=64, help="rows per prompt pass (the scorer's)")
+    ap.add_argument(
+        "--calibration", type=int, default=64, help="items the static sets come from (the grid's)"
+    )
     args = ap.parse_args()
     model = tlm.load_model("gemma-3-270m")
     print(versions_line(), flush=True)
     print(f"scoring path: {scoring_path(model)}; torch threads {torch.get_num_threads()}")
     tasks = tlm.list_tasks() if args.tasks == "all" else args.tasks.split(",")
-    out = [task_report(model, t, args.items, args.conditions, args.batch) for t in tasks]
+    out = [
+        task_report(model, t, args.items, args.conditions, args.batch, args.calibration)
+        for t in tasks
+    ]
     worst = max(
         max(r[k] for k in r if k.startswith(("static", "dynamic"))) / r["floor"] for r in out
     )

@@ -1,4 +1,4 @@
-"""Accuracy of a model on every built-in task and language (the README table).
+"""Accuracy of a model on every built-in task and language (docs/accuracy.md).
 
 Run: python scripts/evaluate_builtin.py [--model gemma-3-270m] [--limit N] [--out docs/accuracy]
      [--tasks facts,qa]   # re-make only these tasks' rows; the others are kept from OUT

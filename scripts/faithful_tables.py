@@ -1,4 +1,4 @@
-"""README tables for issue 9 from analyze + attribute run directories (one per model).
+"""Tables of docs/faithful.md (issue 9) from analyze + attribute run directories (one per model).
 
 For each model: category fractions (mean over layers and languages), the enrichment of each
 category among the top-K neurons (pooled over layers and languages, 95% bootstrap interval

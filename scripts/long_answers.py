@@ -1,4 +1,4 @@
-"""Rows of the README accuracy table whose gold answer is longer than the 8 tokens that
+"""Rows of the accuracy table (docs/accuracy.md) whose gold answer is longer than the 8 tokens that
 ``evaluate`` generated before it learned to generate at least the gold's length: re-evaluated
 now and compared with the stored rows (``docs/accuracy/generations.csv``). No flip means the
 table stands as it is; a flip is printed with its task, item and language.

@@ -1,4 +1,4 @@
-"""How much the norm-aware scores move the top-K sets (README table, issue 9).
+"""How much the norm-aware scores move the top-K sets (docs/faithful.md, issue 9).
 
 For every (item, language) of a task and every layer: the overlap |A & B| / K of the top-K
 neurons by the plain formulas (|a| ||W_out||, a W_out . W_U[:, t]) and by the norm-aware

@@ -73,3 +73,24 @@ def test_no_import_cycle_and_no_private_name_across_modules():
         if name.startswith("_") and not name.startswith("__")
     )
     assert not private, private
+
+
+def test_public_api_is_lazy_and_complete():
+    """``import tl_multineuron`` loads no module of the package (nor torch); every public name
+    and every submodule loads on first access; an unknown name is an AttributeError."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, tl_multineuron as t\n"
+        "loaded = sorted(m for m in sys.modules if m.startswith('tl_multineuron.'))\n"
+        "assert not loaded and 'torch' not in sys.modules, loaded\n"
+        "assert t.recording.__name__ == 'tl_multineuron.recording'\n"
+        "assert t.load_item_categories.__module__ == 'tl_multineuron.runs'\n"
+        "try:\n    t.no_such_name\n"
+        "except AttributeError as e:\n    assert 'no_such_name' in str(e)\n"
+        "else:\n    raise SystemExit('no AttributeError')\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+    assert set(tl_multineuron.__all__) == set(tl_multineuron._EXPORTS)
+    assert set(tl_multineuron.__all__) <= set(dir(tl_multineuron))

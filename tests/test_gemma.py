@@ -344,6 +344,31 @@ def test_cache_alias_is_what_fills_the_cache(gemma):
     assert good[0].tolist() == ids
 
 
+def test_sdpa_attention_hands_the_cache_on_under_the_name_hf_takes(gemma):
+    """Under SDPA the HF attention module is called directly: the cache goes to it as
+    ``cache=`` where it takes that name (no deprecation warning), and it is still extended."""
+    import warnings
+
+    from tl_multineuron.attention import efficient_attention
+    from tl_multineuron.scoring import answer_rows, score_answers
+    from tl_multineuron.tl_compat import generate_tokens
+
+    prompt = torch.tensor([tlm.recording.encode(gemma, "France: Paris\nSpain:")])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)  # a cache deprecation notice fails
+        with torch.inference_mode(), efficient_attention(gemma) as impl:
+            _, cache = gemma(prompt, return_type="logits_and_cache", use_cache=True)
+        # the scorer's cached passes and cached generation print no notice either
+        rows = answer_rows(gemma, ["France: Paris\nSpain:"], [" Madrid"])
+        (scores,) = score_answers(gemma, rows, cache="prefix")
+        with torch.inference_mode():
+            generate_tokens(gemma, prompt, torch.ones_like(prompt), 2)
+    assert bool(scores.logprob.isfinite().all())
+    if impl != "sdpa":
+        pytest.skip("this model runs eager attention")
+    assert cache.get_seq_length() == prompt.shape[1]
+
+
 def test_full_pass_on_a_hf_model_warns_with_cause_and_slowdown(gemma, monkeypatch):
     from tl_multineuron import scoring
 

@@ -17,6 +17,7 @@ HF forward would not fire.
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Iterator
 from typing import Any
 
@@ -81,12 +82,17 @@ def attention_implementation(model: Any, mode: str = "auto") -> str:
 
 def _sdpa_forward(bridge: Any, hf_attn: Any):
     forward = type(hf_attn).forward
+    # transformers >= 5.24 names the KV cache ``cache`` (the bridge reads ``past_key_values``,
+    # see tl_compat.align_cache_kwarg): hand it back under the name the HF module takes
+    takes_cache = "cache" in inspect.signature(forward).parameters
 
     def run(*args: Any, **kwargs: Any) -> Any:
         if "hidden_states" in kwargs:
             hidden = kwargs.pop("hidden_states")
         else:
             hidden, args = args[0], args[1:]
+        if takes_cache and "past_key_values" in kwargs and "cache" not in kwargs:
+            kwargs["cache"] = kwargs.pop("past_key_values")
         out, weights = forward(hf_attn, bridge.hook_in(hidden), *args, **kwargs)
         return bridge.hook_out(out), weights
 

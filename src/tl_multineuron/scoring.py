@@ -47,9 +47,8 @@ from .recording import (
     answer_ids,
     encode_prompts,
     get_tokenizer,
-    last_position_unembed_hooks,
 )
-from .tl_compat import align_cache_kwarg, hf_config, hf_model, is_bridge
+from .tl_compat import align_cache_kwarg, hf_config, hf_model, is_bridge, quiet_cache_rename
 from .versions import stack_text
 
 SCOPES = ("last", "all")
@@ -162,7 +161,7 @@ def _probe_prefix_cache(model: Any) -> tuple[bool, str]:
     dev = model_device(model)
     toks = torch.tensor([[get_tokenizer(model).bos_token_id or 0, 5, 6]], device=dev)
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), quiet_cache_rename():
             out = model(toks[:, :2], return_type="logits_and_cache", use_cache=True)
             cache = out[1] if isinstance(out, tuple) else None
             if cache is None or not hasattr(cache, "reorder_cache"):
@@ -224,16 +223,26 @@ def _softcap(model: Any) -> float | None:
     return float(cap) if cap is not None and cap > 0 else None
 
 
+def _one_position(x: Tensor, hook: Any) -> Tensor:
+    return x[:1, -1:]
+
+
+def _no_unembed_hooks(model: Any) -> list[tuple[str, Any]]:
+    """The prefix pass reads only its KV cache: the model unembeds one position of one row."""
+    return [("unembed.hook_in", _one_position)] if "unembed.hook_in" in model.hook_dict else []
+
+
 class _Hidden:
     """Hook on ``unembed.hook_in``: keep the final hidden states, let the model unembed only
-    one position (the answer positions are unembedded by :func:`_answer_metrics`)."""
+    one position of one row (the answer positions are unembedded by :func:`_answer_metrics`;
+    a pass of 1-token answers would otherwise unembed every row twice)."""
 
     def __init__(self) -> None:
         self.h: Tensor | None = None
 
     def __call__(self, x: Tensor, hook: Any) -> Tensor:
         self.h = x
-        return x[:, -1:]
+        return x[:1, -1:]
 
 
 def _answer_metrics(
@@ -303,7 +312,11 @@ def block_pass(
         # prefix: the prompt minus its last token, left-padded (no gaps before the suffix)
         ptoks, pmask = _pad([p[:-1] for p in P], pad, left=True)
         ppos = (pmask.long().cumsum(-1) - 1).clamp_min(0)
-        with torch.inference_mode(), model.hooks(fwd_hooks=last_position_unembed_hooks(model)):
+        with (
+            torch.inference_mode(),
+            quiet_cache_rename(),
+            model.hooks(fwd_hooks=_no_unembed_hooks(model)),
+        ):
             _, cache = model(
                 ptoks.to(dev),
                 attention_mask=pmask.long().to(dev),
@@ -503,11 +516,11 @@ def score_answers(
         for _ in edits
     ]
     blocks = plan_blocks(rows, batch_size, fits)
-    per_pass = max(1, max_rows // min(batch_size, R))
 
     def groups_for(block: list[int]) -> list[list[int]]:
-        """Edits sharing one pass over ``block``: as many as ``max_rows`` and memory allow."""
-        w, c = max(width[x] for x in block), per_pass
+        """Edits sharing one pass over ``block``: as many as ``max_rows`` and memory allow (a
+        small block -- few rows share its answer length -- takes more edits per pass)."""
+        w, c = max(width[x] for x in block), max(1, max_rows // len(block))
         while c > 1 and not fits(c * len(block), w):
             c = max(1, c // 2)
         return [list(range(s, min(s + c, len(edits)))) for s in range(0, len(edits), c)]
@@ -541,6 +554,7 @@ def score_answers(
                     kw["past_key_values"] = kv
                 with (
                     torch.inference_mode(),
+                    quiet_cache_rename(),
                     model.hooks(fwd_hooks=[*_fuse(hooks, edit_pos, C), ("unembed.hook_in", cap)]),
                 ):
                     model(bp.tokens.repeat(C, 1).to(dev), **kw)

@@ -25,6 +25,7 @@ import functools
 import inspect
 import re
 import tempfile
+import warnings
 from collections.abc import Iterator
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -118,6 +119,22 @@ def _takes_cache_kwarg(component: Any) -> bool:
     except (TypeError, ValueError):
         return False
     return "cache" in params and "past_key_values" not in params
+
+
+@contextlib.contextmanager
+def quiet_cache_rename() -> Iterator[None]:
+    """Silence transformers' deprecation notice for ``past_key_values=`` inside a cached pass.
+
+    TransformerLens 4.3's bridge hands the KV cache to the HF model as ``past_key_values``;
+    transformers 5.24 accepts it and renames it to ``cache`` (with a FutureWarning a user
+    cannot act on). Whether the cache really works is checked, not assumed:
+    ``scoring.prefix_cache_status`` probes it and ``align_cache_kwarg`` makes the attention
+    extend it; ``scripts/test_newest.sh`` runs those checks on the newest transformers."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message=r"`past_key_values` is deprecated", category=FutureWarning
+        )
+        yield
 
 
 def align_cache_kwarg(model: Any) -> int:
@@ -317,15 +334,16 @@ def generate_tokens(
     step (after the prompt a step runs only the new position)."""
     if is_bridge(model):
         align_cache_kwarg(model)
-        return model.generate(
-            tokens,
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            return_type="tokens",
-            verbose=False,
-            attention_mask=mask,
-            stop_at_eos=True,
-        )
+        with quiet_cache_rename():
+            return model.generate(
+                tokens,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                return_type="tokens",
+                verbose=False,
+                attention_mask=mask,
+                stop_at_eos=True,
+            )
     return _cached_greedy(model, tokens, mask.long(), max_new_tokens)
 
 

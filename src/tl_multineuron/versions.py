@@ -2,8 +2,8 @@
 
 ``scripts/bootstrap.sh`` installs ``requirements/tl4.lock`` (TransformerLens 4.x) and
 ``scripts/bootstrap_tl3.sh`` installs ``requirements/tl3.lock`` (TransformerLens 3.x beside
-SAELens): exact versions, compiled by pip-tools from ``pyproject.toml`` (see README,
-"Installs"). The locks ship with the package, so a run in an environment that differs from
+SAELens): exact versions, compiled by pip-tools from ``pyproject.toml`` (see
+docs/install.md). The locks ship with the package, so a run in an environment that differs from
 them says so on its first line (:func:`drift_line`): a newer transformers can change numerics
 or switch off a fast path without any error.
 """
