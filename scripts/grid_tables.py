@@ -1,12 +1,13 @@
 """Markdown tables of one main-job run (``tl-multineuron grid``) for README / docs.
 
-    python scripts/grid_tables.py results/main docs/grid > docs/experiments_table.md
+    python scripts/grid_tables.py results/main docs/grid > /tmp/tables.md
 
 Reads RUN/grid.json and RUN/TASK/{comparisons,summary}.csv and RUN/TASK/run-grid.json for every
 task of the run, copies the per-task result files (comparisons, summary, layer fractions, run
-file) to OUT/TASK/, and prints one table of the paired comparisons (accuracy and gold log-prob
-side by side) under the command and commit that made it, then one line per task on each of
-the paper's claims, decided by the 95% interval alone (no hand-picked wording).
+file) to OUT/TASK/ and the report and grid.json to OUT/, and prints one table of the paired
+comparisons (accuracy and gold log-prob side by side) under the command and commit that made
+it, then one line per task on each of the paper's claims, decided by the 95% interval alone (no
+hand-picked wording).
 """
 
 from __future__ import annotations
@@ -116,6 +117,9 @@ def main(run_dir: str, out_dir: str) -> None:
             f"{task}: `{info.get('command', '?')}` at commit {info.get('commit', '?')}"
             + (" (uncommitted changes)" if info.get("dirty") else "")
         )
+    if (run / "report.html").exists():
+        shutil.copy2(run / "report.html", out / "report.html")
+    shutil.copy2(run / "grid.json", out / "grid.json")
     print("Made by " + "; ".join(made) + ".\n")
     print(pd.DataFrame(rows).to_markdown(index=False))
     print("\nThe paper's claims, per task (accuracy points, paired 95% interval):\n")

@@ -206,3 +206,75 @@ def test_intervene_cli_resume(setup, capsys, monkeypatch):
     bad[bad.index("--out") + 1] = str(root / "iv3")
     assert main(bad) == 2
     assert "leaves no calibration items" in capsys.readouterr().err
+
+
+def test_help_lists_every_command_without_importing_torch():
+    import subprocess
+    import sys
+
+    from tl_multineuron.cli import COMMANDS
+
+    code = (
+        "import sys\nfrom tl_multineuron.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit as e:\n    assert e.code == 0\n"
+        "assert 'torch' not in sys.modules, 'torch imported for --help'\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    for name in COMMANDS:
+        assert f"    {name} " in out.stdout, name
+
+
+def test_cli_defaults_come_from_the_config_dataclasses():
+    """One source of defaults: each option that configures a library step defaults to that
+    step's config dataclass field."""
+    from dataclasses import fields
+
+    from tl_multineuron.analysis import AnalysisConfig
+    from tl_multineuron.attribution_analysis import AttributionConfig
+    from tl_multineuron.cli import build_parser
+    from tl_multineuron.evaluation import EvalConfig
+    from tl_multineuron.grid import GridConfig
+    from tl_multineuron.language_runs import LanguageSteerConfig
+    from tl_multineuron.steer_runs import AccuracySteerConfig
+
+    def d(cls):
+        return {f.name: f.default for f in fields(cls)}
+
+    p = build_parser()
+    g = vars(p.parse_args(["grid", "--out", "x"]))
+    for k in ("eval_items", "calibration", "min_frequency", "specific_frequency", "score_batch"):
+        assert g[k] == d(GridConfig)[k], k
+    assert (g["hook"], g["batch_size"]) == (d(GridConfig)["hook"], d(GridConfig)["batch_size"])
+    i = vars(p.parse_args(["intervene", "--task", "facts", "--out", "x"]))
+    assert (i["eval_items"], i["calibration"]) == (48, 64) == (g["eval_items"], g["calibration"])
+    st = vars(p.parse_args(["steer", "--task", "facts", "--out", "x"]))
+    acc, lang = d(AccuracySteerConfig), d(LanguageSteerConfig)
+    for k in ("eval_items", "calibration", "search_items", "min_frequency", "specific_frequency"):
+        assert st[k] == acc[k], k
+    assert (st["max_english_drop"], st["english"], st["score_batch"]) == (
+        acc["max_english_drop"],
+        acc["english"],
+        acc["score_batch"],
+    )
+    assert tuple(float(x) for x in st["alphas"].split(",")) == acc["alphas"]
+    assert tuple(float(x) for x in st["betas"].split(",")) == acc["betas"]
+    assert tuple(int(x) for x in st["seeds"].split(",")) == acc["seeds"]
+    assert st["source"] == lang["source"] and st["lang_eval_items"] == lang["eval_items"]
+    assert tuple(st["methods"].split(",")) == lang["methods"]
+    assert tuple(float(x) for x in st["strengths"].split(",")) == lang["strengths"]
+    a = vars(p.parse_args(["analyze", "--task", "facts", "--out", "x"]))
+    assert a["batch_size"] == d(AnalysisConfig)["batch_size"] and float(a["threshold"]) == 0.0
+    b = vars(p.parse_args(["attribute", "--task", "facts", "--out", "x"]))
+    att = d(AttributionConfig)
+    assert tuple(b["method"].split(",")) == att["methods"] and float(b["k"]) == att["k"]
+    assert (b["n_boot"], b["kn_fraction"], b["kn_share"]) == (
+        att["n_boot"],
+        att["kn_fraction"],
+        att["kn_share"],
+    )
+    e = vars(p.parse_args(["evaluate", "--task", "facts", "--out", "x"]))
+    assert (
+        (e["max_new_tokens"], e["batch_size"])
+        == (8, 16)
+        == tuple(d(EvalConfig)[k] for k in ("max_new_tokens", "batch_size"))
+    )

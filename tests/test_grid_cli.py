@@ -118,12 +118,14 @@ def test_steer_min_frequency_reaches_the_language_study(hf, tmp_path, monkeypatc
 def test_grid_sizes_main_full_and_quick(hf, tmp_path, capsys):
     """The main job runs the paper's central comparisons (25 conditions); --full is the
     73-condition grid; --quick with --full is refused."""
-    from tl_multineuron.cli import _grid_config, _size_grid, build_parser
+    from tl_multineuron.cli import build_parser
+    from tl_multineuron.cli.grid import size_grid
+    from tl_multineuron.cli.options import grid_config
 
     def conditions(*flags):
         args = build_parser().parse_args(["grid", "--out", str(tmp_path), *flags])
-        _size_grid(args)
-        return _grid_config(args, analysis=True).conditions
+        size_grid(args)
+        return grid_config(args, analysis=True).conditions
 
     main_job = conditions()
     groups = {c.group for c in main_job}

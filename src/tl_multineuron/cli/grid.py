@@ -1,0 +1,110 @@
+"""``tl-multineuron grid``: the main job -- per built-in task one recording pass and the
+experiment grid, then one report; sized by ``--quick`` / default / ``--full``
+(:data:`tl_multineuron.cli.options.GRID_SIZES`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from ..errors import MultiNeuronError
+from .options import (
+    GRID_SIZES,
+    add_delimiter_arg,
+    add_device_args,
+    add_grid_args,
+    add_run_control,
+    delimiter,
+    grid_config,
+    identity,
+    load,
+    print_comparisons,
+)
+
+HELP = "the paper's grid on built-in tasks + report (main job)"
+
+
+def register(g: argparse.ArgumentParser) -> None:
+    from ..grid import GridConfig
+    from .options import config_defaults
+
+    g.add_argument("--tasks", default="all", help="comma-separated built-in tasks, or 'all'")
+    g.add_argument("--model", default="gemma-3-270m")
+    add_device_args(g)
+    g.add_argument(
+        "--batch-size",
+        type=int,
+        default=config_defaults(GridConfig)["batch_size"],
+        help="items per recording pass",
+    )
+    add_delimiter_arg(g)
+    g.add_argument("--out", required=True)
+    g.add_argument("--no-progress", action="store_true")
+    g.add_argument(
+        "--quick",
+        action="store_true",
+        help="a first look: facts, static sets, deactivation + controls, amplify x2",
+    )
+    g.add_argument(
+        "--full",
+        action="store_true",
+        help="the full grid: static and dynamic sets, amplify x1.1/1.5/2/3 with controls "
+        "(73 conditions per task)",
+    )
+    add_grid_args(g, sized=True)
+    add_run_control(g)
+    g.set_defaults(limit=None, languages=None, data=None, task=None)
+
+
+def size_grid(args: argparse.Namespace) -> None:
+    """Fill the grid command's --modes / --alphas from its size (--quick, default, --full);
+    flags given explicitly win, except under --quick."""
+    if args.quick and args.full:
+        raise MultiNeuronError("--quick and --full: choose one grid size")
+    if args.quick:  # a first look: one task, static sets, deactivation with every control
+        args.tasks, args.modes, args.alphas = "facts", "static", "2"
+        args.no_amplify_controls = True
+    size = GRID_SIZES["full" if args.full else "main"]
+    args.modes = args.modes or size["modes"]
+    args.alphas = args.alphas or size["alphas"]
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..grid import run_task, write_index
+    from ..report import build_report
+    from ..tasks import TASKS, load_task
+
+    size_grid(args)
+    names = list(TASKS) if args.tasks == "all" else [x.strip() for x in args.tasks.split(",")]
+    bad = [x for x in names if x not in TASKS]
+    if bad or not names:
+        raise MultiNeuronError(f"--tasks: unknown task(s) {bad}; built-in: {sorted(TASKS)}")
+    cfg = grid_config(args, analysis=True)
+    t0 = time.perf_counter()
+    model, info = load(args, return_info=True)
+    print(
+        f"model {args.model} loaded in {info.seconds:.1f}s; {len(names)} task(s), "
+        f"{len(cfg.conditions)} conditions each, {cfg.eval_items} evaluated items per task"
+    )
+    out = Path(args.out)
+    for name in names:
+        ds = load_task(name, answer_delimiter=delimiter(args))
+        args.task = name
+        comp = run_task(
+            model,
+            ds,
+            out / name,
+            cfg,
+            identity(args, ds),
+            resume=args.resume,
+            overwrite=args.overwrite,
+            progress=not args.no_progress,
+            log=print,
+        )
+        print_comparisons(comp[comp["reference"] == "none"].head(8))
+    write_index(out, names, {"command": " ".join(sys.argv), "seconds": time.perf_counter() - t0})
+    path = build_report(out)
+    print(f"\ngrid done in {time.perf_counter() - t0:.0f}s; report: {path}")
+    return 0
