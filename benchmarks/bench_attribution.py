@@ -17,12 +17,12 @@ import json
 import subprocess
 import sys
 
-from tl_multineuron.versions import versions_line
+from tl_multineuron.backends.versions import versions_line
 
 CHILD = r"""
 import json, resource, sys, time, torch
 import tl_multineuron as tlm
-from tl_multineuron.attribution import answer_token_ids, integrated_gradients
+from tl_multineuron.attribution.scores import answer_token_ids, integrated_gradients
 variant, n_prompts, steps, layer = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 model = tlm.load_model()
 ds = tlm.load_task("facts").head(n_prompts)

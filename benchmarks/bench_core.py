@@ -24,8 +24,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 import tl_multineuron as tlm  # noqa: E402
-from tl_multineuron.recording import _StopForward  # noqa: E402
-from tl_multineuron.versions import versions_line  # noqa: E402
+from tl_multineuron.backends.versions import versions_line  # noqa: E402
+from tl_multineuron.sharing.recording import StopForward  # noqa: E402
 
 
 def best_of(fn, n: int = 5) -> float:
@@ -69,7 +69,7 @@ def bench_analysis(model, n_items: int) -> None:
     last = f"blocks.{model.cfg.n_layers - 1}.mlp.hook_post"
 
     def stop(act, hook):
-        raise _StopForward
+        raise StopForward
 
     def bare_full():
         with torch.inference_mode():
@@ -82,7 +82,7 @@ def bench_analysis(model, n_items: int) -> None:
                 try:
                     with model.hooks(fwd_hooks=[(last, stop)]):
                         model(b.tokens)
-                except _StopForward:
+                except StopForward:
                     pass
 
     def analysis():

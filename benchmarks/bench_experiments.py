@@ -29,17 +29,17 @@ import time
 import torch
 
 import tl_multineuron as tlm
-from tl_multineuron.experiments import Condition, condition_edit, prepare_sets
-from tl_multineuron.recording import pad_ids
-from tl_multineuron.scoring import (
+from tl_multineuron.backends.tl_compat import hf_model
+from tl_multineuron.backends.versions import versions_line
+from tl_multineuron.experiments.conditions import Condition, condition_edit, prepare_sets
+from tl_multineuron.experiments.scoring import (
     answer_rows,
     block_pass,
     plan_blocks,
     score_answers,
     scoring_path,
 )
-from tl_multineuron.tl_compat import hf_model
-from tl_multineuron.versions import versions_line
+from tl_multineuron.sharing.recording import pad_ids
 
 
 def timed(fn):

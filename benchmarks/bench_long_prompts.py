@@ -2,7 +2,7 @@
 
 For prompts of 512, 2k and 8k tokens (one prompt, random token ids after BOS), each run in a
 fresh process: recording time, peak RSS above the loaded model (the kernel's VmHWM, reset to
-the current RSS after a short warm-up pass), :func:`tl_multineuron.memory.estimate_forward`
+the current RSS after a short warm-up pass), :func:`tl_multineuron.backends.memory.estimate_forward`
 and its ratio to the measured peak, and whether the categories (``a > 0``) of every neuron
 agree between the implementations.
 
@@ -22,11 +22,11 @@ from pathlib import Path
 
 import torch
 
-from tl_multineuron.versions import versions_line
+from tl_multineuron.backends.versions import versions_line
 
 
 def batch(n_tokens: int):
-    from tl_multineuron.recording import TokenBatch
+    from tl_multineuron.sharing.recording import TokenBatch
 
     g = torch.Generator().manual_seed(0)
     t = torch.randint(1000, 20000, (1, n_tokens), generator=g)
@@ -56,7 +56,7 @@ def peak_since_reset() -> int:
 
 def measure(attention: str, n_tokens: int, save: str | None) -> dict:
     import tl_multineuron as tlm
-    from tl_multineuron.memory import estimate_forward
+    from tl_multineuron.backends.memory import estimate_forward
 
     model = tlm.load_model()
     tlm.record(model, batch(16), attention=attention)  # warm-up: allocator, kernels

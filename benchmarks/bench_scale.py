@@ -30,9 +30,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from helpers import _save_tiny, fake_shards, toy_dataset  # noqa: E402
 
-from tl_multineuron.merge import merge_shards  # noqa: E402
-from tl_multineuron.statistics import SharingStats  # noqa: E402
-from tl_multineuron.versions import versions_line
+from tl_multineuron.backends.versions import versions_line
+from tl_multineuron.runs.merge import merge_shards  # noqa: E402
+from tl_multineuron.sharing.statistics import SharingStats  # noqa: E402
 
 LANGS = ("en", "de", "fr", "ru", "ja", "es", "it", "nl")
 

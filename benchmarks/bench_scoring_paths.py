@@ -22,11 +22,11 @@ import time
 import torch
 
 import tl_multineuron as tlm
-from tl_multineuron.evaluation import generate_greedy
-from tl_multineuron.experiments import Condition, prepare_sets
-from tl_multineuron.interventions import Intervention
-from tl_multineuron.scoring import answer_rows, score_answers, scoring_path
-from tl_multineuron.versions import versions_line
+from tl_multineuron.backends.versions import versions_line
+from tl_multineuron.experiments.conditions import Condition, prepare_sets
+from tl_multineuron.experiments.evaluation import generate_greedy
+from tl_multineuron.experiments.interventions import Intervention
+from tl_multineuron.experiments.scoring import answer_rows, score_answers, scoring_path
 
 
 def timed(fn):

@@ -23,12 +23,12 @@ from pathlib import Path
 import torch
 
 import tl_multineuron as tlm
-from tl_multineuron.scoring import answer_rows, score_answers, scoring_path
-from tl_multineuron.splits import calibration_split
-from tl_multineuron.steer_runs import AccuracySteerConfig, run_accuracy_study
-from tl_multineuron.steering import SteerConfig, SteeringSets
-from tl_multineuron.steering_study import score_steering
-from tl_multineuron.versions import versions_line
+from tl_multineuron.backends.versions import versions_line
+from tl_multineuron.data.splits import calibration_split
+from tl_multineuron.experiments.scoring import answer_rows, score_answers, scoring_path
+from tl_multineuron.runs.steer import AccuracySteerConfig, run_accuracy_study
+from tl_multineuron.steering.sets import SteerConfig, SteeringSets
+from tl_multineuron.steering.study import score_steering
 
 
 def main() -> None:

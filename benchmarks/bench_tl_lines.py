@@ -18,10 +18,10 @@ import time
 import torch
 
 import tl_multineuron as tlm
-from tl_multineuron.evaluation import generate_greedy
-from tl_multineuron.scoring import answer_rows, score_answers, scoring_path
-from tl_multineuron.tl_compat import is_bridge, tl_version
-from tl_multineuron.versions import versions_line
+from tl_multineuron.backends.tl_compat import is_bridge, tl_version
+from tl_multineuron.backends.versions import versions_line
+from tl_multineuron.experiments.evaluation import generate_greedy
+from tl_multineuron.experiments.scoring import answer_rows, score_answers, scoring_path
 
 
 def _timed(fn) -> tuple[float, object]:

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 import tl_multineuron as tlm
-from tl_multineuron.report import build_report
+from tl_multineuron.report.page import build_report
 
 
 def main(out: Path, n_items: int) -> Path:

@@ -10,10 +10,10 @@ import argparse
 from pathlib import Path
 
 import tl_multineuron as tlm
-from tl_multineuron import plots
-from tl_multineuron.recording import token_activations
-from tl_multineuron.report import build_report
-from tl_multineuron.views import neuron_activation_view, save_views
+from tl_multineuron.report import plots
+from tl_multineuron.report.page import build_report
+from tl_multineuron.sharing.recording import token_activations
+from tl_multineuron.sharing.views import neuron_activation_view, save_views
 
 
 def main(out: Path, n_items: int) -> Path:

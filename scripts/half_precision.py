@@ -21,10 +21,10 @@ from pathlib import Path
 
 import torch
 
-from tl_multineuron.classification import categorize
-from tl_multineuron.models import load_model
-from tl_multineuron.recording import RecordingConfig, iter_dataset
-from tl_multineuron.tasks import load_task
+from tl_multineuron.backends.models import load_model
+from tl_multineuron.data.tasks import load_task
+from tl_multineuron.sharing.classification import categorize
+from tl_multineuron.sharing.recording import RecordingConfig, iter_dataset
 
 EPS = {torch.bfloat16: 2.0**-8, torch.float16: 2.0**-11}
 

@@ -15,7 +15,7 @@ import lingua
 import pandas as pd
 
 import tl_multineuron as tlm
-from tl_multineuron.language_id import LanguageIdentifier
+from tl_multineuron.steering.identifier import LanguageIdentifier
 
 
 def main() -> None:

@@ -13,7 +13,7 @@ import sys
 import pandas as pd
 
 import tl_multineuron as tlm
-from tl_multineuron.recording import answer_ids
+from tl_multineuron.sharing.recording import answer_ids
 
 OLD_MAX_NEW = 8
 

@@ -30,9 +30,9 @@ from transformer_lens.config import TransformerBridgeConfig  # noqa: E402
 from transformer_lens.model_bridge import TransformerBridge  # noqa: E402
 
 from tl_multineuron import ParallelDataset, ParallelItem  # noqa: E402
-from tl_multineuron.analysis import AnalysisConfig, analyze, new_stats  # noqa: E402
-from tl_multineuron.merge import merge_shards  # noqa: E402
-from tl_multineuron.recording import RecordingConfig, iter_dataset  # noqa: E402
+from tl_multineuron.runs.merge import merge_shards  # noqa: E402
+from tl_multineuron.sharing.analysis import AnalysisConfig, analyze, new_stats  # noqa: E402
+from tl_multineuron.sharing.recording import RecordingConfig, iter_dataset  # noqa: E402
 
 LANGS = ("en", "de", "fr", "es", "ru", "zh", "ja", "ar", "hi", "sw")
 

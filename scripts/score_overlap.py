@@ -21,11 +21,11 @@ import pandas as pd
 import torch
 
 from tl_multineuron import load_model, load_task
-from tl_multineuron.attribution import contribution_scores, effective_scores
-from tl_multineuron.attribution_analysis import answers_of, final_residual_hook
-from tl_multineuron.masks import resolve_k, topk_mask
-from tl_multineuron.recording import RecordingConfig, iter_dataset_with
-from tl_multineuron.weights import ModelWeights, model_weights
+from tl_multineuron.attribution.analysis import answers_of, final_residual_hook
+from tl_multineuron.attribution.scores import contribution_scores, effective_scores
+from tl_multineuron.backends.weights import ModelWeights, model_weights
+from tl_multineuron.sharing.masks import resolve_k, topk_mask
+from tl_multineuron.sharing.recording import RecordingConfig, iter_dataset_with
 
 
 def main() -> None:

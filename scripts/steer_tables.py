@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from tl_multineuron.steering_study import verdict as steering_verdict
+from tl_multineuron.steering.study import verdict as steering_verdict
 
 
 def _ci(d: float, lo: float, hi: float, fmt: str = "+.2f") -> str:

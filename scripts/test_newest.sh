@@ -9,7 +9,7 @@ rm -rf .venv-newest
 TLMN_VENV=.venv-newest TLMN_OPEN_RANGES=1 bash scripts/bootstrap.sh
 export TLMN_OPEN_RANGES=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 .venv-newest/bin/python -c "
-from tl_multineuron.versions import drift_line, versions_line
+from tl_multineuron.backends.versions import drift_line, versions_line
 print(versions_line()); print(drift_line() or 'the newest releases are the locked ones')"
 .venv-newest/bin/python -m pytest -q -m "not gemma and not smollm2 and not tl3" "$@"
 .venv-newest/bin/python -m pytest -q -m gemma \

@@ -18,7 +18,7 @@ def gemma():
 def hf_reference(model, checkpoint):
     """The HF model behind ``model``: the module a TransformerBridge wraps, or (TL 3.x
     HookedTransformer, whose weights were converted) the same checkpoint loaded by HF."""
-    from tl_multineuron.tl_compat import hf_model
+    from tl_multineuron.backends.tl_compat import hf_model
 
     hf = hf_model(model)
     if hf is not None:
@@ -30,6 +30,6 @@ def hf_reference(model, checkpoint):
 
 @pytest.fixture(scope="session")
 def gemma_hf(gemma):
-    from tl_multineuron.models import embedded_checkpoint
+    from tl_multineuron.backends.models import embedded_checkpoint
 
     return hf_reference(gemma, embedded_checkpoint)

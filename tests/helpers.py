@@ -153,7 +153,7 @@ def _save_tiny(model, path) -> str:
 def last_position_logprob_fn(model, prompt: str, layer: int, token: int):
     """f(x) = log p(token) with the last-position activations of ``layer`` replaced by the
     rows of ``x`` [n, d_mlp]: the function IG attributes, written out for captum."""
-    from tl_multineuron.recording import encode
+    from tl_multineuron.sharing.recording import encode
 
     ids = encode(model, prompt)
     last = len(ids) - 1
@@ -227,8 +227,8 @@ def fake_shards(stats, n: int, n_items: int, root, identity: dict) -> list:
     at a scale no test runs through a model."""
     from pathlib import Path
 
-    from tl_multineuron.runs import RunDir
-    from tl_multineuron.shards import Shard
+    from tl_multineuron.runs.directories import RunDir
+    from tl_multineuron.runs.shards import Shard
 
     dirs = []
     for k in range(n):

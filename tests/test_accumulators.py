@@ -6,8 +6,8 @@ import torch
 from helpers import seeded_acts
 
 from tl_multineuron import AttributionStats, MultiNeuronError, ScoreStats, SharingStats
-from tl_multineuron.accumulator import Accumulator
-from tl_multineuron.experiment_scores import ExperimentScores
+from tl_multineuron.experiments.scores import ExperimentScores
+from tl_multineuron.sharing.accumulator import Accumulator
 
 LANGS = ("en", "de", "fr")
 

@@ -19,12 +19,14 @@ def test_every_public_name_imports():
 def test_every_module_imports():
     import pkgutil
 
-    for m in pkgutil.iter_modules(tl_multineuron.__path__):
-        importlib.import_module(f"tl_multineuron.{m.name}")
+    names = [m.name for m in pkgutil.walk_packages(tl_multineuron.__path__, "tl_multineuron.")]
+    assert "tl_multineuron.sharing.recording" in names and "tl_multineuron.cli.grid" in names
+    for name in names:
+        importlib.import_module(name)
 
 
 def test_installed_line_is_supported_and_named():
-    from tl_multineuron.tl_compat import SUPPORTED_LINES, native_kind, tl_line
+    from tl_multineuron.backends.tl_compat import SUPPORTED_LINES, native_kind, tl_line
 
     assert tl_line() in SUPPORTED_LINES
     assert native_kind() == ("TransformerBridge" if tl_line() == 4 else "HookedTransformer")
@@ -32,8 +34,8 @@ def test_installed_line_is_supported_and_named():
 
 def _package_imports() -> dict[str, set[tuple[str, str]]]:
     """Per module (dotted name inside the package, ``cli.options``; a package's ``__init__`` is
-    the package's name): (module, name) of every relative import, module level or in a
-    function, resolved to the module it names."""
+    the package's name): (module, name) of every relative import that runs, module level or in
+    a function (not those under ``if TYPE_CHECKING:``), resolved to the module it names."""
     import ast
     from pathlib import Path
 
@@ -49,7 +51,17 @@ def _package_imports() -> dict[str, set[tuple[str, str]]]:
     out = {}
     for f, (name, package) in names.items():
         found = set()
-        for node in ast.walk(ast.parse(f.read_text(encoding="utf-8"))):
+        tree = ast.parse(f.read_text(encoding="utf-8"))
+        typing_only = {  # imports under `if TYPE_CHECKING:` never run
+            id(n)
+            for block in ast.walk(tree)
+            if isinstance(block, ast.If) and getattr(block.test, "id", None) == "TYPE_CHECKING"
+            for stmt in block.body
+            for n in ast.walk(stmt)
+        }
+        for node in ast.walk(tree):
+            if id(node) in typing_only:
+                continue
             if isinstance(node, ast.ImportFrom) and node.level >= 1:
                 base = package[: len(package) - (node.level - 1)]
                 for a in node.names:
@@ -87,10 +99,13 @@ def test_no_import_cycle_and_no_private_name_across_modules():
         for mod, name in found
         if name.startswith("_") and not name.startswith("__") and mod != m
     )
-    assert {"cli", "cli.options", "grid", "scoring"} <= set(graph)  # subpackages are walked
+    assert {"cli", "cli.options", "runs.grid", "experiments.scoring"} <= set(
+        graph
+    )  # subpackages are walked
     assert not private, private
 
 
+@pytest.mark.subprocess
 def test_public_api_is_lazy_and_complete():
     """``import tl_multineuron`` loads no module of the package (nor torch); every public name
     and every submodule loads on first access; an unknown name is an AttributeError."""
@@ -101,8 +116,8 @@ def test_public_api_is_lazy_and_complete():
         "import sys, tl_multineuron as t\n"
         "loaded = sorted(m for m in sys.modules if m.startswith('tl_multineuron.'))\n"
         "assert not loaded and 'torch' not in sys.modules, loaded\n"
-        "assert t.recording.__name__ == 'tl_multineuron.recording'\n"
-        "assert t.load_item_categories.__module__ == 'tl_multineuron.runs'\n"
+        "assert t.sharing.__name__ == 'tl_multineuron.sharing'\n"
+        "assert t.load_item_categories.__module__ == 'tl_multineuron.runs.directories'\n"
         "try:\n    t.no_such_name\n"
         "except AttributeError as e:\n    assert 'no_such_name' in str(e)\n"
         "else:\n    raise SystemExit('no AttributeError')\n"
@@ -110,3 +125,46 @@ def test_public_api_is_lazy_and_complete():
     subprocess.run([sys.executable, "-c", code], check=True)
     assert set(tl_multineuron.__all__) == set(tl_multineuron._EXPORTS)
     assert set(tl_multineuron.__all__) <= set(dir(tl_multineuron))
+
+
+#: pipeline stages, lowest first: a package may import only from its own stage and those below
+LAYERS = ("data", "backends", "sharing", "attribution", "experiments", "steering", "runs", "report")
+
+
+def test_subpackages_import_top_down():
+    """The package reads top-down: ``errors``/``files`` at the bottom, then the stages in
+    ``LAYERS`` order, ``cli`` on top; no stage imports one above it."""
+    rank = {"errors": -1, "files": -1, **{p: i for i, p in enumerate(LAYERS)}, "cli": len(LAYERS)}
+    rank["__init__"] = rank["__main__"] = len(LAYERS) + 1
+    upward = []
+    for m, found in _package_imports().items():
+        own = m.split(".")[0]
+        for mod, name in found:
+            target = mod.split(".")[0]
+            if target == "__init__" and name == "__version__":
+                continue  # the version string, defined in the package root before anything else
+            if rank[target] > rank[own] or (target != own and rank[target] == rank[own] >= 0):
+                upward.append((m, mod))
+    assert not upward, upward
+    assert set(LAYERS) | {"cli"} == {m.split(".")[0] for m in _package_imports() if "." in m}
+
+
+def test_no_test_benchmark_or_script_imports_a_private_name():
+    """Tests, benchmarks, scripts and examples use the package's public names only."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).parent.parent
+    found = []
+    for d in ("tests", "benchmarks", "scripts", "examples"):
+        for f in (root / d).glob("*.py"):
+            for node in ast.walk(ast.parse(f.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(
+                    "tl_multineuron"
+                ):
+                    found += [
+                        (f.name, node.module, a.name)
+                        for a in node.names
+                        if a.name.startswith("_") and not a.name.startswith("__")
+                    ]
+    assert not found, found

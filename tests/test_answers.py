@@ -5,7 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import tl_multineuron as tlm
-from tl_multineuron.answers import (
+from tl_multineuron.data.answers import (
     AnswerBoundaryWarning,
     boundary_findings,
     continuation,
@@ -14,7 +14,7 @@ from tl_multineuron.answers import (
     text_prefix_match,
     warn_boundary,
 )
-from tl_multineuron.data import ParallelDataset, ParallelItem
+from tl_multineuron.data.datasets import ParallelDataset, ParallelItem
 from tl_multineuron.errors import MultiNeuronError
 
 

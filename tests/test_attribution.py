@@ -6,17 +6,17 @@ from hypothesis import strategies as st
 
 import tl_multineuron as tlm
 from tl_multineuron import MultiNeuronError
-from tl_multineuron.attribution import (
+from tl_multineuron.attribution.analysis import AttributionConfig, attribute
+from tl_multineuron.attribution.scores import (
     answer_token_ids,
     contribution_scores,
     effective_scores,
     ig_alphas,
     integrated_gradients,
 )
-from tl_multineuron.attribution_analysis import AttributionConfig, attribute
-from tl_multineuron.attribution_stats import AttributionStats, ScoreStats
-from tl_multineuron.masks import resolve_k, topk_mask
-from tl_multineuron.weights import ModelWeights, model_weights
+from tl_multineuron.attribution.stats import AttributionStats, ScoreStats
+from tl_multineuron.backends.weights import ModelWeights, model_weights
+from tl_multineuron.sharing.masks import resolve_k, topk_mask
 
 
 @pytest.fixture(scope="module")

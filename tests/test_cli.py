@@ -7,7 +7,7 @@ from helpers import tiny_hf_dir, toy_dataset
 
 from tl_multineuron import SharingStats
 from tl_multineuron.cli import main
-from tl_multineuron.statistics import SharingStats as _S
+from tl_multineuron.sharing.statistics import SharingStats as _S
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +46,7 @@ def test_analyze_writes_results(setup, capsys):
     run = json.loads((out / "run.json").read_text())
     assert run["identity"]["analysis"]["thresholds"] == [0.0, 0.1]
     assert (out / "layer_fractions.csv").exists() and (out / "stability.csv").exists()
-    from tl_multineuron.runs import load_item_categories
+    from tl_multineuron.runs.directories import load_item_categories
 
     ids, codes, _ = load_item_categories(out)
     assert ids == [f"it{i}" for i in range(6)] and codes.shape == (6, 2, 48)
@@ -102,7 +102,7 @@ def test_tasks_command(capsys):
 
 
 def test_attribute_cli_and_resume(setup, capsys, monkeypatch):
-    from tl_multineuron.attribution_stats import AttributionStats, ScoreStats
+    from tl_multineuron.attribution.stats import AttributionStats, ScoreStats
 
     hf, data, root = setup
     out = root / "attr"
@@ -188,7 +188,7 @@ def test_intervene_cli_resume(setup, capsys, monkeypatch):
     assert {"delta", "ci_low", "ci_high", "p_value", "n_rows"} <= set(comp.columns)
     assert (comp.n_rows == 12).all()
     # resume: finished conditions are neither recomputed nor duplicated
-    from tl_multineuron import experiments
+    from tl_multineuron.experiments import conditions as experiments
 
     def boom(*a, **k):
         raise AssertionError("a finished condition was recomputed")
@@ -208,6 +208,7 @@ def test_intervene_cli_resume(setup, capsys, monkeypatch):
     assert "leaves no calibration items" in capsys.readouterr().err
 
 
+@pytest.mark.subprocess
 def test_help_lists_every_command_without_importing_torch():
     import subprocess
     import sys
@@ -229,13 +230,13 @@ def test_cli_defaults_come_from_the_config_dataclasses():
     step's config dataclass field."""
     from dataclasses import fields
 
-    from tl_multineuron.analysis import AnalysisConfig
-    from tl_multineuron.attribution_analysis import AttributionConfig
+    from tl_multineuron.attribution.analysis import AttributionConfig
     from tl_multineuron.cli import build_parser
-    from tl_multineuron.evaluation import EvalConfig
-    from tl_multineuron.grid import GridConfig
-    from tl_multineuron.language_runs import LanguageSteerConfig
-    from tl_multineuron.steer_runs import AccuracySteerConfig
+    from tl_multineuron.experiments.evaluation import EvalConfig
+    from tl_multineuron.runs.grid import GridConfig
+    from tl_multineuron.runs.language import LanguageSteerConfig
+    from tl_multineuron.runs.steer import AccuracySteerConfig
+    from tl_multineuron.sharing.analysis import AnalysisConfig
 
     def d(cls):
         return {f.name: f.default for f in fields(cls)}

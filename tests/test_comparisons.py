@@ -8,7 +8,11 @@ from hypothesis import strategies as st
 from scipy import stats as sps
 
 from tl_multineuron import MultiNeuronError
-from tl_multineuron.comparisons import mcnemar_exact, paired_bootstrap, paired_comparisons
+from tl_multineuron.experiments.comparisons import (
+    mcnemar_exact,
+    paired_bootstrap,
+    paired_comparisons,
+)
 
 
 def test_mcnemar_by_hand_and_against_scipy():

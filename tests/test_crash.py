@@ -11,11 +11,13 @@ import torch
 from helpers import tiny_hf_dir, toy_dataset
 
 from tl_multineuron import SharingStats
-from tl_multineuron.runs import load_item_categories
-from tl_multineuron.statistics import TENSOR_FIELDS
+from tl_multineuron.runs.directories import load_item_categories
+from tl_multineuron.sharing.statistics import TENSOR_FIELDS
 
 N_ITEMS = 240
 KILLS = 12
+
+pytestmark = [pytest.mark.subprocess, pytest.mark.slow]
 
 
 def _cli(*args):
@@ -128,7 +130,7 @@ def _intervene(hf, data, out, *extra):
 
 def test_attribute_and_intervene_survive_sigkill(setup):
     """4 kill points each on attribute and intervene (20 with analyze's 12)."""
-    from tl_multineuron.attribution_stats import AttributionStats
+    from tl_multineuron.attribution.stats import AttributionStats
 
     hf, data, root = setup
     rng = random.Random(1)

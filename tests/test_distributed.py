@@ -14,11 +14,13 @@ import torch
 from helpers import tiny_hf_dir, toy_dataset
 
 from tl_multineuron.cli import main
-from tl_multineuron.distributed import RankInfo, rank_device
 from tl_multineuron.errors import MultiNeuronError
-from tl_multineuron.experiment_scores import ExperimentScores
-from tl_multineuron.runs import load_item_categories
-from tl_multineuron.statistics import TENSOR_FIELDS, SharingStats
+from tl_multineuron.experiments.scores import ExperimentScores
+from tl_multineuron.runs.directories import load_item_categories
+from tl_multineuron.runs.distributed import RankInfo, rank_device
+from tl_multineuron.sharing.statistics import TENSOR_FIELDS, SharingStats
+
+pytestmark = [pytest.mark.subprocess, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +90,7 @@ def test_two_ranks_attribute_and_intervene(setup):
     _one(*att, "--out", str(root / "a1"))
     rc, log = _run(2, *att, "--out", str(root / "a2"))
     assert rc == 0, log
-    from tl_multineuron.attribution_stats import AttributionStats
+    from tl_multineuron.attribution.stats import AttributionStats
 
     a1 = AttributionStats.load(root / "a1" / "attribution.pt")
     assert a1.equals(AttributionStats.load(root / "a2" / "attribution.pt"))

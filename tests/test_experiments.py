@@ -6,16 +6,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tl_multineuron import MultiNeuronError
-from tl_multineuron.classification import Categories, Category
-from tl_multineuron.experiments import (
+from tl_multineuron.experiments.conditions import (
     Condition,
     ExperimentSets,
     accuracy_summary,
     paper_conditions,
     run_experiment,
 )
-from tl_multineuron.grid import GridConfig, run_task
-from tl_multineuron.neuron_sets import magnitude_strata, sample_like
+from tl_multineuron.experiments.neuron_sets import magnitude_strata, sample_like
+from tl_multineuron.runs.grid import GridConfig, run_task
+from tl_multineuron.sharing.classification import Categories, Category
 
 
 @pytest.fixture(scope="module")
@@ -172,7 +172,7 @@ def test_grid_task_on_tiny_model(model, tmp_path):
     (tmp_path / "g" / "answer_boundary.json").write_text(
         json.dumps({"findings": [{"language": "de", "message": msg}]})
     )
-    from tl_multineuron.report import build_report
+    from tl_multineuron.report.page import build_report
 
     assert "Answer boundary: language &#x27;de&#x27;: on 3 of 4 rows" in (
         build_report(tmp_path / "g").read_text()

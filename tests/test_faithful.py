@@ -7,12 +7,12 @@ import torch
 from helpers import tiny_hf_dir, tiny_model, toy_dataset
 
 from tl_multineuron import MultiNeuronError
-from tl_multineuron.accumulator import poisson_weights
-from tl_multineuron.attribution import integrated_gradients
-from tl_multineuron.attribution_analysis import AttributionConfig, attribute
-from tl_multineuron.attribution_stats import ScoreStats
-from tl_multineuron.knowledge import coarse_neurons, knowledge_neurons, refine
-from tl_multineuron.recording import RecordingConfig, encode, record, tokenize
+from tl_multineuron.attribution.analysis import AttributionConfig, attribute
+from tl_multineuron.attribution.knowledge import coarse_neurons, knowledge_neurons, refine
+from tl_multineuron.attribution.scores import integrated_gradients
+from tl_multineuron.attribution.stats import ScoreStats
+from tl_multineuron.sharing.accumulator import poisson_weights
+from tl_multineuron.sharing.recording import RecordingConfig, encode, record, tokenize
 
 
 # -- the gate site ----------------------------------------------------------------------------
@@ -109,7 +109,7 @@ def test_attribution_enrichment_round_trips(tmp_path):
     model = tiny_model("gated")
     st = attribute(model, toy_dataset(5), AttributionConfig(k=3, n_boot=40)).stats
     st.save(tmp_path / "a.pt")
-    from tl_multineuron.attribution_stats import AttributionStats
+    from tl_multineuron.attribution.stats import AttributionStats
 
     back = AttributionStats.load(tmp_path / "a.pt")
     assert back.equals(st)

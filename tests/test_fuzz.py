@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from tl_multineuron import MultiNeuronError
 from tl_multineuron.cli import main
-from tl_multineuron.data import load_parallel
+from tl_multineuron.data.datasets import load_parallel
 
 LANGS = ("en", "de", "fr")
 MUTATIONS = (

@@ -11,7 +11,7 @@ import torch
 from helpers import last_position_logprob_fn
 
 import tl_multineuron as tlm
-from tl_multineuron.tl_compat import is_bridge
+from tl_multineuron.backends.tl_compat import is_bridge
 
 pytestmark = pytest.mark.gemma
 ROOT = Path(__file__).resolve().parents[1]
@@ -126,7 +126,7 @@ def test_embedded_model_is_cached():
 
 
 def test_attribution_weights_are_raw_hf(gemma, gemma_hf):
-    from tl_multineuron.weights import model_weights
+    from tl_multineuron.backends.weights import model_weights
 
     hf = gemma_hf
     w = model_weights(gemma)
@@ -146,7 +146,7 @@ def test_attribution_weights_are_raw_hf(gemma, gemma_hf):
 def test_ig_matches_captum_on_gemma(gemma):
     from captum.attr import IntegratedGradients
 
-    from tl_multineuron.attribution import answer_token_ids, integrated_gradients
+    from tl_multineuron.attribution.scores import answer_token_ids, integrated_gradients
 
     prompt = "France: Paris\nGermany: Berlin\nItaly:"
     tok = int(answer_token_ids(gemma, [prompt], [" Rome"], ["x"])[0])
@@ -171,8 +171,8 @@ def test_ig_matches_captum_on_gemma(gemma):
 
 @pytest.mark.parametrize("scope", ["last", "all"])
 def test_cached_generate_with_intervention_equals_stepwise(gemma, scope):
-    from tl_multineuron.interventions import amplify, apply
-    from tl_multineuron.neuron_sets import NeuronSet
+    from tl_multineuron.experiments.interventions import amplify, apply
+    from tl_multineuron.experiments.neuron_sets import NeuronSet
 
     g = torch.Generator().manual_seed(0)
     s = NeuronSet(torch.rand(18, 2048, generator=g) < 0.02, "random 2%")
@@ -251,7 +251,7 @@ def test_greedy_match_equals_generation_on_every_task(gemma):
     """One-pass scoring (prefix cached, several conditions sharing batches) agrees with
     KV-cached greedy generation on every row of every built-in task, with and without an
     intervention: greedy_match == 'the generated tokens begin with the gold tokens'."""
-    from tl_multineuron.scoring import answer_rows, score_answers
+    from tl_multineuron.experiments.scoring import answer_rows, score_answers
 
     calib = tlm.analyze(gemma, tlm.load_task("facts").slice(0, 8)).stats
     shared = tlm.NeuronSet.from_stats(calib, "all-shared", 0.9)
@@ -277,7 +277,7 @@ def test_greedy_match_equals_generation_on_every_task(gemma):
 
 
 def test_prefix_cache_equals_full_passes_on_gemma(gemma):
-    from tl_multineuron.scoring import answer_rows, score_answers
+    from tl_multineuron.experiments.scoring import answer_rows, score_answers
 
     ds = tlm.load_task("qa").slice(0, 4)
     pairs = [(it, x) for it in ds.items for x in ds.languages]
@@ -301,7 +301,12 @@ def test_prefix_cache_is_live_under_the_tested_versions(gemma, recwarn):
     """The capability the experiment engine rests on: on a bridge the scorer takes the prefix
     cache (transformers 5.24 once switched it off without a word); a HookedTransformer (TL
     3.x) has no HF cache and runs full passes, quietly, as designed."""
-    from tl_multineuron.scoring import answer_rows, prefix_cache_status, score_answers, scoring_path
+    from tl_multineuron.experiments.scoring import (
+        answer_rows,
+        prefix_cache_status,
+        score_answers,
+        scoring_path,
+    )
 
     ok, why = prefix_cache_status(gemma)
     rows = answer_rows(gemma, ["France: Paris\nSpain:"], [" Madrid"])
@@ -316,7 +321,7 @@ def test_prefix_cache_is_live_under_the_tested_versions(gemma, recwarn):
 def test_cache_alias_is_what_fills_the_cache(gemma):
     """Where transformers passes the cache as ``cache=`` (5.24+), the alias is what makes the
     bridge extend it: without it the cache is empty and cached generation ignores the prompt."""
-    from tl_multineuron.tl_compat import bridge_attention_modules, generate_tokens
+    from tl_multineuron.backends.tl_compat import bridge_attention_modules, generate_tokens
 
     mods = bridge_attention_modules(gemma)
     aliased = [m for m in mods if getattr(m, "_tlmn_cache_alias", None) is not None]
@@ -335,7 +340,7 @@ def test_cache_alias_is_what_fills_the_cache(gemma):
         finally:
             for m in aliased:
                 m._tlmn_cache_alias = None
-            from tl_multineuron.tl_compat import align_cache_kwarg
+            from tl_multineuron.backends.tl_compat import align_cache_kwarg
 
             assert align_cache_kwarg(gemma) == len(aliased)
         ids = prompt[0].tolist()
@@ -352,9 +357,9 @@ def test_sdpa_attention_hands_the_cache_on_under_the_name_hf_takes(gemma):
     if not is_bridge(gemma):
         pytest.skip("a HookedTransformer has no HF attention modules or HF cache")
 
-    from tl_multineuron.attention import efficient_attention
-    from tl_multineuron.scoring import answer_rows, score_answers
-    from tl_multineuron.tl_compat import generate_tokens
+    from tl_multineuron.backends.attention import efficient_attention
+    from tl_multineuron.backends.tl_compat import generate_tokens
+    from tl_multineuron.experiments.scoring import answer_rows, score_answers
 
     prompt = torch.tensor([tlm.recording.encode(gemma, "France: Paris\nSpain:")])
     with warnings.catch_warnings():
@@ -373,7 +378,7 @@ def test_sdpa_attention_hands_the_cache_on_under_the_name_hf_takes(gemma):
 
 
 def test_full_pass_on_a_hf_model_warns_with_cause_and_slowdown(gemma, monkeypatch):
-    from tl_multineuron import scoring
+    from tl_multineuron.experiments import scoring
 
     if not is_bridge(gemma):
         pytest.skip("a HookedTransformer has no prefix cache to lose")
@@ -388,7 +393,7 @@ def test_full_pass_on_a_hf_model_warns_with_cause_and_slowdown(gemma, monkeypatc
 
 
 def test_sdpa_recording_equals_eager_on_gemma(gemma):
-    from tl_multineuron.attention import attention_implementation
+    from tl_multineuron.backends.attention import attention_implementation
 
     if not is_bridge(gemma):  # HookedTransformer computes attention itself, eagerly
         assert attention_implementation(gemma) == "eager"
@@ -437,8 +442,8 @@ def test_sigkill_and_resume_on_the_embedded_model(tmp_path):
     --save-items, SIGKILLed after its first checkpoint, resumed (same and another batch size)."""
     import time
 
-    from tl_multineuron.runs import load_item_categories
-    from tl_multineuron.statistics import TENSOR_FIELDS
+    from tl_multineuron.runs.directories import load_item_categories
+    from tl_multineuron.sharing.statistics import TENSOR_FIELDS
 
     def cmd(out, batch, *extra):
         return [
@@ -483,9 +488,9 @@ def test_effective_layer_sums_equal_mlp_direct_logit_attribution(gemma, gemma_hf
     direct logit attribution computed from the HF modules' own values: the output of
     post_feedforward_layernorm dotted with W_U[:, t] through the final norm (1 + w, RMS of
     its cached input)."""
-    from tl_multineuron.attribution import effective_scores
-    from tl_multineuron.recording import encode
-    from tl_multineuron.weights import model_weights
+    from tl_multineuron.attribution.scores import effective_scores
+    from tl_multineuron.backends.weights import model_weights
+    from tl_multineuron.sharing.recording import encode
 
     hf = gemma_hf
     ids = torch.tensor([encode(gemma, prompt)])
@@ -572,8 +577,8 @@ def test_answer_boundary_measures_agree_in_both_formats(gemma, task):
     """Issue 26's table as a test: with and without leading spaces on the answers, one-pass
     greedy_match equals generation's prefix match on every row, first-token match is consistent
     with both, and the effective score's target token is the token generation emits first."""
-    from tl_multineuron.attribution_analysis import answers_of
-    from tl_multineuron.scoring import answer_rows, score_answers
+    from tl_multineuron.attribution.analysis import answers_of
+    from tl_multineuron.experiments.scoring import answer_rows, score_answers
 
     full = tlm.load_task(task)
     langs = [x for x in ("en", "zh", "de", "ja") if x in full.languages][:3]
@@ -603,7 +608,7 @@ def test_answer_boundary_measures_agree_in_both_formats(gemma, task):
 
 
 def test_a_wrong_boundary_is_a_warning_naming_the_language(gemma):
-    from tl_multineuron.answers import AnswerBoundaryWarning
+    from tl_multineuron.data.answers import AnswerBoundaryWarning
 
     ds = _stripped(tlm.load_task("facts", ["en", "zh"]).slice(0, 6))
     glued = tlm.ParallelDataset(ds.items, ds.languages, ds.name, {"en": "none"})

@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 from helpers import tiny_hf_dir
 
-from tl_multineuron import grid as grid_module
 from tl_multineuron.cli import main
+from tl_multineuron.runs import grid as grid_module
 
 SMALL = [
     "--eval-items",
@@ -64,7 +64,7 @@ def test_grid_resumes_after_an_interruption_between_tasks(hf, tmp_path, monkeypa
     assert not (out / "translate_xx_en" / "scores.csv").exists()
     monkeypatch.setattr(grid_module, "run_task", real)
     calls = []
-    from tl_multineuron import experiments
+    from tl_multineuron.experiments import conditions as experiments
 
     scorer = experiments.score_answers
 
@@ -100,7 +100,7 @@ def test_grid_bad_input_is_named(hf, tmp_path, capsys):
 def test_steer_min_frequency_reaches_the_language_study(hf, tmp_path, monkeypatch):
     """Regression: `steer --min-frequency` used to reach only the accuracy study; the language
     study always took 0.9."""
-    from tl_multineuron import language_runs
+    from tl_multineuron.runs import language as language_runs
 
     seen = {}
 

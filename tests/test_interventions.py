@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 
 import tl_multineuron as tlm
 from tl_multineuron import MultiNeuronError
-from tl_multineuron.interventions import (
+from tl_multineuron.experiments.interventions import (
     Intervention,
     amplify,
     apply,
@@ -14,7 +14,7 @@ from tl_multineuron.interventions import (
     mean_ablate,
     steer_toward,
 )
-from tl_multineuron.neuron_sets import NeuronSet
+from tl_multineuron.experiments.neuron_sets import NeuronSet
 
 
 @pytest.fixture(scope="module", params=["gelu", "gated"])
@@ -69,7 +69,7 @@ def test_scale_by_one_is_identity(model):
 def test_ops_by_hand(model):
     act = torch.arange(12, dtype=torch.float32).view(1, 3, 4)
     m = torch.tensor([True, False, True, False])
-    from tl_multineuron.interventions import NeuronHook
+    from tl_multineuron.experiments.interventions import NeuronHook
 
     out = NeuronHook(0, m, "scale", 2.0, positions="last")(act, None)
     assert out[0, 2].tolist() == [16.0, 9.0, 20.0, 11.0] and torch.equal(out[0, :2], act[0, :2])
@@ -294,7 +294,7 @@ def test_truncated_record_does_not_make_later_hooks_silent(model):
 
 
 def test_declared_batch_of_another_size_is_an_error(model):
-    from tl_multineuron.batch_positions import running_batch
+    from tl_multineuron.backends.batch_positions import running_batch
 
     batch = tlm.tokenize(model, ["dog cat", "sun"])
     with (

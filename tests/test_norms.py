@@ -8,10 +8,10 @@ import torch
 from helpers import no_norm_model, tiny_gemma_dir, tiny_hf_dir, tiny_model
 
 from tl_multineuron import MultiNeuronError, load_model
-from tl_multineuron.attribution import contribution_scores, effective_scores
-from tl_multineuron.norms import detect_processing, norm_path, probe_norm
-from tl_multineuron.recording import encode
-from tl_multineuron.weights import model_weights
+from tl_multineuron.attribution.scores import contribution_scores, effective_scores
+from tl_multineuron.backends.norms import detect_processing, norm_path, probe_norm
+from tl_multineuron.backends.weights import model_weights
+from tl_multineuron.sharing.recording import encode
 
 PROMPT = "the cat sat"
 

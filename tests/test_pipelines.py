@@ -4,8 +4,8 @@ import pytest
 from helpers import tiny_model, toy_dataset
 
 import tl_multineuron as tlm
-from tl_multineuron.pipelines import run_analysis, run_attribution
-from tl_multineuron.runs import RunDir
+from tl_multineuron.runs.directories import RunDir
+from tl_multineuron.runs.pipelines import run_analysis, run_attribution
 
 
 def test_run_analysis_resumes_after_an_interruption_and_equals_one_run(tmp_path, monkeypatch):

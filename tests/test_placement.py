@@ -5,12 +5,12 @@ import pytest
 import torch
 from helpers import tiny_llama_dir, toy_dataset
 
-from tl_multineuron.analysis import AnalysisConfig, analyze
+from tl_multineuron.backends.models import load_model
+from tl_multineuron.backends.placement import layer_device_map, parse_device_map
 from tl_multineuron.cli import main
 from tl_multineuron.errors import MultiNeuronError
-from tl_multineuron.models import load_model
-from tl_multineuron.placement import layer_device_map, parse_device_map
-from tl_multineuron.statistics import TENSOR_FIELDS
+from tl_multineuron.sharing.analysis import AnalysisConfig, analyze
+from tl_multineuron.sharing.statistics import TENSOR_FIELDS
 
 
 @pytest.fixture(scope="module")

@@ -8,10 +8,11 @@ import torch
 from helpers import seeded_acts, tiny_model, toy_dataset
 
 import tl_multineuron as tlm
-from tl_multineuron import MultiNeuronError, plots
-from tl_multineuron.attribution_analysis import AttributionConfig, attribute
-from tl_multineuron.report import build_report
-from tl_multineuron.views import (
+from tl_multineuron import MultiNeuronError
+from tl_multineuron.attribution.analysis import AttributionConfig, attribute
+from tl_multineuron.report import plots
+from tl_multineuron.report.page import build_report
+from tl_multineuron.sharing.views import (
     colored_tokens_view,
     load_views,
     neuron_activation_view,
@@ -146,6 +147,7 @@ def _chromium():
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
+@pytest.mark.browser
 @pytest.mark.skipif(
     _chromium() is None and not os.environ.get("CI"),
     reason="Debian chromium not installed (.ci/run installs it; under CI it must be there)",

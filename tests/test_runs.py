@@ -27,7 +27,7 @@ def setup(tmp_path_factory):
 # -- one writer per directory ----------------------------------------------------------------
 def _hold_lock(directory):
     code = (
-        "import sys, time; from tl_multineuron.locks import DirectoryLock; "
+        "import sys, time; from tl_multineuron.runs.locks import DirectoryLock; "
         "DirectoryLock(sys.argv[1]).acquire(); print('locked', flush=True); time.sleep(60)"
     )
     p = subprocess.Popen(
@@ -37,9 +37,10 @@ def _hold_lock(directory):
     return p
 
 
+@pytest.mark.subprocess
 def test_second_process_refused_then_stale_lock_taken_over(tmp_path):
-    from tl_multineuron.locks import LOCK_FILE, DirectoryLock
-    from tl_multineuron.runs import RunDir
+    from tl_multineuron.runs.directories import RunDir
+    from tl_multineuron.runs.locks import LOCK_FILE, DirectoryLock
 
     holder = _hold_lock(tmp_path / "out")
     try:

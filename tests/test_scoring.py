@@ -4,15 +4,15 @@ import pytest
 import torch
 from helpers import tiny_hf_dir, tiny_model, toy_dataset
 
-import tl_multineuron.evaluation as ev_mod
+import tl_multineuron.experiments.evaluation as ev_mod
 from tl_multineuron import MultiNeuronError, NeuronSet, deactivate, generate_greedy, load_model
-from tl_multineuron.recording import answer_ids, encode, get_tokenizer
-from tl_multineuron.scoring import (
+from tl_multineuron.experiments.scoring import (
     AnswerRows,
     answer_rows,
     score_answers,
     supports_prefix_cache,
 )
+from tl_multineuron.sharing.recording import answer_ids, encode, get_tokenizer
 
 PROMPTS = ["dog cat 1 ", "Hund 22 ab", "chien chat soleil 3", "x"]
 ANSWERS = [" en1", "de2", " fr", "yz"]
@@ -92,7 +92,7 @@ def test_prefix_cache_and_shared_batches_change_nothing(hf_model):
 def test_edited_positions(native):
     """scope last: the last prompt token and the answer positions; all: every real position,
     BOS only when asked; and a bound hook edits exactly those positions of its rows."""
-    from tl_multineuron.scoring import _bind, block_pass
+    from tl_multineuron.experiments.scoring import bind_rows, block_pass
 
     rows = answer_rows(native, ["abc", "x"], ["de", "yzw"])
     p = [len(x) for x in rows.prompts]
@@ -106,7 +106,7 @@ def test_edited_positions(native):
         assert with_bos[i].nonzero().flatten().tolist() == list(range(0, p[i] + a[i] - 1))
     D = native.cfg.d_mlp
     iv = deactivate(NeuronSet(torch.ones(2, D, dtype=torch.bool)))
-    (name, hook), *_ = _bind(iv, native, (2, 4), last)  # rows 2..3 of a batch of 4
+    (name, hook), *_ = bind_rows(iv, native, (2, 4), last)  # rows 2..3 of a batch of 4
     act = torch.ones(4, last.shape[1], D)
     out = hook(act, None)
     assert (out[:2] == 1).all()  # other rows untouched
@@ -129,7 +129,7 @@ def test_scoring_errors(native):
 
 @pytest.mark.parametrize("kind", ["hf", "native"])
 def test_memory_budget_splits_passes_without_changing_scores(kind, hf_model, native):
-    from tl_multineuron.memory import estimate_forward
+    from tl_multineuron.backends.memory import estimate_forward
 
     model = hf_model if kind == "hf" else native
     rows = answer_rows(model, PROMPTS, ANSWERS, [f"item {i}, language 'en'" for i in range(4)])

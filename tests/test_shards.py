@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tl_multineuron.errors import MultiNeuronError
-from tl_multineuron.shards import Shard, check_cover
+from tl_multineuron.runs.shards import Shard, check_cover
 
 
 @settings(max_examples=200, deadline=None)
@@ -48,7 +48,7 @@ def test_cli_shards_merge_equal_one_run(tmp_path):
     from helpers import tiny_hf_dir, toy_dataset
 
     from tl_multineuron.cli import main
-    from tl_multineuron.statistics import TENSOR_FIELDS, SharingStats
+    from tl_multineuron.sharing.statistics import TENSOR_FIELDS, SharingStats
 
     model = tiny_hf_dir(tmp_path / "m")
     data = tmp_path / "d.jsonl"
@@ -86,7 +86,7 @@ def test_sampled_controls_of_a_shard_are_the_family_rows(n, data, seed, stratifi
     ``a..b`` of the draw over all items (also where strata run short of candidates)."""
     import torch
 
-    from tl_multineuron.neuron_sets import sample_like
+    from tl_multineuron.experiments.neuron_sets import sample_like
 
     a = data.draw(st.integers(0, n - 1))
     b = data.draw(st.integers(a + 1, n))
@@ -115,8 +115,8 @@ def test_random_shard_splits_merge_to_one_run(tiny, data):
     float rounding, which is the model's, not the merge's.)"""
     import torch
 
-    from tl_multineuron.analysis import AnalysisConfig, analyze
-    from tl_multineuron.statistics import TENSOR_FIELDS, merge_all
+    from tl_multineuron.sharing.analysis import AnalysisConfig, analyze
+    from tl_multineuron.sharing.statistics import TENSOR_FIELDS, merge_all
 
     model, ds = tiny
     count = data.draw(st.integers(1, len(ds)))
@@ -143,7 +143,7 @@ def _tiny_cli(tmp_path, n_items=9):
 
 
 def test_cli_attribute_shards_merge_equal_one_run(tmp_path):
-    from tl_multineuron.attribution_stats import AttributionStats
+    from tl_multineuron.attribution.stats import AttributionStats
     from tl_multineuron.cli import main
 
     common = ["attribute", *_tiny_cli(tmp_path), "--batch-size", "2", "--k", "5"]
@@ -175,7 +175,7 @@ def test_cli_intervene_shards_merge_equal_one_run(tmp_path, capsys):
     import pandas as pd
 
     from tl_multineuron.cli import main
-    from tl_multineuron.experiment_scores import ExperimentScores
+    from tl_multineuron.experiments.scores import ExperimentScores
 
     common = ["intervene", *_tiny_cli(tmp_path, 12), "--eval-items", "7", "--calibration", "5"]
     common += ["--alphas", "2", "--seeds", "0,1", "--min-frequency", "0.5", "--allow-empty"]

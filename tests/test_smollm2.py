@@ -9,11 +9,11 @@ import pytest
 import torch
 
 import tl_multineuron as tlm
-from tl_multineuron.attribution import contribution_scores, effective_scores
+from tl_multineuron.attribution.scores import contribution_scores, effective_scores
+from tl_multineuron.backends.tl_compat import is_bridge
+from tl_multineuron.backends.weights import model_weights
 from tl_multineuron.cli import main
-from tl_multineuron.recording import encode
-from tl_multineuron.tl_compat import is_bridge
-from tl_multineuron.weights import model_weights
+from tl_multineuron.sharing.recording import encode
 
 pytestmark = pytest.mark.smollm2
 
@@ -27,7 +27,7 @@ def smol():
 def smol_hf(smol):
     from conftest import hf_reference
 
-    from tl_multineuron.models import smollm2_checkpoint
+    from tl_multineuron.backends.models import smollm2_checkpoint
 
     return hf_reference(smol, smollm2_checkpoint)
 

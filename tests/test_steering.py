@@ -9,18 +9,19 @@ from helpers import tiny_hf_dir, tiny_model, toy_dataset
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tl_multineuron import MultiNeuronError, steer_runs
+from tl_multineuron import MultiNeuronError
 from tl_multineuron.cli import main
-from tl_multineuron.language_id import LanguageIdentifier, identifier_accuracy
-from tl_multineuron.language_steering import (
+from tl_multineuron.data.splits import calibration_split, check_disjoint
+from tl_multineuron.runs import steer as steer_runs
+from tl_multineuron.steering.identifier import LanguageIdentifier, identifier_accuracy
+from tl_multineuron.steering.language import (
     ResidualAdd,
     control_table,
     diff_of_means,
     harmonic_mean,
     language_edit,
 )
-from tl_multineuron.splits import calibration_split, check_disjoint
-from tl_multineuron.steering import (
+from tl_multineuron.steering.sets import (
     SteerConfig,
     SteeringSets,
     check_band,
@@ -28,7 +29,7 @@ from tl_multineuron.steering import (
     parse_band,
     search_space,
 )
-from tl_multineuron.steering_study import choose
+from tl_multineuron.steering.study import choose
 
 L, D = 3, 24
 FIXTURE = HealthCheck.function_scoped_fixture
@@ -326,7 +327,7 @@ def test_steer_cli_both_studies_and_resume(tmp_path, monkeypatch, capsys):
     assert set(lang.target) == {"de", "fr"}
     assert {"none", "deactivate", "lape", "lape+deactivate", "diff-means"} == set(lang.method)
     # resume recomputes nothing
-    from tl_multineuron import language_runs
+    from tl_multineuron.runs import language as language_runs
 
     def boom(*a, **k):
         raise AssertionError("recomputed")
@@ -334,7 +335,7 @@ def test_steer_cli_both_studies_and_resume(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(steer_runs, "score_steering", boom)
     monkeypatch.setattr(language_runs, "generate_greedy", boom)
     assert main([*args, "--resume"]) == 0
-    from tl_multineuron.report import build_report
+    from tl_multineuron.report.page import build_report
 
     html = build_report(out).read_text()
     assert "Accuracy steering" in html and "Output-language control" in html
@@ -345,3 +346,32 @@ def test_steer_cli_both_studies_and_resume(tmp_path, monkeypatch, capsys):
     bad_target = [*args, "--study", "language", "--targets", "ja", "--out", str(tmp_path / "c")]
     assert main(bad_target) == 2
     assert "target language(s) ['ja']" in capsys.readouterr().err
+
+
+def test_steer_min_frequency_reaches_both_studies(tmp_path, monkeypatch):
+    """Regression: ``steer --min-frequency`` once reached only the accuracy study; the
+    language study always calibrated its sets at 0.9."""
+    from tl_multineuron.runs import language as language_runs
+
+    hf = tiny_hf_dir(tmp_path / "model", n_inner=64)
+    data = tmp_path / "toy.jsonl"
+    toy_dataset(9, ("en", "de", "fr")).to_jsonl(data)
+    seen = {}
+
+    def capture(name):
+        def run(model, ds, out, cfg, *a, **k):
+            seen[name] = cfg.min_frequency
+            raise KeyboardInterrupt  # stop before any work
+
+        return run
+
+    monkeypatch.setattr(steer_runs, "run_accuracy_study", capture("accuracy"))
+    monkeypatch.setattr(language_runs, "run_language_study", capture("language"))
+    for study in ("accuracy", "language"):
+        args = [
+            "steer", "--model", hf, "--data", str(data), "--out", str(tmp_path / study),
+            "--no-progress", "--study", study, "--eval-items", "3", "--calibration", "6",
+            "--search-items", "3", "--lang-eval-items", "3", "--min-frequency", "0.65",
+        ]  # fmt: skip
+        assert main(args) != 0  # the interruption, after the study was called
+    assert seen == {"accuracy": 0.65, "language": 0.65}

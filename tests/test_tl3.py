@@ -12,8 +12,8 @@ import torch
 from helpers import byte_tokenizer, tiny_hf_dir, tiny_llama_dir, toy_dataset
 
 import tl_multineuron as tlm
+from tl_multineuron.backends.tl_compat import cached_greedy, check_tl_version, tl_line
 from tl_multineuron.errors import MultiNeuronError
-from tl_multineuron.tl_compat import _cached_greedy, check_tl_version, tl_line
 
 pytestmark = pytest.mark.tl3
 if tl_line() != 3:
@@ -93,12 +93,12 @@ def test_cached_generation_equals_full_passes(hooks):
     model = tiny_hooked(saes=False)
     prompts = ["ab", "hello there", "x"]
     tlm.recording.encode(model, prompts[0])
-    from tl_multineuron.evaluation import left_pad
+    from tl_multineuron.experiments.evaluation import left_pad
 
     toks, mask = left_pad(model, prompts)
     edit = [("blocks.1.mlp.hook_post", lambda a, hook: a * 3)] if hooks else []
     with torch.inference_mode(), model.hooks(fwd_hooks=edit):
-        got = _cached_greedy(model, toks, mask, 6)[:, toks.shape[1] :]
+        got = cached_greedy(model, toks, mask, 6)[:, toks.shape[1] :]
         for r, p in enumerate(prompts):
             ids = torch.tensor([tlm.recording.encode(model, p)])
             for _ in range(6):

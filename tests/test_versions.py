@@ -5,8 +5,9 @@ import os
 import pytest
 import torch
 
-from tl_multineuron import cli, versions
-from tl_multineuron.tl_compat import _cache_kwarg_alias, _takes_cache_kwarg
+from tl_multineuron import cli
+from tl_multineuron.backends import versions
+from tl_multineuron.backends.tl_compat import cache_kwarg_alias, takes_cache_kwarg
 
 LOCK = """\
 # comment
@@ -90,7 +91,7 @@ class _Attn(torch.nn.Module):
 
 def test_cache_alias_renames_the_new_argument_only():
     m = _Attn()
-    h = m.register_forward_pre_hook(_cache_kwarg_alias, with_kwargs=True)
+    h = m.register_forward_pre_hook(cache_kwarg_alias, with_kwargs=True)
     cache = object()
     m(torch.zeros(1), cache=cache, position_ids=3)
     assert m.seen == {"past_key_values": cache, "position_ids": 3}
@@ -114,6 +115,6 @@ def test_takes_cache_kwarg_reads_the_wrapped_signature():
         def __init__(self, hf):
             self.original_component = hf
 
-    assert _takes_cache_kwarg(Bridge(New()))
-    assert not _takes_cache_kwarg(Bridge(Old()))
-    assert not _takes_cache_kwarg(object())
+    assert takes_cache_kwarg(Bridge(New()))
+    assert not takes_cache_kwarg(Bridge(Old()))
+    assert not takes_cache_kwarg(object())

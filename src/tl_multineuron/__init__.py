@@ -5,7 +5,8 @@ Across Languages and Tasks in LLMs" (arXiv 2406.09265).
 
 The public API below is loaded lazily (PEP 562): ``import tl_multineuron`` imports no module of
 the package (and so neither torch nor TransformerLens); each name imports its module on first
-use. Submodules are reachable as attributes too (``tl_multineuron.recording``).
+use. The pipeline-stage subpackages are attributes too (``tl_multineuron.sharing``); import a
+module by its path (``import tl_multineuron.sharing.recording``).
 """
 
 from __future__ import annotations
@@ -17,142 +18,143 @@ __version__ = "0.1.0"
 
 #: public name -> the module (in this package) that defines it
 _EXPORTS: dict[str, str] = {
-    "Accumulator": "accumulator",
-    "AnalysisConfig": "analysis",
-    "AnalysisResult": "analysis",
-    "analyze": "analysis",
-    "AnswerBoundaryWarning": "answers",
-    "boundary_findings": "answers",
-    "continuation": "answers",
-    "attention_implementation": "attention",
-    "efficient_attention": "attention",
-    "answer_token_ids": "attribution",
-    "contribution_scores": "attribution",
-    "effective_scores": "attribution",
-    "IGResult": "attribution",
-    "integrated_gradients": "attribution",
-    "attribute": "attribution_analysis",
-    "AttributionConfig": "attribution_analysis",
-    "AttributionResult": "attribution_analysis",
-    "AttributionStats": "attribution_stats",
-    "ScoreStats": "attribution_stats",
-    "active_mask": "classification",
-    "Categories": "classification",
-    "categorize": "classification",
-    "categorize_acts": "classification",
-    "Category": "classification",
-    "CATEGORY_NAMES": "classification",
-    "validate_thresholds": "classification",
-    "mcnemar_exact": "comparisons",
-    "paired_bootstrap": "comparisons",
-    "paired_comparisons": "comparisons",
-    "load_parallel": "data",
-    "ParallelDataset": "data",
-    "ParallelItem": "data",
-    "available_devices": "devices",
-    "resolve_device": "devices",
+    "Accumulator": "sharing.accumulator",
+    "AnalysisConfig": "sharing.analysis",
+    "AnalysisResult": "sharing.analysis",
+    "analyze": "sharing.analysis",
+    "AnswerBoundaryWarning": "data.answers",
+    "boundary_findings": "data.answers",
+    "continuation": "data.answers",
+    "attention_implementation": "backends.attention",
+    "efficient_attention": "backends.attention",
+    "answer_token_ids": "attribution.scores",
+    "contribution_scores": "attribution.scores",
+    "effective_scores": "attribution.scores",
+    "IGResult": "attribution.scores",
+    "integrated_gradients": "attribution.scores",
+    "attribute": "attribution.analysis",
+    "AttributionConfig": "attribution.analysis",
+    "AttributionResult": "attribution.analysis",
+    "AttributionStats": "attribution.stats",
+    "ScoreStats": "attribution.stats",
+    "active_mask": "sharing.classification",
+    "Categories": "sharing.classification",
+    "categorize": "sharing.classification",
+    "categorize_acts": "sharing.classification",
+    "Category": "sharing.classification",
+    "CATEGORY_NAMES": "sharing.classification",
+    "validate_thresholds": "sharing.classification",
+    "mcnemar_exact": "experiments.comparisons",
+    "paired_bootstrap": "experiments.comparisons",
+    "paired_comparisons": "experiments.comparisons",
+    "load_parallel": "data.datasets",
+    "ParallelDataset": "data.datasets",
+    "ParallelItem": "data.datasets",
+    "available_devices": "backends.devices",
+    "resolve_device": "backends.devices",
     "MultiNeuronError": "errors",
-    "accuracy_table": "evaluation",
-    "EvalConfig": "evaluation",
-    "evaluate": "evaluation",
-    "generate_greedy": "evaluation",
-    "ExperimentScores": "experiment_scores",
-    "accuracy_summary": "experiments",
-    "Condition": "experiments",
-    "ExperimentSets": "experiments",
-    "paper_conditions": "experiments",
-    "prepare_sets": "experiments",
-    "run_experiment": "experiments",
-    "GridConfig": "grid",
-    "run_task": "grid",
-    "amplify": "interventions",
-    "apply": "interventions",
-    "Composite": "interventions",
-    "deactivate": "interventions",
-    "Edit": "interventions",
-    "Intervention": "interventions",
-    "mean_ablate": "interventions",
-    "NeuronHook": "interventions",
-    "steer_toward": "interventions",
-    "coarse_neurons": "knowledge",
-    "knowledge_neurons": "knowledge",
-    "KnowledgeNeurons": "knowledge",
-    "KnowledgeStats": "knowledge",
-    "refine": "knowledge",
-    "identifier_accuracy": "language_id",
-    "LanguageIdentifier": "language_id",
-    "LanguageSteerConfig": "language_runs",
-    "run_language_study": "language_runs",
-    "control_table": "language_steering",
-    "diff_of_means": "language_steering",
-    "language_edit": "language_steering",
-    "ResidualAdd": "language_steering",
-    "topk_mask": "masks",
-    "estimate_forward": "memory",
-    "memory_budget": "memory",
-    "MemoryEstimate": "memory",
-    "parse_memory": "memory",
-    "merge_shards": "merge",
-    "check_model": "models",
-    "EMBEDDED_MODEL": "models",
-    "load_model": "models",
-    "LoadInfo": "models",
-    "SUPPORTED_MODELS": "models",
-    "magnitude_strata": "neuron_sets",
-    "NeuronSet": "neuron_sets",
-    "sample_like": "neuron_sets",
-    "norm_path": "norms",
-    "NormPath": "norms",
-    "NormSpec": "norms",
-    "run_analysis": "pipelines",
-    "run_attribution": "pipelines",
-    "write_item_views": "pipelines",
-    "layer_device_map": "placement",
-    "iter_dataset": "recording",
-    "iter_dataset_with": "recording",
-    "record": "recording",
-    "record_with": "recording",
-    "RecordingConfig": "recording",
-    "TokenBatch": "recording",
-    "tokenize": "recording",
-    "load_item_categories": "runs",
-    "attach_sae": "saes",
-    "load_sae": "saes",
-    "sae_site": "saes",
-    "answer_rows": "scoring",
-    "AnswerRows": "scoring",
-    "AnswerScores": "scoring",
-    "prefix_cache_status": "scoring",
-    "score_answers": "scoring",
-    "scoring_path": "scoring",
-    "Shard": "shards",
-    "edit_hook": "sites",
-    "gate_activation": "sites",
-    "is_feature_site": "sites",
-    "merge_all": "statistics",
-    "SharingStats": "statistics",
-    "AccuracySteerConfig": "steer_runs",
-    "run_accuracy_study": "steer_runs",
-    "default_bands": "steering",
-    "search_space": "steering",
-    "SteerConfig": "steering",
-    "SteeringSets": "steering",
-    "choose": "steering_study",
-    "heldout_comparisons": "steering_study",
-    "score_steering": "steering_study",
-    "search_surface": "steering_study",
-    "list_tasks": "tasks",
-    "load_task": "tasks",
-    "TASKS": "tasks",
-    "check_tl_version": "tl_compat",
-    "native_kind": "tl_compat",
-    "tl_version": "tl_compat",
-    "drift_line": "versions",
-    "version_drift": "versions",
-    "versions_line": "versions",
-    "model_weights": "weights",
-    "ModelWeights": "weights",
-    "load_xnli": "xnli",
+    "build_report": "report.page",
+    "accuracy_table": "experiments.evaluation",
+    "EvalConfig": "experiments.evaluation",
+    "evaluate": "experiments.evaluation",
+    "generate_greedy": "experiments.evaluation",
+    "ExperimentScores": "experiments.scores",
+    "accuracy_summary": "experiments.conditions",
+    "Condition": "experiments.conditions",
+    "ExperimentSets": "experiments.conditions",
+    "paper_conditions": "experiments.conditions",
+    "prepare_sets": "experiments.conditions",
+    "run_experiment": "experiments.conditions",
+    "GridConfig": "runs.grid",
+    "run_task": "runs.grid",
+    "amplify": "experiments.interventions",
+    "apply": "experiments.interventions",
+    "Composite": "experiments.interventions",
+    "deactivate": "experiments.interventions",
+    "Edit": "experiments.interventions",
+    "Intervention": "experiments.interventions",
+    "mean_ablate": "experiments.interventions",
+    "NeuronHook": "experiments.interventions",
+    "steer_toward": "experiments.interventions",
+    "coarse_neurons": "attribution.knowledge",
+    "knowledge_neurons": "attribution.knowledge",
+    "KnowledgeNeurons": "attribution.knowledge",
+    "KnowledgeStats": "attribution.knowledge",
+    "refine": "attribution.knowledge",
+    "identifier_accuracy": "steering.identifier",
+    "LanguageIdentifier": "steering.identifier",
+    "LanguageSteerConfig": "runs.language",
+    "run_language_study": "runs.language",
+    "control_table": "steering.language",
+    "diff_of_means": "steering.language",
+    "language_edit": "steering.language",
+    "ResidualAdd": "experiments.interventions",
+    "topk_mask": "sharing.masks",
+    "estimate_forward": "backends.memory",
+    "memory_budget": "backends.memory",
+    "MemoryEstimate": "backends.memory",
+    "parse_memory": "backends.memory",
+    "merge_shards": "runs.merge",
+    "check_model": "backends.models",
+    "EMBEDDED_MODEL": "backends.models",
+    "load_model": "backends.models",
+    "LoadInfo": "backends.models",
+    "SUPPORTED_MODELS": "backends.models",
+    "magnitude_strata": "experiments.neuron_sets",
+    "NeuronSet": "experiments.neuron_sets",
+    "sample_like": "experiments.neuron_sets",
+    "norm_path": "backends.norms",
+    "NormPath": "backends.norms",
+    "NormSpec": "backends.norms",
+    "run_analysis": "runs.pipelines",
+    "run_attribution": "runs.pipelines",
+    "write_item_views": "runs.pipelines",
+    "layer_device_map": "backends.placement",
+    "iter_dataset": "sharing.recording",
+    "iter_dataset_with": "sharing.recording",
+    "record": "sharing.recording",
+    "record_with": "sharing.recording",
+    "RecordingConfig": "sharing.recording",
+    "TokenBatch": "sharing.recording",
+    "tokenize": "sharing.recording",
+    "load_item_categories": "runs.directories",
+    "attach_sae": "backends.saes",
+    "load_sae": "backends.saes",
+    "sae_site": "backends.saes",
+    "answer_rows": "experiments.scoring",
+    "AnswerRows": "experiments.scoring",
+    "AnswerScores": "experiments.scoring",
+    "prefix_cache_status": "experiments.scoring",
+    "score_answers": "experiments.scoring",
+    "scoring_path": "experiments.scoring",
+    "Shard": "runs.shards",
+    "edit_hook": "backends.sites",
+    "gate_activation": "backends.sites",
+    "is_feature_site": "backends.sites",
+    "merge_all": "sharing.statistics",
+    "SharingStats": "sharing.statistics",
+    "AccuracySteerConfig": "runs.steer",
+    "run_accuracy_study": "runs.steer",
+    "default_bands": "steering.sets",
+    "search_space": "steering.sets",
+    "SteerConfig": "steering.sets",
+    "SteeringSets": "steering.sets",
+    "choose": "steering.study",
+    "heldout_comparisons": "steering.study",
+    "score_steering": "steering.study",
+    "search_surface": "steering.study",
+    "list_tasks": "data.tasks",
+    "load_task": "data.tasks",
+    "TASKS": "data.tasks",
+    "check_tl_version": "backends.tl_compat",
+    "native_kind": "backends.tl_compat",
+    "tl_version": "backends.tl_compat",
+    "drift_line": "backends.versions",
+    "version_drift": "backends.versions",
+    "versions_line": "backends.versions",
+    "model_weights": "backends.weights",
+    "ModelWeights": "backends.weights",
+    "load_xnli": "data.xnli",
 }
 
 __all__ = [
@@ -179,6 +181,7 @@ __all__ = [
     "AttributionStats",
     "available_devices",
     "boundary_findings",
+    "build_report",
     "Categories",
     "categorize",
     "categorize_acts",
@@ -315,40 +318,188 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time names load on first use
-    from .accumulator import (
-        Accumulator,
+    from .attribution.analysis import (
+        AttributionConfig,
+        AttributionResult,
+        attribute,
     )
-    from .analysis import (
-        AnalysisConfig,
-        AnalysisResult,
-        analyze,
+    from .attribution.knowledge import (
+        KnowledgeNeurons,
+        KnowledgeStats,
+        coarse_neurons,
+        knowledge_neurons,
+        refine,
     )
-    from .answers import (
-        AnswerBoundaryWarning,
-        boundary_findings,
-        continuation,
-    )
-    from .attention import (
-        attention_implementation,
-        efficient_attention,
-    )
-    from .attribution import (
+    from .attribution.scores import (
         IGResult,
         answer_token_ids,
         contribution_scores,
         effective_scores,
         integrated_gradients,
     )
-    from .attribution_analysis import (
-        AttributionConfig,
-        AttributionResult,
-        attribute,
-    )
-    from .attribution_stats import (
+    from .attribution.stats import (
         AttributionStats,
         ScoreStats,
     )
-    from .classification import (
+    from .backends.attention import (
+        attention_implementation,
+        efficient_attention,
+    )
+    from .backends.devices import (
+        available_devices,
+        resolve_device,
+    )
+    from .backends.memory import (
+        MemoryEstimate,
+        estimate_forward,
+        memory_budget,
+        parse_memory,
+    )
+    from .backends.models import (
+        EMBEDDED_MODEL,
+        SUPPORTED_MODELS,
+        LoadInfo,
+        check_model,
+        load_model,
+    )
+    from .backends.norms import (
+        NormPath,
+        NormSpec,
+        norm_path,
+    )
+    from .backends.placement import (
+        layer_device_map,
+    )
+    from .backends.saes import (
+        attach_sae,
+        load_sae,
+        sae_site,
+    )
+    from .backends.sites import (
+        edit_hook,
+        gate_activation,
+        is_feature_site,
+    )
+    from .backends.tl_compat import (
+        check_tl_version,
+        native_kind,
+        tl_version,
+    )
+    from .backends.versions import (
+        drift_line,
+        version_drift,
+        versions_line,
+    )
+    from .backends.weights import (
+        ModelWeights,
+        model_weights,
+    )
+    from .data.answers import (
+        AnswerBoundaryWarning,
+        boundary_findings,
+        continuation,
+    )
+    from .data.datasets import (
+        ParallelDataset,
+        ParallelItem,
+        load_parallel,
+    )
+    from .data.tasks import (
+        TASKS,
+        list_tasks,
+        load_task,
+    )
+    from .data.xnli import (
+        load_xnli,
+    )
+    from .errors import (
+        MultiNeuronError,
+    )
+    from .experiments.comparisons import (
+        mcnemar_exact,
+        paired_bootstrap,
+        paired_comparisons,
+    )
+    from .experiments.conditions import (
+        Condition,
+        ExperimentSets,
+        accuracy_summary,
+        paper_conditions,
+        prepare_sets,
+        run_experiment,
+    )
+    from .experiments.evaluation import (
+        EvalConfig,
+        accuracy_table,
+        evaluate,
+        generate_greedy,
+    )
+    from .experiments.interventions import (
+        Composite,
+        Edit,
+        Intervention,
+        NeuronHook,
+        ResidualAdd,
+        amplify,
+        apply,
+        deactivate,
+        mean_ablate,
+        steer_toward,
+    )
+    from .experiments.neuron_sets import (
+        NeuronSet,
+        magnitude_strata,
+        sample_like,
+    )
+    from .experiments.scores import (
+        ExperimentScores,
+    )
+    from .experiments.scoring import (
+        AnswerRows,
+        AnswerScores,
+        answer_rows,
+        prefix_cache_status,
+        score_answers,
+        scoring_path,
+    )
+    from .report.page import (
+        build_report,
+    )
+    from .runs.directories import (
+        load_item_categories,
+    )
+    from .runs.grid import (
+        GridConfig,
+        run_task,
+    )
+    from .runs.language import (
+        LanguageSteerConfig,
+        run_language_study,
+    )
+    from .runs.merge import (
+        merge_shards,
+    )
+    from .runs.pipelines import (
+        run_analysis,
+        run_attribution,
+        write_item_views,
+    )
+    from .runs.shards import (
+        Shard,
+    )
+    from .runs.steer import (
+        AccuracySteerConfig,
+        run_accuracy_study,
+    )
+    from .sharing.accumulator import (
+        Accumulator,
+    )
+    from .sharing.analysis import (
+        AnalysisConfig,
+        AnalysisResult,
+        analyze,
+    )
+    from .sharing.classification import (
         CATEGORY_NAMES,
         Categories,
         Category,
@@ -357,114 +508,10 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time names load on 
         categorize_acts,
         validate_thresholds,
     )
-    from .comparisons import (
-        mcnemar_exact,
-        paired_bootstrap,
-        paired_comparisons,
-    )
-    from .data import (
-        ParallelDataset,
-        ParallelItem,
-        load_parallel,
-    )
-    from .devices import (
-        available_devices,
-        resolve_device,
-    )
-    from .errors import (
-        MultiNeuronError,
-    )
-    from .evaluation import (
-        EvalConfig,
-        accuracy_table,
-        evaluate,
-        generate_greedy,
-    )
-    from .experiment_scores import (
-        ExperimentScores,
-    )
-    from .experiments import (
-        Condition,
-        ExperimentSets,
-        accuracy_summary,
-        paper_conditions,
-        prepare_sets,
-        run_experiment,
-    )
-    from .grid import (
-        GridConfig,
-        run_task,
-    )
-    from .interventions import (
-        Composite,
-        Edit,
-        Intervention,
-        NeuronHook,
-        amplify,
-        apply,
-        deactivate,
-        mean_ablate,
-        steer_toward,
-    )
-    from .knowledge import (
-        KnowledgeNeurons,
-        KnowledgeStats,
-        coarse_neurons,
-        knowledge_neurons,
-        refine,
-    )
-    from .language_id import (
-        LanguageIdentifier,
-        identifier_accuracy,
-    )
-    from .language_runs import (
-        LanguageSteerConfig,
-        run_language_study,
-    )
-    from .language_steering import (
-        ResidualAdd,
-        control_table,
-        diff_of_means,
-        language_edit,
-    )
-    from .masks import (
+    from .sharing.masks import (
         topk_mask,
     )
-    from .memory import (
-        MemoryEstimate,
-        estimate_forward,
-        memory_budget,
-        parse_memory,
-    )
-    from .merge import (
-        merge_shards,
-    )
-    from .models import (
-        EMBEDDED_MODEL,
-        SUPPORTED_MODELS,
-        LoadInfo,
-        check_model,
-        load_model,
-    )
-    from .neuron_sets import (
-        NeuronSet,
-        magnitude_strata,
-        sample_like,
-    )
-    from .norms import (
-        NormPath,
-        NormSpec,
-        norm_path,
-    )
-    from .pipelines import (
-        run_analysis,
-        run_attribution,
-        write_item_views,
-    )
-    from .placement import (
-        layer_device_map,
-    )
-    from .recording import (
+    from .sharing.recording import (
         RecordingConfig,
         TokenBatch,
         iter_dataset,
@@ -473,69 +520,28 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time names load on 
         record_with,
         tokenize,
     )
-    from .runs import (
-        load_item_categories,
-    )
-    from .saes import (
-        attach_sae,
-        load_sae,
-        sae_site,
-    )
-    from .scoring import (
-        AnswerRows,
-        AnswerScores,
-        answer_rows,
-        prefix_cache_status,
-        score_answers,
-        scoring_path,
-    )
-    from .shards import (
-        Shard,
-    )
-    from .sites import (
-        edit_hook,
-        gate_activation,
-        is_feature_site,
-    )
-    from .statistics import (
+    from .sharing.statistics import (
         SharingStats,
         merge_all,
     )
-    from .steer_runs import (
-        AccuracySteerConfig,
-        run_accuracy_study,
+    from .steering.identifier import (
+        LanguageIdentifier,
+        identifier_accuracy,
     )
-    from .steering import (
+    from .steering.language import (
+        control_table,
+        diff_of_means,
+        language_edit,
+    )
+    from .steering.sets import (
         SteerConfig,
         SteeringSets,
         default_bands,
         search_space,
     )
-    from .steering_study import (
+    from .steering.study import (
         choose,
         heldout_comparisons,
         score_steering,
         search_surface,
-    )
-    from .tasks import (
-        TASKS,
-        list_tasks,
-        load_task,
-    )
-    from .tl_compat import (
-        check_tl_version,
-        native_kind,
-        tl_version,
-    )
-    from .versions import (
-        drift_line,
-        version_drift,
-        versions_line,
-    )
-    from .weights import (
-        ModelWeights,
-        model_weights,
-    )
-    from .xnli import (
-        load_xnli,
     )

@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser(command).parse_args(argv)
     try:
         if args.command in LONG_COMMANDS:
-            from ..versions import drift_line
+            from ..backends.versions import drift_line
 
             line = drift_line()
             if line is not None:
@@ -71,14 +71,14 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, "checkpoint_every", 1) < 1:
             raise MultiNeuronError(f"--checkpoint-every {args.checkpoint_every}: expected >= 1")
         if getattr(args, "max_memory", None) is not None:
-            from ..memory import parse_memory
+            from ..backends.memory import parse_memory
 
             parse_memory(args.max_memory)  # a bad size fails before anything loads
         if getattr(args, "device", None) is not None:
-            from ..devices import resolve_device
+            from ..backends.devices import resolve_device
 
             resolve_device(args.device)
-        from ..distributed import rank_info
+        from ..runs.distributed import rank_info
 
         info = rank_info()
         if info is not None:
@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 130
     finally:
-        from ..locks import release_all
+        from ..runs.locks import release_all
 
         release_all()
 

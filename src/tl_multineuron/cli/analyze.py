@@ -1,5 +1,5 @@
 """``tl-multineuron analyze``: sharing categories of MLP neurons across languages, into a
-resumable results directory (:func:`tl_multineuron.pipelines.run_analysis`)."""
+resumable results directory (:func:`tl_multineuron.runs.pipelines.run_analysis`)."""
 
 from __future__ import annotations
 
@@ -22,8 +22,8 @@ HELP = "sharing categories of MLP neurons across languages"
 
 
 def register(a: argparse.ArgumentParser) -> None:
-    from ..analysis import AnalysisConfig
-    from ..recording import RecordingConfig
+    from ..sharing.analysis import AnalysisConfig
+    from ..sharing.recording import RecordingConfig
 
     d, r = config_defaults(AnalysisConfig), config_defaults(RecordingConfig)
     add_common(a, batch_size=d["batch_size"])
@@ -48,9 +48,9 @@ def register(a: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..analysis import AnalysisConfig
-    from ..pipelines import run_analysis
-    from ..recording import RecordingConfig
+    from ..runs.pipelines import run_analysis
+    from ..sharing.analysis import AnalysisConfig
+    from ..sharing.recording import RecordingConfig
 
     layers = ints(args.layers, "--layers")
     config = AnalysisConfig(

@@ -1,6 +1,6 @@
 """``tl-multineuron attribute``: neuron importance (contribution, effective score, integrated
 gradients) joined with the sharing categories, into a resumable results directory
-(:func:`tl_multineuron.pipelines.run_attribution`)."""
+(:func:`tl_multineuron.runs.pipelines.run_attribution`)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ HELP = "neuron importance joined with sharing categories"
 
 
 def register(b: argparse.ArgumentParser) -> None:
-    from ..attribution_analysis import AttributionConfig
+    from ..attribution.analysis import AttributionConfig
 
     d = config_defaults(AttributionConfig)
     add_common(b, batch_size=d["batch_size"])
@@ -91,7 +91,7 @@ def register(b: argparse.ArgumentParser) -> None:
 
 def _enrichment_table(frame):
     """``layer x category`` cells 'ratio [low, high]' from an enrichment frame."""
-    from ..classification import CATEGORY_NAMES
+    from ..sharing.classification import CATEGORY_NAMES
 
     cell = frame.apply(
         lambda r: (
@@ -107,9 +107,9 @@ def _enrichment_table(frame):
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..attribution_analysis import AttributionConfig
-    from ..knowledge import DAI_PRESET
-    from ..pipelines import run_attribution
+    from ..attribution.analysis import AttributionConfig
+    from ..attribution.knowledge import DAI_PRESET
+    from ..runs.pipelines import run_attribution
 
     k = float(args.k) if "." in args.k else int(args.k)
     ig = {

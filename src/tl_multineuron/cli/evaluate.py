@@ -12,7 +12,7 @@ HELP = "task accuracy by greedy generation"
 
 
 def register(e: argparse.ArgumentParser) -> None:
-    from ..evaluation import EvalConfig
+    from ..experiments.evaluation import EvalConfig
 
     d = config_defaults(EvalConfig)
     add_common(e, batch_size=d["batch_size"])
@@ -20,9 +20,9 @@ def register(e: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..evaluation import EvalConfig, accuracy_table, evaluate
+    from ..backends.models import provenance
+    from ..experiments.evaluation import EvalConfig, accuracy_table, evaluate
     from ..files import atomic_write, write_json
-    from ..models import provenance
 
     ds = dataset(args)
     model = load(args)

@@ -27,7 +27,7 @@ HELP = "the paper's grid on built-in tasks + report (main job)"
 
 
 def register(g: argparse.ArgumentParser) -> None:
-    from ..grid import GridConfig
+    from ..runs.grid import GridConfig
     from .options import config_defaults
 
     g.add_argument("--tasks", default="all", help="comma-separated built-in tasks, or 'all'")
@@ -72,9 +72,9 @@ def size_grid(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..grid import run_task, write_index
-    from ..report import build_report
-    from ..tasks import TASKS, load_task
+    from ..data.tasks import TASKS, load_task
+    from ..report.page import build_report
+    from ..runs.grid import run_task, write_index
 
     size_grid(args)
     names = list(TASKS) if args.tasks == "all" else [x.strip() for x in args.tasks.split(",")]

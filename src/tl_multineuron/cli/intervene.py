@@ -1,5 +1,6 @@
 """``tl-multineuron intervene``: the experiment on one dataset -- scores under deactivation /
-amplification of neuron sets, with paired comparisons (:func:`tl_multineuron.grid.run_task`)."""
+amplification of neuron sets, with paired comparisons
+(:func:`tl_multineuron.runs.grid.run_task`)."""
 
 from __future__ import annotations
 
@@ -28,8 +29,8 @@ def register(v: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..grid import run_task
-    from ..shards import Shard
+    from ..runs.grid import run_task
+    from ..runs.shards import Shard
 
     ds = dataset(args, shard=False)
     cfg = grid_config(args, analysis=False)

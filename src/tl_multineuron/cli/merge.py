@@ -18,7 +18,7 @@ def register(mg: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Join shards (``--shard K/N``, or torchrun's rank directories) into one directory."""
-    from ..merge import merge_shards
+    from ..runs.merge import merge_shards
 
     done = merge_shards(args.shards, args.out, overwrite=args.overwrite)
     for kind, n in done.items():

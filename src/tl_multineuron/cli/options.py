@@ -58,8 +58,8 @@ def ints(text: str | None, flag: str) -> tuple[int, ...] | None:
 
 def dataset(args: argparse.Namespace, shard: bool = True):
     """The dataset the flags select; with ``shard`` (and ``--shard``), only that shard."""
-    from ..data import load_parallel
-    from ..tasks import load_task
+    from ..data.datasets import load_parallel
+    from ..data.tasks import load_task
 
     langs = [x.strip() for x in args.languages.split(",")] if args.languages else None
     if bool(args.task) == bool(args.data):
@@ -88,7 +88,7 @@ def dataset(args: argparse.Namespace, shard: bool = True):
             raise MultiNeuronError(f"--limit {args.limit}: expected at least 1 item")
         ds = ds.head(args.limit)
     if shard and getattr(args, "shard", None):
-        from ..shards import Shard
+        from ..runs.shards import Shard
 
         record = Shard.parse(args.shard).record(len(ds), ds.fingerprint())
         ds = ds.slice(record["start"], record["stop"])
@@ -112,8 +112,8 @@ def identity(args: argparse.Namespace, ds, **extra) -> dict:
 
 def load(args: argparse.Namespace, return_info: bool = False):
     """The model the flags name, where they place it."""
-    from ..models import load_model
-    from ..placement import parse_device_map
+    from ..backends.models import load_model
+    from ..backends.placement import parse_device_map
 
     dm = getattr(args, "device_map", None)
     return load_model(
@@ -156,7 +156,7 @@ def add_device_args(p: argparse.ArgumentParser) -> None:
 
 
 def delimiter(args: argparse.Namespace):
-    from ..answers import parse_delimiter
+    from ..data.answers import parse_delimiter
 
     return parse_delimiter(getattr(args, "answer_delimiter", None) or "auto")
 
@@ -226,23 +226,29 @@ GRID_SIZES = {
 }
 
 
+def add_split_args(p: argparse.ArgumentParser, defaults: dict, calibration_help: str) -> None:
+    """--eval-items / --calibration (:func:`~tl_multineuron.data.splits.calibration_split`),
+    defaults from a config's ``eval_items`` / ``calibration``."""
+    p.add_argument(
+        "--eval-items",
+        type=int,
+        default=defaults["eval_items"],
+        help="the last N items are evaluated",
+    )
+    p.add_argument(
+        "--calibration", type=int, default=defaults["calibration"], help=calibration_help
+    )
+
+
 def add_grid_args(p: argparse.ArgumentParser, sized: bool = False) -> None:
     """The grid's flags; ``sized``: --modes / --alphas default to the grid size (see
     ``GRID_SIZES``) instead of the full grid."""
-    from ..experiments import paper_conditions
-    from ..grid import GridConfig
+    from ..experiments.conditions import paper_conditions
+    from ..runs.grid import GridConfig
 
     full, d = GRID_SIZES["full"], config_defaults(GridConfig)
     seeds = ",".join(str(s) for s in signature_default(paper_conditions, "seeds"))
-    p.add_argument(
-        "--eval-items", type=int, default=d["eval_items"], help="the last N items are evaluated"
-    )
-    p.add_argument(
-        "--calibration",
-        type=int,
-        default=d["calibration"],
-        help="the first N other items calibrate static sets",
-    )
+    add_split_args(p, d, "the first N other items calibrate static sets")
     p.add_argument(
         "--alphas",
         default=None if sized else full["alphas"],
@@ -291,8 +297,8 @@ def add_grid_args(p: argparse.ArgumentParser, sized: bool = False) -> None:
 
 
 def grid_config(args: argparse.Namespace, analysis: bool):
-    from ..experiments import paper_conditions
-    from ..grid import GridConfig
+    from ..experiments.conditions import paper_conditions
+    from ..runs.grid import GridConfig
 
     seeds = list(ints(args.seeds, "--seeds") or ())
     if len(seeds) < 2:
@@ -328,7 +334,7 @@ def grid_config(args: argparse.Namespace, analysis: bool):
 
 
 def print_comparisons(comp) -> None:
-    from ..grid import headline
+    from ..runs.grid import headline
 
     for metric, unit in (("accuracy", "greedy-match accuracy, points"), ("logprob", "nats")):
         print(f"\n{metric} ({unit}); paired by item and language, 95% bootstrap interval")

@@ -13,7 +13,7 @@ def register(r: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..report import build_report
+    from ..report.page import build_report
 
     path = build_report(args.results, args.out)
     print(f"report written to {path}")

@@ -9,6 +9,7 @@ from pathlib import Path
 from .options import (
     add_common,
     add_run_control,
+    add_split_args,
     config_defaults,
     csv,
     dataset,
@@ -22,21 +23,13 @@ HELP = "targeted steering: accuracy (band search + held-out) / output language"
 
 
 def register(st: argparse.ArgumentParser) -> None:
-    from ..language_runs import LanguageSteerConfig
-    from ..steer_runs import AccuracySteerConfig
+    from ..runs.language import LanguageSteerConfig
+    from ..runs.steer import AccuracySteerConfig
 
     d, lang = config_defaults(AccuracySteerConfig), config_defaults(LanguageSteerConfig)
     add_common(st, batch_size=d["batch_size"])
     st.add_argument("--study", default="accuracy", choices=["accuracy", "language", "both"])
-    st.add_argument(
-        "--eval-items", type=int, default=d["eval_items"], help="the last N items are evaluated"
-    )
-    st.add_argument(
-        "--calibration",
-        type=int,
-        default=d["calibration"],
-        help="the first N items: sets, means, search",
-    )
+    add_split_args(st, d, "the first N items: sets, means, search")
     st.add_argument(
         "--search-items",
         type=int,
@@ -73,8 +66,8 @@ def register(st: argparse.ArgumentParser) -> None:
 
 
 def _steer_accuracy_config(args: argparse.Namespace):
-    from ..steer_runs import AccuracySteerConfig
-    from ..steering import parse_band
+    from ..runs.steer import AccuracySteerConfig
+    from ..steering.sets import parse_band
 
     bands = None
     if args.bands:
@@ -120,7 +113,7 @@ def _add_language_args(p: argparse.ArgumentParser, d: dict) -> None:
 
 
 def _steer_language_config(args: argparse.Namespace, ds):
-    from ..language_runs import LanguageSteerConfig
+    from ..runs.language import LanguageSteerConfig
 
     targets = None
     if args.targets:
@@ -141,7 +134,7 @@ def _steer_language_config(args: argparse.Namespace, ds):
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..steer_runs import run_accuracy_study
+    from ..runs.steer import run_accuracy_study
 
     ds = dataset(args, shard=False)
     out = Path(args.out)
@@ -162,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
         )  # fmt: skip
         _print_steer(comp)
     if lang_cfg is not None:
-        from ..language_runs import run_language_study
+        from ..runs.language import run_language_study
 
         table = run_language_study(
             model, ds, out / "language", lang_cfg, identity(args, ds),

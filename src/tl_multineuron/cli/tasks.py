@@ -12,7 +12,7 @@ def register(t: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..tasks import list_tasks, load_task
+    from ..data.tasks import list_tasks, load_task
 
     for name, desc in list_tasks().items():
         ds = load_task(name)

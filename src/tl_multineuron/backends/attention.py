@@ -1,0 +1,124 @@
+"""Memory-efficient attention for passes whose hooks never look inside attention.
+
+TransformerLens' ``TransformerBridge`` re-implements attention so that ``hook_attn_scores`` and
+``hook_pattern`` can fire; that materializes ``[batch, head, pos, pos]`` float scores several
+times per layer, so memory grows with the square of the prompt length. Recording MLP neurons
+needs none of it. :func:`efficient_attention` temporarily routes every attention component of a
+HF-backed bridge through the HF module's own forward with PyTorch's
+``scaled_dot_product_attention`` (``attn_implementation="sdpa"``); MLP activations agree with the
+eager path to float rounding (tested on the embedded model, categories identical).
+
+It falls back to eager (and says so through :func:`attention_implementation`) where it cannot
+apply: a native TransformerLens model, a model without HF attention modules, or a pass in which a
+hook is registered on an attention-internal hook point (patterns, scores, rotated q/k), which the
+HF forward would not fire.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+from collections.abc import Iterator
+from typing import Any
+
+from ..errors import MultiNeuronError
+from .tl_compat import bridge_attention_modules, hf_config
+
+ATTENTION_MODES = ("auto", "eager", "sdpa")
+# hook points that only the bridge's re-implemented attention fires
+_INTERNAL = ("hook_attn_scores", "hook_pattern", "hook_rot_q", "hook_rot_k")
+
+
+def _hf_config(model: Any) -> Any:
+    cfg = hf_config(model)
+    return cfg if cfg is not None and hasattr(cfg, "_attn_implementation") else None
+
+
+def _hf_attention(bridge: Any) -> Any:
+    orig = bridge._modules.get("_original_component")
+    cfg = getattr(orig, "config", None)
+    return orig if cfg is not None and hasattr(cfg, "_attn_implementation") else None
+
+
+def _internal_hooks_in_use(bridges: list[Any]) -> bool:
+    for b in bridges:
+        for name in _INTERNAL:
+            hp = b._modules.get(name)
+            if hp is not None and (hp._forward_hooks or hp._forward_pre_hooks):
+                return True
+    return False
+
+
+def sdpa_available(model: Any) -> bool:
+    """Whether :func:`efficient_attention` can switch ``model`` to SDPA."""
+    bridges = bridge_attention_modules(model)
+    return (
+        bool(bridges)
+        and _hf_config(model) is not None
+        and all(_hf_attention(b) is not None for b in bridges)
+    )
+
+
+def attention_implementation(model: Any, mode: str = "auto") -> str:
+    """``"sdpa"`` or ``"eager"``: what a pass under ``efficient_attention(model, mode)`` runs."""
+    if mode not in ATTENTION_MODES:
+        raise MultiNeuronError(f"attention {mode!r}; expected one of {ATTENTION_MODES}")
+    if mode == "eager" or not sdpa_available(model):
+        if mode == "sdpa":
+            raise MultiNeuronError(
+                f"attention 'sdpa' is not available for a {type(model).__name__} without HF "
+                "attention modules (native TransformerLens models run eager attention)"
+            )
+        return "eager"
+    if _internal_hooks_in_use(bridge_attention_modules(model)):
+        if mode == "sdpa":
+            raise MultiNeuronError(
+                "attention 'sdpa' was asked for, but a hook is registered on an attention "
+                f"pattern/score hook point ({', '.join(_INTERNAL)}), which SDPA never computes"
+            )
+        return "eager"
+    return "sdpa"
+
+
+def _sdpa_forward(bridge: Any, hf_attn: Any):
+    forward = type(hf_attn).forward
+    # transformers >= 5.24 names the KV cache ``cache`` (the bridge reads ``past_key_values``,
+    # see tl_compat.align_cache_kwarg): hand it back under the name the HF module takes
+    takes_cache = "cache" in inspect.signature(forward).parameters
+
+    def run(*args: Any, **kwargs: Any) -> Any:
+        if "hidden_states" in kwargs:
+            hidden = kwargs.pop("hidden_states")
+        else:
+            hidden, args = args[0], args[1:]
+        if takes_cache and "past_key_values" in kwargs and "cache" not in kwargs:
+            kwargs["cache"] = kwargs.pop("past_key_values")
+        out, weights = forward(hf_attn, bridge.hook_in(hidden), *args, **kwargs)
+        return bridge.hook_out(out), weights
+
+    return run
+
+
+@contextlib.contextmanager
+def efficient_attention(model: Any, mode: str = "auto") -> Iterator[str]:
+    """Run attention through SDPA inside the block (where possible); yields the implementation
+    used, ``"sdpa"`` or ``"eager"``. Everything is restored on exit, also after an exception."""
+    impl = attention_implementation(model, mode)
+    if impl == "eager":
+        yield impl
+        return
+    cfg = _hf_config(model)
+    bridges = bridge_attention_modules(model)
+    old = cfg._attn_implementation
+    patched: list[Any] = []
+    try:
+        for b in bridges:
+            # object.__setattr__: the bridge forwards plain attribute writes to the HF module
+            object.__setattr__(b, "forward", _sdpa_forward(b, _hf_attention(b)))
+            patched.append(b)
+        cfg._attn_implementation = "sdpa"
+        yield impl
+    finally:
+        cfg._attn_implementation = old
+        for b in patched:
+            object.__delattr__(b, "forward")

@@ -1,0 +1,622 @@
+"""One-pass answer scoring: the gold answer's log-probability and greedy match, under edits.
+
+For each (prompt, gold answer) row, one forward pass over the prompt followed by the answer's
+tokens (tokenized as the answer continues the prompt) gives, at every answer position, the
+model's distribution over the next token. Per row:
+
+* ``greedy_match``: the argmax at every answer position is the gold token -- exactly the event
+  "greedy generation starts with the gold answer's tokens" (teacher forcing and free running
+  agree as long as every argmax is gold);
+* ``logprob``: the gold answer's log-probability (sum over its tokens) and ``token_logprobs``;
+* ``first_rank``: how many tokens score strictly higher than the answer's first token (0 = top).
+
+Only the answer positions are unembedded (in chunks, so the vocabulary-sized logits never
+exist for a whole batch).
+
+Edits (interventions) act on exactly the positions greedy generation would touch. Scope
+``last``: the last prompt token and every answer position (what a KV-cached generation step
+sees). Scope ``all``: every real position, the BOS position only with ``include_bos=True``.
+
+Speed. With scope ``last`` nothing before the last prompt token is edited, so the prompt
+minus its last token is run **once** (a KV cache) and every edit runs only over the answer
+positions (``cache='auto'`` uses this on models whose forward returns a HF cache; a native
+TransformerBridge has none and gets full passes, which give the same numbers). Several edits
+share one padded batch: each gets its own block of rows (``max_rows`` rows per pass).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import warnings
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+import torch
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
+
+from ..backends.devices import model_device
+from ..backends.memory import MemoryEstimate, estimate_forward, memory_budget, plan_chunks
+from ..backends.tl_compat import (
+    align_cache_kwarg,
+    hf_config,
+    hf_model,
+    is_bridge,
+    quiet_cache_rename,
+)
+from ..backends.versions import stack_text
+from ..errors import MultiNeuronError
+from ..sharing.recording import (
+    answer_ids,
+    encode_prompts,
+    get_tokenizer,
+    keep_one_position,
+    last_position_unembed_hooks,
+)
+
+SCOPES = ("last", "all")
+CACHE_MODES = ("auto", "prefix", "none")
+
+#: An edit for a block of rows: called with the rows' indices, it returns an Intervention (or
+#: Composite) whose neuron masks are per row ``[n_rows, layer, d_mlp]`` or one NeuronSet, or
+#: ``None`` for no edit. Positions are set by the scorer (see the module docstring).
+EditFn = Callable[[Sequence[int]], Any]
+
+
+@dataclass(frozen=True)
+class AnswerRows:
+    """Token ids of every row: the prompt (BOS included) and the gold answer's tokens."""
+
+    prompts: tuple[tuple[int, ...], ...]
+    answers: tuple[tuple[int, ...], ...]
+    labels: tuple[str, ...]
+    bos: int | None = None
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+    def starts_with_bos(self, r: int) -> bool:
+        return self.bos is not None and self.prompts[r][0] == self.bos
+
+
+def answer_rows(
+    model: Any,
+    prompts: Sequence[str],
+    answers: Sequence[str],
+    labels: Sequence[str] | None = None,
+) -> AnswerRows:
+    """Tokenize rows for scoring; an answer that tokenizes to nothing, or a prompt + answer
+    longer than the model's context, is an error naming the row."""
+    if len(prompts) != len(answers):
+        raise MultiNeuronError(f"{len(prompts)} prompts but {len(answers)} answers")
+    labels = list(labels) if labels is not None else [f"row {i}" for i in range(len(prompts))]
+    p_ids = encode_prompts(model, prompts, labels)
+    a_ids = [
+        answer_ids(model, p, a, lab, pid)
+        for p, a, lab, pid in zip(prompts, answers, labels, p_ids, strict=True)
+    ]
+    n_ctx = getattr(model.cfg, "n_ctx", None)
+    for lab, p, a in zip(labels, p_ids, a_ids, strict=True):
+        if n_ctx and len(p) + len(a) - 1 > n_ctx:
+            raise MultiNeuronError(
+                f"{lab}: prompt ({len(p)} tokens) + answer ({len(a)} tokens) exceed the "
+                f"model's context ({n_ctx})"
+            )
+    bos = getattr(get_tokenizer(model), "bos_token_id", None)
+    return AnswerRows(
+        tuple(tuple(x) for x in p_ids), tuple(tuple(x) for x in a_ids), tuple(labels), bos
+    )
+
+
+@dataclass(frozen=True)
+class AnswerScores:
+    """Scores of every row under one edit (see the module docstring)."""
+
+    greedy_match: Bool[Tensor, " row"]
+    logprob: Float[Tensor, " row"]
+    token_logprobs: Float[Tensor, "row answer_pos"]
+    first_rank: Int[Tensor, " row"]
+    n_tokens: Int[Tensor, " row"]
+    #: the model's greedy token at the first answer position (what generation emits first)
+    first_token: Int[Tensor, " row"]
+
+    def to_frame(self) -> pd.DataFrame:
+        return pd.DataFrame(
+            {
+                "greedy_match": self.greedy_match.numpy(),
+                "logprob": self.logprob.numpy(),
+                "token_logprobs": [
+                    " ".join(f"{v:.6g}" for v in row[:n].tolist())
+                    for row, n in zip(self.token_logprobs, self.n_tokens.tolist(), strict=True)
+                ],
+                "first_rank": self.first_rank.numpy(),
+                "n_answer_tokens": self.n_tokens.numpy(),
+            }
+        )
+
+
+# -- model capabilities -------------------------------------------------------------------------
+_CACHE_OK: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def prefix_cache_status(model: Any) -> tuple[bool, str]:
+    """Whether ``model(..., return_type='logits_and_cache', use_cache=True)`` returns a HF
+    cache that a later call continues, and if not, why (checked once per model on a 3-token
+    input: the cache must hold the prefix and the continuation must equal a full pass)."""
+    try:
+        known = _CACHE_OK.get(model)
+    except TypeError:
+        known = None
+    if known is not None:
+        return known
+    if is_bridge(model):
+        status = _probe_prefix_cache(model)
+    else:  # HookedTransformer: TL's own cache, not a HF one
+        status = (False, f"the forward of a {type(model).__name__} returns no HF cache")
+    with contextlib.suppress(TypeError):  # models that cannot be weakly referenced
+        _CACHE_OK[model] = status
+    return status
+
+
+def _probe_prefix_cache(model: Any) -> tuple[bool, str]:
+    """Run a bridge's cached forward on a 3-token input (see :func:`prefix_cache_status`)."""
+    align_cache_kwarg(model)
+    dev = model_device(model)
+    toks = torch.tensor([[get_tokenizer(model).bos_token_id or 0, 5, 6]], device=dev)
+    try:
+        with torch.inference_mode(), quiet_cache_rename():
+            out = model(toks[:, :2], return_type="logits_and_cache", use_cache=True)
+            cache = out[1] if isinstance(out, tuple) else None
+            if cache is None or not hasattr(cache, "reorder_cache"):
+                return (False, f"the forward of this {type(model).__name__} returns no HF cache")
+            if hasattr(cache, "get_seq_length") and cache.get_seq_length() != 2:
+                return (
+                    False,
+                    f"the cache holds {cache.get_seq_length()} positions after a 2-token "
+                    "prefix: the attention layers do not extend it",
+                )
+            step = model(toks[:, 2:], past_key_values=cache)
+            full = model(toks)
+    except (TypeError, ValueError, RuntimeError, NotImplementedError, AttributeError) as e:
+        return (False, f"the cached forward fails: {type(e).__name__}: {e}")
+    diff = float((step[0, -1] - full[0, -1]).abs().max())
+    ok = bool(torch.allclose(step[0, -1], full[0, -1], atol=1e-3, rtol=1e-3))
+    return (ok, "" if ok else f"a cached continuation differs by {diff:.3g} logits")
+
+
+def supports_prefix_cache(model: Any) -> bool:
+    """Whether the one-pass scorer can run a prompt prefix once and continue it
+    (:func:`prefix_cache_status` says why not)."""
+    return prefix_cache_status(model)[0]
+
+
+def scoring_path(model: Any, scope: str = "last", cache: str = "auto") -> str:
+    """Which path :func:`score_answers` takes with these options: ``'prefix-cache'`` (the
+    prompt prefix runs once, edits run over the answer positions) or ``'full-pass'``."""
+    if scope == "last" and cache != "none" and supports_prefix_cache(model):
+        return "prefix-cache"
+    return "full-pass"
+
+
+def _warn_full_pass(model: Any, rows: AnswerRows, reason: str) -> None:
+    """A model that wraps a HF model was built for the prefix cache: running without it is
+    slow, and says so, with the cause and the expected slowdown on these rows."""
+    from transformers import PreTrainedModel
+
+    if not isinstance(hf_model(model), PreTrainedModel):
+        return  # a native model or a HookedTransformer: full passes are its only path
+    full = sum(len(p) + len(a) - 1 for p, a in zip(rows.prompts, rows.answers, strict=True))
+    cached = sum(len(a) for a in rows.answers)
+    versions = stack_text()
+    warnings.warn(
+        f"one-pass scoring runs without its prefix cache ({reason}; {versions}): every edit "
+        f"recomputes whole prompts, {full / cached:.1f}x the positions of the cached path on "
+        f"these {len(rows)} rows. Install the tested versions (scripts/bootstrap.sh, "
+        "src/tl_multineuron/requirements) to get it back.",
+        RuntimeWarning,
+        stacklevel=3,
+    )
+
+
+def _softcap(model: Any) -> float | None:
+    hf_cfg = hf_config(model)
+    cap = getattr(hf_cfg, "final_logit_softcapping", None) if hf_cfg is not None else None
+    if cap is None:
+        cap = getattr(model.cfg, "output_logits_soft_cap", None)
+    return float(cap) if cap is not None and cap > 0 else None
+
+
+class _Hidden:
+    """Hook on ``unembed.hook_in``: keep the final hidden states, let the model unembed only
+    one position of one row (the answer positions are unembedded by :func:`_answer_metrics`;
+    a pass of 1-token answers would otherwise unembed every row twice)."""
+
+    def __init__(self) -> None:
+        self.h: Tensor | None = None
+
+    def __call__(self, x: Tensor, hook: Any) -> Tensor:
+        self.h = x
+        return keep_one_position(x)
+
+
+def _answer_metrics(
+    model: Any,
+    h: Float[Tensor, "p d_model"],
+    gold: Int[Tensor, " p"],
+    first: Bool[Tensor, " p"],
+    chunk: int,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Log-prob of ``gold``, whether it is the argmax, (where ``first``) how many tokens
+    score strictly higher (0 elsewhere), and the argmax token."""
+    cap = _softcap(model)
+    lp, top, rank, args = [], [], [], []
+    for s in range(0, h.shape[0], chunk):
+        with torch.inference_mode():
+            z = model.unembed(h[None, s : s + chunk])[0].float()
+            if cap is not None:
+                z = torch.tanh(z / cap) * cap
+            g = gold[s : s + chunk, None]
+            zg = z.gather(1, g)
+            f = first[s : s + chunk]
+            r = torch.zeros(len(g), dtype=torch.long, device=z.device)
+            r[f] = (z[f] > zg[f]).sum(-1)
+            rank.append(r)
+            zmax, arg = z.max(-1, keepdim=True)  # one pass: the argmax and the lse shift
+            top.append(arg[:, 0] == g[:, 0])
+            args.append(arg[:, 0])
+            lse = zmax + z.sub_(zmax).exp_().sum(-1, keepdim=True).log()  # z is ours
+            lp.append((zg - lse)[:, 0].double())
+    return torch.cat(lp).cpu(), torch.cat(top).cpu(), torch.cat(rank).cpu(), torch.cat(args).cpu()
+
+
+# -- batches --------------------------------------------------------------------------------------
+def _pad(seqs: Sequence[Sequence[int]], pad: int, left: bool) -> tuple[Tensor, Tensor]:
+    width = max(len(s) for s in seqs)
+    toks = torch.full((len(seqs), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.bool)
+    for i, s in enumerate(seqs):
+        cols = slice(width - len(s), width) if left else slice(0, len(s))
+        toks[i, cols] = torch.tensor(s, dtype=torch.long)
+        mask[i, cols] = True
+    return toks, mask
+
+
+@dataclass
+class _Pass:
+    """One forward's inputs for a block of rows, before tiling over edits."""
+
+    tokens: Tensor  # [n, S]
+    edit_pos: Tensor  # [n, S] where edits apply
+    answer_pos: Tensor  # [n, S] positions whose next token is an answer token
+    gold: Tensor  # [n, S] the answer token predicted at each answer position
+    kwargs: dict  # attention_mask / position_ids (tiled later)
+    cache: Any = None
+
+
+def block_pass(
+    model: Any, rows: AnswerRows, block: Sequence[int], scope: str, bos: bool, cached: bool
+) -> _Pass:
+    """The inputs of one block's answer pass; ``cached``: the prompts minus their last token
+    run here once, their KV cache kept for every edit (scope ``last``)."""
+    pad = int(getattr(get_tokenizer(model), "pad_token_id", None) or 0)
+    dev = model_device(model)
+    P = [rows.prompts[r] for r in block]
+    A = [rows.answers[r] for r in block]
+    if cached:
+        # prefix: the prompt minus its last token, left-padded (no gaps before the suffix)
+        ptoks, pmask = _pad([p[:-1] for p in P], pad, left=True)
+        ppos = (pmask.long().cumsum(-1) - 1).clamp_min(0)
+        with (
+            torch.inference_mode(),
+            quiet_cache_rename(),
+            model.hooks(fwd_hooks=last_position_unembed_hooks(model, rows="one")),
+        ):
+            _, cache = model(
+                ptoks.to(dev),
+                attention_mask=pmask.long().to(dev),
+                position_ids=ppos.to(dev),
+                return_type="logits_and_cache",
+                use_cache=True,
+            )
+        seqs = [(p[-1], *a[:-1]) for p, a in zip(P, A, strict=True)]
+        toks, smask = _pad(seqs, pad, left=False)
+        S = toks.shape[1]
+        starts = torch.tensor([len(p) - 1 for p in P])
+        pos_ids = starts[:, None] + torch.arange(S)[None]
+        n_ans = torch.tensor([len(a) for a in A])
+        answer_pos = torch.arange(S)[None] < n_ans[:, None]
+        gold = torch.zeros_like(toks)
+        for i, a in enumerate(A):
+            gold[i, : len(a)] = torch.tensor(a)
+        kwargs = {
+            "attention_mask": torch.cat([pmask, smask], 1).long(),
+            "position_ids": pos_ids,
+        }
+        return _Pass(toks, answer_pos, answer_pos, gold, kwargs, cache)
+    seqs = [(*p, *a[:-1]) for p, a in zip(P, A, strict=True)]
+    toks, real = _pad(seqs, pad, left=False)
+    S = toks.shape[1]
+    ar = torch.arange(S)[None]
+    first = torch.tensor([len(p) - 1 for p in P])[:, None]
+    answer_pos = real & (ar >= first)
+    gold = torch.zeros_like(toks)
+    for i, (p, a) in enumerate(zip(P, A, strict=True)):
+        gold[i, len(p) - 1 : len(p) - 1 + len(a)] = torch.tensor(a)
+    if scope == "last":
+        edit_pos = answer_pos
+    else:
+        edit_pos = real.clone()
+        if not bos:
+            skip = torch.tensor([rows.starts_with_bos(r) for r in block])
+            edit_pos[:, 0] &= ~skip
+    return _Pass(toks, edit_pos, answer_pos, gold, {})
+
+
+def bind_rows(iv: Any, model: Any, rows: tuple[int, int], pos: Tensor) -> list[tuple[str, Any]]:
+    """The edit's TL hooks, restricted to a block of the batch and to ``pos``."""
+    return [
+        (name, dataclasses.replace(h, rows=rows, positions=pos, fired=[]))
+        for name, h in iv.fwd_hooks(model)
+    ]
+
+
+class _SiteEdits:
+    """Every edit of one pass at one hook site, as one hook.
+
+    ``parts`` are the edits' :class:`~tl_multineuron.experiments.interventions.NeuronHook` s, each
+    bound
+    to its block of rows and to the pass's edit positions ``pos`` ``[n, S]`` (tiled over the
+    ``C`` blocks). Deactivation and scaling are multiplicative: one factor per (row, unit) for
+    the whole batch, applied in one product (rows without an edit keep factor 1). Other ops
+    edit their block of one copy of the activations, in order."""
+
+    def __init__(self, parts: list, pos: Tensor, C: int) -> None:
+        self.parts = parts
+        self.layer = parts[0].layer
+        self.pos = pos.repeat(C, 1)[..., None]  # [C*n, S, 1]
+        self.everywhere = bool(pos.all())
+        self.mult = all(
+            h.op in ("zero", "scale") and not isinstance(h.value, Tensor) for h in parts
+        )
+
+    def __call__(self, act: Float[Tensor, "batch pos d_mlp"], hook: Any) -> Tensor:
+        B, S, D = act.shape
+        if tuple(self.pos.shape[:2]) != (B, S):
+            raise MultiNeuronError(
+                f"layer {self.layer}: edits bound to a batch of {tuple(self.pos.shape[:2])} "
+                f"(rows, positions) see activations of shape {tuple(act.shape)}"
+            )
+        if not self.mult:
+            out = act.clone()
+            for h in self.parts:
+                s, e = h.rows
+                out[s:e] = h.edit(out[s:e])
+            return out
+        f = torch.ones(B, D, dtype=act.dtype, device=act.device)
+        for h in self.parts:
+            s, e = h.rows
+            m = h.mask.to(act.device)
+            if m.shape[-1] != D or (m.ndim == 2 and m.shape[0] != e - s):
+                raise MultiNeuronError(
+                    f"layer {h.layer}: neuron mask of shape {tuple(m.shape)} for rows {h.rows} "
+                    f"of activations of shape {tuple(act.shape)}"
+                )
+            v = 0.0 if h.op == "zero" else float(h.value)
+            f[s:e] = torch.where(m, f[s:e] * v, f[s:e])
+            h.fired.append(S)
+        edited = act * f[:, None, :]
+        return edited if self.everywhere else torch.where(self.pos, edited, act)
+
+
+def _fuse(hooks: list[tuple[str, Any]], pos: Tensor, C: int) -> list[tuple[str, Any]]:
+    """One :class:`_SiteEdits` per hook site (TL runs a site's hooks in order; the parts
+    keep that order)."""
+    by_site: dict[str, list] = {}
+    for name, h in hooks:
+        by_site.setdefault(name, []).append(h)
+    return [(name, _SiteEdits(parts, pos, C)) for name, parts in by_site.items()]
+
+
+def plan_blocks(
+    rows: AnswerRows, batch_size: int, fits: Callable[[int, int], bool] | None = None
+) -> list[list[int]]:
+    """The scorer's blocks of rows: sorted by answer then prompt length (less padding), a new
+    block when one holds ``batch_size`` rows, when the answer length changes (no padding among
+    the answer positions) or when ``fits(n_rows, width)`` says the next row would not fit."""
+    width = [len(p) + len(a) for p, a in zip(rows.prompts, rows.answers, strict=True)]
+    order = sorted(range(len(rows)), key=lambda r: (len(rows.answers[r]), len(rows.prompts[r])))
+    blocks: list[list[int]] = []
+    for r in order:
+        if (
+            not blocks
+            or len(blocks[-1]) == batch_size
+            or (len(rows.answers[r]) != len(rows.answers[blocks[-1][0]]))
+            or (
+                fits is not None
+                and not fits(len(blocks[-1]) + 1, max(width[x] for x in (*blocks[-1], r)))
+            )
+        ):
+            blocks.append([])
+        blocks[-1].append(r)
+    return blocks
+
+
+def score_answers(
+    model: Any,
+    rows: AnswerRows,
+    edits: Sequence[EditFn | None] = (None,),
+    *,
+    scope: str = "last",
+    include_bos: bool = False,
+    batch_size: int = 64,
+    max_rows: int = 512,
+    cache: str = "auto",
+    chunk: int = 1024,
+    progress: bool = False,
+    max_memory: int | str | None = None,
+) -> list[AnswerScores]:
+    """Score every row under every edit (``None`` = no edit); one :class:`AnswerScores` per
+    edit. ``batch_size`` rows share one prompt pass; up to ``max_rows`` rows (edits x rows)
+    share one answer pass. Both shrink where a pass's estimated peak memory
+    (:mod:`tl_multineuron.backends.memory`, eager attention) would exceed ``max_memory`` (default:
+    80% of
+    the device's free memory); a row that cannot fit alone is an error naming it, before any
+    pass runs."""
+    if scope not in SCOPES:
+        raise MultiNeuronError(f"scope {scope!r}; expected one of {SCOPES}")
+    if cache not in CACHE_MODES:
+        raise MultiNeuronError(f"cache {cache!r}; expected one of {CACHE_MODES}")
+    if batch_size < 1 or max_rows < 1:
+        raise MultiNeuronError(f"batch_size {batch_size} / max_rows {max_rows}: need >= 1")
+    if not edits:
+        raise MultiNeuronError("no edits to score (pass [None] for the model as it is)")
+    R = len(rows)
+    if R == 0:
+        raise MultiNeuronError("no rows to score")
+    cached = scope == "last" and cache != "none" and min(len(p) for p in rows.prompts) >= 2
+    if cached:
+        cached, why = prefix_cache_status(model)
+        if not cached and cache == "prefix":
+            raise MultiNeuronError(f"cache='prefix': no reusable KV cache: {why}")
+        if not cached:
+            _warn_full_pass(model, rows, why)
+    budget = memory_budget(model_device(model), max_memory)
+    # the vocabulary-sized logits of one unembedding chunk (and their log-softmax) come first
+    per_position = 2 * model.cfg.d_vocab * 4
+    chunk = max(1, min(chunk, budget // (2 * per_position)))
+    budget -= chunk * per_position
+    width = [len(p) + len(a) for p, a in zip(rows.prompts, rows.answers, strict=True)]
+
+    def estimate(n_rows: int, w: int) -> MemoryEstimate:
+        return estimate_forward(model, n_rows, w, "eager")
+
+    def fits(n_rows: int, w: int) -> bool:
+        return estimate(n_rows, w).total <= budget
+
+    plan_chunks(
+        width,
+        estimate,
+        budget,
+        rows.labels,
+        "shorten the prompt or use a device with more memory (scoring runs eager attention)",
+    )
+    amax = max(len(a) for a in rows.answers)
+    out = [
+        {
+            "greedy": torch.zeros(R, dtype=torch.bool),
+            "lp": torch.zeros(R, dtype=torch.float64),
+            "tok": torch.full((R, amax), float("nan"), dtype=torch.float64),
+            "rank": torch.zeros(R, dtype=torch.long),
+            "arg": torch.zeros(R, dtype=torch.long),
+        }
+        for _ in edits
+    ]
+    blocks = plan_blocks(rows, batch_size, fits)
+
+    def groups_for(block: list[int]) -> list[list[int]]:
+        """Edits sharing one pass over ``block``: as many as ``max_rows`` and memory allow (a
+        small block -- few rows share its answer length -- takes more edits per pass)."""
+        w, c = max(width[x] for x in block), max(1, max_rows // len(block))
+        while c > 1 and not fits(c * len(block), w):
+            c = max(1, c // 2)
+        return [list(range(s, min(s + c, len(edits)))) for s in range(0, len(edits), c)]
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=sum(len(groups_for(b)) for b in blocks), desc="scoring", unit="pass")
+    dev = model_device(model)
+    try:
+        for block in blocks:
+            bp = block_pass(model, rows, block, scope, include_bos, cached)
+            n = len(block)
+            # the first answer position of each row (its rank is reported)
+            first = bp.answer_pos & (bp.answer_pos.long().cumsum(1) == 1)
+            first = first.to(dev)
+            for group in groups_for(block):
+                C = len(group)
+                hooks: list[tuple[str, Any]] = []
+                edit_pos = bp.edit_pos.to(dev)
+                for c, e in enumerate(group):
+                    iv = edits[e](block) if edits[e] is not None else None
+                    if iv is not None:
+                        hooks += bind_rows(iv, model, (c * n, (c + 1) * n), edit_pos)
+                cap = _Hidden()
+                kw = {k: v.repeat(C, 1).to(dev) for k, v in bp.kwargs.items()}
+                if bp.cache is not None:
+                    kv = copy.deepcopy(bp.cache)
+                    kv.reorder_cache(torch.arange(n, device=dev).repeat(C))
+                    kw["past_key_values"] = kv
+                with (
+                    torch.inference_mode(),
+                    quiet_cache_rename(),
+                    model.hooks(fwd_hooks=[*_fuse(hooks, edit_pos, C), ("unembed.hook_in", cap)]),
+                ):
+                    model(bp.tokens.repeat(C, 1).to(dev), **kw)
+                silent = [name for name, h in hooks if not h.fired]
+                if silent or cap.h is None:
+                    raise MultiNeuronError(
+                        f"hooks never fired while scoring: {silent or 'unembed'}"
+                    )
+                # every edit's answer positions in one unembedding (large GEMMs are ~2x
+                # faster per position on a CPU than one small product per edit)
+                sel = bp.answer_pos.to(cap.h.device).repeat(C, 1)
+                lp, top, rank, arg = _answer_metrics(
+                    model,
+                    cap.h[sel],
+                    bp.gold.to(cap.h.device).repeat(C, 1)[sel],
+                    first.repeat(C, 1)[sel],
+                    chunk,
+                )
+                k = int(bp.answer_pos.sum())
+                for c, e in enumerate(group):
+                    part = slice(c * k, (c + 1) * k)
+                    _scatter(
+                        out[e], block, bp.answer_pos, lp[part], top[part], rank[part], arg[part]
+                    )
+                if bar is not None:
+                    bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+    n_tok = torch.tensor([len(a) for a in rows.answers])
+    return [AnswerScores(o["greedy"], o["lp"], o["tok"], o["rank"], n_tok, o["arg"]) for o in out]
+
+
+def _scatter(
+    o: dict,
+    block: Sequence[int],
+    answer_pos: Tensor,
+    lp: Tensor,
+    top: Tensor,
+    rank: Tensor,
+    arg: Tensor,
+) -> None:
+    """Write one block's per-position metrics (flattened over ``answer_pos``) per row."""
+    n, S = answer_pos.shape
+    lp_m = torch.full((n, S), float("nan"), dtype=torch.float64)
+    lp_m[answer_pos] = lp
+    top_m = torch.ones((n, S), dtype=torch.bool)
+    top_m[answer_pos] = top
+    rank_m = torch.zeros((n, S), dtype=torch.long)
+    rank_m[answer_pos] = rank
+    arg_m = torch.zeros((n, S), dtype=torch.long)
+    arg_m[answer_pos] = arg
+    first = answer_pos.long().argmax(1)  # the first answer position of each row
+    idx = torch.tensor(list(block))
+    o["greedy"][idx] = top_m.all(1)
+    o["lp"][idx] = torch.nan_to_num(lp_m, nan=0.0).sum(1)
+    o["rank"][idx] = rank_m.gather(1, first[:, None])[:, 0]
+    o["arg"][idx] = arg_m.gather(1, first[:, None])[:, 0]
+    # per-token log-probs, left-aligned
+    k = answer_pos.long().cumsum(1) - 1
+    tok = torch.full((n, o["tok"].shape[1]), float("nan"), dtype=torch.float64)
+    r_idx, s_idx = answer_pos.nonzero(as_tuple=True)
+    tok[r_idx, k[r_idx, s_idx]] = lp_m[r_idx, s_idx]
+    o["tok"][idx] = tok
