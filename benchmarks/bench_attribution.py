@@ -23,6 +23,7 @@ CHILD = r"""
 import json, resource, sys, time, torch
 import tl_multineuron as tlm
 from tl_multineuron.attribution.scores import answer_token_ids, integrated_gradients
+from tl_multineuron.sharing.recording import encode as encode_prompt
 variant, n_prompts, steps, layer = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 model = tlm.load_model()
 ds = tlm.load_task("facts").head(n_prompts)
@@ -42,7 +43,7 @@ out = []
 t0 = time.perf_counter()
 with model.hooks(fwd_hooks=[("hook_embed", fcount)]):
     for p, t in zip(prompts, toks.tolist()):
-        ids = tlm.recording.encode(model, p)
+        ids = encode_prompt(model, p)
         last = len(ids) - 1
         if variant == "ours":
             out.append(integrated_gradients(model, p, t, layer, steps=steps).attributions)

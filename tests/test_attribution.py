@@ -17,6 +17,7 @@ from tl_multineuron.attribution.scores import (
 from tl_multineuron.attribution.stats import AttributionStats, ScoreStats
 from tl_multineuron.backends.weights import ModelWeights, model_weights
 from tl_multineuron.sharing.masks import resolve_k, topk_mask
+from tl_multineuron.sharing.recording import encode as encode_prompt
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +138,7 @@ def test_answer_tokens(model):
     with pytest.raises(MultiNeuronError, match="item 'q', language 'de': the answer '' tokenizes"):
         answer_token_ids(model, ["ab"], [""], ["item 'q', language 'de'"])
     ids = answer_token_ids(model, ["ab"], [" c"], ["x"])
-    assert ids.tolist() == [tlm.recording.encode(model, " c", prepend_bos=False)[0]]
+    assert ids.tolist() == [encode_prompt(model, " c", prepend_bos=False)[0]]
 
 
 def test_attribute_dataset_joins_categories(model):

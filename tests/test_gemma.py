@@ -12,6 +12,7 @@ from helpers import last_position_logprob_fn
 
 import tl_multineuron as tlm
 from tl_multineuron.backends.tl_compat import is_bridge
+from tl_multineuron.sharing.recording import encode as encode_prompt
 
 pytestmark = pytest.mark.gemma
 ROOT = Path(__file__).resolve().parents[1]
@@ -176,7 +177,7 @@ def test_cached_generate_with_intervention_equals_stepwise(gemma, scope):
 
     g = torch.Generator().manual_seed(0)
     s = NeuronSet(torch.rand(18, 2048, generator=g) < 0.02, "random 2%")
-    prompt = tlm.recording.encode(gemma, "France: Paris\nSpain:")
+    prompt = encode_prompt(gemma, "France: Paris\nSpain:")
     P = len(prompt)
     ids = list(prompt)
     for _ in range(4):  # no cache: intervene at the last prompt token and every new token
@@ -328,7 +329,7 @@ def test_cache_alias_is_what_fills_the_cache(gemma):
     if not aliased:
         pytest.skip("this transformers passes past_key_values; no alias is needed")
     assert len(aliased) == len(mods) == gemma.cfg.n_layers
-    prompt = torch.tensor([tlm.recording.encode(gemma, "France: Paris\nGermany: Berlin\nSpain:")])
+    prompt = torch.tensor([encode_prompt(gemma, "France: Paris\nGermany: Berlin\nSpain:")])
     mask = torch.ones_like(prompt)
     with torch.inference_mode():
         good = generate_tokens(gemma, prompt, mask, 3)
@@ -361,7 +362,7 @@ def test_sdpa_attention_hands_the_cache_on_under_the_name_hf_takes(gemma):
     from tl_multineuron.backends.tl_compat import generate_tokens
     from tl_multineuron.experiments.scoring import answer_rows, score_answers
 
-    prompt = torch.tensor([tlm.recording.encode(gemma, "France: Paris\nSpain:")])
+    prompt = torch.tensor([encode_prompt(gemma, "France: Paris\nSpain:")])
     with warnings.catch_warnings():
         warnings.simplefilter("error", FutureWarning)  # a cache deprecation notice fails
         with torch.inference_mode(), efficient_attention(gemma) as impl:
@@ -524,7 +525,7 @@ def test_effective_layer_sums_equal_mlp_direct_logit_attribution(gemma, gemma_hf
 def test_gate_site_equals_act_of_raw_gate_proj(gemma, gemma_hf):
     hf = gemma_hf
     prompt = "Paris est la capitale"
-    ids = torch.tensor([tlm.recording.encode(gemma, prompt)])
+    ids = torch.tensor([encode_prompt(gemma, prompt)])
     cap = {}
     hooks = [
         hf.model.layers[x].mlp.gate_proj.register_forward_hook(
@@ -616,3 +617,34 @@ def test_a_wrong_boundary_is_a_warning_naming_the_language(gemma):
         res = tlm.evaluate(gemma, glued)
     assert all("'zh'" not in str(w.message) for w in rec)
     assert res[res.language == "en"].first_token_match.sum() == 0  # what users saw
+
+
+def test_folded_conditions_score_as_tiled_passes_on_every_task(gemma, monkeypatch):
+    """On the real model the scorer folds the conditions of a pass into one row's positions
+    (one prefix cache): greedy matches, first ranks and tokens equal the tiled passes' (a cache
+    copy per condition) on every built-in task, log-probs within 1e-3 nats."""
+    from tl_multineuron.experiments import scoring
+    from tl_multineuron.experiments.shared_prefix import folds
+
+    if not is_bridge(gemma):
+        pytest.skip("a HookedTransformer has no HF prefix cache")
+    assert folds(gemma)
+    g = torch.Generator().manual_seed(0)
+    S = tlm.NeuronSet(torch.rand(gemma.cfg.n_layers, gemma.cfg.d_mlp, generator=g) < 0.02)
+    edits = [None, lambda b: tlm.deactivate(S), lambda b: tlm.amplify(S, 2.0)]
+    for task in tlm.list_tasks():
+        ds = tlm.load_task(task)
+        ds = ds.slice(len(ds) - 2)
+        pairs = [(it, x) for it in ds for x in ds.languages]
+        rows = scoring.answer_rows(
+            gemma, [it.prompts[x] for it, x in pairs], [ds.target(it, x) for it, x in pairs]
+        )
+        folded = scoring.score_answers(gemma, rows, edits, cache="prefix")
+        with monkeypatch.context() as m:
+            m.setattr(scoring, "folds", lambda model: False)
+            tiled = scoring.score_answers(gemma, rows, edits, cache="prefix")
+        for a, b in zip(folded, tiled, strict=True):
+            assert torch.equal(a.greedy_match, b.greedy_match), task
+            assert torch.equal(a.first_rank, b.first_rank), task
+            assert torch.equal(a.first_token, b.first_token), task
+            torch.testing.assert_close(a.logprob, b.logprob, atol=1e-3, rtol=0)

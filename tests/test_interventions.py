@@ -15,6 +15,7 @@ from tl_multineuron.experiments.interventions import (
     steer_toward,
 )
 from tl_multineuron.experiments.neuron_sets import NeuronSet
+from tl_multineuron.sharing.recording import encode as encode_prompt
 
 
 @pytest.fixture(scope="module", params=["gelu", "gated"])
@@ -127,7 +128,7 @@ def _greedy_stepwise(model, prompt_ids, n, iv_for_positions):
 @pytest.mark.parametrize("scope", ["last", "all"])
 def test_generate_with_intervention_equals_stepwise_forward(model, scope):
     s = NeuronSet.from_indices({0: list(range(0, 24, 2)), 1: [1, 4, 9]}, 2, 24)
-    prompt = tlm.recording.encode(model, "hello")
+    prompt = encode_prompt(model, "hello")
 
     # TL's generate on a native model recomputes the whole sequence each step (no KV cache),
     # so "last" is the current last token; with a KV cache (test_gemma) it is every new token.

@@ -223,3 +223,76 @@ def test_one_mask_per_layer_equals_per_row_masks_and_a_hand_made_hook(kind, hf_m
             p0 = len(rows.prompts[r]) - 1
             want = sum(lp[p0 + i, t] for i, t in enumerate(rows.answers[r]))
             torch.testing.assert_close(sc[k].logprob[r], want, atol=1e-5, rtol=0)
+
+
+@pytest.fixture(scope="module", params=["gpt2", "gemma", "llama"])
+def cached_model(request, tmp_path_factory):
+    from helpers import tiny_gemma_dir, tiny_llama_dir
+
+    make = {"gpt2": tiny_hf_dir, "gemma": tiny_gemma_dir, "llama": tiny_llama_dir}[request.param]
+    return load_model(make(tmp_path_factory.mktemp(request.param) / "m"))
+
+
+def test_folded_edits_share_one_prefix_cache_and_equal_tiled_passes(cached_model, monkeypatch):
+    """Edits folded into the positions of one row (one prefix cache, no copies) score exactly as
+    edits tiled over rows (a cache copy each): multiplicative and other ops, per-row masks,
+    answers of several lengths; the cache is cropped back after every pass."""
+    import tl_multineuron.experiments.scoring as scoring
+    from tl_multineuron import Intervention, amplify
+    from tl_multineuron.experiments.shared_prefix import folds
+
+    model = cached_model
+    assert folds(model)
+    rows = answer_rows(model, PROMPTS * 3, ANSWERS * 3)
+    L, D = model.cfg.n_layers, model.cfg.d_mlp
+    g = torch.Generator().manual_seed(3)
+    per_row = torch.rand(len(rows), L, D, generator=g) < 0.2
+    edits = [
+        None,
+        lambda b: deactivate(_set(model, 1)),
+        lambda b: amplify(_set(model, 2), 3.0),
+        lambda b: Intervention(per_row[b], "zero"),
+        lambda b: Intervention(per_row[b], "add", 0.5),
+        lambda b: Intervention(_set(model, 4), "add", 0.7),
+        lambda b: Intervention(_set(model, 5), "set", torch.linspace(-1, 1, D)),
+    ]
+    seen = []
+    real = scoring.fold_mask
+
+    def spy(*a, **k):
+        seen.append(a[2])  # C
+        return real(*a, **k)
+
+    monkeypatch.setattr(scoring, "fold_mask", spy)
+    folded = score_answers(model, rows, edits, cache="prefix", batch_size=5, max_rows=30)
+    assert seen and max(seen) > 1  # edits were folded
+    monkeypatch.setattr(scoring, "folds", lambda m: False)
+    tiled = score_answers(model, rows, edits, cache="prefix", batch_size=5, max_rows=30)
+    full = score_answers(model, rows, edits, cache="none", batch_size=5, max_rows=30)
+    for a, b, c in zip(folded, tiled, full, strict=True):
+        torch.testing.assert_close(a.logprob, b.logprob, atol=1e-5, rtol=0)
+        torch.testing.assert_close(a.logprob, c.logprob, atol=1e-4, rtol=0)
+        assert torch.equal(a.greedy_match, b.greedy_match)
+        assert torch.equal(a.first_rank, b.first_rank)
+        assert torch.equal(a.first_token, b.first_token)
+        torch.testing.assert_close(
+            a.token_logprobs, b.token_logprobs, atol=1e-5, rtol=0, equal_nan=True
+        )
+    assert len({round(float(s.logprob.sum()), 3) for s in folded}) == len(edits)  # all differ
+
+
+def test_fold_mask_is_block_diagonal_after_the_prefix():
+    from tl_multineuron.experiments.shared_prefix import fold_mask
+
+    am = torch.tensor([[0, 1, 1, 1, 0]])  # a left-padded 2-token prefix; suffix: 1 real, 1 pad
+    m = fold_mask(am, 2, 2, torch.float32)[0, 0] == 0  # [C*S, P + C*S] allowed
+    want = torch.tensor(
+        [
+            [0, 1, 1, 1, 0, 0, 0],  # edit 0, position 0: the real prefix and itself
+            [0, 1, 1, 1, 0, 0, 0],  # edit 0, position 1: its own real position 0, not the pad
+            [0, 1, 1, 0, 0, 1, 0],  # edit 1, position 0: the prefix and its own position 0
+            [0, 1, 1, 0, 0, 1, 0],
+        ],
+        dtype=torch.bool,
+    )
+    assert torch.equal(m, want)

@@ -14,6 +14,7 @@ from helpers import byte_tokenizer, tiny_hf_dir, tiny_llama_dir, toy_dataset
 import tl_multineuron as tlm
 from tl_multineuron.backends.tl_compat import cached_greedy, check_tl_version, tl_line
 from tl_multineuron.errors import MultiNeuronError
+from tl_multineuron.sharing.recording import encode as encode_prompt
 
 pytestmark = pytest.mark.tl3
 if tl_line() != 3:
@@ -92,7 +93,7 @@ def test_cached_generation_equals_full_passes(hooks):
     greedy decoding by full forward passes of each prompt alone (also under an edit)."""
     model = tiny_hooked(saes=False)
     prompts = ["ab", "hello there", "x"]
-    tlm.recording.encode(model, prompts[0])
+    encode_prompt(model, prompts[0])
     from tl_multineuron.experiments.evaluation import left_pad
 
     toks, mask = left_pad(model, prompts)
@@ -100,7 +101,7 @@ def test_cached_generation_equals_full_passes(hooks):
     with torch.inference_mode(), model.hooks(fwd_hooks=edit):
         got = cached_greedy(model, toks, mask, 6)[:, toks.shape[1] :]
         for r, p in enumerate(prompts):
-            ids = torch.tensor([tlm.recording.encode(model, p)])
+            ids = torch.tensor([encode_prompt(model, p)])
             for _ in range(6):
                 ids = torch.cat([ids, model(ids)[:, -1].argmax(-1, keepdim=True)], 1)
             assert got[r].tolist() == ids[0, -6:].tolist(), p
@@ -124,7 +125,7 @@ def test_feature_site_categories_by_hand(sae_model):
     for it in ds.items:
         row = []
         for x in ds.languages:
-            ids = torch.tensor([tlm.recording.encode(plain, it.prompts[x])])
+            ids = torch.tensor([encode_prompt(plain, it.prompts[x])])
             _, cache = plain.run_with_cache(ids, names_filter="blocks.1.hook_resid_post")
             row.append(sae.encode(cache["blocks.1.hook_resid_post"][0, -1]))
         feats.append(torch.stack(row))
@@ -151,7 +152,7 @@ def test_feature_deactivation_edits_only_the_features(sae_model):
     ).stats
     shared = tlm.NeuronSet.from_stats(stats, "all-shared", 1.0)
     assert shared.site == SITE and shared.layers == (1,) and shared.mask[0, 0]
-    ids = torch.tensor([tlm.recording.encode(model, ds.items[0].prompts["en"])])
+    ids = torch.tensor([encode_prompt(model, ds.items[0].prompts["en"])])
     names = lambda n: n in (f"blocks.1.{SITE}", "blocks.2.hook_resid_pre")  # noqa: E731
     _, clean = model.run_with_cache(ids, names_filter=names)
     with tlm.apply(model, tlm.deactivate(shared)):

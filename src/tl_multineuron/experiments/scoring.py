@@ -58,6 +58,7 @@ from ..sharing.recording import (
     keep_one_position,
     last_position_unembed_hooks,
 )
+from .shared_prefix import fold_mask, folds, within_window
 
 SCOPES = ("last", "all")
 CACHE_MODES = ("auto", "prefix", "none")
@@ -296,6 +297,7 @@ class _Pass:
     gold: Tensor  # [n, S] the answer token predicted at each answer position
     kwargs: dict  # attention_mask / position_ids (tiled later)
     cache: Any = None
+    reach: int = 0  # the largest position id of a suffix's first token
 
 
 def block_pass(
@@ -337,7 +339,8 @@ def block_pass(
             "attention_mask": torch.cat([pmask, smask], 1).long(),
             "position_ids": pos_ids,
         }
-        return _Pass(toks, answer_pos, answer_pos, gold, kwargs, cache)
+        reach = int(starts.max())
+        return _Pass(toks, answer_pos, answer_pos, gold, kwargs, cache, reach)
     seqs = [(*p, *a[:-1]) for p, a in zip(P, A, strict=True)]
     toks, real = _pad(seqs, pad, left=False)
     S = toks.shape[1]
@@ -375,10 +378,12 @@ class _SiteEdits:
     the whole batch, applied in one product (rows without an edit keep factor 1). Other ops
     edit their block of one copy of the activations, in order."""
 
-    def __init__(self, parts: list, pos: Tensor, C: int) -> None:
+    def __init__(self, parts: list, pos: Tensor, C: int, folded: bool = False) -> None:
         self.parts = parts
         self.layer = parts[0].layer
-        self.pos = pos.repeat(C, 1)[..., None]  # [C*n, S, 1]
+        self.C, self.n, self.folded = C, pos.shape[0], folded
+        # tiled: [C*n, S, 1]; folded (edit c at positions c*S .. (c+1)*S): [n, C*S, 1]
+        self.pos = (pos.repeat(1, C) if folded else pos.repeat(C, 1))[..., None]
         self.everywhere = bool(pos.all())
         self.mult = all(
             h.op in ("zero", "scale") and not isinstance(h.value, Tensor) for h in parts
@@ -391,12 +396,20 @@ class _SiteEdits:
                 f"layer {self.layer}: edits bound to a batch of {tuple(self.pos.shape[:2])} "
                 f"(rows, positions) see activations of shape {tuple(act.shape)}"
             )
+        if self.folded:  # [n, C*S, D] -> [C*n, S, D] views: edit c is block c of rows
+            return self._folded(act)
         if not self.mult:
             out = act.clone()
             for h in self.parts:
                 s, e = h.rows
                 out[s:e] = h.edit(out[s:e])
             return out
+        f = self._factors(B, D, act)
+        edited = act * f[:, None, :]
+        return edited if self.everywhere else torch.where(self.pos, edited, act)
+
+    def _factors(self, B: int, D: int, act: Tensor) -> Tensor:
+        """``[B, D]``: one multiplicative factor per (row of the tiled batch, unit)."""
         f = torch.ones(B, D, dtype=act.dtype, device=act.device)
         for h in self.parts:
             s, e = h.rows
@@ -408,18 +421,33 @@ class _SiteEdits:
                 )
             v = 0.0 if h.op == "zero" else float(h.value)
             f[s:e] = torch.where(m, f[s:e] * v, f[s:e])
-            h.fired.append(S)
-        edited = act * f[:, None, :]
-        return edited if self.everywhere else torch.where(self.pos, edited, act)
+            h.fired.append(act.shape[1])
+        return f
+
+    def _folded(self, act: Tensor) -> Tensor:
+        n, C, D = self.n, self.C, act.shape[-1]
+        S = act.shape[1] // C
+        if self.mult:
+            f = self._factors(C * n, D, act).view(C, n, 1, D).transpose(0, 1)
+            edited = (act.view(n, C, S, D) * f).view(n, C * S, D)
+            return edited if self.everywhere else torch.where(self.pos, edited, act)
+        out = act.clone()
+        blocks = out.view(n, C, S, D)
+        for h in self.parts:
+            c = h.rows[0] // n
+            blocks[:, c] = h.edit(blocks[:, c])
+        return out
 
 
-def _fuse(hooks: list[tuple[str, Any]], pos: Tensor, C: int) -> list[tuple[str, Any]]:
+def _fuse(
+    hooks: list[tuple[str, Any]], pos: Tensor, C: int, folded: bool = False
+) -> list[tuple[str, Any]]:
     """One :class:`_SiteEdits` per hook site (TL runs a site's hooks in order; the parts
     keep that order)."""
     by_site: dict[str, list] = {}
     for name, h in hooks:
         by_site.setdefault(name, []).append(h)
-    return [(name, _SiteEdits(parts, pos, C)) for name, parts in by_site.items()]
+    return [(name, _SiteEdits(parts, pos, C, folded)) for name, parts in by_site.items()]
 
 
 def plan_blocks(
@@ -485,6 +513,8 @@ def score_answers(
             raise MultiNeuronError(f"cache='prefix': no reusable KV cache: {why}")
         if not cached:
             _warn_full_pass(model, rows, why)
+    folded = cached and folds(model)  # edits share the prefix cache without copies
+    dtype = getattr(model.cfg, "dtype", torch.float32)
     budget = memory_budget(model_device(model), max_memory)
     # the vocabulary-sized logits of one unembedding chunk (and their log-softmax) come first
     per_position = 2 * model.cfg.d_vocab * 4
@@ -548,29 +578,46 @@ def score_answers(
                     if iv is not None:
                         hooks += bind_rows(iv, model, (c * n, (c + 1) * n), edit_pos)
                 cap = _Hidden()
-                kw = {k: v.repeat(C, 1).to(dev) for k, v in bp.kwargs.items()}
-                if bp.cache is not None:
-                    kv = copy.deepcopy(bp.cache)
-                    kv.reorder_cache(torch.arange(n, device=dev).repeat(C))
-                    kw["past_key_values"] = kv
+                S = bp.tokens.shape[1]
+                fold = bp.cache is not None and folded and within_window(model, bp.reach + S)
+                if fold:  # C suffixes per row, one cache (see shared_prefix)
+                    am = bp.kwargs["attention_mask"]
+                    kw = {
+                        "attention_mask": fold_mask(am, S, C, dtype).to(dev),
+                        "position_ids": bp.kwargs["position_ids"].repeat(1, C).to(dev),
+                        "past_key_values": copy.deepcopy(bp.cache),  # one copy: n rows
+                    }
+                    toks = bp.tokens.repeat(1, C)
+                else:
+                    kw = {k: v.repeat(C, 1).to(dev) for k, v in bp.kwargs.items()}
+                    if bp.cache is not None:
+                        kv = copy.deepcopy(bp.cache)
+                        kv.reorder_cache(torch.arange(n, device=dev).repeat(C))
+                        kw["past_key_values"] = kv
+                    toks = bp.tokens.repeat(C, 1)
                 with (
                     torch.inference_mode(),
                     quiet_cache_rename(),
-                    model.hooks(fwd_hooks=[*_fuse(hooks, edit_pos, C), ("unembed.hook_in", cap)]),
+                    model.hooks(
+                        fwd_hooks=[*_fuse(hooks, edit_pos, C, fold), ("unembed.hook_in", cap)]
+                    ),
                 ):
-                    model(bp.tokens.repeat(C, 1).to(dev), **kw)
+                    model(toks.to(dev), **kw)
                 silent = [name for name, h in hooks if not h.fired]
                 if silent or cap.h is None:
                     raise MultiNeuronError(
                         f"hooks never fired while scoring: {silent or 'unembed'}"
                     )
+                h = cap.h
+                if fold:  # [n, C*S, d] -> the tiled order [C*n, S, d]
+                    h = h.view(n, C, S, -1).transpose(0, 1).reshape(C * n, S, -1)
                 # every edit's answer positions in one unembedding (large GEMMs are ~2x
                 # faster per position on a CPU than one small product per edit)
-                sel = bp.answer_pos.to(cap.h.device).repeat(C, 1)
+                sel = bp.answer_pos.to(h.device).repeat(C, 1)
                 lp, top, rank, arg = _answer_metrics(
                     model,
-                    cap.h[sel],
-                    bp.gold.to(cap.h.device).repeat(C, 1)[sel],
+                    h[sel],
+                    bp.gold.to(h.device).repeat(C, 1)[sel],
                     first.repeat(C, 1)[sel],
                     chunk,
                 )
