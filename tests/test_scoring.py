@@ -243,7 +243,9 @@ def test_folded_edits_share_one_prefix_cache_and_equal_tiled_passes(cached_model
 
     model = cached_model
     assert folds(model)
-    rows = answer_rows(model, PROMPTS * 3, ANSWERS * 3)
+    # one-token answers fold (a one-position suffix), longer ones stay tiled: both in one call
+    rows = answer_rows(model, PROMPTS * 3, ["x", "y", "z", "w"] * 2 + ANSWERS)
+    assert {len(a) for a in rows.answers} > {1}
     L, D = model.cfg.n_layers, model.cfg.d_mlp
     g = torch.Generator().manual_seed(3)
     per_row = torch.rand(len(rows), L, D, generator=g) < 0.2

@@ -12,7 +12,8 @@ prefix is read once. The pass extends its cache, so each pass takes one copy of 
 
 A model folds when a probe (once per model) finds a folded pass equal to tiled passes, and a
 block folds when no query can reach past a sliding attention window (a custom mask replaces
-the model's own window).
+the model's own window). The scorer folds only one-position suffixes (1-token answers), where
+folding was measured to win; longer suffixes are tiled.
 """
 
 from __future__ import annotations
