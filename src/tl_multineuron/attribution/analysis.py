@@ -335,9 +335,9 @@ def attribute(
     """Attribution scores of every neuron for every (item, language), joined with the item's
     sharing categories and accumulated per language, layer and category. ``max_memory`` /
     ``attention`` govern the recording pass (see
-    :func:`~tl_multineuron.sharing.recording.iter_dataset`).
-    With IG, its cost (passes, and the time projected from one timed pass) is stated before the
-    run starts when ``announce`` (default: ``progress``) and kept in ``meta["ig_cost"]``.
+    :func:`~tl_multineuron.sharing.recording.iter_dataset`). With IG, its cost (passes, and the
+    time projected from one timed pass) is stated before the run starts when ``announce``
+    (default: ``progress``) and kept in ``meta["ig_cost"]``.
     """
     config = config or AttributionConfig()
     check_model(model)

@@ -9,8 +9,7 @@
   ``a_i * (W_write[l, i] . (gain_final * W_U[:, t])) / (s_post * s_final)``; without norms the
   paper's ``a_i * (W_out[l, i] . W_U[:, t])``. Norm scales come from the clean run and are held
   fixed (:mod:`tl_multineuron.backends.norms`); for models that tie embeddings, ``W_E[t]`` may
-  stand for
-  ``W_U[:, t]`` (as the paper did on BLOOM);
+  stand for ``W_U[:, t]`` (as the paper did on BLOOM);
 * integrated gradients on the activations at the last prompt position (Dai et al.'s
   knowledge-neuron recipe): target the probability, log-probability or logit of ``t``,
   baseline zero (or a mean activation), ``steps`` points batched into one forward/backward

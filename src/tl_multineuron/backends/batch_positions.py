@@ -3,15 +3,13 @@
 The library's passes declare their batch with :func:`running_batch`: ``record`` right-pads
 (the pads follow every real token, so no real token sees them), cached generation left-pads.
 A :class:`~tl_multineuron.experiments.interventions.NeuronHook` whose positions are ``"last"`` or
-``"all"``
-reads the declaration, so ``with apply(model, deactivate(S)): record(model, batch)`` edits each
-row's own last token, not a pad. Outside a declared pass (a user's own ``run_with_hooks``) the
-hook keeps TransformerLens' convention: ``"last"`` is index ``-1``.
+``"all"`` reads the declaration, so ``with apply(model, deactivate(S)): record(model, batch)``
+edits each row's own last token, not a pad. Outside a declared pass (a user's own
+``run_with_hooks``) the hook keeps TransformerLens' convention: ``"last"`` is index ``-1``.
 
 A pass that stops early (``record`` stops after the last layer it needs) also says which layer
 it reached, so :func:`~tl_multineuron.experiments.interventions.apply` does not call a hook on a
-later layer
-"never fired".
+later layer "never fired".
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@
 With an SAE attached at ``blocks.{l}.{point}``, its feature activations
 ``blocks.{l}.{point}.hook_sae_acts_post`` are a site like ``mlp.hook_post``: the same
 categories (all-shared / partial / specific / non-activated *features*), statistics, report and
-feature-level interventions (:mod:`tl_multineuron.backends.sites`). SAELens needs TransformerLens
-3.x.
+feature-level interventions (:mod:`tl_multineuron.backends.sites`). SAELens needs
+TransformerLens 3.x.
 
     sae = "gemma-scope-2-270m-pt-res:layer_12_width_16k_l0_medium"  # Gemma Scope 2, layer 12
     model = tlm.load_model("gemma-3-270m", saes=[sae])

@@ -8,8 +8,7 @@
   own activation function;
 * an SAE's feature activations (``hook_resid_post.hook_sae_acts_post`` and the like, with
   SAELens' ``HookedSAETransformer`` and an SAE attached, see :mod:`tl_multineuron.backends.saes`):
-  the
-  features are the units, ``d_sae`` of them on each layer that has an SAE at that hook point;
+  the features are the units, ``d_sae`` of them on each layer that has an SAE at that hook point;
 * any other per-block hook suffix with a d_mlp-wide activation.
 
 Interventions edit a neuron's output (``mlp.hook_post``) for the MLP sites and the feature

@@ -88,8 +88,7 @@ def hf_model(model: Any) -> Any | None:
 def bridge_attention_modules(model: Any) -> list[Any]:
     """A bridge's attention components (whose HF attention implementation
     :mod:`tl_multineuron.backends.attention` switches); none for a ``HookedTransformer``, which
-    computes
-    attention itself, eagerly."""
+    computes attention itself, eagerly."""
     if not is_bridge(model):
         return []
     from transformer_lens.model_bridge.generalized_components.attention import AttentionBridge

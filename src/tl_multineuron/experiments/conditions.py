@@ -1,9 +1,8 @@
 """Causal experiments: answer scores under deactivation / amplification of neuron sets.
 
 Every condition is scored with :mod:`~tl_multineuron.experiments.scoring` (one forward pass per
-row: greedy
-match, gold log-probability, rank), and conditions of one scope share the prompt pass and
-padded batches. Neuron sets:
+row: greedy match, gold log-probability, rank), and conditions of one scope share the prompt
+pass and padded batches. Neuron sets:
 
 * ``all-shared`` / ``specific``: *dynamic* (from each evaluated item's own parallel prompts,
   as in the paper; ``specific`` = specific to the row's language) or *static* (calibrated on a

@@ -372,11 +372,11 @@ class _SiteEdits:
     """Every edit of one pass at one hook site, as one hook.
 
     ``parts`` are the edits' :class:`~tl_multineuron.experiments.interventions.NeuronHook` s, each
-    bound
-    to its block of rows and to the pass's edit positions ``pos`` ``[n, S]`` (tiled over the
-    ``C`` blocks). Deactivation and scaling are multiplicative: one factor per (row, unit) for
-    the whole batch, applied in one product (rows without an edit keep factor 1). Other ops
-    edit their block of one copy of the activations, in order."""
+    bound to its block of rows and to the pass's edit positions ``pos`` ``[n, S]`` (tiled over
+    the ``C`` blocks, or folded into positions, see :mod:`.shared_prefix`). Deactivation and
+    scaling are multiplicative: one factor per (row, unit) for the whole batch, applied in one
+    product (rows without an edit keep factor 1). Other ops edit their block of one copy of the
+    activations, in order."""
 
     def __init__(self, parts: list, pos: Tensor, C: int, folded: bool = False) -> None:
         self.parts = parts
@@ -491,10 +491,9 @@ def score_answers(
     """Score every row under every edit (``None`` = no edit); one :class:`AnswerScores` per
     edit. ``batch_size`` rows share one prompt pass; up to ``max_rows`` rows (edits x rows)
     share one answer pass. Both shrink where a pass's estimated peak memory
-    (:mod:`tl_multineuron.backends.memory`, eager attention) would exceed ``max_memory`` (default:
-    80% of
-    the device's free memory); a row that cannot fit alone is an error naming it, before any
-    pass runs."""
+    (:mod:`tl_multineuron.backends.memory`, eager attention) would exceed ``max_memory``
+    (default: 80% of the device's free memory); a row that cannot fit alone is an error naming
+    it, before any pass runs."""
     if scope not in SCOPES:
         raise MultiNeuronError(f"scope {scope!r}; expected one of {SCOPES}")
     if cache not in CACHE_MODES:

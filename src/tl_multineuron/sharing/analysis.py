@@ -118,8 +118,7 @@ def analyze(
     ``stats``/``start`` continue an earlier accumulation from item ``start``; ``on_batch(end,
     stats, categories)`` is called after each batch (the CLI checkpoints there).
     ``max_memory`` / ``attention``: see :func:`~tl_multineuron.sharing.recording.iter_dataset`; the
-    device
-    and attention implementation used are recorded in ``stats.meta``.
+    device and attention implementation used are recorded in ``stats.meta``.
     """
     config = config or AnalysisConfig()
     check_model(model)

@@ -436,8 +436,7 @@ def iter_dataset_with(
 
     ``batch_size`` counts items; each forward pass holds ``batch_size * n_languages`` prompts.
     Before a batch runs, its peak memory is estimated (:mod:`tl_multineuron.backends.memory`); a
-    batch
-    that would not fit the budget (``max_memory``, else 80% of the device's free memory) is
+    batch that would not fit the budget (``max_memory``, else 80% of the device's free memory) is
     split, and a prompt that cannot fit on its own is an error naming its item and language.
     """
     if batch_size < 1:
