@@ -512,7 +512,9 @@ def score_answers(
             raise MultiNeuronError(f"cache='prefix': no reusable KV cache: {why}")
         if not cached:
             _warn_full_pass(model, rows, why)
-    folded = cached and folds(model)  # edits share the prefix cache without copies
+    # edits share the prefix cache without copies where the suffix is one position (below);
+    # the probe runs only when some row has a 1-token answer
+    folded = cached and any(len(a) == 1 for a in rows.answers) and folds(model)
     dtype = getattr(model.cfg, "dtype", torch.float32)
     budget = memory_budget(model_device(model), max_memory)
     # the vocabulary-sized logits of one unembedding chunk (and their log-softmax) come first
