@@ -621,8 +621,9 @@ def test_a_wrong_boundary_is_a_warning_naming_the_language(gemma):
 
 def test_folded_conditions_score_as_tiled_passes_on_every_task(gemma, monkeypatch):
     """On the real model the scorer folds the conditions of a pass into one row's positions
-    (one prefix cache): greedy matches, first ranks and tokens equal the tiled passes' (a cache
-    copy per condition) on every built-in task, log-probs within 1e-3 nats."""
+    (one prefix cache) where the answer is one token (nli; the other tasks' multi-token rows
+    stay tiled): greedy matches, first ranks and tokens equal the tiled passes' (a cache copy
+    per condition) on every built-in task, log-probs within 1e-3 nats."""
     from tl_multineuron.experiments import scoring
     from tl_multineuron.experiments.shared_prefix import folds
 
