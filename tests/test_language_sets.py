@@ -1,0 +1,89 @@
+"""Language-specific sets by every identification method, on statistics with planted
+language-specific neurons (worked out by hand)."""
+
+import pytest
+import torch
+
+from tl_multineuron import MultiNeuronError, SharingStats
+from tl_multineuron.experiments.language_sets import METHODS, equalize, identify
+
+LANGS = ("en", "de", "fr")
+PLANTED = {"de": (0, 3), "fr": (1, 5)}  # (layer, neuron) firing for that language only
+
+
+def planted_stats(n_items: int = 40, seed: int = 0) -> SharingStats:
+    g = torch.Generator().manual_seed(seed)
+    acts = torch.where(torch.rand(n_items, 3, 2, 8, generator=g) < 0.5, 0.3, -0.05)
+    for lang, (layer, neuron) in PLANTED.items():
+        acts[:, :, layer, neuron] = -0.1
+        acts[:, LANGS.index(lang), layer, neuron] = 2.0
+    stats = SharingStats(LANGS, (0.0,), "gt", n_layers=2, d_mlp=8)
+    stats.update(acts)
+    return stats
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_finds_the_planted_neurons(method):
+    params = {"lape": {"top_rate": 2 / 16}, "magnitude": {"top_rate": 1 / 16}}.get(method, {})
+    sets = identify(planted_stats(), method, **params)
+    for lang, (layer, neuron) in PLANTED.items():
+        m = sets.masks[LANGS.index(lang)]
+        assert m[layer, neuron], (method, lang)
+        assert int(m.sum()) == 1, (method, lang, m.nonzero().tolist())
+    assert sets.neuron_set("de").mask[0, 3] and sets.neuron_set("de").name == f"{method}-de"
+    frame = sets.to_frame()
+    assert len(frame) == 3 * 2 and frame["size"].sum() == int(sets.masks.sum())
+
+
+def test_lape_by_hand():
+    """p = [[1, 0, 0]] -> entropy 0; p = [.5, .5, .5] -> log 3; the filter drops neurons whose
+    largest p is not above the 0.95 quantile; the bar assigns a neuron to languages above it."""
+    s = planted_stats()
+    sets = identify(s, "lape", top_rate=2 / 16, filter_rate=0.95, activation_bar_ratio=0.95)
+    p = s.active_counts[0].double() / s.n_items
+    assert p[1, 0, 3] == 1 and p[0, 0, 3] == 0 and sets.scores[1, 0, 3] == 0  # -entropy
+    q = p[:, 1, 1] / p[:, 1, 1].sum()
+    assert sets.scores[0, 1, 1] == pytest.approx(float((q * q.log()).sum()), abs=1e-6)
+    # with a bar of the 0.5 quantile a shared neuron would pass it too, but entropy keeps it out
+    wide = identify(s, "lape", top_rate=2 / 16, activation_bar_ratio=0.5)
+    assert int(wide.masks.sum()) >= 2
+
+
+def test_sharing_matters_is_the_specific_frequency():
+    s = planted_stats()
+    sets = identify(s, "sharing-matters", min_frequency=0.5)
+    freq = s.specific_counts[0].double() / s.n_items
+    assert torch.equal(sets.masks, freq >= 0.5)
+    assert torch.allclose(sets.scores, freq.float())
+
+
+def test_equal_sizes_across_methods_keep_each_methods_best():
+    s = planted_stats()
+    a = identify(s, "magnitude", top_rate=4 / 16)  # 4 per language (positive differences)
+    b = identify(s, "sharing-matters", min_frequency=0.1)
+    eq = equalize([a, b])
+    for x in LANGS:
+        assert eq[0].size(x) == eq[1].size(x) == min(a.size(x), b.size(x))
+        assert (eq[0].masks <= a.masks).all() and (eq[1].masks <= b.masks).all()
+    assert eq[0].masks[1, 0, 3] and eq[0].masks[2, 1, 5]  # the best of each survive the cut
+    with pytest.raises(MultiNeuronError, match="cannot cut language 'de'"):
+        a.limited({"de": a.size("de") + 1})
+
+
+def test_bad_input_names_the_method_and_language():
+    s = planted_stats()
+    with pytest.raises(MultiNeuronError, match="method 'entropy'"):
+        identify(s, "entropy")
+    with pytest.raises(
+        MultiNeuronError, match=r"lape: top_rate 1.5; expected a number in \(0, 1\]"
+    ):
+        identify(s, "lape", top_rate=1.5)
+    with pytest.raises(
+        MultiNeuronError, match=r"magnitude: unknown parameter\(s\) \['min_frequency'\]"
+    ):
+        identify(s, "magnitude", min_frequency=0.5)
+    sets = identify(s, "sharing-matters", min_frequency=1.0)
+    with pytest.raises(MultiNeuronError, match="sharing-matters: language 'en' has no specific"):
+        sets.neuron_set("en")
+    with pytest.raises(MultiNeuronError, match="at least one item"):
+        identify(SharingStats(LANGS, (0.0,), "gt", n_layers=2, d_mlp=8), "lape")
