@@ -1,0 +1,194 @@
+"""The deactivation matrix: are a method's language-specific neurons specific by their effect?
+
+For every method's sets (:mod:`.language_sets`) and every language L: deactivate L's set at
+every position and measure the mean per-token log-likelihood of held-out parallel text in every
+language -- the evaluated items' prompt followed by the gold answer, every token after the first
+scored, in one pass of the one-pass scorer (scope ``all``) -- paired by item. The change against
+the unedited model for (set of L, text in L') is one cell of a language x language matrix; a
+strong diagonal means specific. Controls per L: equal-size random sets (the same per-layer
+sizes, drawn outside the set) and activity-matched random sets (the same sizes within the
+calibration split's per-layer RMS strata), one per seed. A method's **selectivity** for L is
+the change of L's own text minus the mean change of the other languages' texts (per item, so
+the two sides pair up); its selectivity is the mean over the languages, with a bootstrap
+interval over items.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from jaxtyping import Bool
+from torch import Tensor
+
+from ..data.datasets import ParallelDataset
+from ..errors import MultiNeuronError
+from ..sharing.recording import encode, get_tokenizer
+from ..sharing.statistics import SharingStats
+from .comparisons import aligned_values, paired_bootstrap
+from .interventions import Intervention
+from .language_sets import LanguageSets
+from .neuron_sets import NeuronSet, magnitude_strata, sample_like
+from .scoring import AnswerRows, score_answers
+
+CONTROLS = ("set", "random", "matched")
+
+
+@dataclass(frozen=True)
+class SpecificityConfig:
+    """seeds: one random and one activity-matched control per seed; n_bins: activity strata;
+    batch_size / max_rows: the scorer's; n_boot / level: the bootstrap intervals."""
+
+    seeds: tuple[int, ...] = (0, 1, 2)
+    n_bins: int = 20
+    batch_size: int = 64
+    max_rows: int = 512
+    n_boot: int = 2000
+    level: float = 0.95
+
+    def __post_init__(self) -> None:
+        if not self.seeds:
+            raise MultiNeuronError("specificity: controls need at least one seed")
+        if self.n_bins < 1 or self.batch_size < 1 or self.max_rows < 1 or self.n_boot < 1:
+            raise MultiNeuronError(
+                "specificity: n_bins, batch_size, max_rows and n_boot must be >= 1"
+            )
+        if not 0 < self.level < 1:
+            raise MultiNeuronError(f"specificity: level {self.level}; expected (0, 1)")
+
+
+def text_rows(model: Any, ds: ParallelDataset) -> tuple[AnswerRows, pd.DataFrame]:
+    """One row per (item, language): the prompt followed by the gold answer as one text, its
+    first token the "prompt" and every later token scored; and the rows' keys. A text of
+    fewer than two tokens is an error naming the item and language."""
+    prompts, answers, labels, keys = [], [], [], []
+    for it in ds.items:
+        for x in ds.languages:
+            text = it.prompts[x] + ds.target(it, x)
+            ids = encode(model, text)
+            label = f"item {it.item_id!r}, language {x!r}"
+            if len(ids) < 2:
+                raise MultiNeuronError(f"{label}: the text {text!r} is too short to score")
+            prompts.append(tuple(ids[:1]))
+            answers.append(tuple(ids[1:]))
+            labels.append(label)
+            keys.append((it.item_id, x))
+    bos = getattr(get_tokenizer(model), "bos_token_id", None)
+    rows = AnswerRows(tuple(prompts), tuple(answers), tuple(labels), bos)
+    return rows, pd.DataFrame(keys, columns=["item_id", "language"])
+
+
+def _deactivate(mask: Bool[Tensor, "layer d_mlp"]) -> Any:
+    iv = Intervention(NeuronSet(mask), "zero", positions="all")
+    return lambda block: iv
+
+
+def deactivation_matrix(
+    model: Any,
+    ds: ParallelDataset,
+    sets: Sequence[LanguageSets],
+    calibration: SharingStats,
+    config: SpecificityConfig | None = None,
+    extra: dict[str, Bool[Tensor, "layer d_mlp"]] | None = None,
+    progress: bool = False,
+) -> pd.DataFrame:
+    """Mean per-token log-likelihood of every row (item x language of ``ds``) unedited and with
+    each set deactivated: one row per (method, set_language, control, seed, item, language).
+    ``extra``: other sets on the same axes (e.g. ``{"all-shared": mask}``; ``set_language``
+    ``"-"``). A language whose set is empty under a method gets no rows (the matrix says so)."""
+    cfg = config or SpecificityConfig()
+    rows, keys = text_rows(model, ds)
+    rms = (calibration.act_sq_sum.mean(0) / max(1, calibration.n_items)).sqrt()
+    strata = magnitude_strata(rms, cfg.n_bins)
+    jobs: list[tuple[dict, Any]] = [({"method": "none", "set_language": "-", "control": "none",
+                                      "seed": -1, "set_size": 0}, None)]  # fmt: skip
+    targets = [(s.method, x, s.masks[i]) for s in sets for i, x in enumerate(s.languages)]
+    targets += [(name, "-", m) for name, m in (extra or {}).items()]
+    for method, x, mask in targets:
+        if not mask.any():
+            continue
+        size = int(mask.sum())
+        base = {"method": method, "set_language": x, "set_size": size}
+        jobs.append(({**base, "control": "set", "seed": -1}, _deactivate(mask)))
+        for seed in cfg.seeds:
+            for control, st in (("random", None), ("matched", strata)):
+                drawn = sample_like(mask, 2 * seed + (control == "matched"), strata=st)
+                jobs.append(({**base, "control": control, "seed": seed}, _deactivate(drawn)))
+    scores = score_answers(
+        model, rows, [e for _, e in jobs], scope="all", batch_size=cfg.batch_size,
+        max_rows=cfg.max_rows, progress=progress,
+    )  # fmt: skip
+    frames = []
+    for (meta, _), sc in zip(jobs, scores, strict=True):
+        mean_ll = (sc.logprob / sc.n_tokens).numpy()
+        frames.append(keys.assign(**meta, mean_ll=mean_ll, n_tokens=sc.n_tokens.numpy()))
+    return pd.concat(frames, ignore_index=True)
+
+
+def matrix_table(rows: pd.DataFrame, n_boot: int = 2000, level: float = 0.95) -> pd.DataFrame:
+    """Per (method, control, set language, text language): the change in mean per-token
+    log-likelihood against the unedited model (nats/token), with a paired bootstrap interval
+    over items (seeds pooled for the controls)."""
+    keys = _keys(rows)
+    langs = list(dict.fromkeys(keys["language"]))
+    base = aligned_values(rows, "method", "none", "mean_ll", keys)
+    items = keys["item_id"].to_numpy()
+    out = []
+    for (method, x, control), g in _groups(rows):
+        vals = aligned_values(g, "method", method, "mean_ll", keys)
+        for y in langs:
+            m = (keys["language"] == y).to_numpy()
+            d = paired_bootstrap(vals[:, m], base[:, m], items[m], n_boot, 0, level)
+            out.append({"method": method, "control": control, "set_language": x,
+                        "language": y, "delta": d.delta, "ci_low": d.ci_low,
+                        "ci_high": d.ci_high, "n_items": len(np.unique(items[m])),
+                        "n_seeds": vals.shape[0], "set_size": int(g["set_size"].iloc[0])})  # fmt: skip
+    return pd.DataFrame(out)
+
+
+def selectivity(rows: pd.DataFrame, n_boot: int = 2000, level: float = 0.95) -> pd.DataFrame:
+    """Per (method, control) and per set language: own-language change minus the mean change
+    of the other languages (nats/token), with a paired bootstrap interval over items; the
+    language ``"all"`` row averages over the method's languages."""
+    keys = _keys(rows)
+    base = aligned_values(rows, "method", "none", "mean_ll", keys)
+    items = keys["item_id"].to_numpy()
+    langs = keys["language"].to_numpy()
+    out = []
+    per_method: dict[tuple[str, str], list] = {}
+    for (method, x, control), g in _groups(rows):
+        if x == "-":
+            continue
+        d = aligned_values(g, "method", method, "mean_ll", keys) - base  # [seeds, rows]
+        own = np.where(langs == x, 1.0, -1.0 / max(1, len(set(langs)) - 1))
+        contrast = d * own  # own - mean(others), summed per item
+        per_method.setdefault((method, control), []).append(contrast)
+        out.append(_selectivity_row(method, control, x, contrast, items, n_boot, level))
+    for (method, control), parts in per_method.items():
+        contrast = np.mean(parts, axis=0)
+        out.append(_selectivity_row(method, control, "all", contrast, items, n_boot, level))
+    return pd.DataFrame(out)
+
+
+def _selectivity_row(method, control, x, contrast, items, n_boot, level) -> dict:
+    # per item: sum over the item's rows (own + others with weights) = own - mean(others)
+    n_rows_per_item = pd.Series(items).value_counts().iloc[0]
+    scaled = contrast * n_rows_per_item
+    d = paired_bootstrap(scaled, np.zeros((1, scaled.shape[1])), items, n_boot, 0, level)
+    return {"method": method, "control": control, "set_language": x, "selectivity": d.delta,
+            "ci_low": d.ci_low, "ci_high": d.ci_high, "n_items": len(np.unique(items))}  # fmt: skip
+
+
+def _keys(rows: pd.DataFrame) -> pd.DataFrame:
+    none = rows[rows["method"] == "none"]
+    if none.empty:
+        raise MultiNeuronError("specificity rows need the unedited ('none') rows")
+    return none[["item_id", "language"]].drop_duplicates().reset_index(drop=True)
+
+
+def _groups(rows: pd.DataFrame):
+    edited = rows[rows["method"] != "none"]
+    return edited.groupby(["method", "set_language", "control"], sort=False)
