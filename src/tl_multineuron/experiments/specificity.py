@@ -142,10 +142,11 @@ def matrix_table(rows: pd.DataFrame, n_boot: int = 2000, level: float = 0.95) ->
         for y in langs:
             m = (keys["language"] == y).to_numpy()
             d = paired_bootstrap(vals[:, m], base[:, m], items[m], n_boot, 0, level)
+            size = int(g["set_size"].iloc[0])
             out.append({"method": method, "control": control, "set_language": x,
                         "language": y, "delta": d.delta, "ci_low": d.ci_low,
                         "ci_high": d.ci_high, "n_items": len(np.unique(items[m])),
-                        "n_seeds": vals.shape[0], "set_size": int(g["set_size"].iloc[0])})  # fmt: skip
+                        "n_seeds": vals.shape[0], "set_size": size})  # fmt: skip
     return pd.DataFrame(out)
 
 
