@@ -102,3 +102,96 @@ def test_selectivity_and_matrix_by_hand():
     ] == pytest.approx(0.0, abs=1e-12)
     with pytest.raises(MultiNeuronError, match="'none'"):
         matrix_table(rows[rows["method"] != "none"])
+
+
+LANG_CHARS = {"en": "abcdef", "de": "ghijkl", "fr": "mnopqr"}
+PLANT = {"de": 3, "fr": 5}  # layer-1 neurons made to fire on that language's tokens only
+
+
+def planted_model():
+    """A tiny GELU model whose layer-1 neurons 3 and 5 fire only on German / French tokens
+    (the embedding carries the language on dims 0-2, which only those neurons read; the
+    other dims are the same for the same letter position in every language) and write
+    toward their language's tokens; no other neuron reads the language dims."""
+    from tl_multineuron.sharing.recording import get_tokenizer
+
+    m = tiny_model("gelu", seed=1, n_layers=2, d_mlp=24)
+    tok = get_tokenizer(m)
+    P = dict(m.named_parameters())
+
+    def w(name):
+        return P[f"layers.{name}._original_component.weight"]
+
+    with torch.no_grad():
+        E = P["tok_embed._original_component.weight"]
+        E.mul_(0.1)
+        P["pos._original_component.weight"].mul_(0.1)
+        ids = {x: tok.convert_tokens_to_ids(list(c)) for x, c in LANG_CHARS.items()}
+        for j in range(6):  # the same token identity in every language: only dims 0-2 differ
+            for x in ("de", "fr"):
+                E[ids[x][j]] = E[ids["en"][j]]
+        # the language on dims 0-2, zero-sum and of one norm (the LayerNorm's mean and scale
+        # do not depend on the language): en (2, -1, -1), de (-1, 2, -1), fr (-1, -1, 2)
+        code = {"en": (6.0, -3.0, -3.0), "de": (-3.0, 6.0, -3.0), "fr": (-3.0, -3.0, 6.0)}
+        E[:, :3] = torch.tensor(code["en"])
+        for x in ("de", "fr"):
+            E[ids[x], :3] = torch.tensor(code[x])
+        W_U = P["head._original_component.weight"]
+        mlp = "layers.{}._original_component.mlp._original_component.{}._original_component"
+        attn_o = "layers.{}._original_component.attn._original_component.o._original_component"
+        for layer in (0, 1):
+            P[f"{mlp.format(layer, 'fc_in')}.weight"][:, :3] = 0  # blind to the language
+            P[f"{attn_o.format(layer)}.weight"].zero_()  # no mixing across positions
+            P[f"{attn_o.format(layer)}.bias"].zero_()
+        P[f"{mlp.format(0, 'fc_out')}.weight"][:3] = 0  # dims 0-2 hold only the language
+        P[f"{mlp.format(0, 'fc_out')}.bias"][:3] = 0
+        fc_in, fc_out = mlp.format(1, "fc_in"), mlp.format(1, "fc_out")
+        for x, k in PLANT.items():
+            P[f"{fc_in}.weight"][k] = 0
+            P[f"{fc_in}.weight"][k, 1 if x == "de" else 2] = 5.0
+            P[f"{fc_in}.bias"][k] = -1.0
+            toward = W_U[ids[x]].mean(0)
+            P[f"{fc_out}.weight"][:, k] = 4.0 * toward / toward.norm()
+    return m
+
+
+def planted_dataset(n_items: int = 8):
+    from tl_multineuron import ParallelDataset, ParallelItem
+
+    items = []
+    for i in range(n_items):
+        prompts = {
+            x: "".join(c[(i + j) % 6] for j in range(5 + i % 3)) for x, c in LANG_CHARS.items()
+        }
+        answers = {x: c[(i + 2) % 6] + c[(i + 4) % 6] for x, c in LANG_CHARS.items()}
+        items.append(ParallelItem(f"p{i}", prompts, answers, "planted"))
+    return ParallelDataset(tuple(items), tuple(LANG_CHARS), "planted", answer_delimiter="")
+
+
+def test_planted_neurons_are_found_by_every_method_and_give_a_diagonal_matrix():
+    import tl_multineuron as tlm
+    from tl_multineuron.experiments.language_sets import METHODS, equalize
+
+    model, ds = planted_model(), planted_dataset()
+    stats = tlm.analyze(model, ds, tlm.AnalysisConfig(batch_size=8)).stats
+    # LAPE's quantile filter and bar at 0.5: a toy's probabilities sit on a few values (the
+    # paper's 0.95 is for token frequencies over large corpora)
+    lape = {"top_rate": 2 / 48, "filter_rate": 0.5, "activation_bar_ratio": 0.5}
+    params = {"lape": lape, "magnitude": {"top_rate": 1 / 48}}
+    sets = [identify(stats, m, **params.get(m, {})) for m in METHODS]
+    for s in sets:
+        for x, k in PLANT.items():
+            assert s.masks[s.languages.index(x), 1, k], (s.method, x)
+    sets = equalize(sets)
+    for s in sets:  # cut to the smallest: the planted neuron alone for de and fr
+        assert s.size("de") == s.size("fr") == 1 and s.size("en") == 0, s.method
+    rows = deactivation_matrix(model, ds, sets, stats, SpecificityConfig(seeds=(0,)))
+    t = matrix_table(rows, n_boot=200)
+    t = t[t.control == "set"].set_index(["method", "set_language", "language"])["delta"]
+    for s in sets:
+        for x in PLANT:
+            own = t[(s.method, x, x)]
+            others = [abs(t[(s.method, x, y)]) for y in LANG_CHARS if y != x]
+            assert own < 0 and abs(own) > 10 * max(others), (s.method, x, own, others)
+    sel = selectivity(rows, n_boot=200)
+    assert (sel[(sel.control == "set") & (sel.set_language == "all")].ci_high < 0).all()
