@@ -5,27 +5,43 @@ import pytest
 import torch
 
 from tl_multineuron import MultiNeuronError, SharingStats
-from tl_multineuron.experiments.language_sets import METHODS, equalize, identify
+from tl_multineuron.experiments.language_sets import METHODS, equalize, identify_language_sets
+from tl_multineuron.sharing.histogram import ActivationHistogram
 
 LANGS = ("en", "de", "fr")
 PLANTED = {"de": (0, 3), "fr": (1, 5)}  # (layer, neuron) firing for that language only
 
 
-def planted_stats(n_items: int = 40, seed: int = 0) -> SharingStats:
+def planted_acts(n_items: int = 40, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     acts = torch.where(torch.rand(n_items, 3, 2, 8, generator=g) < 0.5, 0.3, -0.05)
+    acts = acts + 0.02 * torch.rand(acts.shape, generator=g)  # activations are continuous
     for lang, (layer, neuron) in PLANTED.items():
         acts[:, :, layer, neuron] = -0.1
-        acts[:, LANGS.index(lang), layer, neuron] = 2.0
+        acts[:, LANGS.index(lang), layer, neuron] = 1.0 + 2.0 * torch.rand(n_items, generator=g)
+    return acts
+
+
+def planted_stats(n_items: int = 40, seed: int = 0) -> SharingStats:
     stats = SharingStats(LANGS, (0.0,), "gt", n_layers=2, d_mlp=8)
-    stats.update(acts)
+    stats.update(planted_acts(n_items, seed))
     return stats
+
+
+def planted_histogram(n_items: int = 40, seed: int = 0) -> ActivationHistogram:
+    hist = ActivationHistogram(LANGS, 2, 8)
+    hist.update(planted_acts(n_items, seed))
+    return hist
 
 
 @pytest.mark.parametrize("method", METHODS)
 def test_every_method_finds_the_planted_neurons(method):
-    params = {"lape": {"top_rate": 2 / 16}, "magnitude": {"top_rate": 1 / 16}}.get(method, {})
-    sets = identify(planted_stats(), method, **params)
+    params = {
+        "lape": {"top_rate": 2 / 16},
+        "act-prob-90p": {"top_rate": 2 / 16},
+        "magnitude": {"top_rate": 1 / 16},
+    }.get(method, {})
+    sets = identify_language_sets(planted_stats(), method, planted_histogram(), **params)
     for lang, (layer, neuron) in PLANTED.items():
         m = sets.masks[LANGS.index(lang)]
         assert m[layer, neuron], (method, lang)
@@ -39,19 +55,21 @@ def test_lape_by_hand():
     """p = [[1, 0, 0]] -> entropy 0; p = [.5, .5, .5] -> log 3; the filter drops neurons whose
     largest p is not above the 0.95 quantile; the bar assigns a neuron to languages above it."""
     s = planted_stats()
-    sets = identify(s, "lape", top_rate=2 / 16, filter_rate=0.95, activation_bar_ratio=0.95)
+    sets = identify_language_sets(
+        s, "lape", top_rate=2 / 16, filter_rate=0.95, activation_bar_ratio=0.95
+    )
     p = s.active_counts[0].double() / s.n_items
     assert p[1, 0, 3] == 1 and p[0, 0, 3] == 0 and sets.scores[1, 0, 3] == 0  # -entropy
     q = p[:, 1, 1] / p[:, 1, 1].sum()
     assert sets.scores[0, 1, 1] == pytest.approx(float((q * q.log()).sum()), abs=1e-6)
     # with a bar of the 0.5 quantile a shared neuron would pass it too, but entropy keeps it out
-    wide = identify(s, "lape", top_rate=2 / 16, activation_bar_ratio=0.5)
+    wide = identify_language_sets(s, "lape", top_rate=2 / 16, activation_bar_ratio=0.5)
     assert int(wide.masks.sum()) >= 2
 
 
 def test_sharing_matters_is_the_specific_frequency():
     s = planted_stats()
-    sets = identify(s, "sharing-matters", min_frequency=0.5)
+    sets = identify_language_sets(s, "sharing-matters", min_frequency=0.5)
     freq = s.specific_counts[0].double() / s.n_items
     assert torch.equal(sets.masks, freq >= 0.5)
     assert torch.allclose(sets.scores, freq.float())
@@ -59,13 +77,17 @@ def test_sharing_matters_is_the_specific_frequency():
 
 def test_equal_sizes_across_methods_keep_each_methods_best():
     s = planted_stats()
-    a = identify(s, "magnitude", top_rate=4 / 16)  # 4 per language (positive differences)
-    b = identify(s, "sharing-matters", min_frequency=0.1)
+    # 4 per language (positive differences)
+    a = identify_language_sets(s, "magnitude", top_rate=4 / 16)
+    b = identify_language_sets(s, "sharing-matters", min_frequency=0.1)
     eq = equalize([a, b])
     for x in LANGS:
         assert eq[0].size(x) == eq[1].size(x) == min(a.size(x), b.size(x))
         assert (eq[0].masks <= a.masks).all() and (eq[1].masks <= b.masks).all()
     assert eq[0].masks[1, 0, 3] and eq[0].masks[2, 1, 5]  # the best of each survive the cut
+    none = identify_language_sets(s, "sharing-matters", min_frequency=1.0)  # empty for en
+    kept = equalize([a, none])
+    assert none.size("en") == 0 < a.size("en") == kept[0].size("en") and kept[1].size("en") == 0
     with pytest.raises(MultiNeuronError, match="cannot cut language 'de'"):
         a.limited({"de": a.size("de") + 1})
 
@@ -73,17 +95,34 @@ def test_equal_sizes_across_methods_keep_each_methods_best():
 def test_bad_input_names_the_method_and_language():
     s = planted_stats()
     with pytest.raises(MultiNeuronError, match="method 'entropy'"):
-        identify(s, "entropy")
+        identify_language_sets(s, "entropy")
     with pytest.raises(
         MultiNeuronError, match=r"lape: top_rate 1.5; expected a number in \(0, 1\]"
     ):
-        identify(s, "lape", top_rate=1.5)
+        identify_language_sets(s, "lape", top_rate=1.5)
     with pytest.raises(
         MultiNeuronError, match=r"magnitude: unknown parameter\(s\) \['min_frequency'\]"
     ):
-        identify(s, "magnitude", min_frequency=0.5)
-    sets = identify(s, "sharing-matters", min_frequency=1.0)
+        identify_language_sets(s, "magnitude", min_frequency=0.5)
+    sets = identify_language_sets(s, "sharing-matters", min_frequency=1.0)
     with pytest.raises(MultiNeuronError, match="sharing-matters: language 'en' has no specific"):
         sets.neuron_set("en")
     with pytest.raises(MultiNeuronError, match="at least one item"):
-        identify(SharingStats(LANGS, (0.0,), "gt", n_layers=2, d_mlp=8), "lape")
+        identify_language_sets(SharingStats(LANGS, (0.0,), "gt", n_layers=2, d_mlp=8), "lape")
+
+
+def test_act_prob_90p_by_hand():
+    """The relevance is the share of a language's items at or above the neuron's pooled 90th
+    percentile: for the planted de neuron (a third of the pooled values, all de, spread over
+    [1, 3]) about 0.3 of de items and none of the others; the selection is LAPE's on it."""
+    s, h = planted_stats(), planted_histogram()
+    p = h.exceed_probability(0.9)
+    assert p[0, 0, 3] == p[2, 0, 3] == 0 and 0.15 <= float(p[1, 0, 3]) <= 0.35
+    sets = identify_language_sets(s, "act-prob-90p", h, top_rate=2 / 16)
+    assert sets.scores[1, 0, 3] == 0  # -entropy of a one-language probability
+    with pytest.raises(MultiNeuronError, match="act-prob-90p needs the recording pass"):
+        identify_language_sets(s, "act-prob-90p")
+    with pytest.raises(MultiNeuronError, match="is not of the statistics' recording pass"):
+        identify_language_sets(s, "act-prob-90p", planted_histogram(n_items=20))
+    with pytest.raises(MultiNeuronError, match=r"act-prob-90p: quantile 1.0; expected"):
+        identify_language_sets(s, "act-prob-90p", h, quantile=1.0)

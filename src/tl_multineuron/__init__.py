@@ -155,6 +155,19 @@ _EXPORTS: dict[str, str] = {
     "model_weights": "backends.weights",
     "ModelWeights": "backends.weights",
     "load_xnli": "data.xnli",
+    "ActivationHistogram": "sharing.histogram",
+    "LanguageSets": "experiments.language_sets",
+    "identify_language_sets": "experiments.language_sets",
+    "equalize": "experiments.language_sets",
+    "SpecificityConfig": "experiments.specificity",
+    "deactivation_matrix": "experiments.specificity",
+    "matrix_table": "experiments.specificity",
+    "selectivity": "experiments.specificity",
+    "output_language": "experiments.specificity",
+    "output_language_table": "experiments.specificity",
+    "record_for_sets": "experiments.specificity",
+    "SpecificityRunConfig": "runs.specificity",
+    "run_specificity": "runs.specificity",
 }
 
 __all__ = [
@@ -162,6 +175,7 @@ __all__ = [
     "accuracy_summary",
     "accuracy_table",
     "AccuracySteerConfig",
+    "ActivationHistogram",
     "active_mask",
     "amplify",
     "AnalysisConfig",
@@ -197,6 +211,7 @@ __all__ = [
     "contribution_scores",
     "control_table",
     "deactivate",
+    "deactivation_matrix",
     "default_bands",
     "diff_of_means",
     "drift_line",
@@ -205,6 +220,7 @@ __all__ = [
     "effective_scores",
     "efficient_attention",
     "EMBEDDED_MODEL",
+    "equalize",
     "estimate_forward",
     "EvalConfig",
     "evaluate",
@@ -215,6 +231,7 @@ __all__ = [
     "GridConfig",
     "heldout_comparisons",
     "identifier_accuracy",
+    "identify_language_sets",
     "IGResult",
     "integrated_gradients",
     "Intervention",
@@ -226,6 +243,7 @@ __all__ = [
     "KnowledgeStats",
     "language_edit",
     "LanguageIdentifier",
+    "LanguageSets",
     "LanguageSteerConfig",
     "layer_device_map",
     "list_tasks",
@@ -237,6 +255,7 @@ __all__ = [
     "load_xnli",
     "LoadInfo",
     "magnitude_strata",
+    "matrix_table",
     "mcnemar_exact",
     "mean_ablate",
     "memory_budget",
@@ -252,6 +271,8 @@ __all__ = [
     "norm_path",
     "NormPath",
     "NormSpec",
+    "output_language",
+    "output_language_table",
     "paired_bootstrap",
     "paired_comparisons",
     "paper_conditions",
@@ -261,6 +282,7 @@ __all__ = [
     "prefix_cache_status",
     "prepare_sets",
     "record",
+    "record_for_sets",
     "record_with",
     "RecordingConfig",
     "refine",
@@ -271,6 +293,7 @@ __all__ = [
     "run_attribution",
     "run_experiment",
     "run_language_study",
+    "run_specificity",
     "run_task",
     "sae_site",
     "sample_like",
@@ -280,8 +303,11 @@ __all__ = [
     "scoring_path",
     "search_space",
     "search_surface",
+    "selectivity",
     "Shard",
     "SharingStats",
+    "SpecificityConfig",
+    "SpecificityRunConfig",
     "steer_toward",
     "SteerConfig",
     "SteeringSets",
@@ -446,6 +472,11 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time names load on 
         mean_ablate,
         steer_toward,
     )
+    from .experiments.language_sets import (
+        LanguageSets,
+        equalize,
+        identify_language_sets,
+    )
     from .experiments.neuron_sets import (
         NeuronSet,
         magnitude_strata,
@@ -461,6 +492,15 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time names load on 
         prefix_cache_status,
         score_answers,
         scoring_path,
+    )
+    from .experiments.specificity import (
+        SpecificityConfig,
+        deactivation_matrix,
+        matrix_table,
+        output_language,
+        output_language_table,
+        record_for_sets,
+        selectivity,
     )
     from .report.page import (
         build_report,
@@ -487,6 +527,10 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time names load on 
     from .runs.shards import (
         Shard,
     )
+    from .runs.specificity import (
+        SpecificityRunConfig,
+        run_specificity,
+    )
     from .runs.steer import (
         AccuracySteerConfig,
         run_accuracy_study,
@@ -507,6 +551,9 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time names load on 
         categorize,
         categorize_acts,
         validate_thresholds,
+    )
+    from .sharing.histogram import (
+        ActivationHistogram,
     )
     from .sharing.masks import (
         topk_mask,

@@ -14,6 +14,13 @@ ranks by, so sets of different methods can be cut to equal sizes.
   are dropped; the ``top_rate`` share of all neurons (every layer) with the lowest entropy is
   kept, each assigned to every language whose ``p`` exceeds the ``activation_bar_ratio``
   quantile. The paper's bar: top 1%, 0.95, 0.95. Score: minus the entropy.
+* ``act-prob-90p`` (as in csalt-research/LangSpecificNeurons): the LAPE selection above, with
+  "active" meaning at or above the neuron's own ``quantile`` (0.9) of its activations pooled
+  over the languages instead of above 0. Needs an
+  :class:`~tl_multineuron.sharing.histogram.ActivationHistogram` from the same recording pass
+  (the threshold is read at its bin resolution). A per-language threshold would make every
+  language's probability ``1 - q`` by construction, so the pooled one is used. Score: minus the
+  entropy.
 * ``magnitude``: the neuron's mean activation for L minus its mean over the other languages;
   the ``top_rate`` share of all neurons with the largest difference, per language. Score: the
   difference.
@@ -35,13 +42,20 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from ..errors import MultiNeuronError
+from ..sharing.histogram import ActivationHistogram
 from ..sharing.statistics import SharingStats
 from .neuron_sets import NeuronSet
 
-METHODS = ("sharing-matters", "lape", "magnitude")
+METHODS = ("sharing-matters", "lape", "act-prob-90p", "magnitude")
 DEFAULTS: dict[str, dict[str, float]] = {
     "sharing-matters": {"min_frequency": 0.5},
     "lape": {"top_rate": 0.01, "filter_rate": 0.95, "activation_bar_ratio": 0.95},
+    "act-prob-90p": {
+        "quantile": 0.9,
+        "top_rate": 0.01,
+        "filter_rate": 0.95,
+        "activation_bar_ratio": 0.95,
+    },
     "magnitude": {"top_rate": 0.01},
 }
 
@@ -114,10 +128,16 @@ class LanguageSets:
         return self.languages.index(language)
 
 
-def identify(stats: SharingStats, method: str, **params: float) -> LanguageSets:
+def identify_language_sets(
+    stats: SharingStats,
+    method: str,
+    histogram: ActivationHistogram | None = None,
+    **params: float,
+) -> LanguageSets:
     """The language-specific sets of ``method`` (see the module docstring) with ``params``
     over the method's defaults (``DEFAULTS``); an unknown or out-of-range parameter is an
-    error naming the method."""
+    error naming the method. ``histogram``: the recording pass's activation histogram, needed
+    by ``act-prob-90p`` only."""
     if method not in METHODS:
         raise MultiNeuronError(f"language-specificity method {method!r}; expected one of {METHODS}")
     unknown = sorted(set(params) - set(DEFAULTS[method]))
@@ -129,13 +149,18 @@ def identify(stats: SharingStats, method: str, **params: float) -> LanguageSets:
     for name, v in p.items():
         if not (isinstance(v, int | float) and 0 < float(v) <= 1):
             raise MultiNeuronError(f"{method}: {name} {v!r}; expected a number in (0, 1]")
-    masks, scores = _METHODS[method](stats, **p)
+    if method == "act-prob-90p":
+        masks, scores = _act_prob(stats, histogram, **p)
+    else:
+        masks, scores = _METHODS[method](stats, **p)
     return LanguageSets(method, tuple(stats.languages), masks, scores.float(), p)
 
 
 def equalize(sets: Sequence[LanguageSets]) -> list[LanguageSets]:
-    """The sets of several methods cut, per language, to the smallest of their sizes (each
-    method keeps its own highest-scoring neurons), for a comparison at equal size."""
+    """The sets of several methods cut, per language, to the smallest of their non-empty sizes
+    (each method keeps its own highest-scoring neurons), for a comparison at equal size. A
+    method that finds nothing for a language stays empty there (and the matrix says so): one
+    method's empty set does not erase the others'."""
     if not sets:
         raise MultiNeuronError("equalize: no sets")
     first = sets[0]
@@ -146,8 +171,8 @@ def equalize(sets: Sequence[LanguageSets]) -> list[LanguageSets]:
                 f"{tuple(s.masks.shape)}; {first.method} has {list(first.languages)} / "
                 f"{tuple(first.masks.shape)}"
             )
-    k = {x: min(s.size(x) for s in sets) for x in first.languages}
-    return [s.limited(k) for s in sets]
+    k = {x: min((s.size(x) for s in sets if s.size(x)), default=0) for x in first.languages}
+    return [s.limited({x: min(n, s.size(x)) for x, n in k.items()}) for s in sets]
 
 
 def _sharing_matters(stats: SharingStats, min_frequency: float) -> tuple[Tensor, Tensor]:
@@ -161,6 +186,39 @@ def _lape(
 ) -> tuple[Tensor, Tensor]:
     _need_items(stats)
     p = stats.active_counts[0].double() / stats.n_items  # [lang, layer, d_mlp]
+    return _entropy_selection(p, top_rate, filter_rate, activation_bar_ratio)
+
+
+def _act_prob(
+    stats: SharingStats,
+    histogram: ActivationHistogram | None,
+    quantile: float,
+    top_rate: float,
+    filter_rate: float,
+    activation_bar_ratio: float,
+) -> tuple[Tensor, Tensor]:
+    if histogram is None:
+        raise MultiNeuronError(
+            "act-prob-90p needs the recording pass's activation histogram (histogram=...)"
+        )
+    if quantile >= 1:
+        raise MultiNeuronError(f"act-prob-90p: quantile {quantile}; expected a number in (0, 1)")
+    same = (histogram.languages, histogram.n_layers, histogram.d_mlp, histogram.n_items)
+    if same != (stats.languages, stats.n_layers, stats.d_mlp, stats.n_items):
+        raise MultiNeuronError(
+            f"act-prob-90p: the histogram ({list(histogram.languages)}, {histogram.n_layers} "
+            f"layers x {histogram.d_mlp}, {histogram.n_items} items) is not of the statistics' "
+            f"recording pass ({list(stats.languages)}, {stats.n_layers} x {stats.d_mlp}, "
+            f"{stats.n_items} items)"
+        )
+    p = histogram.exceed_probability(quantile)
+    return _entropy_selection(p, top_rate, filter_rate, activation_bar_ratio)
+
+
+def _entropy_selection(
+    p: Tensor, top_rate: float, filter_rate: float, activation_bar_ratio: float
+) -> tuple[Tensor, Tensor]:
+    """Tang et al.'s selection on per-language probabilities ``p`` ``[lang, layer, d_mlp]``."""
     total = p.sum(0, keepdim=True)
     ent = torch.special.entr(p / total.clamp_min(1e-30)).sum(0)  # [layer, d_mlp]
     flat = p.flatten()

@@ -11,11 +11,15 @@ calibration split's per-layer RMS strata), one per seed. A method's **selectivit
 the change of L's own text minus the mean change of the other languages' texts (per item, so
 the two sides pair up); its selectivity is the mean over the languages, with a bootstrap
 interval over items.
+
+Output language (:func:`output_language`): greedy generations of the evaluated prompts in L
+with L's set deactivated, and the share still identified as L (offline identifier, only for
+languages it identifies reliably), against the unedited model and an equal-size random set.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,10 +30,13 @@ from torch import Tensor
 
 from ..data.datasets import ParallelDataset
 from ..errors import MultiNeuronError
-from ..sharing.recording import encode, get_tokenizer
+from ..sharing.analysis import AnalysisConfig, new_stats
+from ..sharing.histogram import ActivationHistogram, default_edges
+from ..sharing.recording import encode, get_tokenizer, iter_dataset
 from ..sharing.statistics import SharingStats
 from .comparisons import aligned_values, paired_bootstrap
-from .interventions import Intervention
+from .evaluation import generate_greedy
+from .interventions import Intervention, apply
 from .language_sets import LanguageSets
 from .neuron_sets import NeuronSet, magnitude_strata, sample_like
 from .scoring import AnswerRows, score_answers
@@ -58,6 +65,25 @@ class SpecificityConfig:
             )
         if not 0 < self.level < 1:
             raise MultiNeuronError(f"specificity: level {self.level}; expected (0, 1)")
+
+
+def record_for_sets(
+    model: Any,
+    ds: ParallelDataset,
+    batch_size: int = 8,
+    progress: bool = False,
+    n_bins: int = 64,
+) -> tuple[SharingStats, ActivationHistogram]:
+    """One recording pass (last prompt token, threshold 0) feeding both accumulators every
+    identification method reads: the sharing statistics and the activation histogram."""
+    stats = new_stats(model, ds, AnalysisConfig(batch_size=batch_size))
+    hist = ActivationHistogram(
+        ds.languages, stats.n_layers, stats.d_mlp, default_edges(n_bins), meta=dict(stats.meta)
+    )
+    for _, acts in iter_dataset(model, ds, batch_size=batch_size, progress=progress):
+        stats.update(acts)
+        hist.update(acts)
+    return stats, hist
 
 
 def text_rows(model: Any, ds: ParallelDataset) -> tuple[AnswerRows, pd.DataFrame]:
@@ -94,17 +120,20 @@ def deactivation_matrix(
     config: SpecificityConfig | None = None,
     extra: dict[str, Bool[Tensor, "layer d_mlp"]] | None = None,
     progress: bool = False,
+    baseline: bool = True,
 ) -> pd.DataFrame:
     """Mean per-token log-likelihood of every row (item x language of ``ds``) unedited and with
     each set deactivated: one row per (method, set_language, control, seed, item, language).
     ``extra``: other sets on the same axes (e.g. ``{"all-shared": mask}``; ``set_language``
-    ``"-"``). A language whose set is empty under a method gets no rows (the matrix says so)."""
+    ``"-"``). A language whose set is empty under a method gets no rows (:func:`matrix_table`
+    says so). ``baseline=False`` leaves out the unedited rows (when scoring in parts)."""
     cfg = config or SpecificityConfig()
     rows, keys = text_rows(model, ds)
-    rms = (calibration.act_sq_sum.mean(0) / max(1, calibration.n_items)).sqrt()
-    strata = magnitude_strata(rms, cfg.n_bins)
-    jobs: list[tuple[dict, Any]] = [({"method": "none", "set_language": "-", "control": "none",
-                                      "seed": -1, "set_size": 0}, None)]  # fmt: skip
+    strata = _strata(calibration, cfg.n_bins)
+    jobs: list[tuple[dict, Any]] = []
+    if baseline:
+        jobs.append(({"method": "none", "set_language": "-", "control": "none", "seed": -1,
+                      "set_size": 0}, None))  # fmt: skip
     targets = [(s.method, x, s.masks[i]) for s in sets for i, x in enumerate(s.languages)]
     targets += [(name, "-", m) for name, m in (extra or {}).items()]
     for method, x, mask in targets:
@@ -117,6 +146,8 @@ def deactivation_matrix(
             for control, st in (("random", None), ("matched", strata)):
                 drawn = sample_like(mask, 2 * seed + (control == "matched"), strata=st)
                 jobs.append(({**base, "control": control, "seed": seed}, _deactivate(drawn)))
+    if not jobs:
+        return pd.DataFrame()
     scores = score_answers(
         model, rows, [e for _, e in jobs], scope="all", batch_size=cfg.batch_size,
         max_rows=cfg.max_rows, progress=progress,
@@ -128,10 +159,22 @@ def deactivation_matrix(
     return pd.concat(frames, ignore_index=True)
 
 
-def matrix_table(rows: pd.DataFrame, n_boot: int = 2000, level: float = 0.95) -> pd.DataFrame:
+def _strata(calibration: SharingStats, n_bins: int) -> Tensor:
+    """Activity strata for matched controls: per-layer quantile bins of the calibration RMS."""
+    rms = (calibration.act_sq_sum.mean(0) / max(1, calibration.n_items)).sqrt()
+    return magnitude_strata(rms, n_bins)
+
+
+def matrix_table(
+    rows: pd.DataFrame,
+    n_boot: int = 2000,
+    level: float = 0.95,
+    sets: Sequence[LanguageSets] = (),
+) -> pd.DataFrame:
     """Per (method, control, set language, text language): the change in mean per-token
     log-likelihood against the unedited model (nats/token), with a paired bootstrap interval
-    over items (seeds pooled for the controls)."""
+    over items (seeds pooled for the controls). ``sets``: the methods scored; a language whose
+    set is empty under one of them gets a row with ``set_size`` 0 and NaN change (``empty``)."""
     keys = _keys(rows)
     langs = list(dict.fromkeys(keys["language"]))
     base = aligned_values(rows, "method", "none", "mean_ll", keys)
@@ -146,7 +189,14 @@ def matrix_table(rows: pd.DataFrame, n_boot: int = 2000, level: float = 0.95) ->
             out.append({"method": method, "control": control, "set_language": x,
                         "language": y, "delta": d.delta, "ci_low": d.ci_low,
                         "ci_high": d.ci_high, "n_items": len(np.unique(items[m])),
-                        "n_seeds": vals.shape[0], "set_size": size})  # fmt: skip
+                        "n_seeds": vals.shape[0], "set_size": size,
+                        "empty": False})  # fmt: skip
+    for s in sets:
+        for x in s.languages:
+            if s.size(x) == 0:
+                out += [{"method": s.method, "control": "set", "set_language": x, "language": y,
+                         "delta": np.nan, "ci_low": np.nan, "ci_high": np.nan, "n_items": 0,
+                         "n_seeds": 0, "set_size": 0, "empty": True} for y in langs]  # fmt: skip
     return pd.DataFrame(out)
 
 
@@ -193,3 +243,77 @@ def _keys(rows: pd.DataFrame) -> pd.DataFrame:
 def _groups(rows: pd.DataFrame):
     edited = rows[rows["method"] != "none"]
     return edited.groupby(["method", "set_language", "control"], sort=False)
+
+
+def output_language(
+    model: Any,
+    ds: ParallelDataset,
+    sets: Sequence[LanguageSets],
+    languages: Sequence[str],
+    seed: int = 0,
+    max_new_tokens: int = 8,
+    batch_size: int = 16,
+    detect: Callable[[list[str]], list[str | None]] | None = None,
+    done: set[tuple[str, str, str]] = frozenset(),
+    on_rows: Callable[[pd.DataFrame], None] | None = None,
+) -> pd.DataFrame:
+    """Greedy continuations of ``ds``'s prompts in each of ``languages``: unedited, with each
+    method's set for that language deactivated, and with an equal-size random set (``seed``).
+    One row per (method, set_language, control, item): ``generated`` (first line), ``detected``
+    and ``in_language``. ``detect``: an identifier's ``detect`` (required); ``done``: (method,
+    set_language, control) already generated (resume); ``on_rows``: called after each."""
+    if detect is None:
+        raise MultiNeuronError("output_language needs a language identifier (detect=...)")
+    tok = get_tokenizer(model)
+    ids = [it.item_id for it in ds.items]
+    frames = []
+    for x in languages:
+        if x not in ds.languages:
+            raise MultiNeuronError(f"output language: {x!r} is not among {list(ds.languages)}")
+        jobs: list[tuple[str, str, Any]] = [("none", "none", None)]
+        for s in sets:
+            if s.size(x) == 0:
+                continue
+            mask = s.masks[s.languages.index(x)]
+            jobs.append((s.method, "set", mask))
+            jobs.append((s.method, "random", sample_like(mask, 2 * seed)))
+        for method, control, mask in jobs:
+            if (method, x, control) in done:
+                continue
+            edits = [] if mask is None else [Intervention(NeuronSet(mask), "zero", positions="all")]
+            with apply(model, *edits):
+                gens = generate_greedy(model, ds.prompts(x), max_new_tokens, batch_size)
+            texts = [tok.decode(g).split("\n")[0].strip() for g in gens]
+            found = detect(texts)
+            part = pd.DataFrame({
+                "method": method, "set_language": x, "control": control, "item_id": ids,
+                "generated": texts, "detected": [f or "" for f in found],
+                "in_language": [f == x for f in found],
+            })  # fmt: skip
+            frames.append(part)
+            if on_rows is not None:
+                on_rows(part)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def output_language_table(
+    rows: pd.DataFrame, n_boot: int = 2000, level: float = 0.95
+) -> pd.DataFrame:
+    """Per (method, control, language): the share (%) of generations identified as the
+    prompts' language, the unedited share, and their paired difference with a bootstrap
+    interval over items."""
+    out = []
+    for x, g in rows.groupby("set_language", sort=False):
+        base = g[g["method"] == "none"].set_index("item_id")["in_language"].astype(float)
+        for (method, control), h in g[g["method"] != "none"].groupby(
+            ["method", "control"], sort=False
+        ):
+            v = h.set_index("item_id")["in_language"].astype(float).reindex(base.index)
+            d = paired_bootstrap(
+                v.to_numpy()[None], base.to_numpy()[None], base.index.to_numpy(), n_boot, 0, level
+            )
+            out.append({"method": method, "control": control, "language": x,
+                        "share": 100 * d.value, "share_none": 100 * d.reference_value,
+                        "delta": 100 * d.delta, "ci_low": 100 * d.ci_low,
+                        "ci_high": 100 * d.ci_high, "n_items": len(base)})  # fmt: skip
+    return pd.DataFrame(out)

@@ -429,6 +429,49 @@ def _steering(rep: _Report, d: Path) -> None:
     rep.table(table.round(1))
 
 
+def _specificity(rep: _Report, d: Path) -> None:
+    from . import plots
+
+    rep.h2("Language specificity: identification methods and the deactivation matrix")
+    sel = _load(d / "selectivity.csv", pd.read_csv, "selectivity", rep)
+    table = _load(d / "matrix.csv", pd.read_csv, "deactivation matrix", rep)
+    run = _run_info(d, "run-specificity.json") or {}
+    cfg = run.get("identity", {}).get("specificity", {})
+    n_cal, n_ev = ((run.get(k) or ["?"] * 3)[-1] for k in ("calibration_items", "eval_items"))
+    rep.p(
+        f"Sets from {n_cal} calibration items; held-out text: "
+        f"{n_ev} evaluated items' prompt + gold answer, every token "
+        "scored. Cell (L, L'): change in mean per-token log-likelihood (nats/token) of language "
+        "L' text when L's set is deactivated, paired by item, 95% bootstrap interval over items. "
+        f"Sets equalised per language across methods: {cfg.get('equal_size', '?')}."
+    )
+    if sel is not None:
+        rep.p(
+            "Selectivity: own-language change minus the mean change of the other languages "
+            "(nats/token; more negative = more specific). 'set': the method's sets; 'random' / "
+            "'matched': equal-size random and activity-matched sets (seeds pooled)."
+        )
+        rep.table(sel.round(4))
+    sizes = _load(d / "sets.csv", pd.read_csv, "set sizes", rep)
+    if sizes is not None:
+        rep.p("Set sizes per language (all layers)")
+        rep.table(sizes.pivot_table(index="method", columns="language", values="size",
+                                    aggfunc="sum", sort=False))  # fmt: skip
+    if table is not None:
+        for method in dict.fromkeys(table["method"]):
+            rep.figure(lambda m=method: plots.plot_specificity_matrix(table, m), f"matrix {method}")
+    ol = d / "output_language.csv"
+    if ol.exists():
+        lang = _load(ol, pd.read_csv, "output language", rep)
+        if lang is not None and not lang.empty:
+            rep.p(
+                "Output language: share (%) of greedy continuations identified as the prompts' "
+                "language with L's set deactivated, vs the unedited model (paired by item, 95% "
+                "interval); only languages the identifier recognises in >= 90% of gold answers."
+            )
+            rep.table(lang.round(1))
+
+
 def build_report(results_dir: str | Path, out: str | Path | None = None) -> Path:
     """Write ``report.html`` (or ``out``) summarising ``results_dir``; returns its path."""
     d = Path(results_dir)
@@ -447,6 +490,9 @@ def build_report(results_dir: str | Path, out: str | Path | None = None) -> Path
         for n in ("run.json", "run-attribute.json", "run-intervene.json", "grid.json")
     }
     grid = runs["grid.json"]
+    spec = d / "specificity" / "run-specificity.json"
+    if spec.exists():
+        runs["specificity/run-specificity.json"] = _run_info(spec.parent, spec.name)
     steer = [
         d / sub / f"run-steer-{sub}.json"
         for sub in ("accuracy", "language")
@@ -467,6 +513,8 @@ def build_report(results_dir: str | Path, out: str | Path | None = None) -> Path
         _attribution(rep, d)
         _enrichment(rep, d)
         _interventions(rep, d)
+    if spec.exists():
+        _specificity(rep, spec.parent)
     rep.h2("Configuration")
     found = {k: v for k, v in runs.items() if v is not None}
     if found:

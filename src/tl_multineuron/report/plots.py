@@ -272,6 +272,33 @@ def plot_language_control(table: pd.DataFrame, value: str = "harmonic_mean") -> 
     return fig
 
 
+def plot_specificity_matrix(table: pd.DataFrame, method: str, control: str = "set") -> Figure:
+    """The deactivation matrix of one method: set language (rows) x text language (columns),
+    colour = change in mean per-token log-likelihood (nats/token) from
+    :func:`~tl_multineuron.experiments.specificity.matrix_table`; empty sets marked."""
+    t = table[(table["method"] == method) & (table["control"] == control)]
+    if t.empty:
+        raise MultiNeuronError(f"no matrix rows for method {method!r}, control {control!r}")
+    grid = t.pivot_table(
+        index="set_language", columns="language", values="delta", sort=False, dropna=False
+    )
+    langs = list(dict.fromkeys(t["language"]))
+    grid = grid.reindex(index=[x for x in langs if x in grid.index], columns=langs)
+    vals = grid.to_numpy(dtype=float)
+    lim = max(1e-6, float(np.nanmax(np.abs(vals))) if np.isfinite(vals).any() else 1.0)
+    fig, ax = _fig(0.55 * grid.shape[1] + 2.5, 0.45 * grid.shape[0] + 1.8)
+    im = ax.imshow(vals, cmap="RdBu", vmin=-lim, vmax=lim, aspect="auto")
+    for (i, j), x in np.ndenumerate(vals):
+        ax.text(j, i, "empty" if not np.isfinite(x) else f"{x:+.2f}", ha="center",
+                va="center", fontsize=6)  # fmt: skip
+    ax.set_xticks(range(grid.shape[1]), grid.columns, fontsize=7)
+    ax.set_yticks(range(grid.shape[0]), grid.index, fontsize=7)
+    fig.colorbar(im, ax=ax, shrink=0.8, label="nats/token")
+    ax.set(title=f"{method}: deactivate L's set ({control})", xlabel="text language",
+           ylabel="set language L")  # fmt: skip
+    return fig
+
+
 def save_figure(fig: Figure, path: str | Path) -> Path:
     """Write ``fig`` as PNG or SVG (by suffix), atomically."""
     path = Path(path)

@@ -72,6 +72,17 @@ OWN_FILES = {
         "generations.csv",
         "language_control.csv",
     ),
+    "specificity": (
+        "calibration.pt",
+        "histogram.pt",
+        "sets.pt",
+        "sets.csv",
+        "matrix.csv",
+        "selectivity.csv",
+        "identifier.csv",
+        "generations.csv",
+        "output_language.csv",
+    ),
 }
 DERIVED_FILES = ("report.html",)
 # identity fields that runs sharing one directory (and one report) must agree on

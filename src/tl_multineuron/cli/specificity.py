@@ -1,0 +1,111 @@
+"""``tl-multineuron specificity``: which neurons are language-specific, by their effect.
+
+Every identification method (sharing-matters, LAPE, Act-Prob-90p, magnitude) picks each
+language's neurons from one recording pass over the calibration items; deactivating language
+L's set, every language's held-out text (evaluated prompts + gold answers, every token scored)
+is scored: a language x language matrix of changes in log-likelihood per method, with random
+and activity-matched controls, a selectivity score per method, the all-shared set on the same
+axes, and the share of greedy outputs still in L. Resumable; results in OUT/specificity/.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .options import (
+    add_common,
+    add_run_control,
+    add_split_args,
+    config_defaults,
+    csv,
+    dataset,
+    identity,
+    ints,
+    load,
+)
+
+HELP = "language-specific neurons: methods side by side, deactivation matrix, output language"
+
+
+def register(p: argparse.ArgumentParser) -> None:
+    from ..runs.specificity import SpecificityRunConfig
+
+    d = config_defaults(SpecificityRunConfig)
+    add_common(p, batch_size=d["batch_size"])
+    add_split_args(p, d, "the first N items: the recording pass every method's sets come from")
+    p.add_argument(
+        "--methods", default=csv(d["methods"]), help="identification methods, comma-separated"
+    )
+    p.add_argument(
+        "--no-equal-size",
+        action="store_true",
+        help="keep each method's own set sizes (default: per language, every method's set is "
+        "cut to the smallest method's size, its highest-scoring neurons kept)",
+    )
+    p.add_argument(
+        "--min-frequency",
+        type=float,
+        default=d["min_frequency"],
+        help="sharing-matters: specific to the language in at least this share of the items",
+    )
+    p.add_argument(
+        "--top-rate",
+        type=float,
+        default=d["top_rate"],
+        help="lape / act-prob-90p / magnitude: the share of all neurons selected",
+    )
+    p.add_argument("--seeds", default=csv(d["seeds"]), help="random / matched control seeds")
+    p.add_argument(
+        "--shared-frequency",
+        type=float,
+        default=d["shared_frequency"],
+        help="the all-shared comparison set: all-shared in at least this share of the items",
+    )
+    p.add_argument("--no-generate", action="store_true", help="skip the output-language study")
+    p.add_argument(
+        "--max-new-tokens", type=int, default=d["max_new_tokens"], help="generated tokens"
+    )
+    p.add_argument(
+        "--score-batch", type=int, default=d["score_batch"], help="rows per scoring pass"
+    )
+    add_run_control(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..runs.specificity import SpecificityRunConfig, run_specificity
+
+    ds = dataset(args, shard=False)
+    cfg = SpecificityRunConfig(
+        methods=tuple(x.strip() for x in args.methods.split(",") if x.strip()),
+        eval_items=args.eval_items,
+        calibration=args.calibration,
+        equal_size=not args.no_equal_size,
+        min_frequency=args.min_frequency,
+        top_rate=args.top_rate,
+        seeds=ints(args.seeds, "--seeds") or (),
+        shared_frequency=args.shared_frequency,
+        generate=not args.no_generate,
+        max_new_tokens=args.max_new_tokens,
+        batch_size=args.batch_size,
+        score_batch=args.score_batch,
+    )
+    model = load(args)
+    out = Path(args.out)
+    tables = run_specificity(
+        model, ds, out / "specificity", cfg, identity(args, ds), resume=args.resume,
+        overwrite=args.overwrite, progress=not args.no_progress, log=print,
+    )  # fmt: skip
+    sel = tables["selectivity"]
+    if sel.empty:
+        print("\nno method found a non-empty set for any language: nothing to compare")
+        return 0
+    own = sel[(sel["set_language"] == "all")]
+    print("\nselectivity (own-language change minus the others', nats/token; 95% interval):")
+    for _, r in own.iterrows():
+        print(
+            f"  {r['method']:16s} {r['control']:8s} {r['selectivity']:+.4f} "
+            f"[{r['ci_low']:+.4f}, {r['ci_high']:+.4f}]"
+        )
+    print(f"\nresults in {out}/specificity/ (tl-multineuron report {out})")
+    return 0

@@ -1,0 +1,232 @@
+"""The language-specificity study's run directory (``OUT/specificity/``): resumable, atomic.
+
+One recording pass over the calibration split gives every identification method's sets; the
+deactivation matrix is scored on the held-out evaluated items, one method at a time, and the
+output-language generations follow. Files: ``calibration.pt`` / ``histogram.pt`` (the
+recording pass), ``sets.pt`` and ``sets.csv`` (each method's masks and sizes per language and
+layer, after equalising), ``matrix_rows.csv`` (one row per condition x item x language,
+rewritten after each method), ``matrix.csv`` and ``selectivity.csv``
+(:func:`~tl_multineuron.experiments.specificity.matrix_table` /
+:func:`~tl_multineuron.experiments.specificity.selectivity`), ``identifier.csv``,
+``generations.csv`` (rewritten after each condition) and ``output_language.csv``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from ..backends.models import provenance
+from ..data.datasets import ParallelDataset
+from ..data.splits import calibration_split, split_record
+from ..errors import MultiNeuronError
+from ..experiments.language_sets import METHODS, LanguageSets, equalize, identify_language_sets
+from ..experiments.specificity import (
+    SpecificityConfig,
+    deactivation_matrix,
+    matrix_table,
+    output_language,
+    output_language_table,
+    record_for_sets,
+    selectivity,
+)
+from ..files import atomic_write
+from ..sharing.histogram import ActivationHistogram
+from ..sharing.statistics import SharingStats
+from .directories import RunDir
+
+RELIABLE = 90.0  # identifier accuracy (%) on gold answers needed to count output languages
+
+
+@dataclass(frozen=True)
+class SpecificityRunConfig:
+    """methods: identification methods; equal_size: cut every method's sets, per language, to
+    the smallest method's size; min_frequency / top_rate: sharing-matters' frequency and the
+    LAPE / Act-Prob-90p / magnitude share of all neurons; seeds: random and activity-matched
+    controls per seed; shared_frequency: the all-shared comparison set (as the grid's);
+    generate: the output-language study (``max_new_tokens`` greedy tokens)."""
+
+    methods: tuple[str, ...] = METHODS
+    eval_items: int = 16
+    calibration: int = 64
+    equal_size: bool = True
+    min_frequency: float = 0.5
+    top_rate: float = 0.01
+    seeds: tuple[int, ...] = (0,)
+    shared_frequency: float = 0.9
+    generate: bool = True
+    max_new_tokens: int = 8
+    batch_size: int = 8
+    score_batch: int = 64
+    n_boot: int = 2000
+
+    def __post_init__(self) -> None:
+        bad = [m for m in self.methods if m not in METHODS]
+        if bad or not self.methods:
+            raise MultiNeuronError(f"specificity methods {bad or '[]'}; expected some of {METHODS}")
+        if not self.seeds:
+            raise MultiNeuronError("specificity: controls need at least one seed")
+        if self.max_new_tokens < 1:
+            raise MultiNeuronError(f"max_new_tokens {self.max_new_tokens}: need >= 1")
+        for name in ("min_frequency", "top_rate", "shared_frequency"):
+            v = getattr(self, name)
+            if not 0 < v <= 1:
+                raise MultiNeuronError(f"specificity: {name} {v!r}; expected a number in (0, 1]")
+
+    def params(self, method: str) -> dict[str, float]:
+        if method == "sharing-matters":
+            return {"min_frequency": self.min_frequency}
+        return {"top_rate": self.top_rate}
+
+    def identity(self) -> dict:
+        d = asdict(self)
+        for k in ("batch_size", "score_batch", "n_boot"):
+            d.pop(k)
+        return d
+
+
+def method_sets(
+    stats: SharingStats, hist: ActivationHistogram, cfg: SpecificityRunConfig
+) -> list[LanguageSets]:
+    """Every method's sets from the one recording pass, equalised when ``cfg.equal_size``."""
+    sets = [identify_language_sets(stats, m, hist, **cfg.params(m)) for m in cfg.methods]
+    return equalize(sets) if cfg.equal_size and len(sets) > 1 else sets
+
+
+def sets_frame(sets: list[LanguageSets]) -> pd.DataFrame:
+    return pd.concat([s.to_frame() for s in sets], ignore_index=True)
+
+
+def run_specificity(
+    model: Any,
+    ds: ParallelDataset,
+    out: str | Path,
+    cfg: SpecificityRunConfig,
+    identity: dict,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    progress: bool = False,
+    log: Any = None,
+) -> dict[str, pd.DataFrame]:
+    """Run (or continue) the study into ``out``; returns its tables (``matrix``,
+    ``selectivity``, ``sets`` and, with generation, ``output_language``)."""
+    out = Path(out)
+    say = log or (lambda *_: None)
+    if not ds.has_answers:
+        raise MultiNeuronError(f"dataset {ds.name!r}: the matrix scores prompts + gold answers")
+    cal, ev = calibration_split(ds, cfg.eval_items, cfg.calibration)
+    run = RunDir(
+        out, {**identity, "specificity": cfg.identity()}, resume=resume, overwrite=overwrite,
+        kind="specificity", stats_file="matrix_rows.csv",
+    )  # fmt: skip
+    try:
+        run.write_run({**split_record(cal, ev), **provenance(model, "auto")})
+        stats, hist = _recording(model, cal, out, cfg, resume, progress, say)
+        sets = method_sets(stats, hist, cfg)
+        masks = {s.method: s.masks for s in sets}
+        atomic_write(out / "sets.pt", lambda f: torch.save(masks, f))
+        sizes = sets_frame(sets)
+        atomic_write(out / "sets.csv", lambda f: sizes.to_csv(f, index=False))
+        shared = stats.neuron_mask("all-shared", cfg.shared_frequency)
+        if not shared.any():
+            say(f"no neuron is all-shared in {cfg.shared_frequency:.0%} of the calibration "
+                "items: the all-shared comparison is left out")  # fmt: skip
+        rows = _matrix(model, ev, sets, stats, shared, out, cfg, resume, progress, say)
+        tables = {
+            "sets": sizes,
+            "matrix": matrix_table(rows, cfg.n_boot, sets=sets),
+            "selectivity": selectivity(rows, cfg.n_boot),
+        }
+        atomic_write(out / "matrix.csv", lambda f: tables["matrix"].to_csv(f, index=False))
+        atomic_write(
+            out / "selectivity.csv", lambda f: tables["selectivity"].to_csv(f, index=False)
+        )
+        if cfg.generate:
+            tables["output_language"] = _generations(model, ev, sets, out, cfg, resume, say)
+    finally:
+        run.close()
+    return tables
+
+
+def _recording(model, cal, out, cfg, resume, progress, say):
+    f_stats, f_hist = out / "calibration.pt", out / "histogram.pt"
+    if resume and f_stats.exists() and f_hist.exists():
+        return SharingStats.load(f_stats), ActivationHistogram.load(f_hist)
+    t0 = time.perf_counter()
+    stats, hist = record_for_sets(model, cal, cfg.batch_size, progress)
+    stats.save(f_stats)
+    hist.save(f_hist)
+    say(f"{cal.name}: recording pass over {len(cal)} items ({time.perf_counter() - t0:.0f}s)")
+    return stats, hist
+
+
+def _matrix(model, ev, sets, stats, shared, out, cfg, resume, progress, say) -> pd.DataFrame:
+    f = out / "matrix_rows.csv"
+    done = _read(f) if resume and f.exists() else None
+    frames = [done] if done is not None else []
+    have = set(done["method"]) if done is not None else set()
+    scfg = SpecificityConfig(seeds=cfg.seeds, batch_size=cfg.score_batch, n_boot=cfg.n_boot)
+    parts: list[tuple[str, list[LanguageSets], dict]] = [("none", [], {})]
+    parts += [(s.method, [s], {}) for s in sets]
+    if shared.any():
+        parts.append(("all-shared", [], {"all-shared": shared}))
+    t0 = time.perf_counter()
+    for k, (name, part, extra) in enumerate(parts):
+        if name in have:
+            continue
+        rows = deactivation_matrix(
+            model, ev, part, stats, scfg, extra=extra, progress=progress,
+            baseline=name == "none",
+        )  # fmt: skip
+        frames.append(rows)
+        allrows = pd.concat(frames, ignore_index=True)
+        atomic_write(f, lambda t, r=allrows: r.to_csv(t, index=False))
+        took = time.perf_counter() - t0
+        say(f"{ev.name}: matrix part {k + 1}/{len(parts)} ({name}) ({took:.0f}s)")
+    return pd.concat(frames, ignore_index=True)
+
+
+def _read(f: Path) -> pd.DataFrame:
+    return pd.read_csv(f, keep_default_na=False, dtype={"item_id": str})
+
+
+def _generations(model, ev, sets, out, cfg, resume, say) -> pd.DataFrame:
+    from ..steering.identifier import LanguageIdentifier, identifier_accuracy
+
+    ident = LanguageIdentifier(ev.languages)
+    acc = identifier_accuracy(ident, {x: [it.answers[x] for it in ev.items] for x in ev.languages})
+    acc["reliable"] = acc["accuracy"] >= RELIABLE
+    atomic_write(out / "identifier.csv", lambda t: acc.to_csv(t, index=False))
+    reliable = [x for x, ok in zip(acc["language"], acc["reliable"], strict=True) if ok]
+    f = out / "generations.csv"
+    done = _read(f) if resume and f.exists() else None
+    frames = [done] if done is not None else []
+    have = set()
+    if done is not None:
+        have = set(zip(done["method"], done["set_language"], done["control"], strict=True))
+
+    def save(part: pd.DataFrame) -> None:
+        frames.append(part)
+        rows = pd.concat(frames, ignore_index=True)
+        atomic_write(f, lambda t: rows.to_csv(t, index=False))
+        say(f"{ev.name}: generated {part['method'].iloc[0]} / {part['set_language'].iloc[0]} / "
+            f"{part['control'].iloc[0]}")  # fmt: skip
+
+    output_language(
+        model, ev, sets, reliable, seed=cfg.seeds[0], max_new_tokens=cfg.max_new_tokens,
+        batch_size=cfg.score_batch, detect=ident.detect, done=have, on_rows=save,
+    )  # fmt: skip
+    if not frames:
+        table = pd.DataFrame()
+    else:
+        rows = pd.concat(frames, ignore_index=True)
+        rows["in_language"] = rows["in_language"].astype(str).str.lower() == "true"
+        table = output_language_table(rows, cfg.n_boot)
+    atomic_write(out / "output_language.csv", lambda t: table.to_csv(t, index=False))
+    return table

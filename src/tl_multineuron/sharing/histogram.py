@@ -1,0 +1,167 @@
+"""Per-neuron activation histograms: streaming, mergeable, for quantile-based neuron statistics.
+
+:class:`ActivationHistogram` counts, per language, layer and neuron, how many recorded
+activations fell into each of a fixed set of bins. The bin edges are fixed before any data is
+seen (``asinh``-spaced, so they resolve small activations finely and still span ``+-edge_max``),
+which is what makes two histograms over disjoint shards merge into exactly the histogram of the
+union: counts are integers and every shard uses the same edges.
+
+What it is for: a per-neuron quantile of the pooled activations (e.g. the 90th percentile of a
+neuron over every language) and, per language, how often the neuron exceeds it
+(:meth:`ActivationHistogram.exceed_probability`) -- the relevance Act-Prob-90p ranks by. Both
+are read at bin resolution: the threshold is a bin edge, the lowest one with at most ``1 - q``
+of the pooled activations at or above it, so the per-language counts above it are exact.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from ..errors import MultiNeuronError
+from ..files import atomic_write
+from .accumulator import check_same_origin
+
+FORMAT_VERSION = 1
+
+
+def default_edges(n_bins: int = 64, edge_max: float = 64.0) -> Float[Tensor, " edge"]:
+    """``n_bins - 1`` edges, symmetric around 0 and evenly spaced in ``asinh``: bin 0 is
+    ``(-inf, e_0)``, bin j ``[e_{j-1}, e_j)``, the last ``[e_last, inf)``."""
+    if n_bins < 4 or edge_max <= 0:
+        raise MultiNeuronError(f"histogram: n_bins {n_bins} (>= 4) / edge_max {edge_max} (> 0)")
+    a = math.asinh(edge_max)
+    return torch.sinh(torch.linspace(-a, a, n_bins - 1, dtype=torch.float64)).float()
+
+
+@dataclass
+class ActivationHistogram:
+    """counts: ``[lang, layer, neuron, bin]`` recorded activations per bin (see module)."""
+
+    languages: tuple[str, ...]
+    n_layers: int
+    d_mlp: int
+    edges: Float[Tensor, " edge"] = field(default_factory=default_edges)
+    n_items: int = 0
+    meta: dict = field(default_factory=dict)
+    counts: Int[Tensor, "lang layer neuron bin"] | None = None
+
+    def __post_init__(self) -> None:
+        self.languages = tuple(self.languages)
+        self.edges = self.edges.float().cpu()
+        if self.edges.ndim != 1 or len(self.edges) < 3 or not (self.edges.diff() > 0).all():
+            raise MultiNeuronError("histogram edges must be a strictly increasing 1-D tensor")
+        shape = (len(self.languages), self.n_layers, self.d_mlp, len(self.edges) + 1)
+        if self.counts is None:
+            self.counts = torch.zeros(shape, dtype=torch.int32)
+        elif tuple(self.counts.shape) != shape:
+            raise MultiNeuronError(f"histogram counts {tuple(self.counts.shape)}; expected {shape}")
+
+    @property
+    def n_bins(self) -> int:
+        return len(self.edges) + 1
+
+    def update(self, acts: Float[Tensor, "item lang layer neuron"]) -> None:
+        """Add a batch of items' activations (the same layout as ``SharingStats.update``)."""
+        N, L, D = len(self.languages), self.n_layers, self.d_mlp
+        if acts.ndim != 4 or tuple(acts.shape[1:]) != (N, L, D):
+            raise MultiNeuronError(
+                f"activations of shape {tuple(acts.shape)}; expected [item, lang={N}, "
+                f"layer={L}, neuron={D}]"
+            )
+        a = acts.detach().float().cpu()
+        if not torch.isfinite(a).all():
+            raise MultiNeuronError("histogram: non-finite activations")
+        b = torch.bucketize(a, self.edges, right=True)  # [I, N, L, D] bin per activation
+        cell = torch.arange(N * L * D).view(1, N, L, D) * self.n_bins
+        flat = (cell + b).flatten()
+        self.counts.view(-1).index_put_(
+            (flat,), torch.ones_like(flat, dtype=torch.int32), accumulate=True
+        )
+        self.n_items += acts.shape[0]
+
+    def threshold_bin(self, q: float) -> Int[Tensor, "layer neuron"]:
+        """Per neuron: the first bin of the top ``1 - q`` of its activations pooled over the
+        languages -- the lowest bin ``k`` with at most ``1 - q`` of them in bins ``>= k``
+        (activations at or above edge ``k - 1``)."""
+        if not 0 < q < 1:
+            raise MultiNeuronError(f"histogram quantile {q}; expected a number in (0, 1)")
+        if self.n_items < 1:
+            raise MultiNeuronError("histogram: no items recorded")
+        pooled = self.counts.sum(0).double()  # [L, D, B]
+        tail = torch.cat([pooled, torch.zeros_like(pooled[..., :1])], -1)
+        at_or_above = tail.flip(-1).cumsum(-1).flip(-1)  # [L, D, B + 1]: in bins >= k
+        ok = at_or_above <= (1 - q) * pooled.sum(-1, keepdim=True) + 1e-9
+        return ok.int().argmax(-1)  # k = B (nothing above) is always ok
+
+    def threshold(self, q: float) -> Float[Tensor, "layer neuron"]:
+        """The activation value of :meth:`threshold_bin`: its lower edge (``inf`` where the
+        top bin alone holds more than ``1 - q``: then nothing counts as above)."""
+        k = self.threshold_bin(q)
+        lower = torch.cat([torch.tensor([-math.inf]), self.edges, torch.tensor([math.inf])])
+        return lower[k]
+
+    def exceed_probability(self, q: float) -> Float[Tensor, "lang layer neuron"]:
+        """Per language: the share of its items whose activation is at or above the neuron's
+        pooled ``q``-quantile threshold (:meth:`threshold`)."""
+        k = self.threshold_bin(q)  # [L, D]
+        bins = torch.arange(self.n_bins)
+        above = (bins.view(1, 1, -1) >= k.unsqueeze(-1)).unsqueeze(0)  # [1, L, D, B]
+        return (self.counts * above).sum(-1).double() / self.n_items
+
+    # -- the accumulator protocol ---------------------------------------------------------------
+    def check_compatible(self, other: ActivationHistogram, verb: str = "merge") -> None:
+        for attr in ("languages", "n_layers", "d_mlp"):
+            if getattr(self, attr) != getattr(other, attr):
+                raise MultiNeuronError(
+                    f"cannot {verb} histograms with different {attr}: "
+                    f"{getattr(self, attr)!r} vs {getattr(other, attr)!r}"
+                )
+        if not torch.equal(self.edges, other.edges):
+            raise MultiNeuronError(f"cannot {verb} histograms with different bin edges")
+        check_same_origin(self.meta, other.meta, "histograms", verb)
+
+    def merge(self, other: ActivationHistogram) -> ActivationHistogram:
+        self.check_compatible(other)
+        return ActivationHistogram(
+            self.languages, self.n_layers, self.d_mlp, self.edges.clone(),
+            self.n_items + other.n_items, dict(self.meta), self.counts + other.counts,
+        )  # fmt: skip
+
+    def save(self, path: str | Path) -> None:
+        """Write losslessly (atomic)."""
+        state = {
+            "format_version": FORMAT_VERSION, "languages": list(self.languages),
+            "n_layers": self.n_layers, "d_mlp": self.d_mlp, "edges": self.edges,
+            "n_items": self.n_items, "meta_json": json.dumps(self.meta), "counts": self.counts,
+        }  # fmt: skip
+        atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+    @classmethod
+    def load(cls, path: str | Path) -> ActivationHistogram:
+        p = Path(path)
+        if not p.is_file():
+            raise MultiNeuronError(f"histogram file {str(p)!r} does not exist")
+        s = torch.load(p, weights_only=True)
+        if s.get("format_version") != FORMAT_VERSION:
+            raise MultiNeuronError(
+                f"histogram file format version {s.get('format_version')!r}; this library "
+                f"reads {FORMAT_VERSION}"
+            )
+        return cls(
+            tuple(s["languages"]), int(s["n_layers"]), int(s["d_mlp"]), s["edges"],
+            int(s["n_items"]), json.loads(s["meta_json"]), s["counts"],
+        )  # fmt: skip
+
+    def equals(self, other: ActivationHistogram) -> bool:
+        try:
+            self.check_compatible(other, verb="compare")
+        except MultiNeuronError:
+            return False
+        return self.n_items == other.n_items and torch.equal(self.counts, other.counts)
