@@ -11,7 +11,8 @@ from tl_multineuron.cli import main
 from tl_multineuron.runs import specificity as spec_module
 
 SMALL = ["--task", "facts", "--eval-items", "4", "--calibration", "8", "--seeds", "0",
-         "--top-rate", "0.05", "--min-frequency", "0.25", "--max-new-tokens", "2",
+         "--top-rate", "0.05", "--min-frequency", "0.25", "--shared-frequency", "0.25",
+         "--max-new-tokens", "2",
          "--no-progress"]  # fmt: skip
 
 
@@ -47,7 +48,9 @@ def test_specificity_runs_resumes_and_reports(hf, tmp_path, monkeypatch, capsys)
     sizes = pd.read_csv(d / "sets.csv").pivot_table(
         index="language", columns="method", values="size", aggfunc="sum"
     )
-    assert sizes.nunique(axis=1).eq(1).all()  # equal sizes per language across methods
+    # per language, every method that found neurons has as many as the others
+    assert sizes.apply(lambda r: r[r > 0].nunique() <= 1, axis=1).all()
+    assert (sizes > 0).any().any()
     matrix = pd.read_csv(d / "matrix.csv")
     assert {"sharing-matters", "lape", "act-prob-90p", "magnitude", "all-shared"} >= set(
         matrix["method"]

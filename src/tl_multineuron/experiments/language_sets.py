@@ -15,10 +15,10 @@ ranks by, so sets of different methods can be cut to equal sizes.
   kept, each assigned to every language whose ``p`` exceeds the ``activation_bar_ratio``
   quantile. The paper's bar: top 1%, 0.95, 0.95. Score: minus the entropy.
 * ``act-prob-90p`` (as in csalt-research/LangSpecificNeurons): the LAPE selection above, with
-  "active" meaning at or above the neuron's own ``quantile`` (0.9) of its activations pooled
+  "active" meaning above the neuron's own ``quantile`` (0.9) of its activations pooled
   over the languages instead of above 0. Needs an
   :class:`~tl_multineuron.sharing.histogram.ActivationHistogram` from the same recording pass
-  (the threshold is read at its bin resolution). A per-language threshold would make every
+  (the quantile is interpolated inside its bin). A per-language threshold would make every
   language's probability ``1 - q`` by construction, so the pooled one is used. Score: minus the
   entropy.
 * ``magnitude``: the neuron's mean activation for L minus its mean over the other languages;

@@ -8,9 +8,11 @@ union: counts are integers and every shard uses the same edges.
 
 What it is for: a per-neuron quantile of the pooled activations (e.g. the 90th percentile of a
 neuron over every language) and, per language, how often the neuron exceeds it
-(:meth:`ActivationHistogram.exceed_probability`) -- the relevance Act-Prob-90p ranks by. Both
-are read at bin resolution: the threshold is a bin edge, the lowest one with at most ``1 - q``
-of the pooled activations at or above it, so the per-language counts above it are exact.
+(:meth:`ActivationHistogram.exceed_probability`) -- the relevance Act-Prob-90p ranks by. Counts
+in the bins above the quantile's bin are exact; inside that one bin the activations are taken
+as spread evenly, so a language's share of the boundary bin counts in proportion (a cluster of
+one language's activations narrower than a bin still splits at the quantile, as an exact
+quantile would split it).
 """
 
 from __future__ import annotations
@@ -86,34 +88,41 @@ class ActivationHistogram:
         )
         self.n_items += acts.shape[0]
 
-    def threshold_bin(self, q: float) -> Int[Tensor, "layer neuron"]:
-        """Per neuron: the first bin of the top ``1 - q`` of its activations pooled over the
-        languages -- the lowest bin ``k`` with at most ``1 - q`` of them in bins ``>= k``
-        (activations at or above edge ``k - 1``)."""
+    def _boundary(self, q: float) -> tuple[Tensor, Tensor]:
+        """Per neuron: the bin ``k`` holding the pooled ``q``-quantile (the bins above it hold
+        at most ``1 - q`` of the activations, from bin ``k`` up more) and the share ``frac``
+        of bin ``k`` that completes the top ``1 - q``."""
         if not 0 < q < 1:
             raise MultiNeuronError(f"histogram quantile {q}; expected a number in (0, 1)")
         if self.n_items < 1:
             raise MultiNeuronError("histogram: no items recorded")
         pooled = self.counts.sum(0).double()  # [L, D, B]
-        tail = torch.cat([pooled, torch.zeros_like(pooled[..., :1])], -1)
-        at_or_above = tail.flip(-1).cumsum(-1).flip(-1)  # [L, D, B + 1]: in bins >= k
-        ok = at_or_above <= (1 - q) * pooled.sum(-1, keepdim=True) + 1e-9
-        return ok.int().argmax(-1)  # k = B (nothing above) is always ok
+        tail = (1 - q) * pooled.sum(-1)  # [L, D]: how many activations the top 1 - q holds
+        above = pooled.flip(-1).cumsum(-1).flip(-1) - pooled  # [L, D, B]: in bins > k
+        k = (above <= tail.unsqueeze(-1) + 1e-9).int().argmax(-1)  # the lowest such bin
+        in_k = pooled.gather(-1, k.unsqueeze(-1)).squeeze(-1)
+        got = above.gather(-1, k.unsqueeze(-1)).squeeze(-1)
+        frac = ((tail - got) / in_k.clamp_min(1)).clamp(0, 1)
+        return k, frac
 
     def threshold(self, q: float) -> Float[Tensor, "layer neuron"]:
-        """The activation value of :meth:`threshold_bin`: its lower edge (``inf`` where the
-        top bin alone holds more than ``1 - q``: then nothing counts as above)."""
-        k = self.threshold_bin(q)
-        lower = torch.cat([torch.tensor([-math.inf]), self.edges, torch.tensor([math.inf])])
-        return lower[k]
+        """The pooled ``q``-quantile per neuron, interpolated linearly inside its bin (the
+        bin's finite edge where the bin is open-ended)."""
+        k, frac = self._boundary(q)
+        lo = torch.cat([self.edges[:1], self.edges]).double()[k]
+        hi = torch.cat([self.edges, self.edges[-1:]]).double()[k]
+        return (hi - frac * (hi - lo)).float()
 
     def exceed_probability(self, q: float) -> Float[Tensor, "lang layer neuron"]:
-        """Per language: the share of its items whose activation is at or above the neuron's
-        pooled ``q``-quantile threshold (:meth:`threshold`)."""
-        k = self.threshold_bin(q)  # [L, D]
-        bins = torch.arange(self.n_bins)
-        above = (bins.view(1, 1, -1) >= k.unsqueeze(-1)).unsqueeze(0)  # [1, L, D, B]
-        return (self.counts * above).sum(-1).double() / self.n_items
+        """Per language: the share of its items above the neuron's pooled ``q``-quantile --
+        its activations in the bins above the quantile's bin, plus its share of that bin's
+        top (the bin's activations taken as spread evenly: each language contributes its
+        count there times the share of the bin that completes the top ``1 - q``). Summed
+        over the languages it is exactly ``1 - q`` of the pooled activations."""
+        k, frac = self._boundary(q)  # [L, D]
+        bins = torch.arange(self.n_bins).view(1, 1, -1)
+        weight = (bins > k.unsqueeze(-1)).double() + (bins == k.unsqueeze(-1)) * frac.unsqueeze(-1)
+        return (self.counts.double() * weight.unsqueeze(0)).sum(-1) / self.n_items
 
     # -- the accumulator protocol ---------------------------------------------------------------
     def check_compatible(self, other: ActivationHistogram, verb: str = "merge") -> None:
