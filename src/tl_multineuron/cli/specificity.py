@@ -55,6 +55,20 @@ def register(p: argparse.ArgumentParser) -> None:
         default=d["top_rate"],
         help="lape / act-prob-90p / magnitude: the share of all neurons selected",
     )
+    p.add_argument(
+        "--filter-rate",
+        type=float,
+        default=d["filter_rate"],
+        help="lape / act-prob-90p: drop neurons none of whose probabilities exceed this "
+        "quantile of all probabilities",
+    )
+    p.add_argument(
+        "--activation-bar-ratio",
+        type=float,
+        default=d["activation_bar_ratio"],
+        help="lape / act-prob-90p: a neuron belongs to the languages whose probability exceeds "
+        "this quantile of all probabilities",
+    )
     p.add_argument("--seeds", default=csv(d["seeds"]), help="random / matched control seeds")
     p.add_argument(
         "--shared-frequency",
@@ -83,6 +97,8 @@ def run(args: argparse.Namespace) -> int:
         equal_size=not args.no_equal_size,
         min_frequency=args.min_frequency,
         top_rate=args.top_rate,
+        filter_rate=args.filter_rate,
+        activation_bar_ratio=args.activation_bar_ratio,
         seeds=ints(args.seeds, "--seeds") or (),
         shared_frequency=args.shared_frequency,
         generate=not args.no_generate,

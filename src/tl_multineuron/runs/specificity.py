@@ -46,10 +46,12 @@ RELIABLE = 90.0  # identifier accuracy (%) on gold answers needed to count outpu
 @dataclass(frozen=True)
 class SpecificityRunConfig:
     """methods: identification methods; equal_size: cut every method's sets, per language, to
-    the smallest method's size; min_frequency / top_rate: sharing-matters' frequency and the
-    LAPE / Act-Prob-90p / magnitude share of all neurons; seeds: random and activity-matched
-    controls per seed; shared_frequency: the all-shared comparison set (as the grid's);
-    generate: the output-language study (``max_new_tokens`` greedy tokens)."""
+    the smallest method's non-empty size; min_frequency / top_rate: sharing-matters' frequency
+    and the LAPE / Act-Prob-90p / magnitude share of all neurons; filter_rate /
+    activation_bar_ratio: the LAPE and Act-Prob-90p quantiles (Tang et al.'s 0.95); seeds:
+    random and activity-matched controls per seed; shared_frequency: the all-shared
+    comparison set (as the grid's); generate: the output-language study (``max_new_tokens``
+    greedy tokens)."""
 
     methods: tuple[str, ...] = METHODS
     eval_items: int = 16
@@ -57,6 +59,8 @@ class SpecificityRunConfig:
     equal_size: bool = True
     min_frequency: float = 0.5
     top_rate: float = 0.01
+    filter_rate: float = 0.95
+    activation_bar_ratio: float = 0.95
     seeds: tuple[int, ...] = (0,)
     shared_frequency: float = 0.9
     generate: bool = True
@@ -73,7 +77,13 @@ class SpecificityRunConfig:
             raise MultiNeuronError("specificity: controls need at least one seed")
         if self.max_new_tokens < 1:
             raise MultiNeuronError(f"max_new_tokens {self.max_new_tokens}: need >= 1")
-        for name in ("min_frequency", "top_rate", "shared_frequency"):
+        for name in (
+            "min_frequency",
+            "top_rate",
+            "filter_rate",
+            "activation_bar_ratio",
+            "shared_frequency",
+        ):
             v = getattr(self, name)
             if not 0 < v <= 1:
                 raise MultiNeuronError(f"specificity: {name} {v!r}; expected a number in (0, 1]")
@@ -81,7 +91,13 @@ class SpecificityRunConfig:
     def params(self, method: str) -> dict[str, float]:
         if method == "sharing-matters":
             return {"min_frequency": self.min_frequency}
-        return {"top_rate": self.top_rate}
+        if method == "magnitude":
+            return {"top_rate": self.top_rate}
+        return {
+            "top_rate": self.top_rate,
+            "filter_rate": self.filter_rate,
+            "activation_bar_ratio": self.activation_bar_ratio,
+        }
 
     def identity(self) -> dict:
         d = asdict(self)
