@@ -6,9 +6,10 @@ gold answer (what the matrix scores). Printed, in seconds and as ratios:
 
 * analyze: the recording pass (``tlm.analyze``) over the same texts (it stops after the last
   MLP: no unembedding);
-* floor: what a cell cannot avoid -- a bare forward of the wrapped HF model over the same
-  tokens with its LM head (the log-likelihood of every position needs every position's logits
-  over the whole vocabulary), plus the log-softmax gather; no hooks;
+* floor: what a cell cannot avoid -- a bare forward of the wrapped HF decoder over the same
+  tokens (no hooks), then every position's final hidden state against ``W_U`` in chunks and a
+  log-softmax (the log-likelihood of every position needs its logits over the whole
+  vocabulary);
 * cell: one deactivation condition through the one-pass scorer (scope ``all``), timed with
   ``--conditions`` conditions sharing the scorer's passes as the matrix shares them (per cell =
   total / conditions), and alone.
@@ -50,7 +51,7 @@ def text_dataset(ds: ParallelDataset) -> ParallelDataset:
     """The rows as a dataset whose prompts are prompt + gold answer (what analyze records)."""
     items = tuple(
         ParallelItem(
-            it.item_id, {x: it.prompts[x] + ds.target(it, x) for x in ds.languages}, None, ds.name
+            it.item_id, {x: it.prompts[x] + ds.target(it, x) for x in ds.languages}, {}, ds.name
         )  # fmt: skip
         for it in ds.items
     )
@@ -58,14 +59,21 @@ def text_dataset(ds: ParallelDataset) -> ParallelDataset:
 
 
 @torch.inference_mode()
-def bare_floor(model, texts: list[str], batch: int) -> None:
+def bare_floor(model, texts: list[str], batch: int, chunk: int = 1024) -> None:
+    """The decoder over the rows (no hooks, no LM head), then every real position's final
+    hidden state against ``W_U`` in chunks, log-softmax and the next token's entry: the
+    unembedding the log-likelihood of every position cannot avoid."""
     hf = hf_model(model)
+    W = hf.get_output_embeddings().weight  # [vocab, d_model]
     ids = [encode(model, t) for t in texts]
     for s in range(0, len(ids), batch):
         toks, mask = pad_ids(model, ids[s : s + batch], "right")
-        logits = hf(input_ids=toks, attention_mask=mask).logits
-        lp = torch.log_softmax(logits[:, :-1].float(), -1)
-        lp.gather(-1, toks[:, 1:, None])
+        h = hf.model(input_ids=toks, attention_mask=mask).last_hidden_state
+        keep = mask[:, 1:].bool()
+        hid, nxt = h[:, :-1][keep], toks[:, 1:][keep]
+        for c in range(0, len(hid), chunk):
+            logits = hid[c : c + chunk] @ W.T
+            (logits.gather(-1, nxt[c : c + chunk, None]) - logits.logsumexp(-1, keepdim=True))
 
 
 def main() -> None:
@@ -108,7 +116,7 @@ def main() -> None:
           f"{n_tok} tokens")  # fmt: skip
     lines = [
         ("analyze pass (no unembedding)", t_analyze, ""),
-        ("floor (bare forward + LM head)", t_floor, f"{t_floor / t_analyze:.2f}x analyze"),
+        ("floor (bare forward + W_U GEMM)", t_floor, f"{t_floor / t_analyze:.2f}x analyze"),
         ("scorer, no edit", t_none, f"{t_none / t_floor:.2f}x floor"),
         ("cell, alone", t_one, f"{t_one / t_analyze:.2f}x analyze, {t_one / t_floor:.2f}x floor"),
         (

@@ -127,3 +127,16 @@ def test_act_prob_90p_by_hand():
         identify_language_sets(s, "act-prob-90p", planted_histogram(n_items=20))
     with pytest.raises(MultiNeuronError, match=r"act-prob-90p: quantile 1.0; expected"):
         identify_language_sets(s, "act-prob-90p", h, quantile=1.0)
+
+
+def test_common_languages_are_those_every_finding_method_covers():
+    from tl_multineuron.runs.specificity import common_languages
+
+    s = planted_stats()
+    a = identify_language_sets(s, "magnitude", top_rate=4 / 16)  # every language
+    b = identify_language_sets(s, "sharing-matters", min_frequency=1.0)  # de and fr only
+    none = identify_language_sets(s, "sharing-matters", min_frequency=1.0).limited(
+        {"de": 0, "fr": 0}
+    )  # nothing at all: left out of the question
+    assert common_languages([a, b, none]) == ["de", "fr"]
+    assert common_languages([none]) == []

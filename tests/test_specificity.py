@@ -110,6 +110,14 @@ def test_selectivity_and_matrix_by_hand():
     ] == pytest.approx(0.0, abs=1e-12)
     with pytest.raises(MultiNeuronError, match="'none'"):
         matrix_table(rows[rows["method"] != "none"])
+    # over chosen languages: the mean of their selectivities; a method lacking one: no row
+    pair = selectivity(rows, n_boot=300, languages=["de", "fr"]).set_index("set_language")
+    assert (
+        pair.loc["all", "selectivity"] == pytest.approx(-0.4) and pair.loc["all", "over"] == "de,fr"
+    )
+    no_en = rows[~((rows["method"] == "m") & (rows["set_language"] == "en"))]
+    lacking = selectivity(no_en, n_boot=300, languages=["en", "de"])
+    assert "all" not in set(lacking["set_language"])
 
 
 LANG_CHARS = {"en": "abcdef", "de": "ghijkl", "fr": "mnopqr"}

@@ -200,10 +200,17 @@ def matrix_table(
     return pd.DataFrame(out)
 
 
-def selectivity(rows: pd.DataFrame, n_boot: int = 2000, level: float = 0.95) -> pd.DataFrame:
+def selectivity(
+    rows: pd.DataFrame,
+    n_boot: int = 2000,
+    level: float = 0.95,
+    languages: Sequence[str] | None = None,
+) -> pd.DataFrame:
     """Per (method, control) and per set language: own-language change minus the mean change
     of the other languages (nats/token), with a paired bootstrap interval over items; the
-    language ``"all"`` row averages over the method's languages."""
+    language ``"all"`` row averages over ``languages`` (default: the method's own; give the
+    languages every method has a set for to compare methods on the same ones; a method
+    lacking a set for one of them gets no ``"all"`` row)."""
     keys = _keys(rows)
     base = aligned_values(rows, "method", "none", "mean_ll", keys)
     items = keys["item_id"].to_numpy()
@@ -216,11 +223,15 @@ def selectivity(rows: pd.DataFrame, n_boot: int = 2000, level: float = 0.95) -> 
         d = aligned_values(g, "method", method, "mean_ll", keys) - base  # [seeds, rows]
         own = np.where(langs == x, 1.0, -1.0 / max(1, len(set(langs)) - 1))
         contrast = d * own  # own - mean(others), summed per item
-        per_method.setdefault((method, control), []).append(contrast)
+        per_method.setdefault((method, control), {})[x] = contrast
         out.append(_selectivity_row(method, control, x, contrast, items, n_boot, level))
     for (method, control), parts in per_method.items():
-        contrast = np.mean(parts, axis=0)
-        out.append(_selectivity_row(method, control, "all", contrast, items, n_boot, level))
+        over = list(languages) if languages is not None else list(parts)
+        if not over or any(x not in parts for x in over):
+            continue
+        contrast = np.mean([parts[x] for x in over], axis=0)
+        row = _selectivity_row(method, control, "all", contrast, items, n_boot, level)
+        out.append({**row, "over": ",".join(over)})
     return pd.DataFrame(out)
 
 

@@ -114,6 +114,15 @@ def method_sets(
     return equalize(sets) if cfg.equal_size and len(sets) > 1 else sets
 
 
+def common_languages(sets: list[LanguageSets]) -> list[str]:
+    """The languages every method that found anything has a set for: methods' selectivity is
+    compared over these."""
+    found = [s for s in sets if s.masks.any()]
+    if not found:
+        return []
+    return [x for x in found[0].languages if all(s.size(x) > 0 for s in found)]
+
+
 def sets_frame(sets: list[LanguageSets]) -> pd.DataFrame:
     return pd.concat([s.to_frame() for s in sets], ignore_index=True)
 
@@ -157,7 +166,7 @@ def run_specificity(
         tables = {
             "sets": sizes,
             "matrix": matrix_table(rows, cfg.n_boot, sets=sets),
-            "selectivity": selectivity(rows, cfg.n_boot),
+            "selectivity": selectivity(rows, cfg.n_boot, languages=common_languages(sets)),
         }
         atomic_write(out / "matrix.csv", lambda f: tables["matrix"].to_csv(f, index=False))
         atomic_write(
