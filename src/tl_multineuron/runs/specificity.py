@@ -39,8 +39,7 @@ from ..files import atomic_write
 from ..sharing.histogram import ActivationHistogram
 from ..sharing.statistics import SharingStats
 from .directories import RunDir
-
-RELIABLE = 90.0  # identifier accuracy (%) on gold answers needed to count output languages
+from .language import RELIABLE
 
 
 @dataclass(frozen=True)
