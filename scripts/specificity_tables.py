@@ -64,7 +64,12 @@ def one(run: Path) -> None:
     )
     t = all_rows.assign(v=[_ci(r.selectivity, r.ci_low, r.ci_high) for r in all_rows.itertuples()])
     wide = t.pivot_table(index="method", columns="control", values="v", aggfunc="first", sort=False)
-    print(wide[["set", "random", "matched"]].to_markdown(disable_numparse=True) + "\n")
+    cols = [c for c in ("set", "random", "matched", "set - random", "set - matched") if c in wide]
+    print(
+        "The last two columns are the paired differences (set minus control, per item, seeds "
+        "pooled): a set is specific when they exclude 0 below it.\n"
+    )
+    print(wide[cols].to_markdown(disable_numparse=True) + "\n")
     per = sel[(sel["control"] == "set") & (sel["set_language"] != "all")]
     per = per.assign(v=[f"{r.selectivity:+.3f}" for r in per.itertuples()])
     print("Selectivity of each method's set, per language (nats/token):\n")

@@ -118,6 +118,15 @@ def test_selectivity_and_matrix_by_hand():
     no_en = rows[~((rows["method"] == "m") & (rows["set_language"] == "en"))]
     lacking = selectivity(no_en, n_boot=300, languages=["en", "de"])
     assert "all" not in set(lacking["set_language"])
+    # against a control: the paired difference of the set's and the control's selectivity
+    flat_rows = _rows(flat)
+    control = flat_rows[flat_rows["method"] == "m"].assign(control="random", seed=0)
+    both = pd.concat([rows, control, control.assign(seed=1)], ignore_index=True)
+    vs = selectivity(both, n_boot=300).set_index(["control", "set_language"])
+    assert vs.loc[("random", "all"), "selectivity"] == pytest.approx(0.0, abs=1e-12)
+    assert vs.loc[("set - random", "de"), "selectivity"] == pytest.approx(-0.4)
+    assert vs.loc[("set - random", "all"), "selectivity"] == pytest.approx(-0.4)
+    assert vs.loc[("set - random", "all"), "ci_high"] < 0
 
 
 LANG_CHARS = {"en": "abcdef", "de": "ghijkl", "fr": "mnopqr"}

@@ -56,7 +56,7 @@ def test_specificity_runs_resumes_and_reports(hf, tmp_path, monkeypatch, capsys)
         matrix["method"]
     )
     sel = pd.read_csv(d / "selectivity.csv")
-    assert set(sel["control"]) == {"set", "random", "matched"}
+    assert set(sel["control"]) == {"set", "random", "matched", "set - random", "set - matched"}
     ident = pd.read_csv(d / "identifier.csv")
     assert len(ident) == 8 and (out / "specificity" / "output_language.csv").exists()
     run = json.loads((d / "run-specificity.json").read_text())

@@ -210,7 +210,9 @@ def selectivity(
     of the other languages (nats/token), with a paired bootstrap interval over items; the
     language ``"all"`` row averages over ``languages`` (default: the method's own; give the
     languages every method has a set for to compare methods on the same ones; a method
-    lacking a set for one of them gets no ``"all"`` row)."""
+    lacking a set for one of them gets no ``"all"`` row). Rows with control ``"set - random"``
+    / ``"set - matched"`` are the paired difference between the set's selectivity and its
+    control's (seeds pooled): the comparison a claim of specificity rests on."""
     keys = _keys(rows)
     base = aligned_values(rows, "method", "none", "mean_ll", keys)
     items = keys["item_id"].to_numpy()
@@ -232,14 +234,28 @@ def selectivity(
         contrast = np.mean([parts[x] for x in over], axis=0)
         row = _selectivity_row(method, control, "all", contrast, items, n_boot, level)
         out.append({**row, "over": ",".join(over)})
+    for (method, control), parts in per_method.items():
+        own = per_method.get((method, "set"))
+        if control == "set" or own is None:
+            continue
+        name = f"set - {control}"
+        for x in [x for x in own if x in parts]:
+            out.append(_selectivity_row(method, name, x, own[x], items, n_boot, level, parts[x]))
+        over = list(languages) if languages is not None else [x for x in own if x in parts]
+        if over and all(x in own and x in parts for x in over):
+            a = np.mean([own[x] for x in over], axis=0)
+            b = np.mean([parts[x] for x in over], axis=0)
+            row = _selectivity_row(method, name, "all", a, items, n_boot, level, b)
+            out.append({**row, "over": ",".join(over)})
     return pd.DataFrame(out)
 
 
-def _selectivity_row(method, control, x, contrast, items, n_boot, level) -> dict:
+def _selectivity_row(method, control, x, contrast, items, n_boot, level, reference=None) -> dict:
     # per item: sum over the item's rows (own + others with weights) = own - mean(others)
     n_rows_per_item = pd.Series(items).value_counts().iloc[0]
     scaled = contrast * n_rows_per_item
-    d = paired_bootstrap(scaled, np.zeros((1, scaled.shape[1])), items, n_boot, 0, level)
+    ref = np.zeros((1, scaled.shape[1])) if reference is None else reference * n_rows_per_item
+    d = paired_bootstrap(scaled, ref, items, n_boot, 0, level)
     return {"method": method, "control": control, "set_language": x, "selectivity": d.delta,
             "ci_low": d.ci_low, "ci_high": d.ci_high, "n_items": len(np.unique(items))}  # fmt: skip
 

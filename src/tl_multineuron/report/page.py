@@ -449,7 +449,9 @@ def _specificity(rep: _Report, d: Path) -> None:
         rep.p(
             "Selectivity: own-language change minus the mean change of the other languages "
             "(nats/token; more negative = more specific). 'set': the method's sets; 'random' / "
-            "'matched': equal-size random and activity-matched sets (seeds pooled)."
+            "'matched': equal-size random and activity-matched sets (seeds pooled); 'set - "
+            "random' / 'set - matched': the paired difference, per item, that a claim of "
+            "specificity rests on."
         )
         rep.table(sel.round(4))
     sizes = _load(d / "sets.csv", pd.read_csv, "set sizes", rep)
