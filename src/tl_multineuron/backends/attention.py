@@ -9,9 +9,10 @@ HF-backed bridge through the HF module's own forward with PyTorch's
 eager path to float rounding (tested on the embedded model, categories identical).
 
 It falls back to eager (and says so through :func:`attention_implementation`) where it cannot
-apply: a native TransformerLens model, a model without HF attention modules, or a pass in which a
-hook is registered on an attention-internal hook point (patterns, scores, rotated q/k), which the
-HF forward would not fire.
+apply: a native TransformerLens model, a model without HF attention modules, a model whose
+attention SDPA cannot compute (an attention-logit soft-cap, as Gemma 2 checkpoints carry), or a
+pass in which a hook is registered on an attention-internal hook point (patterns, scores,
+rotated q/k), which the HF forward would not fire.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..errors import MultiNeuronError
-from .tl_compat import bridge_attention_modules, hf_config
+from .tl_compat import bridge_attention_modules, hf_config, model_label
 
 ATTENTION_MODES = ("auto", "eager", "sdpa")
 # hook points that only the bridge's re-implemented attention fires
@@ -49,6 +50,18 @@ def _internal_hooks_in_use(bridges: list[Any]) -> bool:
     return False
 
 
+def sdpa_unsupported(model: Any) -> str | None:
+    """Why the model's own attention cannot run as SDPA (``None`` where it can): a soft-cap on
+    the attention logits (``attn_logit_softcapping``) is applied between ``q k^T`` and the
+    softmax, which ``scaled_dot_product_attention`` has no place for."""
+    cfg = _hf_config(model)
+    cfg = cfg.get_text_config() if cfg is not None and hasattr(cfg, "get_text_config") else cfg
+    cap = getattr(cfg, "attn_logit_softcapping", None) if cfg is not None else None
+    if cap:
+        return f"its attention logits are soft-capped (attn_logit_softcapping={cap})"
+    return None
+
+
 def sdpa_available(model: Any) -> bool:
     """Whether :func:`efficient_attention` can switch ``model`` to SDPA."""
     bridges = bridge_attention_modules(model)
@@ -56,6 +69,7 @@ def sdpa_available(model: Any) -> bool:
         bool(bridges)
         and _hf_config(model) is not None
         and all(_hf_attention(b) is not None for b in bridges)
+        and sdpa_unsupported(model) is None
     )
 
 
@@ -65,9 +79,15 @@ def attention_implementation(model: Any, mode: str = "auto") -> str:
         raise MultiNeuronError(f"attention {mode!r}; expected one of {ATTENTION_MODES}")
     if mode == "eager" or not sdpa_available(model):
         if mode == "sdpa":
+            why = sdpa_unsupported(model) if _hf_config(model) is not None else None
             raise MultiNeuronError(
-                f"attention 'sdpa' is not available for a {type(model).__name__} without HF "
-                "attention modules (native TransformerLens models run eager attention)"
+                f"attention 'sdpa' is not available for {model_label(model)}: "
+                + (
+                    f"{why}; use attention='eager' (or 'auto', which picks it)"
+                    if why
+                    else "no HF attention modules (native TransformerLens models run eager "
+                    "attention)"
+                )
             )
         return "eager"
     if _internal_hooks_in_use(bridge_attention_modules(model)):

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from ..errors import MultiNeuronError
-from .tl_compat import eager_score_bytes, hf_config
+from .tl_compat import eager_score_bytes, sliding_window
 
 EAGER_MASK_BYTES = 8  # HF's float masks (full + sliding), per (query, key) pair
 SDPA_MASK_BYTES = 4  # per (query, key) pair when a mask is needed (bool mask, float form)
@@ -94,15 +94,6 @@ def parse_memory(text: str | int | float) -> int:
     return out
 
 
-def _sliding_window(model: Any) -> int | None:
-    cfg = hf_config(model)
-    window = getattr(cfg, "sliding_window", None)
-    if window and any("sliding" in str(t) for t in (getattr(cfg, "layer_types", None) or [])):
-        return int(window)
-    w = getattr(model.cfg, "window_size", None)
-    return int(w) if w else None
-
-
 def _element_size(model: Any) -> int:
     try:
         return next(model.parameters()).element_size()
@@ -128,7 +119,7 @@ def estimate_forward(
         quadratic = pairs * (eager_score_bytes(model) * n_heads + EAGER_MASK_BYTES)
     elif attention == "sdpa":
         linear += n_prompts * n_tokens * SDPA_Q_COPIES * n_heads * d_head * s
-        window = _sliding_window(model)
+        window = sliding_window(model)
         masked = (window is not None and n_tokens > window) or n_prompts > 1
         quadratic = pairs * SDPA_MASK_BYTES if masked else 0
     else:

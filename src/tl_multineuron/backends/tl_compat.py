@@ -159,6 +159,41 @@ def hf_config(model: Any) -> Any | None:
     return getattr(hf_model(model), "config", None)
 
 
+def text_config(model: Any) -> Any | None:
+    """The config of the wrapped HF model's text decoder: the config itself for a causal LM,
+    its ``text_config`` for a multimodal class (Gemma 3 4B-27B load as
+    ``Gemma3ForConditionalGeneration``, whose window and soft-caps live there)."""
+    cfg = hf_config(model)
+    if cfg is None:
+        return None
+    get = getattr(cfg, "get_text_config", None)
+    return get() if callable(get) else cfg
+
+
+def sliding_window(model: Any) -> int | None:
+    """The smallest sliding attention window of ``model`` (``None``: no layer has one), read
+    wherever the config keeps it: the HF text config (top level or ``text_config``) or TL's
+    ``cfg.window_size``."""
+    cfg = text_config(model)
+    window = getattr(cfg, "sliding_window", None) if cfg is not None else None
+    if window:
+        types = getattr(cfg, "layer_types", None)
+        uses = getattr(cfg, "use_sliding_window", True)
+        if (types is None and uses is not False) or any("sliding" in str(t) for t in types or ()):
+            return int(window)
+    w = getattr(getattr(model, "cfg", None), "window_size", None)
+    return int(w) if w else None
+
+
+def model_label(model: Any) -> str:
+    """How errors name a model: its architecture (the HF class) and TL model name."""
+    cfg = hf_config(model)
+    arch = (getattr(cfg, "architectures", None) or [None])[0] if cfg is not None else None
+    name = getattr(getattr(model, "cfg", None), "model_name", None)
+    parts = [p for p in (arch, name) if p]
+    return " / ".join(str(p) for p in parts) or type(model).__name__
+
+
 #: Live bytes per head and (query, key) pair of an eager attention pass: HF's eager attention
 #: under a bridge keeps ~2.5 float32 copies of the scores, HookedTransformer ~3.75 (scores,
 #: masked scores, pattern; fitted to the measured peak of Gemma 3 270M at 2,048 and 4,096
@@ -220,11 +255,12 @@ def build_model(
     if tl_line() == 4:
         from transformer_lens.model_bridge import TransformerBridge
 
-        with _kept_in_place(hf):
+        with _kept_in_place(hf), _no_installs():
             model = TransformerBridge.boot_transformers(
                 name, hf_model=hf, tokenizer=tokenizer, device=device, dtype=dtype
             )
         align_cache_kwarg(model)
+        _width_from_weights(model)
     else:
         from transformer_lens.loading_from_pretrained import get_official_model_name
 
@@ -250,6 +286,46 @@ def build_model(
         _transposed_storage(model)
     model.eval()
     return model
+
+
+@contextlib.contextmanager
+def _no_installs() -> Iterator[None]:
+    """Boot a bridge without letting TransformerLens install packages: TL 4.3, finding no
+    processor for a multimodal checkpoint (Gemma 3 4B-27B), runs ``pip install torchvision``,
+    which replaces the user's torch. Here it is told torchvision is missing instead; the text
+    model loads without a processor, which the library never uses."""
+    try:
+        from transformer_lens.model_bridge.sources.transformers import helpers
+    except ImportError:  # another TL layout: nothing to guard
+        yield
+        return
+    own = getattr(helpers, "_ensure_torchvision", None)
+    if own is None:
+        yield
+        return
+
+    def importable_only() -> bool:
+        import importlib.util
+
+        return importlib.util.find_spec("torchvision") is not None
+
+    helpers._ensure_torchvision = importable_only
+    try:
+        yield
+    finally:
+        helpers._ensure_torchvision = own
+
+
+def _width_from_weights(model: Any) -> None:
+    """TL 4.3's OPT adapter sets ``cfg.d_mlp = 4 * d_model`` whatever the checkpoint's
+    ``ffn_dim``; the MLP's own weights decide (``W_out`` is ``[layer, d_mlp, d_model]``)."""
+    try:
+        W_out = model.W_out
+    except Exception:  # noqa: BLE001 - no stacked MLP weights (MoE): sites check it later
+        return
+    if W_out.ndim == 3 and W_out.shape[-1] == model.cfg.d_model:
+        if int(W_out.shape[1]) != int(model.cfg.d_mlp):
+            model.cfg.d_mlp = int(W_out.shape[1])
 
 
 def _drop_gguf_marker(hf: Any) -> None:

@@ -24,6 +24,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from ..errors import MultiNeuronError
+from .logits import logit_slope, mlp_residual_scales
 from .norms import NormPath, norm_path
 
 
@@ -42,6 +43,8 @@ class ModelWeights:
     W_write: Float[Tensor, "layer d_mlp d_model"] | None = None
     b_out: Float[Tensor, "layer d_model"] | None = None
     W_write_norms: Float[Tensor, "layer d_mlp"] | None = None  # filled from W_write
+    #: the output-logit transform's linear factor (Granite 1/logits_scaling, Cohere logit_scale)
+    logit_scale: float = 1.0
 
     def __post_init__(self) -> None:
         if self.W_write is not None and self.W_write_norms is None:
@@ -100,6 +103,8 @@ class ModelWeights:
         """The answer directions seen through the final norm's gain (and centring), before
         its scale: ``v . read_directions(t) / s_final`` is ``v``'s direct effect on the logit."""
         u = self.answer_directions(tokens, use_embedding)
+        if self.logit_scale != 1.0:
+            u = u * self.logit_scale
         return self.norms.final.adjoint(u) if self.has_final_norm else u
 
 
@@ -136,11 +141,24 @@ def model_weights(model: Any) -> ModelWeights:
     W_write = None
     if norms.post_mlp is not None:
         W_write = torch.stack([s.apply_linear(W_out[i]) for i, s in enumerate(norms.post_mlp)])
+    scales = mlp_residual_scales(model)
+    if len(scales) == W_out.shape[0] and bool((scales != 1).any()):  # Granite
+        W_write = (W_out if W_write is None else W_write) * scales.to(W_out)[:, None, None]
     try:
         b_out = model.b_out.detach()
     except Exception:
         b_out = None
-    w = ModelWeights(W_out, W_U, W_out.norm(dim=-1), W_E, bool(tied), norms, W_write, b_out)
+    w = ModelWeights(
+        W_out,
+        W_U,
+        W_out.norm(dim=-1),
+        W_E,
+        bool(tied),
+        norms,
+        W_write,
+        b_out,
+        logit_scale=logit_slope(model),
+    )
     with contextlib.suppress(TypeError):  # models that cannot be weakly referenced
         _CACHE[model] = w
     return w

@@ -257,9 +257,11 @@ def prepare_sets(
     threshold: float = 0.0,
     batch_size: int = 8,
     recording: RecordingConfig | None = None,
+    attention: str = "auto",
 ) -> ExperimentSets:
     """Analyse the evaluated items (dynamic sets) and the calibration split (static sets) at
-    the site of ``recording`` (default: the MLP neurons' ``mlp.hook_post``)."""
+    the site of ``recording`` (default: the MLP neurons' ``mlp.hook_post``); ``attention`` as
+    in :func:`~tl_multineuron.sharing.analysis.analyze`."""
     rec = recording or RecordingConfig()
     cfg = AnalysisConfig(thresholds=(threshold,), batch_size=batch_size, recording=rec)
     cal = None
@@ -267,8 +269,8 @@ def prepare_sets(
         check_disjoint(calibration, eval_set)
         if len(calibration) == 0:
             raise MultiNeuronError("the calibration split has no items")
-        cal = analyze(model, calibration, cfg).stats
-    ev = analyze(model, eval_set, cfg, keep_items=True)
+        cal = analyze(model, calibration, cfg, attention=attention).stats
+    ev = analyze(model, eval_set, cfg, keep_items=True, attention=attention)
     layers = tuple(rec.layer_indices(model))
     return ExperimentSets.build(
         ev.categories,
@@ -321,6 +323,7 @@ def run_experiment(
     max_memory: int | str | None = None,
     recording: RecordingConfig | None = None,
     on_baseline: Callable[[list[BoundaryFinding]], None] | None = None,
+    attention: str = "auto",
 ) -> pd.DataFrame:
     """Score ``eval_set`` under every condition (skipping those ``done`` says are done): one
     row per (condition, item, language). Static conditions need a ``calibration`` split (or
@@ -332,7 +335,8 @@ def run_experiment(
     site edits features). After the unedited condition is scored, the answer boundary is
     checked (:func:`~tl_multineuron.data.answers.boundary_findings`): a language whose greedy first
     tokens differ from the gold's only in leading whitespace is a warning, and the findings go
-    to ``on_baseline``."""
+    to ``on_baseline``. ``attention``: the recording passes' attention (``auto`` picks what
+    the model can run, see :mod:`tl_multineuron.backends.attention`); scoring runs eager."""
     if not eval_set.has_answers:
         raise MultiNeuronError(f"dataset {eval_set.name!r}: experiments need gold answers")
     if calibration is None and sets is None:
@@ -354,6 +358,7 @@ def run_experiment(
             specific_frequency,
             threshold,
             recording=recording,
+            attention=attention,
         )
     if sets.n_items != len(eval_set) or sets.languages != tuple(eval_set.languages):
         raise MultiNeuronError(

@@ -41,10 +41,10 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from ..backends.devices import model_device
+from ..backends.logits import output_logits
 from ..backends.memory import MemoryEstimate, estimate_forward, memory_budget, plan_chunks
 from ..backends.tl_compat import (
     align_cache_kwarg,
-    hf_config,
     hf_model,
     is_bridge,
     quiet_cache_rename,
@@ -224,14 +224,6 @@ def _warn_full_pass(model: Any, rows: AnswerRows, reason: str) -> None:
     )
 
 
-def _softcap(model: Any) -> float | None:
-    hf_cfg = hf_config(model)
-    cap = getattr(hf_cfg, "final_logit_softcapping", None) if hf_cfg is not None else None
-    if cap is None:
-        cap = getattr(model.cfg, "output_logits_soft_cap", None)
-    return float(cap) if cap is not None and cap > 0 else None
-
-
 class _Hidden:
     """Hook on ``unembed.hook_in``: keep the final hidden states, let the model unembed only
     one position of one row (the answer positions are unembedded by :func:`_answer_metrics`;
@@ -254,13 +246,11 @@ def _answer_metrics(
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Log-prob of ``gold``, whether it is the argmax, (where ``first``) how many tokens
     score strictly higher (0 elsewhere), and the argmax token."""
-    cap = _softcap(model)
     lp, top, rank, args = [], [], [], []
     for s in range(0, h.shape[0], chunk):
         with torch.inference_mode():
-            z = model.unembed(h[None, s : s + chunk])[0].float()
-            if cap is not None:
-                z = torch.tanh(z / cap) * cap
+            # the model's own output logits: unembedding, then its scale / soft-cap
+            z = output_logits(model, h[None, s : s + chunk])[0].float()
             g = gold[s : s + chunk, None]
             zg = z.gather(1, g)
             f = first[s : s + chunk]

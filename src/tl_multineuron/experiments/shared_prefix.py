@@ -28,7 +28,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from ..backends.devices import model_device
-from ..backends.tl_compat import hf_config, quiet_cache_rename
+from ..backends.tl_compat import quiet_cache_rename, sliding_window
 from ..sharing.recording import get_tokenizer
 
 _FOLD_OK: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -56,9 +56,8 @@ def within_window(model: Any, span: int) -> bool:
     """Whether rows of ``span`` positions (the last query's position id + 1) fit strictly inside
     every sliding attention window of ``model``, so that a custom mask, which replaces the
     window, changes nothing (no window: always)."""
-    cfg = hf_config(model)
-    window = getattr(cfg, "sliding_window", None) if cfg is not None else None
-    return window is None or span < int(window)
+    window = sliding_window(model)
+    return window is None or span < window
 
 
 def folds(model: Any) -> bool:
