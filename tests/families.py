@@ -281,9 +281,7 @@ FAMILIES: dict[str, Family] = {
         ),
         Family(
             "olmoe",
-            _llama_like(
-                "OlmoeConfig", "OlmoeForCausalLM", num_experts=4, num_experts_per_tok=2
-            ),
+            _llama_like("OlmoeConfig", "OlmoeForCausalLM", num_experts=4, num_experts_per_tok=2),
             moe=True,
         ),
         Family(

@@ -106,9 +106,7 @@ def _norm_linear(norm, x):
     """The norm at input ``x`` [d_model] as a linear map with its scale held fixed, read from
     the HF module's weights; checked against the module's own output at ``x``."""
     cls = type(norm).__name__
-    eps = next(
-        float(getattr(norm, a)) for a in ("eps", "variance_epsilon") if hasattr(norm, a)
-    )
+    eps = next(float(getattr(norm, a)) for a in ("eps", "variance_epsilon") if hasattr(norm, a))
     w = norm.weight.double() if getattr(norm, "weight", None) is not None else None
     if w is not None and "Gemma" in cls:
         w = 1 + w
@@ -150,7 +148,9 @@ def test_effective_scores_sum_to_hf_direct_logit_attribution(fam):
         for k, (p, a) in enumerate(zip(PROMPTS, ANSWERS, strict=True))
     ]
     data = tlm.ParallelDataset(tuple(items), ("en", "de"), "t")
-    res = tlm.attribute(model, data, tlm.AttributionConfig(methods=("effective",)), keep_scores=True)
+    res = tlm.attribute(
+        model, data, tlm.AttributionConfig(methods=("effective",)), keep_scores=True
+    )
     eff = res.scores["effective"]  # [item, lang, layer, d_mlp]
     W_U = hf.get_output_embeddings().weight.double()
     layers = decoder_layers(hf)
@@ -176,9 +176,7 @@ def test_effective_scores_sum_to_hf_direct_logit_attribution(fam):
                     post = _norm_linear(sub(layer, fam_.post_mlp_norm), got["out"][li][0, -1])
                     write = post(write)
                 dla = fin(write * rm) @ W_U[t] * mult
-                torch.testing.assert_close(
-                    eff[k, j, li].double().sum(), dla, atol=1e-5, rtol=1e-4
-                )
+                torch.testing.assert_close(eff[k, j, li].double().sum(), dla, atol=1e-5, rtol=1e-4)
 
 
 # -- 3. one-pass scores = HF forward, edited rows = the edit by hand ----------------------------

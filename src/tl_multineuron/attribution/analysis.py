@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from ..backends.experts import check_neuron_site
 from ..backends.models import check_model, identity_meta, provenance
 from ..backends.sites import GATE, site_hook, site_label, site_transforms
 from ..backends.weights import model_weights
@@ -341,6 +342,7 @@ def attribute(
     """
     config = config or AttributionConfig()
     check_model(model)
+    check_neuron_site(model, config.hook, config.layers)  # MoE blocks have no neuron site
     model_weights(model)  # fail early if the weights cannot be read
     if stats is not None:
         check_same_origin(

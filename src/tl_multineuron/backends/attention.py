@@ -52,13 +52,19 @@ def _internal_hooks_in_use(bridges: list[Any]) -> bool:
 
 def sdpa_unsupported(model: Any) -> str | None:
     """Why the model's own attention cannot run as SDPA (``None`` where it can): a soft-cap on
-    the attention logits (``attn_logit_softcapping``) is applied between ``q k^T`` and the
-    softmax, which ``scaled_dot_product_attention`` has no place for."""
+    the attention logits (``attn_logit_softcapping``, Gemma 2) or sink logits (GPT-OSS) act
+    between ``q k^T`` and the softmax, where ``scaled_dot_product_attention`` has no place for
+    them (measured: GPT-OSS routing weights off by 2e-3 under SDPA)."""
     cfg = _hf_config(model)
     cfg = cfg.get_text_config() if cfg is not None and hasattr(cfg, "get_text_config") else cfg
     cap = getattr(cfg, "attn_logit_softcapping", None) if cfg is not None else None
     if cap:
         return f"its attention logits are soft-capped (attn_logit_softcapping={cap})"
+    for b in bridge_attention_modules(model):
+        hf_attn = _hf_attention(b)
+        if hf_attn is not None and getattr(hf_attn, "sinks", None) is not None:
+            # GPT-OSS: a learned sink logit per head joins the softmax; SDPA drops it
+            return "its attention has sink logits (GPT-OSS), which SDPA leaves out"
     return None
 
 

@@ -34,6 +34,7 @@ import torch
 from ..errors import MultiNeuronError
 from .attention import attention_implementation
 from .devices import check_placement, model_device, resolve_device
+from .experts import check_neuron_site
 from .saes import attach_sae, load_sae
 from .tl_compat import build_model, tl_line
 
@@ -303,6 +304,10 @@ def check_model(model: Any, hook_names: list[str] | None = None) -> None:
             raise MultiNeuronError(
                 f"model.cfg.{attr} is {v!r}; expected a positive int (a model with MLP neurons)"
             )
+    for h in hook_names or ():
+        parts = h.split(".", 2)
+        if len(parts) == 3 and parts[0] == "blocks" and parts[1].isdigit():
+            check_neuron_site(model, parts[2], [int(parts[1])])
     if hook_names:
         available = set(getattr(model, "hook_dict", {}) or {})
         bad = [h for h in hook_names if h not in available]

@@ -9,6 +9,10 @@
 * an SAE's feature activations (``hook_resid_post.hook_sae_acts_post`` and the like, with
   SAELens' ``HookedSAETransformer`` and an SAE attached, see :mod:`tl_multineuron.backends.saes`):
   the features are the units, ``d_sae`` of them on each layer that has an SAE at that hook point;
+* on mixture-of-experts blocks, the experts themselves (``mlp.hook_expert_weights``: a unit is
+  an expert, active when the token is routed to it) or a shared expert's neurons
+  (``mlp.shared_expert.hook_post``); neuron sites are refused there (see
+  :mod:`tl_multineuron.backends.experts`);
 * any other per-block hook suffix with a d_mlp-wide activation.
 
 Interventions edit a neuron's output (``mlp.hook_post``) for the MLP sites and the feature
@@ -23,6 +27,14 @@ from typing import Any
 from torch import Tensor
 
 from ..errors import MultiNeuronError
+from .experts import (
+    SHARED_EXPERT_SITE,
+    check_expert_layers,
+    is_expert_site,
+    moe_layers,
+    n_experts,
+    shared_expert_width,
+)
 
 GATE = "gate"
 GATE_PRE_HOOK = "mlp.hook_pre"
@@ -81,7 +93,31 @@ def edit_hook(hook: str) -> str:
     """The hook an intervention on the units of site ``hook`` edits."""
     if is_feature_site(hook):
         return f"{hook.rsplit('.', 1)[0]}.hook_sae_acts_post"
+    if is_expert_site(hook) or hook == SHARED_EXPERT_SITE:
+        return hook  # routing weights / the shared expert's neurons, where they are read
     return NEURON_EDIT_HOOK
+
+
+def has_layer_subset(hook: str) -> bool:
+    """Whether the site lives on some layers only (SAE features, experts), so that results
+    carry their layers."""
+    return is_feature_site(hook) or is_expert_site(hook) or hook == SHARED_EXPERT_SITE
+
+
+def site_layers(model: Any, hook: str) -> list[int]:
+    """The default layers of site ``hook``: those carrying it (SAE sites, MoE blocks), else
+    every block."""
+    if is_feature_site(hook):
+        return feature_site_layers(model, hook)
+    if is_expert_site(hook) or hook == SHARED_EXPERT_SITE:
+        layers = moe_layers(model)
+        if not layers:
+            raise MultiNeuronError(
+                f"site {hook!r} needs mixture-of-experts blocks; this model has none "
+                "(use mlp.hook_post for its MLP neurons)"
+            )
+        return layers
+    return list(range(model.cfg.n_layers))
 
 
 def attached_sae(model: Any, layer: int, hook: str) -> Any:
@@ -119,9 +155,15 @@ def feature_site_layers(model: Any, hook: str) -> list[int]:
 def site_width(model: Any, hook: str, layers: list[int]) -> int:
     """How many units the site has per layer: ``d_mlp`` for MLP sites, the SAEs' ``d_sae``
     for a feature site (one width for all recorded layers)."""
-    if not is_feature_site(hook):
+    if is_expert_site(hook):
+        check_expert_layers(model, layers)
+        return n_experts(model)
+    if hook == SHARED_EXPERT_SITE:
+        widths = {x: shared_expert_width(model, x) for x in layers}
+    elif not is_feature_site(hook):
         return int(model.cfg.d_mlp)
-    widths = {x: int(attached_sae(model, x, hook).cfg.d_sae) for x in layers}
+    else:
+        widths = {x: int(attached_sae(model, x, hook).cfg.d_sae) for x in layers}
     if len(set(widths.values())) > 1:
         raise MultiNeuronError(
             f"the SAEs at site {hook!r} have different widths per layer {widths}: record "

@@ -323,9 +323,9 @@ def _width_from_weights(model: Any) -> None:
         W_out = model.W_out
     except Exception:  # noqa: BLE001 - no stacked MLP weights (MoE): sites check it later
         return
-    if W_out.ndim == 3 and W_out.shape[-1] == model.cfg.d_model:
-        if int(W_out.shape[1]) != int(model.cfg.d_mlp):
-            model.cfg.d_mlp = int(W_out.shape[1])
+    shaped = W_out.ndim == 3 and W_out.shape[-1] == model.cfg.d_model
+    if shaped and int(W_out.shape[1]) != int(model.cfg.d_mlp):
+        model.cfg.d_mlp = int(W_out.shape[1])
 
 
 def _drop_gguf_marker(hf: Any) -> None:

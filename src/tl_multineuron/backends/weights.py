@@ -24,6 +24,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from ..errors import MultiNeuronError
+from .experts import check_neuron_site
 from .logits import logit_slope, mlp_residual_scales
 from .norms import NormPath, norm_path
 
@@ -119,6 +120,7 @@ def model_weights(model: Any) -> ModelWeights:
         cached = None
     if cached is not None:
         return cached
+    check_neuron_site(model, "mlp.hook_post")  # a MoE block has no neuron rows to read
     try:
         W_out = model.W_out.detach()
     except Exception as e:

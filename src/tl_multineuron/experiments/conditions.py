@@ -29,7 +29,8 @@ import torch
 from jaxtyping import Bool, Int
 from torch import Tensor
 
-from ..backends.sites import NEURON_EDIT_HOOK, edit_hook, is_feature_site
+from ..backends.experts import check_neuron_site
+from ..backends.sites import NEURON_EDIT_HOOK, edit_hook, has_layer_subset
 from ..data.answers import BoundaryFinding, boundary_findings, warn_boundary
 from ..data.datasets import ParallelDataset
 from ..data.splits import check_disjoint
@@ -263,6 +264,7 @@ def prepare_sets(
     the site of ``recording`` (default: the MLP neurons' ``mlp.hook_post``); ``attention`` as
     in :func:`~tl_multineuron.sharing.analysis.analyze`."""
     rec = recording or RecordingConfig()
+    check_neuron_site(model, rec.hook)
     cfg = AnalysisConfig(thresholds=(threshold,), batch_size=batch_size, recording=rec)
     cal = None
     if calibration is not None:
@@ -278,7 +280,7 @@ def prepare_sets(
         min_frequency,
         specific_frequency,
         site=edit_hook(rec.hook),
-        layers=layers if is_feature_site(rec.hook) else None,
+        layers=layers if has_layer_subset(rec.hook) else None,
     )
 
 
@@ -337,6 +339,7 @@ def run_experiment(
     tokens differ from the gold's only in leading whitespace is a warning, and the findings go
     to ``on_baseline``. ``attention``: the recording passes' attention (``auto`` picks what
     the model can run, see :mod:`tl_multineuron.backends.attention`); scoring runs eager."""
+    check_neuron_site(model, (recording or RecordingConfig()).hook)  # before any pass
     if not eval_set.has_answers:
         raise MultiNeuronError(f"dataset {eval_set.name!r}: experiments need gold answers")
     if calibration is None and sets is None:

@@ -1,7 +1,8 @@
 """Interventions on MLP neurons as values that produce TransformerLens hooks.
 
 An :class:`Intervention` (zero, mean-ablate, scale, set, add, or shift toward a language's mean
-activation) on a :class:`~tl_multineuron.experiments.neuron_sets.NeuronSet` -- or on per-row masks
+activation; on a mixture-of-experts site, the experts' routing weights) on a
+:class:`~tl_multineuron.experiments.neuron_sets.NeuronSet` -- or on per-row masks
 ``[batch, layer, d_mlp]`` for one padded batch -- yields ``(hook_name, NeuronHook)`` pairs for
 TL's own ``run_with_hooks`` / ``hooks()`` / ``generate``. Positions: ``"last"`` (index -1 of
 what the hook sees: the last prompt token of a left-padded batch, and during KV-cached
@@ -27,6 +28,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from ..backends.batch_positions import current_batch, watching_stops
+from ..backends.experts import token_flattened
 from ..backends.sites import NEURON_EDIT_HOOK
 from ..errors import MultiNeuronError
 from .neuron_sets import NeuronSet, check_unit_shape
@@ -71,8 +73,21 @@ class NeuronHook:
     positions: str | tuple[int, ...] | Tensor = "last"
     rows: tuple[int, int] | None = None
     fired: list = field(default_factory=list, compare=False, repr=False)
+    #: ``[batch, pos]`` of the pass, set by a :class:`BatchShape` probe where the site's
+    #: activations come flattened over tokens (an MoE router's ``[batch * pos, experts]``)
+    shape: list = field(default_factory=list, compare=False, repr=False)
 
-    def __call__(self, act: Float[Tensor, "batch pos d_mlp"], hook: Any) -> Tensor:
+    def __call__(
+        self, act: Float[Tensor, "batch pos d_mlp"] | Float[Tensor, "token unit"], hook: Any
+    ) -> Tensor:
+        if act.ndim == 2:  # routing weights, one row per token
+            if len(self.shape) != 2 or self.shape[0] * self.shape[1] != act.shape[0]:
+                raise MultiNeuronError(
+                    f"layer {self.layer}: token-flattened activations {tuple(act.shape)} but "
+                    f"the pass's [batch, pos] is unknown ({self.shape}); use the hooks of "
+                    "Intervention.fwd_hooks, which read it from the block's input"
+                )
+            return self(act.view(*self.shape, act.shape[-1]), hook).view(act.shape)
         if self.rows is None:
             return self.edit(act)
         s, e = self.rows
@@ -145,6 +160,21 @@ class NeuronHook:
 
 
 @dataclass(frozen=True)
+class BatchShape:
+    """Reads ``[batch, pos]`` from a MoE block's input (``mlp.hook_in``) for the
+    :class:`NeuronHook` of the same block, whose routing weights come flattened over tokens."""
+
+    layer: int
+    target: NeuronHook
+    fired: list = field(default_factory=list, compare=False, repr=False)
+
+    def __call__(self, act: Tensor, hook: Any) -> None:
+        self.target.shape[:] = list(act.shape[:2])
+        self.fired.append(act.shape[1])
+        return None
+
+
+@dataclass(frozen=True)
 class Intervention:
     """What to do to which neurons, where.
 
@@ -198,7 +228,7 @@ class Intervention:
         )
         return hook, layers
 
-    def fwd_hooks(self, model: Any) -> list[tuple[str, NeuronHook]]:
+    def fwd_hooks(self, model: Any) -> list[tuple[str, NeuronHook | BatchShape]]:
         """``(hook_name, hook_fn)`` pairs for TL (``run_with_hooks``, ``hooks()``)."""
         mask = self._mask()
         hook, layers = self._site()
@@ -223,12 +253,10 @@ class Intervention:
                     )
                 v = v[..., r, :]
             m = mask[:, r] if per_row else mask[r]
-            hooks.append(
-                (
-                    f"blocks.{blocks[r]}.{hook}",
-                    NeuronHook(blocks[r], m, self.op, v, self.strength, self.positions),
-                )
-            )
+            nh = NeuronHook(blocks[r], m, self.op, v, self.strength, self.positions)
+            if token_flattened(hook):  # flattened over tokens: the shape from the input
+                hooks.append((f"blocks.{blocks[r]}.mlp.hook_in", BatchShape(blocks[r], nh)))
+            hooks.append((f"blocks.{blocks[r]}.{hook}", nh))
         return hooks
 
     def __add__(self, other: Intervention | Composite) -> Composite:
@@ -241,7 +269,7 @@ class Composite:
 
     parts: tuple[Intervention, ...]
 
-    def fwd_hooks(self, model: Any) -> list[tuple[str, NeuronHook]]:
+    def fwd_hooks(self, model: Any) -> list[tuple[str, NeuronHook | BatchShape]]:
         return [h for p in self.parts for h in p.fwd_hooks(model)]
 
     def __add__(self, other: Intervention | Composite) -> Composite:

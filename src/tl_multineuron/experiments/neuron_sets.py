@@ -17,7 +17,8 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from ..backends.sites import NEURON_EDIT_HOOK, edit_hook, is_feature_site, site_width
+from ..backends.experts import check_neuron_site
+from ..backends.sites import NEURON_EDIT_HOOK, edit_hook, has_layer_subset, site_width
 from ..errors import MultiNeuronError
 from ..files import atomic_write
 from ..sharing.classification import Categories, parse_category
@@ -118,7 +119,7 @@ def _site_of(stats: SharingStats) -> tuple[str, tuple[int, ...] | None]:
     cover all layers; SAE-feature statistics cover the layers that carry an SAE."""
     hook = stats.meta.get("config", {}).get("recording", {}).get("hook", NEURON_EDIT_HOOK)
     layers = stats.meta.get("layers")
-    if is_feature_site(hook):
+    if has_layer_subset(hook):
         return edit_hook(hook), tuple(layers) if layers is not None else None
     n_model = stats.meta.get("n_model_layers", stats.n_layers)
     if layers not in (None, list(range(n_model))):
@@ -363,6 +364,7 @@ def check_unit_shape(
     bad = [b for b in blocks if not 0 <= b < n]
     if bad:
         raise MultiNeuronError(f"neuron set {name!r}: layers {bad} do not exist (model has {n})")
+    check_neuron_site(model, site, blocks)
     if shape[-2] != len(blocks):
         raise MultiNeuronError(
             f"neuron set {name!r} is for {shape[-2]} layers x {shape[-1]} neurons; the model has "

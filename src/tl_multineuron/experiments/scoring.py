@@ -58,6 +58,7 @@ from ..sharing.recording import (
     keep_one_position,
     last_position_unembed_hooks,
 )
+from .interventions import BatchShape
 from .shared_prefix import fold_mask, folds, within_window
 
 SCOPES = ("last", "all")
@@ -355,6 +356,7 @@ def bind_rows(iv: Any, model: Any, rows: tuple[int, int], pos: Tensor) -> list[t
     return [
         (name, dataclasses.replace(h, rows=rows, positions=pos, fired=[]))
         for name, h in iv.fwd_hooks(model)
+        if not isinstance(h, BatchShape)  # the scorer knows its batch's shape
     ]
 
 
@@ -379,7 +381,12 @@ class _SiteEdits:
             h.op in ("zero", "scale") and not isinstance(h.value, Tensor) for h in parts
         )
 
-    def __call__(self, act: Float[Tensor, "batch pos d_mlp"], hook: Any) -> Tensor:
+    def __call__(
+        self, act: Float[Tensor, "batch pos d_mlp"] | Float[Tensor, "token unit"], hook: Any
+    ) -> Tensor:
+        if act.ndim == 2:  # an MoE router's routing weights, one row per token
+            B, S = self.pos.shape[:2]
+            return self(act.view(B, S, act.shape[-1]), hook).reshape(act.shape)
         B, S, D = act.shape
         if tuple(self.pos.shape[:2]) != (B, S):
             raise MultiNeuronError(

@@ -22,13 +22,14 @@ from torch import Tensor
 from ..backends.attention import attention_implementation, efficient_attention
 from ..backends.batch_positions import note_stop, running_batch
 from ..backends.devices import model_device
+from ..backends.experts import token_flattened
 from ..backends.memory import estimate_forward, memory_budget, plan_chunks
 from ..backends.models import check_model
 from ..backends.sites import (
-    feature_site_layers,
     is_feature_site,
     site_hook,
     site_label,
+    site_layers,
     site_transforms,
     site_width,
 )
@@ -88,9 +89,7 @@ class RecordingConfig:
     def layer_indices(self, model: Any) -> list[int]:
         n = model.cfg.n_layers
         if self.layers is None:
-            return (
-                feature_site_layers(model, self.hook) if is_feature_site(self.hook) else [*range(n)]
-            )
+            return site_layers(model, self.hook)
         layers = list(self.layers)
         bad = [x for x in layers if x >= n]
         if bad:
@@ -315,6 +314,7 @@ def record_with(
     batch = batch.to(device)
     d_mlp = site_width(model, config.hook, layers)
     unit = "d_sae={}] (SAE features)" if is_feature_site(config.hook) else "d_mlp={}] (MLP neurons)"
+    flattened = token_flattened(config.hook)
     out: Tensor | None = None
     extras: dict[str, Tensor] = {}
     fired: list[bool] = [False] * (len(names) + len(extra))
@@ -336,6 +336,8 @@ def record_with(
     def make_hook(k: int):
         def hook(act: Tensor, hook: Any) -> None:
             nonlocal out
+            if act.ndim == 2 and flattened:  # MoE sites: [batch * pos, units]
+                act = act.reshape(batch.tokens.shape[0], -1, act.shape[-1])
             if act.ndim != 3 or act.shape[-1] != d_mlp:
                 raise MultiNeuronError(
                     f"hook {names[k]!r} gives activations of shape {tuple(act.shape)}; a site "
