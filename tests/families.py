@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-
 from helpers import VOCAB, byte_tokenizer
 
 WINDOW = 16

@@ -153,7 +153,7 @@ def test_expert_edits_equal_router_masking_by_hand(moe):
 
         for k, factor in ((1, 0.0), (2, 2.0)):
 
-            def edit(layer, w, idx, factor=factor):
+            def edit(layer, w, idx, factor=factor, first=first):
                 hit = experts[layer][idx.long()]  # [tokens, k]
                 hit[:first] = False  # scope "last": the last prompt token onwards
                 return torch.where(hit, w * factor, w)
@@ -208,7 +208,7 @@ def test_amplified_expert_generation_equals_a_hand_made_router_hook(moe):
         assert gen == out, (name, gen, out)
 
 
-# -- the shared expert's neurons (Qwen-MoE) ---------------------------------------------------------
+# -- the shared expert's neurons (Qwen-MoE) --------------------------------------------------
 def test_shared_expert_neurons_are_the_hf_down_projection_input(tmp_path):
     from transformers import AutoModelForCausalLM
 
@@ -221,7 +221,7 @@ def test_shared_expert_neurons_are_the_hf_down_projection_input(tmp_path):
         seen = {}
         handles = [
             sub(layer, "mlp.shared_expert.down_proj").register_forward_pre_hook(
-                lambda m, a, i=i: seen.__setitem__(i, a[0].detach())
+                lambda m, a, i=i, seen=seen: seen.__setitem__(i, a[0].detach())
             )
             for i, layer in enumerate(decoder_layers(ref))
         ]
@@ -231,6 +231,33 @@ def test_shared_expert_neurons_are_the_hf_down_projection_input(tmp_path):
             h.remove()
         want = torch.stack([seen[i].reshape(-1, seen[i].shape[-1])[-1] for i in range(len(seen))])
         torch.testing.assert_close(got[r], want, atol=1e-5, rtol=1e-4)
-    # and they can be analysed like any neurons
+    # and they can be analysed and edited like any neurons
     res = tlm.analyze(model, _data(2), tlm.AnalysisConfig(recording=rec))
     assert res.stats.n_items == 2
+    L, D = got.shape[1:]
+    mask = torch.rand(L, D, generator=torch.Generator().manual_seed(5)) < 0.4
+    off = tlm.NeuronSet(mask, "shared", SHARED_EXPERT_SITE, tuple(range(L)))
+    rows = tlm.answer_rows(model, PROMPTS, ANSWERS)
+    sc = tlm.score_answers(model, rows, [lambda b: tlm.deactivate(off)])[0]
+    for r, (p, a) in enumerate(zip(PROMPTS, ANSWERS, strict=True)):
+        ids_p, full = _ids(model, p), _ids(model, p + a)
+        first = len(ids_p) - 1
+
+        def pre(m, args, i, first=first):
+            x = args[0].clone()  # [tokens, d] of one row
+            x[first:, mask[i]] = 0
+            return (x, *args[1:])
+
+        handles = [
+            sub(layer, "mlp.shared_expert.down_proj").register_forward_pre_hook(
+                lambda m, a, i=i: pre(m, a, i)
+            )
+            for i, layer in enumerate(decoder_layers(ref))
+        ]
+        with torch.no_grad():
+            logits = ref(torch.tensor([full[:-1]])).logits[0]
+        for h in handles:
+            h.remove()
+        lp = torch.log_softmax(logits.double(), -1)
+        want = sum(float(lp[first + i, t]) for i, t in enumerate(full[len(ids_p) :]))
+        assert abs(float(sc.logprob[r]) - want) < 1e-3

@@ -161,8 +161,9 @@ def test_effective_scores_sum_to_hf_direct_logit_attribution(fam):
             acts, got, logits = _down_inputs(hf, name, ids)
             fin = _norm_linear(final_norm(hf), got["final"][0, -1])
             # the transform is HF's: its logits are the unembedded final norm, scaled (and capped)
-            z = (fin(got["final"][0, -1]) + (final_norm(hf).bias.double()
-                 if getattr(final_norm(hf), "bias", None) is not None else 0)) @ W_U.T * mult  # fmt: skip
+            bias = getattr(final_norm(hf), "bias", None)
+            normed = fin(got["final"][0, -1]) + (bias.double() if bias is not None else 0)
+            z = normed @ W_U.T * mult
             if cap:
                 z = torch.tanh(z / cap) * cap
             torch.testing.assert_close(z, logits[-1].double(), atol=1e-4, rtol=1e-4)

@@ -174,6 +174,17 @@ def test_evaluate_prefix_match_is_token_level_and_text_match_lenient(native, mon
     assert res.generated.tolist()[0] == ds.target(*pairs[0]).strip() + " more"
 
 
+def test_evaluate_takes_empty_generations_with_a_fast_tokenizer(hf_model, monkeypatch):
+    """A row whose generation is empty (EOS first) is a miss, not a decode of token -1 (a
+    fast tokenizer raises OverflowError on it)."""
+    ds = toy_dataset(2, ("en", "de"))
+    assert get_tokenizer(hf_model).is_fast
+    monkeypatch.setattr(ev_mod, "generate_greedy", lambda *a, **k: [[], [], [], []])
+    res = ev_mod.evaluate(hf_model, ds)
+    assert not res.prefix_match.any() and not res.first_token_match.any()
+    assert res.generated.tolist() == [""] * 4
+
+
 @pytest.mark.parametrize("kind", ["hf", "native"])
 def test_one_mask_per_layer_equals_per_row_masks_and_a_hand_made_hook(kind, hf_model, native):
     """A static set (one mask per layer) and the same set as per-row masks give identical

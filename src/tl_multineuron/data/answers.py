@@ -170,12 +170,13 @@ class BoundaryFinding:
 def boundary_findings(
     tokenizer: Any,
     languages: Sequence[str],
-    model_first: Sequence[int],
+    model_first: Sequence[int | None],
     gold_first: Sequence[int],
 ) -> list[BoundaryFinding]:
     """Languages where, on more than half of their rows, the model's first token
-    (``model_first``, greedy) and the gold answer's first token differ only in leading
-    whitespace. One entry per row in each sequence."""
+    (``model_first``, greedy; ``None`` where the generation was empty, EOS first) and the gold
+    answer's first token differ only in leading whitespace. One entry per row in each
+    sequence."""
     if not (len(languages) == len(model_first) == len(gold_first)):
         raise MultiNeuronError(
             f"boundary check: {len(languages)} languages, {len(model_first)} model tokens and "
@@ -184,7 +185,9 @@ def boundary_findings(
     per: dict[str, list[tuple[str, str] | None]] = {}
     cache: dict[int, str] = {}
 
-    def text(t: int) -> str:
+    def text(t: int | None) -> str:
+        if t is None:  # an empty generation decodes to nothing
+            return ""
         if t not in cache:
             cache[t] = tokenizer.decode([int(t)])
         return cache[t]

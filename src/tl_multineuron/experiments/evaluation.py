@@ -204,7 +204,7 @@ def evaluate(
             boundary_findings(
                 tok,
                 [x for _, x in pairs],
-                [g[0] if g else -1 for g in gens],
+                [g[0] if g else None for g in gens],
                 [ids[0] for ids in gold],
             )
         )

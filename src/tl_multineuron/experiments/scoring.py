@@ -403,7 +403,7 @@ class _SiteEdits:
             return out
         f = self._factors(B, D, act)
         edited = act * f[:, None, :]
-        return edited if self.everywhere else torch.where(self.pos, edited, act)
+        return edited if self.everywhere else torch.where(self.pos.to(act.device), edited, act)
 
     def _factors(self, B: int, D: int, act: Tensor) -> Tensor:
         """``[B, D]``: one multiplicative factor per (row of the tiled batch, unit)."""
@@ -427,7 +427,7 @@ class _SiteEdits:
         if self.mult:
             f = self._factors(C * n, D, act).view(C, n, 1, D).transpose(0, 1)
             edited = (act.view(n, C, S, D) * f).view(n, C * S, D)
-            return edited if self.everywhere else torch.where(self.pos, edited, act)
+            return edited if self.everywhere else torch.where(self.pos.to(act.device), edited, act)
         out = act.clone()
         blocks = out.view(n, C, S, D)
         for h in self.parts:
@@ -623,7 +623,7 @@ def score_answers(
                     model,
                     h[sel],
                     bp.gold.to(h.device).repeat(C, 1)[sel],
-                    first.repeat(C, 1)[sel],
+                    first.to(h.device).repeat(C, 1)[sel],
                     chunk,
                 )
                 k = int(bp.answer_pos.sum())
