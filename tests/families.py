@@ -100,11 +100,13 @@ def _opt() -> Any:
     )
 
 
-def _phi() -> Any:
-    from transformers import PhiConfig, PhiForCausalLM
+def _plain(cfg_cls: str, model_cls: str) -> Callable[[], Any]:
+    """A family whose config takes the common sizes and no key-value heads (Phi, GPT-NeoX)."""
 
-    return PhiForCausalLM(
-        PhiConfig(
+    def build() -> Any:
+        import transformers
+
+        cfg = getattr(transformers, cfg_cls)(
             **_common(
                 hidden_size=HIDDEN,
                 intermediate_size=FFN,
@@ -113,23 +115,9 @@ def _phi() -> Any:
                 max_position_embeddings=256,
             )
         )
-    )
+        return getattr(transformers, model_cls)(cfg)
 
-
-def _neox() -> Any:
-    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
-
-    return GPTNeoXForCausalLM(
-        GPTNeoXConfig(
-            **_common(
-                hidden_size=HIDDEN,
-                intermediate_size=FFN,
-                num_hidden_layers=2,
-                num_attention_heads=4,
-                max_position_embeddings=256,
-            )
-        )
-    )
+    return build
 
 
 def _gemma3_conditional() -> Any:
@@ -217,9 +205,9 @@ FAMILIES: dict[str, Family] = {
         ),
         Family("bloom", _bloom, down="mlp.dense_4h_to_h"),
         Family("opt", _opt, down="fc2"),
-        Family("phi", _phi, down="mlp.fc2"),
+        Family("phi", _plain("PhiConfig", "PhiForCausalLM"), down="mlp.fc2"),
         Family("phi3", _llama_like("Phi3Config", "Phi3ForCausalLM", pad_token_id=0)),
-        Family("gpt_neox", _neox, down="mlp.dense_4h_to_h"),
+        Family("gpt_neox", _plain("GPTNeoXConfig", "GPTNeoXForCausalLM"), down="mlp.dense_4h_to_h"),
         Family(
             "olmo2",
             _llama_like("Olmo2Config", "Olmo2ForCausalLM"),
@@ -352,6 +340,24 @@ def final_norm(hf: Any) -> Any:
             continue
         return obj
     raise AttributeError(f"no final norm found in {type(hf).__name__}")
+
+
+def generate_with(ref: Any, ids: list[int], hooks: list, n: int) -> list[int]:
+    """HF's own greedy continuation of ``ids`` (up to EOS) with ``hooks`` registered for the
+    call: ``(module, kind, fn)``, kind ``"pre"`` or ``"post"``."""
+    handles = [
+        m.register_forward_pre_hook(fn) if kind == "pre" else m.register_forward_hook(fn)
+        for m, kind, fn in hooks
+    ]
+    try:
+        with torch.no_grad():
+            out = ref.generate(torch.tensor([ids]), max_new_tokens=n, do_sample=False,
+                               pad_token_id=0)[0, len(ids):].tolist()  # fmt: skip
+    finally:
+        for h in handles:
+            h.remove()
+    eos = ref.config.get_text_config().eos_token_id
+    return out[: out.index(eos)] if eos in out else out
 
 
 def sub(module: Any, dotted: str) -> Any:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from families import FAMILIES, build_family, decoder_layers, sub
+from families import FAMILIES, build_family, decoder_layers, generate_with, sub
 from test_families import ANSWERS, PROMPTS, _ids
 
 import tl_multineuron as tlm
@@ -177,10 +177,8 @@ def test_amplified_expert_generation_equals_a_hand_made_router_hook(moe):
     iv = tlm.amplify(tlm.NeuronSet(experts, "e1", EXPERT_SITE, tuple(range(L))), 3.0)
     got = _generate(model, iv)
     assert sum(len(m._forward_hooks) for m in model.modules()) == 0
-    eos = ref.config.eos_token_id
     for prompt, gen in zip(PROMPTS[:2], got, strict=True):
-        ids = _ids(model, prompt)
-        handles = []
+        hooks = []
         for i, layer in enumerate(decoder_layers(ref)):
 
             def hook(mod, args, out, i=i):
@@ -194,17 +192,8 @@ def test_amplified_expert_generation_equals_a_hand_made_router_hook(moe):
                 parts[w_at] = torch.where(hit, w * 3.0, w)
                 return tuple(parts)
 
-            handles.append(_router(layer).register_forward_hook(hook))
-        try:
-            with torch.no_grad():
-                out = ref.generate(
-                    torch.tensor([ids]), max_new_tokens=4, do_sample=False, pad_token_id=0
-                )[0, len(ids) :].tolist()
-        finally:
-            for h in handles:
-                h.remove()
-        if eos in out:
-            out = out[: out.index(eos)]
+            hooks.append((_router(layer), "post", hook))
+        out = generate_with(ref, _ids(model, prompt), hooks, 4)
         assert gen == out, (name, gen, out)
 
 

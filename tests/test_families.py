@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from families import FAMILIES, build_family, decoder_layers, final_norm, sub
+from families import FAMILIES, build_family, decoder_layers, final_norm, generate_with, sub
 
 import tl_multineuron as tlm
 
@@ -246,10 +246,8 @@ def test_amplified_generation_equals_a_hand_made_hook_and_leaves_none(fam):
         got = generate_greedy(model, PROMPTS[:2], max_new_tokens=5)
     assert _hook_count(model) == before
     fam_ = FAMILIES[name]
-    eos = hf.config.get_text_config().eos_token_id
     for prompt, g in zip(PROMPTS[:2], got, strict=True):
-        ids = _ids(model, prompt)
-        handles = []
+        hooks = []
         for i, layer in enumerate(decoder_layers(hf)):
 
             def pre(mod, args, i=i):
@@ -260,15 +258,6 @@ def test_amplified_generation_equals_a_hand_made_hook_and_leaves_none(fam):
                     x[:, -1, mask[i]] *= 3.0  # the last position of every step
                 return (x, *args[1:])
 
-            handles.append(sub(layer, fam_.down).register_forward_pre_hook(pre))
-        try:
-            with torch.no_grad():
-                out = hf.generate(
-                    torch.tensor([ids]), max_new_tokens=5, do_sample=False, pad_token_id=0
-                )[0, len(ids) :].tolist()
-        finally:
-            for h in handles:
-                h.remove()
-        if eos in out:
-            out = out[: out.index(eos)]
+            hooks.append((sub(layer, fam_.down), "pre", pre))
+        out = generate_with(hf, _ids(model, prompt), hooks, 5)
         assert g == out, (g, out)
