@@ -119,7 +119,30 @@ def check_device_map(hf: Any, device_map: dict[str, Any]) -> dict[str, str]:
         parts = name.split(".")
         if not any(".".join(parts[:i]) in out for i in range(len(parts) + 1)):
             raise MultiNeuronError(f"device map places no module holding parameter {name!r}")
+    _check_whole_layers(hf, out)
     return out
+
+
+def _check_whole_layers(hf: Any, device_map: dict[str, str]) -> None:
+    """A decoder layer lives on one device: its MLP hooks, norms and the edits made there
+    assume it (a layer split over devices is refused, naming it and the fix)."""
+    prefix = decoder_layers(hf) + "."
+    per_layer: dict[str, set[str]] = {}
+    for key, dev in device_map.items():
+        if key.startswith(prefix):
+            layer = prefix + key[len(prefix) :].split(".")[0]
+            per_layer.setdefault(layer, set()).add(dev)
+            # the layer's own entry, if any, covers the parts not named
+            if layer in device_map:
+                per_layer[layer].add(device_map[layer])
+    split = {k: sorted(v) for k, v in per_layer.items() if len(v) > 1}
+    if split:
+        layer, devs = next(iter(split.items()))
+        raise MultiNeuronError(
+            f"device map splits decoder layer {layer!r} of {type(hf).__name__} over {devs}: a "
+            "layer's MLP neurons, its norms and the edits on them must sit on one device; "
+            "place whole layers (e.g. --device-map cuda:0,cuda:1 splits the layers evenly)"
+        )
 
 
 def dispatch(hf: Any, device_map: DeviceMap, dtype: torch.dtype) -> Any:
