@@ -250,3 +250,17 @@ def test_shared_expert_neurons_are_the_hf_down_projection_input(tmp_path):
         lp = torch.log_softmax(logits.double(), -1)
         want = sum(float(lp[first + i, t]) for i, t in enumerate(full[len(ids_p) :]))
         assert abs(float(sc.logprob[r]) - want) < 1e-3
+
+
+def test_cli_analyses_experts_and_refuses_neurons_on_a_moe_model(tmp_path, capsys):
+    from tl_multineuron.cli import main
+
+    path = build_family("mixtral", tmp_path / "m")
+    common = ["analyze", "--model", path, "--task", "facts", "--limit", "2"]
+    assert main([*common, "--out", str(tmp_path / "neurons")]) == 2
+    err = capsys.readouterr().err
+    assert "mixture-of-experts" in err and EXPERT_SITE in err and "layers [0, 1]" in err
+    assert not any((tmp_path / "neurons").rglob("*.pt"))  # nothing half-written
+    assert main([*common, "--out", str(tmp_path / "experts"), "--hook", EXPERT_SITE]) == 0
+    stats = tlm.SharingStats.load(tmp_path / "experts" / "stats.pt")
+    assert stats.n_items == 2 and stats.n_layers == 2

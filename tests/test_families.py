@@ -304,3 +304,42 @@ def test_amplified_generation_equals_a_hand_made_hook_and_leaves_none(fam):
             hooks.append((sub(layer, fam_.down), "pre", pre))
         out = generate_with(hf, _ids(model, prompt), hooks, 5)
         assert g == out, (g, out)
+
+
+def test_loading_a_multimodal_class_installs_nothing(tmp_path, monkeypatch):
+    """TL 4.3 runs `pip install torchvision` when it finds no processor for a multimodal
+    Gemma 3; the library boots the bridge without letting it (the text model needs none)."""
+    import subprocess
+
+    calls = []
+
+    def refuse(*a, **k):
+        calls.append(a)
+        raise AssertionError(f"a subprocess ran while loading: {a}")
+
+    for fn in ("check_call", "run", "call", "Popen"):
+        monkeypatch.setattr(subprocess, fn, refuse)
+    model = tlm.load_model(build_family("gemma3_conditional", tmp_path / "m"))
+    assert not calls and model.cfg.n_layers == 2
+
+
+def test_output_transforms_in_attribution_meta_and_a_nonlinear_one_refused(tmp_path):
+    from tl_multineuron.backends.logits import logit_slope
+
+    model = tlm.load_model(build_family("granite", tmp_path / "g"))
+    data = tlm.ParallelDataset(
+        (tlm.ParallelItem("i", {"en": PROMPTS[0], "de": PROMPTS[1]}, {"en": " a", "de": " b"}),),
+        ("en", "de"),
+        "t",
+    )
+    meta = tlm.attribute(model, data).stats.meta["norms"]
+    assert meta["logit_scale"] == pytest.approx(1 / 4.0)
+    assert meta["mlp_residual_scale"] == pytest.approx([0.3, 0.3])
+
+    class Squash:
+        def apply_output_logits_transform(self, z):
+            return z**3
+
+    object.__setattr__(model, "adapter", Squash())
+    with pytest.raises(tlm.MultiNeuronError, match="not a scale near 0"):
+        logit_slope(model)

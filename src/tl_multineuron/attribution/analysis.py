@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from ..backends.experts import check_neuron_site
+from ..backends.logits import mlp_residual_scales
 from ..backends.models import check_model, identity_meta, provenance
 from ..backends.sites import GATE, site_hook, site_label, site_transforms
 from ..backends.weights import model_weights
@@ -206,7 +207,12 @@ def new_attribution_stats(
         "site": site_label(config.hook),
         "scored_site": site_label(POST),
         "score_version": 2,
-        "norms": weights.norms.to_meta(),
+        "norms": {
+            **weights.norms.to_meta(),
+            # the model's own output-logit scale and residual multipliers (Granite, Cohere)
+            "logit_scale": weights.logit_scale,
+            "mlp_residual_scale": mlp_residual_scales(model).tolist(),
+        },
         "answer_token": "first token of the gold answer as it continues the prompt",
     }
     return AttributionStats(methods, meta, rules, knowledge)

@@ -304,10 +304,13 @@ def check_model(model: Any, hook_names: list[str] | None = None) -> None:
             raise MultiNeuronError(
                 f"model.cfg.{attr} is {v!r}; expected a positive int (a model with MLP neurons)"
             )
+    per_site: dict[str, list[int]] = {}
     for h in hook_names or ():
         parts = h.split(".", 2)
         if len(parts) == 3 and parts[0] == "blocks" and parts[1].isdigit():
-            check_neuron_site(model, parts[2], [int(parts[1])])
+            per_site.setdefault(parts[2], []).append(int(parts[1]))
+    for site, layers in per_site.items():
+        check_neuron_site(model, site, layers)
     if hook_names:
         available = set(getattr(model, "hook_dict", {}) or {})
         bad = [h for h in hook_names if h not in available]

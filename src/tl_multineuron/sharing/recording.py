@@ -508,9 +508,10 @@ def token_activations(
                 torch.tensor([ids], device=model_device(model)),
                 names_filter=lambda n: n in names,
             )
+        # one prompt: [1, pos, units], or [pos, units] where a MoE block flattens its tokens
         a = torch.stack(
             [
-                f(cache[n][0])[:, list(idx)]
+                f(cache[n] if cache[n].ndim == 2 else cache[n][0])[:, list(idx)]
                 for f, n, idx in zip(fns, names, neurons.values(), strict=True)
             ],
             dim=1,
