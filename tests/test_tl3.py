@@ -256,3 +256,23 @@ def test_cross_line_agreement_on_gemma(tmp_path):
     for key in ("acts", "contribution", "effective", "ig"):
         x, y = a[key].double(), b[key].double()
         assert (x - y).abs().max() <= 1e-4 * y.abs().max(), key
+
+
+def test_moe_blocks_are_refused_on_the_hooked_transformer():
+    """TL 3.x's MoE blocks: neuron sites refused as under the bridge; the expert site too
+    (its router hook holds the softmax before the top-k: every expert > 0)."""
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    from tl_multineuron.backends.experts import EXPERT_SITE
+
+    cfg = HookedTransformerConfig(
+        n_layers=2, d_model=16, d_head=4, n_heads=4, d_mlp=24, d_vocab=259, n_ctx=64,
+        act_fn="silu", gated_mlp=True, normalization_type="RMS", num_experts=4,
+        experts_per_token=2, positional_embedding_type="rotary", rotary_dim=4,
+    )  # fmt: skip
+    model = HookedTransformer(cfg, tokenizer=byte_tokenizer())
+    batch = tlm.tokenize(model, ["dog cat sun 1"])
+    with pytest.raises(MultiNeuronError, match=rf"mixture-of-experts.*{EXPERT_SITE}"):
+        tlm.record(model, batch)
+    with pytest.raises(MultiNeuronError, match="softmax before the top-k"):
+        tlm.record(model, batch, tlm.RecordingConfig(hook=EXPERT_SITE))

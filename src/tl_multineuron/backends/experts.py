@@ -40,12 +40,21 @@ NEURON_SITE_HOOKS = ("mlp.hook_post", "mlp.hook_pre", "mlp.hook_pre_linear")
 _EXPERT_COUNT_KEYS = ("num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts")
 
 
+#: TL's MoE components: the bridge's (4.x) and HookedTransformer's (3.x)
+_MOE_CLASSES = ("MoEBridge", "MoE", "GptOssMoE")
+
+
 def _is_moe(mlp: Any) -> bool:
+    return any(c.__name__ in _MOE_CLASSES for c in type(mlp).__mro__)
+
+
+def _is_bridged_moe(mlp: Any) -> bool:
     return any(c.__name__ == "MoEBridge" for c in type(mlp).__mro__)
 
 
 def moe_layers(model: Any) -> list[int]:
-    """The blocks whose MLP is a mixture of experts (TL's ``MoEBridge``)."""
+    """The blocks whose MLP is a mixture of experts (TL's ``MoEBridge``, or a
+    HookedTransformer's ``MoE``)."""
     blocks = getattr(model, "blocks", None) or []
     return [i for i, b in enumerate(blocks) if _is_moe(getattr(b, "mlp", None))]
 
@@ -122,7 +131,17 @@ def check_neuron_site(model: Any, hook: str, layers: Sequence[int] | None = None
 
 
 def check_expert_layers(model: Any, layers: Sequence[int]) -> None:
-    """The expert site exists only on MoE layers."""
+    """The expert site exists only on MoE layers, and only under the bridge: TL 3.x's
+    ``hook_expert_weights`` carries the softmax over *all* experts before the top-k (every
+    expert > 0), which would make every expert "active"."""
+    blocks = getattr(model, "blocks", None) or []
+    unbridged = [x for x in layers if x < len(blocks) and not _is_bridged_moe(blocks[x].mlp)]
+    if unbridged and set(unbridged) <= set(moe_layers(model)):
+        raise MultiNeuronError(
+            f"{model_label(model)}: the expert site {EXPERT_SITE!r} needs TransformerLens 4.x's "
+            "bridge, whose router hook carries routing weights (0 = not routed); TL 3.x's "
+            "carries the softmax before the top-k, in which every expert is > 0"
+        )
     dense = sorted(set(layers) - set(moe_layers(model)))
     if dense:
         raise MultiNeuronError(
