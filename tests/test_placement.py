@@ -86,14 +86,14 @@ def test_a_device_map_that_splits_a_layer_is_refused(llama):
     """A layer's MLP on another device than the rest of the layer is named before loading."""
     from transformers import AutoModelForCausalLM
 
-    from tl_multineuron.backends.placement import _check_whole_layers
+    from tl_multineuron.backends.placement import check_whole_layers
 
     hf = AutoModelForCausalLM.from_pretrained(llama)
     whole = {"model.layers.0": "cuda:0", "model.layers.1": "cuda:1", "model.norm": "cuda:1"}
-    _check_whole_layers(hf, whole)  # whole layers on two devices: fine
+    check_whole_layers(hf, whole)  # whole layers on two devices: fine
     with pytest.raises(MultiNeuronError, match=r"splits decoder layer 'model.layers.0'.*place"):
-        _check_whole_layers(hf, {**whole, "model.layers.0.mlp": "cuda:1"})
+        check_whole_layers(hf, {**whole, "model.layers.0.mlp": "cuda:1"})
     with pytest.raises(MultiNeuronError, match="LlamaForCausalLM"):
-        _check_whole_layers(
+        check_whole_layers(
             hf, {"model.layers.1.self_attn": "cuda:0", "model.layers.1.mlp": "cuda:1"}
         )

@@ -129,6 +129,10 @@ _EXPORTS: dict[str, str] = {
     "scoring_path": "experiments.scoring",
     "Shard": "runs.shards",
     "edit_hook": "backends.sites",
+    "EXPERT_SITE": "backends.experts",
+    "SHARED_EXPERT_SITE": "backends.experts",
+    "moe_layers": "backends.experts",
+    "output_logits": "backends.logits",
     "gate_activation": "backends.sites",
     "is_feature_site": "backends.sites",
     "merge_all": "sharing.statistics",
@@ -217,6 +221,10 @@ __all__ = [
     "drift_line",
     "Edit",
     "edit_hook",
+    "EXPERT_SITE",
+    "SHARED_EXPERT_SITE",
+    "moe_layers",
+    "output_logits",
     "effective_scores",
     "efficient_attention",
     "EMBEDDED_MODEL",
@@ -374,6 +382,14 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time names load on 
     from .backends.devices import (
         available_devices,
         resolve_device,
+    )
+    from .backends.experts import (
+        EXPERT_SITE,
+        SHARED_EXPERT_SITE,
+        moe_layers,
+    )
+    from .backends.logits import (
+        output_logits,
     )
     from .backends.memory import (
         MemoryEstimate,

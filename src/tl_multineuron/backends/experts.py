@@ -64,9 +64,10 @@ def is_expert_site(hook: str) -> bool:
     return hook == EXPERT_SITE
 
 
-def token_flattened(hook: str) -> bool:
-    """Whether the site's activations come as ``[batch * pos, units]`` (HF's MoE blocks run
-    the router and the shared expert on the flattened tokens)."""
+def is_moe_site(hook: str) -> bool:
+    """Whether ``hook`` is a site of MoE blocks (the experts, or a shared expert's neurons):
+    it lives on the MoE layers only, and its activations come as ``[batch * pos, units]``
+    (HF's MoE blocks run the router and the shared expert on the flattened tokens)."""
     return hook in (EXPERT_SITE, SHARED_EXPERT_SITE)
 
 

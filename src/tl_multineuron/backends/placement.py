@@ -119,11 +119,11 @@ def check_device_map(hf: Any, device_map: dict[str, Any]) -> dict[str, str]:
         parts = name.split(".")
         if not any(".".join(parts[:i]) in out for i in range(len(parts) + 1)):
             raise MultiNeuronError(f"device map places no module holding parameter {name!r}")
-    _check_whole_layers(hf, out)
+    check_whole_layers(hf, out)
     return out
 
 
-def _check_whole_layers(hf: Any, device_map: dict[str, str]) -> None:
+def check_whole_layers(hf: Any, device_map: dict[str, str]) -> None:
     """A decoder layer lives on one device: its MLP hooks, norms and the edits made there
     assume it (a layer split over devices is refused, naming it and the fix)."""
     prefix = decoder_layers(hf) + "."

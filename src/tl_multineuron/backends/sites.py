@@ -31,6 +31,7 @@ from .experts import (
     SHARED_EXPERT_SITE,
     check_expert_layers,
     is_expert_site,
+    is_moe_site,
     moe_layers,
     n_experts,
     shared_expert_width,
@@ -93,7 +94,7 @@ def edit_hook(hook: str) -> str:
     """The hook an intervention on the units of site ``hook`` edits."""
     if is_feature_site(hook):
         return f"{hook.rsplit('.', 1)[0]}.hook_sae_acts_post"
-    if is_expert_site(hook) or hook == SHARED_EXPERT_SITE:
+    if is_moe_site(hook):
         return hook  # routing weights / the shared expert's neurons, where they are read
     return NEURON_EDIT_HOOK
 
@@ -101,7 +102,7 @@ def edit_hook(hook: str) -> str:
 def has_layer_subset(hook: str) -> bool:
     """Whether the site lives on some layers only (SAE features, experts), so that results
     carry their layers."""
-    return is_feature_site(hook) or is_expert_site(hook) or hook == SHARED_EXPERT_SITE
+    return is_feature_site(hook) or is_moe_site(hook)
 
 
 def site_layers(model: Any, hook: str) -> list[int]:
@@ -109,7 +110,7 @@ def site_layers(model: Any, hook: str) -> list[int]:
     every block."""
     if is_feature_site(hook):
         return feature_site_layers(model, hook)
-    if is_expert_site(hook) or hook == SHARED_EXPERT_SITE:
+    if is_moe_site(hook):
         layers = moe_layers(model)
         if not layers:
             raise MultiNeuronError(

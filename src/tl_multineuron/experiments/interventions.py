@@ -28,7 +28,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from ..backends.batch_positions import current_batch, watching_stops
-from ..backends.experts import token_flattened
+from ..backends.experts import is_moe_site
 from ..backends.sites import NEURON_EDIT_HOOK
 from ..errors import MultiNeuronError
 from .neuron_sets import NeuronSet, check_unit_shape
@@ -254,7 +254,7 @@ class Intervention:
                 v = v[..., r, :]
             m = mask[:, r] if per_row else mask[r]
             nh = NeuronHook(blocks[r], m, self.op, v, self.strength, self.positions)
-            if token_flattened(hook):  # flattened over tokens: the shape from the input
+            if is_moe_site(hook):  # flattened over tokens: the shape from the input
                 hooks.append((f"blocks.{blocks[r]}.mlp.hook_in", BatchShape(blocks[r], nh)))
             hooks.append((f"blocks.{blocks[r]}.{hook}", nh))
         return hooks

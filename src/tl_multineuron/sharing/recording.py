@@ -22,7 +22,7 @@ from torch import Tensor
 from ..backends.attention import attention_implementation, efficient_attention
 from ..backends.batch_positions import note_stop, running_batch
 from ..backends.devices import model_device
-from ..backends.experts import token_flattened
+from ..backends.experts import is_moe_site
 from ..backends.memory import estimate_forward, memory_budget, plan_chunks
 from ..backends.models import check_model
 from ..backends.sites import (
@@ -314,7 +314,7 @@ def record_with(
     batch = batch.to(device)
     d_mlp = site_width(model, config.hook, layers)
     unit = "d_sae={}] (SAE features)" if is_feature_site(config.hook) else "d_mlp={}] (MLP neurons)"
-    flattened = token_flattened(config.hook)
+    flattened = is_moe_site(config.hook)
     out: Tensor | None = None
     extras: dict[str, Tensor] = {}
     fired: list[bool] = [False] * (len(names) + len(extra))
