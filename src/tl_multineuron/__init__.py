@@ -162,6 +162,8 @@ _EXPORTS: dict[str, str] = {
     "ActivationHistogram": "sharing.histogram",
     "LanguageSets": "experiments.language_sets",
     "identify_language_sets": "experiments.language_sets",
+    "lape_select": "experiments.language_sets",
+    "load_lape_sets": "experiments.language_sets",
     "equalize": "experiments.language_sets",
     "SpecificityConfig": "experiments.specificity",
     "deactivation_matrix": "experiments.specificity",
@@ -240,6 +242,8 @@ __all__ = [
     "heldout_comparisons",
     "identifier_accuracy",
     "identify_language_sets",
+    "lape_select",
+    "load_lape_sets",
     "IGResult",
     "integrated_gradients",
     "Intervention",
@@ -492,6 +496,8 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time names load on 
         LanguageSets,
         equalize,
         identify_language_sets,
+        lape_select,
+        load_lape_sets,
     )
     from .experiments.neuron_sets import (
         NeuronSet,

@@ -35,6 +35,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import pandas as pd
 import torch
@@ -42,6 +43,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from ..errors import MultiNeuronError
+from ..files import atomic_write
 from ..sharing.histogram import ActivationHistogram
 from ..sharing.statistics import SharingStats
 from .neuron_sets import NeuronSet
@@ -120,12 +122,89 @@ class LanguageSets:
         df = pd.DataFrame({"size": sizes.flatten().numpy()}, index=idx).reset_index()
         return df.assign(method=self.method)[["method", "language", "layer", "size"]]
 
+    def save_lape(self, path: str | Path) -> None:
+        """Write the sets in LAPE's ``*.neuron.pth`` format (RUCAIBox/Language-Specific-Neurons
+        ``identify.py``): a list over the languages, in ``self.languages`` order, of a list
+        over the layers of sorted ``LongTensor`` s of neuron indices. The file carries no
+        language names (LAPE's order is positional): keep ``self.languages`` with it. A
+        language with no neuron is written as empty tensors (``identify.py`` drops trailing
+        empty languages; :func:`load_lape_sets` reads both). Written atomically."""
+        out = [
+            [layer.nonzero().flatten().long().sort().values for layer in self.masks[i]]
+            for i in range(len(self.languages))
+        ]
+        atomic_write(path, lambda tmp: torch.save(out, tmp))
+
     def _index(self, language: str) -> int:
         if language not in self.languages:
             raise MultiNeuronError(
                 f"{self.method}: language {language!r} is not among {list(self.languages)}"
             )
         return self.languages.index(language)
+
+
+def load_lape_sets(
+    path: str | Path,
+    languages: Sequence[str],
+    d_mlp: int,
+    n_layers: int | None = None,
+    method: str = "lape-file",
+) -> LanguageSets:
+    """Language sets from a LAPE ``*.neuron.pth`` file (see :meth:`LanguageSets.save_lape`),
+    its entries named by ``languages`` in order (the file carries no names). Fewer entries
+    than languages are read as LAPE's trailing languages without neurons; more is an error.
+    Every layer count must agree (and equal ``n_layers`` when given), every index be an
+    integer in ``[0, d_mlp)``; errors name the file, the language and the layer. Scores are 1
+    on the set (a file carries no ranking)."""
+    where = str(path)
+    languages = tuple(languages)
+    if len(set(languages)) != len(languages) or not languages:
+        raise MultiNeuronError(f"{where}: languages {list(languages)} must be distinct, >= 1")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError as e:
+        raise MultiNeuronError(f"LAPE neuron file {where!r} does not exist") from e
+    except Exception as e:  # noqa: BLE001 - a file torch cannot read is named, not re-raised raw
+        raise MultiNeuronError(f"{where}: not a LAPE neuron file torch can read: {e}") from e
+    if not isinstance(data, list | tuple) or not all(isinstance(x, list | tuple) for x in data):
+        raise MultiNeuronError(
+            f"{where}: expected a list over languages of lists over layers of LongTensors "
+            f"(LAPE's format); got {type(data).__name__}"
+        )
+    if len(data) > len(languages):
+        raise MultiNeuronError(
+            f"{where} holds {len(data)} languages but {len(languages)} were named "
+            f"({list(languages)}): name every language of the file, in its order"
+        )
+    layer_counts = {len(x) for x in data}
+    if len(layer_counts) > 1:
+        raise MultiNeuronError(f"{where}: the languages hold different layer counts {layer_counts}")
+    L = n_layers if n_layers is not None else (layer_counts.pop() if layer_counts else None)
+    if L is None:
+        raise MultiNeuronError(f"{where}: no language in the file; give n_layers")
+    masks = torch.zeros(len(languages), L, d_mlp, dtype=torch.bool)
+    for i, per_layer in enumerate(data):
+        if len(per_layer) != L:
+            raise MultiNeuronError(
+                f"{where}, language {languages[i]!r}: {len(per_layer)} layers; the model has {L}"
+            )
+        for layer, idx in enumerate(per_layer):
+            t = torch.as_tensor(idx)
+            if t.numel() == 0:
+                continue
+            if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool or t.ndim != 1:
+                raise MultiNeuronError(
+                    f"{where}, language {languages[i]!r}, layer {layer}: expected a 1-D tensor of "
+                    f"neuron indices; got {t.dtype} of shape {tuple(t.shape)}"
+                )
+            bad = t[(t < 0) | (t >= d_mlp)]
+            if bad.numel():
+                raise MultiNeuronError(
+                    f"{where}, language {languages[i]!r}, layer {layer}: neuron index "
+                    f"{int(bad[0])} outside the model's {d_mlp} neurons per layer"
+                )
+            masks[i, layer, t.long()] = True
+    return LanguageSets(method, languages, masks, masks.float(), {"file": Path(path).name})
 
 
 def identify_language_sets(
@@ -218,19 +297,59 @@ def _act_prob(
 def _entropy_selection(
     p: Tensor, top_rate: float, filter_rate: float, activation_bar_ratio: float
 ) -> tuple[Tensor, Tensor]:
-    """Tang et al.'s selection on per-language probabilities ``p`` ``[lang, layer, d_mlp]``."""
-    total = p.sum(0, keepdim=True)
-    ent = torch.special.entr(p / total.clamp_min(1e-30)).sum(0)  # [layer, d_mlp]
-    flat = p.flatten()
-    filter_value = flat.kthvalue(max(1, round(len(flat) * filter_rate))).values
-    kept = torch.where((p > filter_value).any(0), ent, torch.full_like(ent, math.inf))
+    """Tang et al.'s selection on per-language probabilities ``p`` ``[lang, layer, d_mlp]``:
+    :func:`lape_select` (its score: minus the entropy, before the filter)."""
+    masks, ent = lape_select(p, top_rate, filter_rate, activation_bar_ratio, torch.float64)
+    return masks, (-ent.double()).unsqueeze(0).expand_as(p)
+
+
+def lape_select(
+    probs: Float[Tensor, "lang layer d_mlp"],
+    top_rate: float = 0.01,
+    filter_rate: float = 0.95,
+    activation_bar_ratio: float = 0.95,
+    dtype: torch.dtype = torch.float32,
+) -> tuple[Bool[Tensor, "lang layer d_mlp"], Float[Tensor, "layer d_mlp"]]:
+    """LAPE's selection exactly as ``identify.py`` of RUCAIBox/Language-Specific-Neurons runs
+    it, on activation probabilities ``probs`` (``over_zero / n`` per language), in float32 as
+    there (``dtype``: the per-item methods of :func:`identify_language_sets` run it in float64,
+    as their committed results were made; the order of near-equal entropies at the cut can
+    differ between the two):
+
+    1. entropy of each neuron's probabilities normalised over the languages (a neuron active
+       in no language: 0 / 0 taken as 0, entropy 0);
+    2. ``filter``: the ``round(numel * filter_rate)``-th smallest of all probabilities
+       (``kthvalue``); a neuron none of whose probabilities is strictly above it gets entropy
+       ``inf``;
+    3. the ``round(numel * top_rate)`` neurons of lowest entropy over every layer
+       (``topk(largest=False)`` on the layer-major flattening: its tie order), the ``inf`` ones
+       included where fewer pass the filter, as in the original;
+    4. ``bar``: the ``round(numel * activation_bar_ratio)``-th smallest probability; a picked
+       neuron belongs to every language whose probability is strictly above it.
+
+    Returns the masks and the entropies (before the filter). The only departure: a rank
+    that rounds to 0 is taken as 1 (``kthvalue(0)`` / ``topk(0)`` would fail or pick nothing)."""
+    p = probs.to(dtype)
+    if p.ndim != 3:
+        raise MultiNeuronError(
+            f"LAPE probabilities of shape {tuple(p.shape)}; expected [lang, layer, d_mlp]"
+        )
+    lpn = p.permute(1, 2, 0)  # identify.py's layout: [layer, inter, lang]
+    normed = lpn / lpn.sum(-1, keepdim=True)
+    normed[torch.isnan(normed)] = 0
+    logs = torch.where(normed > 0, normed.log(), 0)
+    ent = -torch.sum(normed * logs, dim=-1)  # [layer, inter]
+    flat = lpn.flatten()
+    top_prob = flat.kthvalue(max(1, round(len(flat) * filter_rate))).values.item()
+    unfiltered = ent.clone()
+    ent[(lpn > top_prob).sum(-1) == 0] = torch.inf
     n = max(1, round(ent.numel() * top_rate))
-    picked = torch.zeros(ent.numel(), dtype=torch.bool)
-    picked[(-kept.flatten()).topk(n).indices] = True
-    picked = picked.view_as(ent) & kept.isfinite()
-    bar = flat.kthvalue(max(1, round(len(flat) * activation_bar_ratio))).values
-    masks = picked.unsqueeze(0) & (p > bar)
-    return masks, (-ent).unsqueeze(0).expand_as(p)  # the score: -entropy, before the filter
+    _, index = ent.flatten().topk(n, largest=False)
+    rows, cols = index // ent.size(1), index % ent.size(1)
+    bar = flat.kthvalue(max(1, round(len(flat) * activation_bar_ratio))).values.item()
+    chosen = torch.zeros_like(lpn, dtype=torch.bool)  # [layer, inter, lang]
+    chosen[rows, cols] = lpn[rows, cols] > bar
+    return chosen.permute(2, 0, 1).contiguous(), unfiltered
 
 
 def _magnitude(stats: SharingStats, top_rate: float) -> tuple[Tensor, Tensor]:
