@@ -2,7 +2,7 @@
 tests/test_experts.py (tiny random models of every family, each check against HF's own
 modules) and tabulates every (family, check) outcome.
 
-    .venv/bin/python scripts/models_table.py        # ~4 min on 2 CPU cores (real Gemma and SmolLM2 included)
+    .venv/bin/python scripts/models_table.py   # ~4 min on 2 CPU cores (real Gemma, SmolLM2 too)
 """
 
 from __future__ import annotations

@@ -163,6 +163,12 @@ _EXPORTS: dict[str, str] = {
     "LanguageSets": "experiments.language_sets",
     "identify_language_sets": "experiments.language_sets",
     "lape_select": "experiments.language_sets",
+    "token_language_sets": "experiments.language_sets",
+    "Corpus": "data.corpus",
+    "load_corpus": "data.corpus",
+    "corpus_from_dataset": "data.corpus",
+    "TokenStats": "sharing.token_stats",
+    "record_token_stats": "sharing.token_stats",
     "load_lape_sets": "experiments.language_sets",
     "equalize": "experiments.language_sets",
     "SpecificityConfig": "experiments.specificity",
@@ -243,6 +249,12 @@ __all__ = [
     "identifier_accuracy",
     "identify_language_sets",
     "lape_select",
+    "token_language_sets",
+    "Corpus",
+    "load_corpus",
+    "corpus_from_dataset",
+    "TokenStats",
+    "record_token_stats",
     "load_lape_sets",
     "IGResult",
     "integrated_gradients",
@@ -445,6 +457,11 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time names load on 
         boundary_findings,
         continuation,
     )
+    from .data.corpus import (
+        Corpus,
+        corpus_from_dataset,
+        load_corpus,
+    )
     from .data.datasets import (
         ParallelDataset,
         ParallelItem,
@@ -498,6 +515,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time names load on 
         identify_language_sets,
         lape_select,
         load_lape_sets,
+        token_language_sets,
     )
     from .experiments.neuron_sets import (
         NeuronSet,
@@ -592,6 +610,10 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time names load on 
     from .sharing.statistics import (
         SharingStats,
         merge_all,
+    )
+    from .sharing.token_stats import (
+        TokenStats,
+        record_token_stats,
     )
     from .steering.identifier import (
         LanguageIdentifier,

@@ -46,6 +46,7 @@ from ..errors import MultiNeuronError
 from ..files import atomic_write
 from ..sharing.histogram import ActivationHistogram
 from ..sharing.statistics import SharingStats
+from ..sharing.token_stats import TokenStats
 from .neuron_sets import NeuronSet
 
 METHODS = ("sharing-matters", "lape", "act-prob-90p", "magnitude")
@@ -219,20 +220,40 @@ def identify_language_sets(
     by ``act-prob-90p`` only."""
     if method not in METHODS:
         raise MultiNeuronError(f"language-specificity method {method!r}; expected one of {METHODS}")
-    unknown = sorted(set(params) - set(DEFAULTS[method]))
-    if unknown:
-        raise MultiNeuronError(
-            f"{method}: unknown parameter(s) {unknown}; expected {sorted(DEFAULTS[method])}"
-        )
-    p = {**DEFAULTS[method], **params}
-    for name, v in p.items():
-        if not (isinstance(v, int | float) and 0 < float(v) <= 1):
-            raise MultiNeuronError(f"{method}: {name} {v!r}; expected a number in (0, 1]")
+    p = _check_params(method, params)
     if method == "act-prob-90p":
         masks, scores = _act_prob(stats, histogram, **p)
     else:
         masks, scores = _METHODS[method](stats, **p)
     return LanguageSets(method, tuple(stats.languages), masks, scores.float(), p)
+
+
+#: the methods defined over tokens of running text (what :func:`token_language_sets` runs)
+TOKEN_METHODS = ("lape", "act-prob-90p")
+
+
+def token_language_sets(stats: TokenStats, method: str, **params: float) -> LanguageSets:
+    """LAPE or Act-Prob-90p as their authors run them: on token-level statistics of running
+    text (:func:`~tl_multineuron.sharing.token_stats.record_token_stats`), the selection of
+    :func:`lape_select` in float32 on ``over_zero / n`` (LAPE) or on the share of each
+    language's tokens above the neuron's pooled ``quantile`` (Act-Prob-90p). Parameters and
+    defaults as :func:`identify_language_sets` (the papers': top 1%, 0.95, 0.95; q = 0.9)."""
+    if method not in TOKEN_METHODS:
+        raise MultiNeuronError(
+            f"token-level method {method!r}; expected one of {TOKEN_METHODS} (sharing-matters "
+            "and magnitude are defined on items: identify_language_sets)"
+        )
+    p = _check_params(method, params)
+    if method == "lape":
+        probs = stats.probabilities()
+    else:
+        if p["quantile"] >= 1:
+            raise MultiNeuronError(f"act-prob-90p: quantile {p['quantile']}; expected (0, 1)")
+        probs = stats.exceed_probability(p["quantile"]).float()
+    masks, ent = lape_select(probs, p["top_rate"], p["filter_rate"], p["activation_bar_ratio"])
+    scores = (-ent).unsqueeze(0).expand_as(masks).float()
+    params_out = {**p, "unit": "token", "site": stats.site}
+    return LanguageSets(method, tuple(stats.languages), masks, scores, params_out)
 
 
 def equalize(sets: Sequence[LanguageSets]) -> list[LanguageSets]:
@@ -252,6 +273,20 @@ def equalize(sets: Sequence[LanguageSets]) -> list[LanguageSets]:
             )
     k = {x: min((s.size(x) for s in sets if s.size(x)), default=0) for x in first.languages}
     return [s.limited({x: min(n, s.size(x)) for x, n in k.items()}) for s in sets]
+
+
+def _check_params(method: str, params: dict) -> dict:
+    """``params`` over the method's defaults; an unknown or out-of-range one is an error."""
+    unknown = sorted(set(params) - set(DEFAULTS[method]))
+    if unknown:
+        raise MultiNeuronError(
+            f"{method}: unknown parameter(s) {unknown}; expected {sorted(DEFAULTS[method])}"
+        )
+    p = {**DEFAULTS[method], **params}
+    for name, v in p.items():
+        if not (isinstance(v, int | float) and 0 < float(v) <= 1):
+            raise MultiNeuronError(f"{method}: {name} {v!r}; expected a number in (0, 1]")
+    return p
 
 
 def _sharing_matters(stats: SharingStats, min_frequency: float) -> tuple[Tensor, Tensor]:

@@ -80,13 +80,31 @@ class ActivationHistogram:
         a = acts.detach().float().cpu()
         if not torch.isfinite(a).all():
             raise MultiNeuronError("histogram: non-finite activations")
-        b = torch.bucketize(a, self.edges, right=True)  # [I, N, L, D] bin per activation
-        cell = torch.arange(N * L * D).view(1, N, L, D) * self.n_bins
-        flat = (cell + b).flatten()
+        self._add(a, torch.arange(N * L * D).view(1, N, L, D))
+        self.n_items += acts.shape[0]
+
+    def add_language(self, lang: int, acts: Float[Tensor, "token layer neuron"]) -> None:
+        """Add one language's activations (any number of tokens) without counting items: the
+        token-level statistics (:mod:`tl_multineuron.sharing.token_stats`) keep their own
+        token counts per language."""
+        L, D = self.n_layers, self.d_mlp
+        if acts.ndim != 3 or tuple(acts.shape[1:]) != (L, D):
+            raise MultiNeuronError(
+                f"activations of shape {tuple(acts.shape)}; expected [token, layer={L}, neuron={D}]"
+            )
+        a = acts.detach().float().cpu()
+        if not torch.isfinite(a).all():
+            raise MultiNeuronError("histogram: non-finite activations")
+        self._add(a, (lang * L * D + torch.arange(L * D)).view(1, L, D))
+
+    def _add(self, a: Tensor, cells: Tensor) -> None:
+        """Count ``a`` into the bins of ``cells`` (the flat [lang, layer, neuron] cell of every
+        value, broadcast)."""
+        b = torch.bucketize(a, self.edges, right=True)  # bin per activation
+        flat = (cells * self.n_bins + b).flatten()
         self.counts.view(-1).index_put_(
             (flat,), torch.ones_like(flat, dtype=torch.int32), accumulate=True
         )
-        self.n_items += acts.shape[0]
 
     def _boundary(self, q: float) -> tuple[Tensor, Tensor]:
         """Per neuron: the bin ``k`` holding the pooled ``q``-quantile (the bins above it hold
@@ -94,8 +112,8 @@ class ActivationHistogram:
         of bin ``k`` that completes the top ``1 - q``."""
         if not 0 < q < 1:
             raise MultiNeuronError(f"histogram quantile {q}; expected a number in (0, 1)")
-        if self.n_items < 1:
-            raise MultiNeuronError("histogram: no items recorded")
+        if int(self.counts.sum()) < 1:
+            raise MultiNeuronError("histogram: no items recorded (no activation counted)")
         pooled = self.counts.sum(0).double()  # [L, D, B]
         tail = (1 - q) * pooled.sum(-1)  # [L, D]: how many activations the top 1 - q holds
         above = pooled.flip(-1).cumsum(-1).flip(-1) - pooled  # [L, D, B]: in bins > k
@@ -119,10 +137,16 @@ class ActivationHistogram:
         top (the bin's activations taken as spread evenly: each language contributes its
         count there times the share of the bin that completes the top ``1 - q``). Summed
         over the languages it is exactly ``1 - q`` of the pooled activations."""
+        return self.exceed_counts(q) / self.n_items
+
+    def exceed_counts(self, q: float) -> Float[Tensor, "lang layer neuron"]:
+        """Per language, how many recorded activations lie above the neuron's pooled
+        ``q``-quantile (fractional inside the quantile's bin, see
+        :meth:`exceed_probability`)."""
         k, frac = self._boundary(q)  # [L, D]
         bins = torch.arange(self.n_bins).view(1, 1, -1)
         weight = (bins > k.unsqueeze(-1)).double() + (bins == k.unsqueeze(-1)) * frac.unsqueeze(-1)
-        return (self.counts.double() * weight.unsqueeze(0)).sum(-1) / self.n_items
+        return (self.counts.double() * weight.unsqueeze(0)).sum(-1)
 
     # -- the accumulator protocol ---------------------------------------------------------------
     def check_compatible(self, other: ActivationHistogram, verb: str = "merge") -> None:
