@@ -259,3 +259,50 @@ def test_output_language_deactivation_against_none_and_random():
         output_language(model, ds, sets, ["fr"])
     with pytest.raises(MultiNeuronError, match="'it' is not among"):
         output_language(model, ds, sets, ["it"], detect=detect)
+
+
+def test_controls_are_drawn_independently_per_language_and_bos_is_an_option(native, monkeypatch):
+    """Two languages with the very same set get different random / matched draws (one seed
+    per (method, language)); the experiments' control formula is unchanged; deactivating at
+    BOS too is a stated option that changes the scores; perplexities are the rows' own."""
+    from tl_multineuron.experiments import specificity as spec
+    from tl_multineuron.experiments.language_sets import LanguageSets
+    from tl_multineuron.experiments.neuron_sets import control_seed
+
+    assert control_seed(3, "random") == 6 and control_seed(3, "matched") == 7
+    assert control_seed(0, "random", "m", "en") != control_seed(0, "random", "m", "de")
+    with pytest.raises(MultiNeuronError, match="control 'set'"):
+        control_seed(0, "set")
+    ds = toy_dataset(2, ("en", "de"))
+    L, D = native.cfg.n_layers, native.cfg.d_mlp
+    stats = SharingStats(("en", "de"), (0.0,), "gt", L, D)
+    stats.update(torch.randn(4, 2, L, D, generator=torch.Generator().manual_seed(1)))
+    mask = torch.zeros(L, D, dtype=torch.bool)
+    mask[0, :4] = True
+    same = LanguageSets("m", ("en", "de"), torch.stack([mask, mask]), torch.zeros(2, L, D))
+    drawn = []
+    real = spec._deactivate
+    monkeypatch.setattr(spec, "_deactivate", lambda m: drawn.append(m) or real(m))
+    rows = deactivation_matrix(native, ds, [same], stats, SpecificityConfig(seeds=(0,)))
+    # order: none, then per language: set, random, matched
+    (en_set, en_rand, en_match), (de_set, de_rand, de_match) = drawn[:3], drawn[3:]
+    assert torch.equal(en_set, de_set)
+    assert not torch.equal(en_rand, de_rand) and not torch.equal(en_match, de_match)
+    assert all(int(m[0].sum()) == 4 for m in drawn)
+    table = matrix_table(rows, n_boot=100)
+    base = rows[rows["method"] == "none"]
+    for y in ("en", "de"):
+        b = base[base["language"] == y]
+        want = np.exp(-(b["mean_ll"] * b["n_tokens"]).sum() / b["n_tokens"].sum())
+        assert table[table["language"] == y]["ppl_none"].tolist() == pytest.approx([want] * 6)
+    monkeypatch.setattr(spec, "_deactivate", real)
+    whole = torch.zeros(2, L, D, dtype=torch.bool)
+    whole[:, 0, : D // 2] = True  # half of layer 0
+    big = LanguageSets("m", ("en", "de"), whole, torch.zeros(2, L, D))
+    got = {
+        bos: deactivation_matrix(native, ds, [big], stats, SpecificityConfig(include_bos=bos))
+        for bos in (False, True)
+    }
+    sets = [g[(g["method"] == "m") & (g["control"] == "set")]["mean_ll"].to_numpy() for g in
+            got.values()]  # fmt: skip
+    assert not np.allclose(sets[0], sets[1])

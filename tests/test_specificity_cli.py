@@ -75,3 +75,88 @@ def test_specificity_bad_input_is_named(hf, tmp_path, capsys):
     assert "specificity methods ['entropy']" in capsys.readouterr().err
     assert main([*base, "--top-rate", "2"]) == 2
     assert "top_rate 2.0; expected a number in (0, 1]" in capsys.readouterr().err
+
+
+CORPUS = {
+    "en": ["the cat sat on the mat", "dogs bark at night", "rain falls in spring",
+           "we read books", "the sun is warm", "birds sing early", "a river runs"],
+    "de": ["die Katze sitzt", "Hunde bellen nachts", "Regen faellt im Fruehling",
+           "wir lesen Buecher", "die Sonne ist warm", "Voegel singen frueh", "ein Fluss"],
+    "ja": ["猫が座る", "犬が夜に吠える", "春に雨が降る", "本を読む", "太陽は暖かい",
+           "鳥が朝に歌う", "川が流れる"],
+}  # fmt: skip
+
+
+def _corpus_dir(tmp_path):
+    d = tmp_path / "corpus"
+    d.mkdir()
+    for lang, texts in CORPUS.items():
+        (d / f"{lang}.txt").write_text("\n".join(texts) + "\n", encoding="utf-8")
+    return d
+
+
+def test_specificity_on_running_text_with_a_lape_file(hf, tmp_path, capsys):
+    """--corpus: LAPE / Act-Prob-90p count every identification token (the last
+    --eval-items texts held out and scored); a LAPE file's sets are judged beside them."""
+    import torch
+
+    from tl_multineuron import LanguageSets, load_model
+    from tl_multineuron.sharing.recording import encode
+
+    model = load_model(hf, device="cpu")
+    L, D = model.cfg.n_layers, model.cfg.d_mlp
+    masks = torch.zeros(3, L, D, dtype=torch.bool)
+    masks[0, 0, [1, 5]] = masks[1, 1, 7] = masks[2, 0, 3] = True
+    lape = tmp_path / "gpt2.neuron.pth"
+    LanguageSets("x", ("ja", "en", "de"), masks, masks.float()).save_lape(lape)
+    out = tmp_path / "run"
+    args = ["specificity", "--model", hf, "--out", str(out), *SMALL, "--corpus",
+            str(_corpus_dir(tmp_path)), "--lape-file", str(lape), "--lape-languages",
+            "ja,en,de", "--edit-bos", "--no-generate"]  # fmt: skip
+    assert main(args) == 0
+    d = out / "specificity"
+    tokens = tlm_load_tokens(d / "token_stats.pt")
+    assert tokens.languages == ("de", "en", "ja") and tokens.site == "mlp.hook_post"
+    for i, x in enumerate(tokens.languages):  # 3 identification texts, BOS not counted
+        n = sum(len(encode(model, t, prepend_bos=False)) for t in CORPUS[x][:3])
+        assert int(tokens.n_tokens[i]) == n
+    probs = pd.read_csv(d / "lape_probabilities.csv")
+    assert list(probs["language"]) == ["de", "en", "ja"]
+    assert (probs["share_zero"] + probs["share_one"] <= 1).all()
+    rows = pd.read_csv(d / "matrix_rows.csv", keep_default_na=False, dtype={"item_id": str})
+    base = rows[rows["method"] == "none"].set_index(["item_id", "language"])
+    assert sorted(set(base.index.get_level_values(0))) == ["0", "1", "2", "3"]
+    for k in range(4):  # the held-out texts, every token after BOS scored
+        for x in ("de", "en", "ja"):
+            text = CORPUS[x][3 + k]
+            assert base.loc[(str(k), x), "n_tokens"] == len(encode(model, text)) - 1
+    sizes = pd.read_csv(d / "sets.csv")
+    got = sizes[sizes["method"] == "lape-file"].groupby("language")["size"].sum().to_dict()
+    assert got == {"ja": 2, "en": 1, "de": 1}
+    assert "lape-file" in set(rows["method"])
+    matrix = pd.read_csv(d / "matrix.csv")
+    assert {"ppl", "ppl_none", "ppl_change"} <= set(matrix.columns)
+    run = json.loads((d / "run-specificity.json").read_text())
+    ident = run["identity"]
+    assert ident["specificity"]["include_bos"] and ident["specificity"]["unit"] == "token"
+    assert ident["lape_file"]["languages"] == ["ja", "en", "de"]
+    assert ident["corpus"]["fingerprint"] != ident["corpus"]["held_out"]
+    capsys.readouterr()
+    # languages that differ from the file's, a language the task lacks, a missing name list
+    base_args = args[: args.index("--lape-languages")]
+    assert main([*base_args, "--lape-languages", "ja,en,fr", "--overwrite"]) == 2
+    assert "its languages ['ja', 'en', 'fr'] differ from the run's" in capsys.readouterr().err
+    assert main([*base_args, "--overwrite"]) == 2
+    assert "name its languages in order" in capsys.readouterr().err
+    (tmp_path / "corpus" / "xx.txt").write_text("a b c\n" * 8)
+    assert main([*args, "--overwrite"]) == 2
+    assert "dataset 'facts' has no language(s) ['xx']" in capsys.readouterr().err
+    (tmp_path / "corpus" / "xx.txt").write_text("")
+    assert main([*args, "--overwrite", "--languages", "en,de,xx"]) == 2
+    assert "holds no text" in capsys.readouterr().err
+
+
+def tlm_load_tokens(path):
+    from tl_multineuron import TokenStats
+
+    return TokenStats.load(path)

@@ -164,6 +164,8 @@ _EXPORTS: dict[str, str] = {
     "identify_language_sets": "experiments.language_sets",
     "lape_select": "experiments.language_sets",
     "token_language_sets": "experiments.language_sets",
+    "lape_diagnostics": "experiments.language_sets",
+    "control_seed": "experiments.neuron_sets",
     "Corpus": "data.corpus",
     "load_corpus": "data.corpus",
     "corpus_from_dataset": "data.corpus",
@@ -250,6 +252,8 @@ __all__ = [
     "identify_language_sets",
     "lape_select",
     "token_language_sets",
+    "lape_diagnostics",
+    "control_seed",
     "Corpus",
     "load_corpus",
     "corpus_from_dataset",
@@ -513,12 +517,14 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time names load on 
         LanguageSets,
         equalize,
         identify_language_sets,
+        lape_diagnostics,
         lape_select,
         load_lape_sets,
         token_language_sets,
     )
     from .experiments.neuron_sets import (
         NeuronSet,
+        control_seed,
         magnitude_strata,
         sample_like,
     )

@@ -1,11 +1,16 @@
 """``tl-multineuron specificity``: which neurons are language-specific, by their effect.
 
 Every identification method (sharing-matters, LAPE, Act-Prob-90p, magnitude) picks each
-language's neurons from one recording pass over the calibration items; deactivating language
-L's set, every language's held-out text (evaluated prompts + gold answers, every token scored)
-is scored: a language x language matrix of changes in log-likelihood per method, with random
-and activity-matched controls, a selectivity score per method, the all-shared set on the same
-axes, and the share of greedy outputs still in L. Resumable; results in OUT/specificity/.
+language's neurons: sharing-matters and magnitude from one recording pass over the calibration
+items, LAPE and Act-Prob-90p from every token of running text (``--corpus DIR`` of LANG.txt
+files, one text per line, whose last ``--eval-items`` texts are held out; by default the
+calibration items' prompts + gold answers), at the gate on gated MLPs. A LAPE ``*.neuron.pth``
+(``--lape-file``, ``--lape-languages``) is judged beside them. Deactivating language L's set,
+every language's held-out text (the corpus's held-out texts, else the evaluated prompts + gold
+answers; every token scored) is scored: a language x language matrix of changes in
+log-likelihood (and perplexity) per method, with random and activity-matched controls, a
+selectivity score per method, the all-shared set on the same axes, and the share of greedy
+outputs still in L. Resumable; results in OUT/specificity/.
 """
 
 from __future__ import annotations
@@ -76,6 +81,35 @@ def register(p: argparse.ArgumentParser) -> None:
         default=d["shared_frequency"],
         help="the all-shared comparison set: all-shared in at least this share of the items",
     )
+    p.add_argument(
+        "--corpus",
+        help="running text: a directory of LANG.txt files, one text per line (LAPE's layout); "
+        "its languages are the files found (or --languages)",
+    )
+    p.add_argument(
+        "--unit",
+        choices=("token", "item"),
+        default=d["unit"],
+        help="lape / act-prob-90p: over every token of running text, as published (token), or "
+        "at the last prompt token of the calibration items (item)",
+    )
+    p.add_argument(
+        "--window",
+        type=int,
+        default=d["window"],
+        help="pack the running text into rows of N tokens, as LAPE does (default: one text per "
+        "row)",
+    )
+    p.add_argument("--lape-file", help="a LAPE *.neuron.pth judged beside the methods")
+    p.add_argument(
+        "--lape-languages",
+        help="the LAPE file's languages in its order, comma-separated (the file has no names)",
+    )
+    p.add_argument(
+        "--edit-bos",
+        action="store_true",
+        help="deactivate at the BOS position too (default: every position but BOS)",
+    )
     p.add_argument("--no-generate", action="store_true", help="skip the output-language study")
     p.add_argument(
         "--max-new-tokens", type=int, default=d["max_new_tokens"], help="generated tokens"
@@ -87,8 +121,14 @@ def register(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..data.corpus import load_corpus
     from ..runs.specificity import SpecificityRunConfig, run_specificity
 
+    corpus = None
+    if args.corpus:
+        langs = [x.strip() for x in args.languages.split(",")] if args.languages else None
+        corpus = load_corpus(args.corpus, langs)
+        args.languages = ",".join(corpus.languages)
     ds = dataset(args, shard=False)
     cfg = SpecificityRunConfig(
         methods=tuple(x.strip() for x in args.methods.split(",") if x.strip()),
@@ -105,11 +145,18 @@ def run(args: argparse.Namespace) -> int:
         max_new_tokens=args.max_new_tokens,
         batch_size=args.batch_size,
         score_batch=args.score_batch,
+        unit=args.unit,
+        window=args.window,
+        include_bos=args.edit_bos,
+    )
+    lape_langs = (
+        [x.strip() for x in args.lape_languages.split(",")] if args.lape_languages else None
     )
     model = load(args)
     out = Path(args.out)
     tables = run_specificity(
-        model, ds, out / "specificity", cfg, identity(args, ds), resume=args.resume,
+        model, ds, out / "specificity", cfg, identity(args, ds), corpus=corpus,
+        lape_file=args.lape_file, lape_languages=lape_langs, resume=args.resume,
         overwrite=args.overwrite, progress=not args.no_progress, log=print,
     )  # fmt: skip
     sel = tables["selectivity"]

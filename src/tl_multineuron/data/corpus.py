@@ -39,19 +39,24 @@ class Corpus:
     def n_texts(self, lang: str) -> int:
         return len(self.texts[lang])
 
-    def split(self, held_out: float) -> tuple[Corpus, Corpus]:
-        """(identification, held-out): the last ``held_out`` share of every language's texts
-        held out (at least one text each side), disjoint by construction."""
-        if not 0 < held_out < 1:
-            raise MultiNeuronError(f"held_out {held_out}; expected a share in (0, 1)")
+    def split(self, held_out: float | int) -> tuple[Corpus, Corpus]:
+        """(identification, held-out), disjoint by construction: the last ``held_out`` texts of
+        every language (an int), or that share of them (a float in (0, 1)), held out; at least
+        one text stays on each side."""
+        count = isinstance(held_out, int) and not isinstance(held_out, bool)
+        if count and held_out < 1 or not count and not 0 < held_out < 1:
+            raise MultiNeuronError(
+                f"held_out {held_out!r}; expected a count >= 1 or a share in (0, 1)"
+            )
         first, last = {}, {}
         for lang, texts in self.texts.items():
-            if len(texts) < 2:
+            k = held_out if count else max(1, round(len(texts) * held_out))
+            if len(texts) < 2 or (count and len(texts) <= k):
                 raise MultiNeuronError(
-                    f"corpus {self.name!r}: language {lang!r} has {len(texts)} text; a held-out "
-                    "split needs at least 2"
+                    f"corpus {self.name!r}: language {lang!r} has {len(texts)} text(s); holding "
+                    f"out {k if count else 'a share'} needs at least {k + 1 if count else 2}"
                 )
-            k = min(len(texts) - 1, max(1, round(len(texts) * held_out)))
+            k = min(len(texts) - 1, k)
             first[lang], last[lang] = texts[: len(texts) - k], texts[len(texts) - k :]
         return Corpus(first, f"{self.name}[identify]"), Corpus(last, f"{self.name}[held-out]")
 

@@ -40,7 +40,7 @@ from ..sharing.classification import Categories, Category
 from ..sharing.recording import RecordingConfig, get_tokenizer
 from ..sharing.statistics import SharingStats
 from .interventions import Intervention
-from .neuron_sets import NeuronSet, magnitude_strata, sample_like, static_sets
+from .neuron_sets import NeuronSet, control_seed, magnitude_strata, sample_like, static_sets
 from .scoring import answer_rows, score_answers
 
 TARGETS = ("none", "all-shared", "specific", "random", "matched")
@@ -241,7 +241,7 @@ class ExperimentSets:
                 f"{cond.name}: activity-matched controls need a calibration split (magnitudes)"
             )
         strata = self.strata if cond.target == "matched" else None
-        key = 2 * int(cond.seed) + (cond.target == "matched")
+        key = control_seed(int(cond.seed), cond.target)
         if cond.mode == "dynamic":
             ctrl = sample_like(shared, key, strata=strata, skip=self.offset, total=self.total)
         else:

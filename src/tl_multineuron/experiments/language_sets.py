@@ -387,6 +387,34 @@ def lape_select(
     return chosen.permute(2, 0, 1).contiguous(), unfiltered
 
 
+def lape_diagnostics(
+    probs: Float[Tensor, "lang layer d_mlp"],
+    languages: Sequence[str],
+    top_rate: float = 0.01,
+    filter_rate: float = 0.95,
+    activation_bar_ratio: float = 0.95,
+) -> pd.DataFrame:
+    """Why LAPE finds what it finds: per language, the distribution of its activation
+    probabilities (mean, quantiles, the shares at exactly 0 and 1), LAPE's two bars (the
+    ``filter_rate`` and ``activation_bar_ratio`` quantiles of all probabilities, as
+    :func:`lape_select` computes them), how many neurons exceed the bar, and the set size."""
+    masks, _ = lape_select(probs, top_rate, filter_rate, activation_bar_ratio)
+    flat = probs.float().flatten()
+    filt = flat.kthvalue(max(1, round(len(flat) * filter_rate))).values.item()
+    bar = flat.kthvalue(max(1, round(len(flat) * activation_bar_ratio))).values.item()
+    q = torch.tensor([0.5, 0.9, 0.99], dtype=torch.float64)
+    out = []
+    for i, x in enumerate(languages):
+        p = probs[i].double().flatten()
+        med, q90, q99 = torch.quantile(p, q).tolist()
+        out.append({"language": x, "mean": p.mean().item(), "median": med, "q90": q90,
+                    "q99": q99, "share_zero": (p == 0).double().mean().item(),
+                    "share_one": (p == 1).double().mean().item(), "filter_bar": filt,
+                    "activation_bar": bar, "above_bar": int((p > bar).sum()),
+                    "set_size": int(masks[i].sum())})  # fmt: skip
+    return pd.DataFrame(out)
+
+
 def _magnitude(stats: SharingStats, top_rate: float) -> tuple[Tensor, Tensor]:
     mean = stats.mean_activation()  # [lang, layer, d_mlp]
     N = mean.shape[0]

@@ -7,6 +7,7 @@ the block of each mask row (``None``: rows are blocks ``0..n_layers-1``).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -24,6 +25,20 @@ from ..files import atomic_write
 from ..sharing.classification import Categories, parse_category
 from ..sharing.masks import topk_mask
 from ..sharing.statistics import SharingStats
+
+
+def control_seed(seed: int, control: str, *names: str) -> int:
+    """The draw of a random (``control='random'``) or activity-matched (``'matched'``) control
+    for ``seed``: ``2 * seed`` / ``2 * seed + 1``, so the two never share a draw. ``names``
+    (e.g. the method and the language whose set is matched) give every such set its own,
+    independent draw (a stable hash, the same in every process)."""
+    if control not in ("random", "matched"):
+        raise MultiNeuronError(f"control {control!r}; expected 'random' or 'matched'")
+    key = 2 * int(seed) + (control == "matched")
+    if not names:
+        return key
+    digest = hashlib.sha256("\0".join((str(key), *names)).encode()).digest()
+    return int.from_bytes(digest[:7], "little")
 
 
 def magnitude_strata(

@@ -1,16 +1,18 @@
 """The deactivation matrix: are a method's language-specific neurons specific by their effect?
 
 For every method's sets (:mod:`.language_sets`) and every language L: deactivate L's set at
-every position and measure the mean per-token log-likelihood of held-out parallel text in every
-language -- the evaluated items' prompt followed by the gold answer, every token after the first
-scored, in one pass of the one-pass scorer (scope ``all``) -- paired by item. The change against
-the unedited model for (set of L, text in L') is one cell of a language x language matrix; a
-strong diagonal means specific. Controls per L: equal-size random sets (the same per-layer
-sizes, drawn outside the set) and activity-matched random sets (the same sizes within the
-calibration split's per-layer RMS strata), one per seed. A method's **selectivity** for L is
-the change of L's own text minus the mean change of the other languages' texts (per item, so
-the two sides pair up); its selectivity is the mean over the languages, with a bootstrap
-interval over items.
+every position (BOS only with ``include_bos``) and measure the mean per-token log-likelihood of
+held-out text in every language -- the evaluated items' prompt followed by the gold answer, or a
+held-out corpus's running text (:func:`text_rows`), every token after the first scored, in one
+pass of the one-pass scorer (scope ``all``) -- paired by item. The change against the unedited
+model for (set of L, text in L') is one cell of a language x language matrix; a strong diagonal
+means specific. Controls per L: equal-size random sets (the same per-layer sizes, drawn outside
+the set) and activity-matched random sets (the same sizes within the calibration split's
+per-layer RMS strata), one per seed, drawn independently for every (method, language). A
+method's **selectivity** for L is the change of L's own text minus the mean change of the other
+languages' texts (per item, so the two sides pair up); its selectivity is the mean over the
+languages, with a bootstrap interval over items. LAPE reports the same matrix as perplexity
+changes: ``exp(-mean_ll)`` per row, in :func:`matrix_table`'s ``ppl_change`` columns.
 
 Output language (:func:`output_language`): greedy generations of the evaluated prompts in L
 with L's set deactivated, and the share still identified as L (offline identifier, only for
@@ -28,6 +30,7 @@ import pandas as pd
 from jaxtyping import Bool
 from torch import Tensor
 
+from ..data.corpus import Corpus
 from ..data.datasets import ParallelDataset
 from ..errors import MultiNeuronError
 from ..sharing.analysis import AnalysisConfig, new_stats
@@ -38,7 +41,7 @@ from .comparisons import aligned_values, paired_bootstrap
 from .evaluation import generate_greedy
 from .interventions import Intervention, apply
 from .language_sets import LanguageSets
-from .neuron_sets import NeuronSet, magnitude_strata, sample_like
+from .neuron_sets import NeuronSet, control_seed, magnitude_strata, sample_like
 from .scoring import AnswerRows, score_answers
 
 CONTROLS = ("set", "random", "matched")
@@ -46,15 +49,19 @@ CONTROLS = ("set", "random", "matched")
 
 @dataclass(frozen=True)
 class SpecificityConfig:
-    """seeds: one random and one activity-matched control per seed; n_bins: activity strata;
-    batch_size / max_rows: the scorer's; n_boot / level: the bootstrap intervals."""
+    """seeds: one random and one activity-matched control per seed (each (method, language)
+    set its own independent draws, :func:`~.neuron_sets.control_seed`); n_bins: activity
+    strata; batch_size / max_rows: the scorer's; n_boot / level: the bootstrap intervals;
+    include_bos: deactivate at the BOS position too (default: every position but BOS, whose
+    activations are the same in every text)."""
 
-    seeds: tuple[int, ...] = (0, 1, 2)
+    seeds: tuple[int, ...] = (0,)
     n_bins: int = 20
     batch_size: int = 64
     max_rows: int = 512
     n_boot: int = 2000
     level: float = 0.95
+    include_bos: bool = False
 
     def __post_init__(self) -> None:
         if not self.seeds:
@@ -86,22 +93,30 @@ def record_for_sets(
     return stats, hist
 
 
-def text_rows(model: Any, ds: ParallelDataset) -> tuple[AnswerRows, pd.DataFrame]:
-    """One row per (item, language): the prompt followed by the gold answer as one text, its
-    first token the "prompt" and every later token scored; and the rows' keys. A text of
-    fewer than two tokens is an error naming the item and language."""
+def text_rows(model: Any, source: ParallelDataset | Corpus) -> tuple[AnswerRows, pd.DataFrame]:
+    """One row per (item, language): the text (a dataset item's prompt followed by its gold
+    answer, or a corpus's text) behind BOS, its first token the "prompt" and every later token
+    scored; and the rows' keys (``item_id``, ``language``). A corpus's texts pair up by their
+    position (``item_id`` = the k-th text of every language: a sentence of a parallel corpus
+    such as FLORES); only the first ``min`` count over the languages is kept. A text of fewer
+    than two tokens is an error naming the item (or text) and the language."""
+    if isinstance(source, Corpus):
+        n = min(source.n_texts(x) for x in source.languages)
+        texts = [(str(k), x, source.texts[x][k], f"{source.name}, text {k + 1}")
+                 for k in range(n) for x in source.languages]  # fmt: skip
+    else:
+        texts = [(it.item_id, x, it.prompts[x] + source.target(it, x), f"item {it.item_id!r}")
+                 for it in source.items for x in source.languages]  # fmt: skip
     prompts, answers, labels, keys = [], [], [], []
-    for it in ds.items:
-        for x in ds.languages:
-            text = it.prompts[x] + ds.target(it, x)
-            ids = encode(model, text)
-            label = f"item {it.item_id!r}, language {x!r}"
-            if len(ids) < 2:
-                raise MultiNeuronError(f"{label}: the text {text!r} is too short to score")
-            prompts.append(tuple(ids[:1]))
-            answers.append(tuple(ids[1:]))
-            labels.append(label)
-            keys.append((it.item_id, x))
+    for item_id, x, text, where in texts:
+        ids = encode(model, text)
+        label = f"{where}, language {x!r}"
+        if len(ids) < 2:
+            raise MultiNeuronError(f"{label}: the text {text!r} is too short to score")
+        prompts.append(tuple(ids[:1]))
+        answers.append(tuple(ids[1:]))
+        labels.append(label)
+        keys.append((item_id, x))
     bos = getattr(get_tokenizer(model), "bos_token_id", None)
     rows = AnswerRows(tuple(prompts), tuple(answers), tuple(labels), bos)
     return rows, pd.DataFrame(keys, columns=["item_id", "language"])
@@ -114,7 +129,7 @@ def _deactivate(mask: Bool[Tensor, "layer d_mlp"]) -> Any:
 
 def deactivation_matrix(
     model: Any,
-    ds: ParallelDataset,
+    ds: ParallelDataset | Corpus,
     sets: Sequence[LanguageSets],
     calibration: SharingStats,
     config: SpecificityConfig | None = None,
@@ -122,7 +137,8 @@ def deactivation_matrix(
     progress: bool = False,
     baseline: bool = True,
 ) -> pd.DataFrame:
-    """Mean per-token log-likelihood of every row (item x language of ``ds``) unedited and with
+    """Mean per-token log-likelihood of every row (item x language of ``ds``, a dataset or a
+    held-out corpus, see :func:`text_rows`) unedited and with
     each set deactivated: one row per (method, set_language, control, seed, item, language).
     ``extra``: other sets on the same axes (e.g. ``{"all-shared": mask}``; ``set_language``
     ``"-"``). A language whose set is empty under a method gets no rows (:func:`matrix_table`
@@ -144,13 +160,13 @@ def deactivation_matrix(
         jobs.append(({**base, "control": "set", "seed": -1}, _deactivate(mask)))
         for seed in cfg.seeds:
             for control, st in (("random", None), ("matched", strata)):
-                drawn = sample_like(mask, 2 * seed + (control == "matched"), strata=st)
+                drawn = sample_like(mask, control_seed(seed, control, method, x), strata=st)
                 jobs.append(({**base, "control": control, "seed": seed}, _deactivate(drawn)))
     if not jobs:
         return pd.DataFrame()
     scores = score_answers(
-        model, rows, [e for _, e in jobs], scope="all", batch_size=cfg.batch_size,
-        max_rows=cfg.max_rows, progress=progress,
+        model, rows, [e for _, e in jobs], scope="all", include_bos=cfg.include_bos,
+        batch_size=cfg.batch_size, max_rows=cfg.max_rows, progress=progress,
     )  # fmt: skip
     frames = []
     for (meta, _), sc in zip(jobs, scores, strict=True):
@@ -173,11 +189,19 @@ def matrix_table(
 ) -> pd.DataFrame:
     """Per (method, control, set language, text language): the change in mean per-token
     log-likelihood against the unedited model (nats/token), with a paired bootstrap interval
-    over items (seeds pooled for the controls). ``sets``: the methods scored; a language whose
-    set is empty under one of them gets a row with ``set_size`` 0 and NaN change (``empty``)."""
+    over items (seeds pooled for the controls); and as LAPE reports it, the perplexity of the
+    language's texts together (``exp`` of minus their token-weighted mean log-likelihood;
+    ``ppl``, ``ppl_none`` and ``ppl_change`` = ``ppl - ppl_none``, seeds averaged). ``sets``:
+    the methods scored; a language whose set is empty under one of them gets a row with
+    ``set_size`` 0 and NaN change (``empty``)."""
     keys = _keys(rows)
     langs = list(dict.fromkeys(keys["language"]))
     base = aligned_values(rows, "method", "none", "mean_ll", keys)
+    n_tok = (  # rows without token counts (made by hand) get no perplexities
+        aligned_values(rows, "method", "none", "n_tokens", keys)[0]
+        if "n_tokens" in rows.columns
+        else np.full(len(keys), np.nan)
+    )
     items = keys["item_id"].to_numpy()
     out = []
     for (method, x, control), g in _groups(rows):
@@ -186,18 +210,26 @@ def matrix_table(
             m = (keys["language"] == y).to_numpy()
             d = paired_bootstrap(vals[:, m], base[:, m], items[m], n_boot, 0, level)
             size = int(g["set_size"].iloc[0])
+            ppl, ppl_none = _perplexity(vals[:, m], n_tok[m]), _perplexity(base[:, m], n_tok[m])
             out.append({"method": method, "control": control, "set_language": x,
                         "language": y, "delta": d.delta, "ci_low": d.ci_low,
-                        "ci_high": d.ci_high, "n_items": len(np.unique(items[m])),
+                        "ci_high": d.ci_high, "ppl": ppl, "ppl_none": ppl_none,
+                        "ppl_change": ppl - ppl_none, "n_items": len(np.unique(items[m])),
                         "n_seeds": vals.shape[0], "set_size": size,
                         "empty": False})  # fmt: skip
     for s in sets:
         for x in s.languages:
             if s.size(x) == 0:
                 out += [{"method": s.method, "control": "set", "set_language": x, "language": y,
-                         "delta": np.nan, "ci_low": np.nan, "ci_high": np.nan, "n_items": 0,
+                         "delta": np.nan, "ci_low": np.nan, "ci_high": np.nan, "ppl": np.nan,
+                         "ppl_none": np.nan, "ppl_change": np.nan, "n_items": 0,
                          "n_seeds": 0, "set_size": 0, "empty": True} for y in langs]  # fmt: skip
     return pd.DataFrame(out)
+
+
+def _perplexity(mean_ll: np.ndarray, n_tokens: np.ndarray) -> float:
+    """Perplexity of rows ``[seeds, rows]`` taken together (token-weighted), seeds averaged."""
+    return float(np.exp(-(mean_ll * n_tokens).sum(-1) / n_tokens.sum()).mean())
 
 
 def selectivity(
@@ -303,7 +335,8 @@ def output_language(
                 continue
             mask = s.masks[s.languages.index(x)]
             jobs.append((s.method, "set", mask))
-            jobs.append((s.method, "random", sample_like(mask, 2 * seed)))
+            drawn = sample_like(mask, control_seed(seed, "random", s.method, x))
+            jobs.append((s.method, "random", drawn))
         for method, control, mask in jobs:
             if (method, x, control) in done:
                 continue

@@ -1,12 +1,18 @@
 """The language-specificity study's run directory (``OUT/specificity/``): resumable, atomic.
 
-One recording pass over the calibration split gives every identification method's sets; the
-deactivation matrix is scored on the held-out evaluated items, one method at a time, and the
-output-language generations follow. Files: ``calibration.pt`` / ``histogram.pt`` (the
-recording pass), ``sets.pt`` and ``sets.csv`` (each method's masks and sizes per language and
-layer, after equalising), ``matrix_rows.csv`` (one row per condition x item x language,
-rewritten after each method), ``matrix.csv`` and ``selectivity.csv``
-(:func:`~tl_multineuron.experiments.specificity.matrix_table` /
+One recording pass over the calibration split gives the item-level methods' sets
+(sharing-matters, magnitude) and the controls' activity strata; LAPE and Act-Prob-90p count
+tokens of running text as their authors do (``unit='token'``, the default): a corpus's
+identification part when one is given (the last ``eval_items`` texts of every language are held
+out), else the calibration items' prompts + gold answers as text. The deactivation matrix is
+scored on held-out text (the corpus's held-out texts, else the evaluated items), one method at a
+time, and the output-language generations follow. Files: ``calibration.pt`` / ``histogram.pt``
+(the recording pass), ``token_stats.pt`` (the token-level counts) and
+``lape_probabilities.csv`` (their distribution per language, beside LAPE's bars), ``sets.pt``
+and ``sets.csv`` (each method's masks and sizes per language and layer, after equalising; a
+loaded LAPE file's sets as ``lape-file``, at their own sizes), ``matrix_rows.csv`` (one row
+per condition x item x language, rewritten after each method), ``matrix.csv`` and
+``selectivity.csv`` (:func:`~tl_multineuron.experiments.specificity.matrix_table` /
 :func:`~tl_multineuron.experiments.specificity.selectivity`), ``identifier.csv``,
 ``generations.csv`` (rewritten after each condition) and ``output_language.csv``.
 """
@@ -22,10 +28,20 @@ import pandas as pd
 import torch
 
 from ..backends.models import provenance
+from ..data.corpus import Corpus, corpus_from_dataset
 from ..data.datasets import ParallelDataset
 from ..data.splits import calibration_split, split_record
 from ..errors import MultiNeuronError
-from ..experiments.language_sets import METHODS, LanguageSets, equalize, identify_language_sets
+from ..experiments.language_sets import (
+    METHODS,
+    TOKEN_METHODS,
+    LanguageSets,
+    equalize,
+    identify_language_sets,
+    lape_diagnostics,
+    load_lape_sets,
+    token_language_sets,
+)
 from ..experiments.specificity import (
     SpecificityConfig,
     deactivation_matrix,
@@ -38,6 +54,7 @@ from ..experiments.specificity import (
 from ..files import atomic_write
 from ..sharing.histogram import ActivationHistogram
 from ..sharing.statistics import SharingStats
+from ..sharing.token_stats import TokenStats, corpus_fingerprint, record_token_stats
 from .directories import RunDir
 from .language import RELIABLE
 
@@ -50,7 +67,10 @@ class SpecificityRunConfig:
     activation_bar_ratio: the LAPE and Act-Prob-90p quantiles (Tang et al.'s 0.95); seeds:
     random and activity-matched controls per seed; shared_frequency: the all-shared
     comparison set (as the grid's); generate: the output-language study (``max_new_tokens``
-    greedy tokens)."""
+    greedy tokens); unit: ``token`` (LAPE and Act-Prob-90p on token statistics of running
+    text, as published) or ``item`` (at the last prompt token of the calibration items);
+    window: running text packed into rows of this many tokens (LAPE's packing; ``None``: one
+    text per row); include_bos: deactivate at the BOS position too."""
 
     methods: tuple[str, ...] = METHODS
     eval_items: int = 16
@@ -67,8 +87,15 @@ class SpecificityRunConfig:
     batch_size: int = 8
     score_batch: int = 64
     n_boot: int = 2000
+    unit: str = "token"
+    window: int | None = None
+    include_bos: bool = False
 
     def __post_init__(self) -> None:
+        if self.unit not in ("token", "item"):
+            raise MultiNeuronError(f"specificity unit {self.unit!r}; expected 'token' or 'item'")
+        if self.window is not None and self.window < 2:
+            raise MultiNeuronError(f"specificity window {self.window}: need >= 2 tokens")
         bad = [m for m in self.methods if m not in METHODS]
         if bad or not self.methods:
             raise MultiNeuronError(f"specificity methods {bad or '[]'}; expected some of {METHODS}")
@@ -106,11 +133,40 @@ class SpecificityRunConfig:
 
 
 def method_sets(
-    stats: SharingStats, hist: ActivationHistogram, cfg: SpecificityRunConfig
+    stats: SharingStats,
+    hist: ActivationHistogram,
+    cfg: SpecificityRunConfig,
+    tokens: TokenStats | None = None,
 ) -> list[LanguageSets]:
-    """Every method's sets from the one recording pass, equalised when ``cfg.equal_size``."""
-    sets = [identify_language_sets(stats, m, hist, **cfg.params(m)) for m in cfg.methods]
+    """Every method's sets (LAPE and Act-Prob-90p from ``tokens`` when ``cfg.unit`` is
+    ``token``, the others from the recording pass), equalised when ``cfg.equal_size``."""
+    sets = []
+    for m in cfg.methods:
+        if m in TOKEN_METHODS and cfg.unit == "token":
+            if tokens is None:
+                raise MultiNeuronError(f"{m} at unit 'token' needs token statistics")
+            sets.append(token_language_sets(tokens, m, **cfg.params(m)))
+        else:
+            sets.append(identify_language_sets(stats, m, hist, **cfg.params(m)))
     return equalize(sets) if cfg.equal_size and len(sets) > 1 else sets
+
+
+def lape_file_sets(
+    path: str | Path, languages: list[str] | tuple[str, ...], stats: SharingStats
+) -> LanguageSets:
+    """A LAPE ``*.neuron.pth`` judged beside the methods: its entries named by ``languages``,
+    which must be the run's languages (any order); checked against the model's layers and
+    width. Kept at its own sizes (a file carries no ranking to cut by)."""
+    run_langs = list(stats.languages)
+    if sorted(languages) != sorted(run_langs):
+        raise MultiNeuronError(
+            f"LAPE file {str(path)!r}: its languages {list(languages)} differ from the run's "
+            f"{run_langs} (name the file's entries in order with --lape-languages)"
+        )
+    sets = load_lape_sets(path, languages, stats.d_mlp, stats.n_layers)
+    order = [sets.languages.index(x) for x in run_langs]
+    return LanguageSets(sets.method, tuple(run_langs), sets.masks[order], sets.scores[order],
+                        {**sets.params, "file": str(path)})  # fmt: skip
 
 
 def common_languages(sets: list[LanguageSets]) -> list[str]:
@@ -133,26 +189,64 @@ def run_specificity(
     cfg: SpecificityRunConfig,
     identity: dict,
     *,
+    corpus: Corpus | None = None,
+    lape_file: str | Path | None = None,
+    lape_languages: list[str] | tuple[str, ...] | None = None,
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = False,
     log: Any = None,
 ) -> dict[str, pd.DataFrame]:
     """Run (or continue) the study into ``out``; returns its tables (``matrix``,
-    ``selectivity``, ``sets`` and, with generation, ``output_language``)."""
+    ``selectivity``, ``sets``, with token statistics ``lape_probabilities`` and, with
+    generation, ``output_language``). ``corpus``: running text per language (its languages
+    pick ``ds``'s; see the module docstring); ``lape_file`` / ``lape_languages``: a LAPE
+    neuron file judged beside the methods (its entries named in order)."""
     out = Path(out)
     say = log or (lambda *_: None)
     if not ds.has_answers:
         raise MultiNeuronError(f"dataset {ds.name!r}: the matrix scores prompts + gold answers")
+    held_out = None
+    extra_identity: dict = {}
+    if corpus is not None:
+        missing = [x for x in corpus.languages if x not in ds.languages]
+        if missing:
+            raise MultiNeuronError(
+                f"corpus {corpus.name!r}: language(s) {missing} are not in dataset {ds.name!r} "
+                f"({list(ds.languages)}); its parallel items give the item-level methods, the "
+                "all-shared set, the controls' activity strata and the output-language prompts"
+            )
+        ds = ds.select_languages(corpus.languages)
+        corpus, held_out = corpus.split(cfg.eval_items)
+        extra_identity["corpus"] = {"name": corpus.name, "fingerprint": corpus_fingerprint(corpus),
+                                    "held_out": corpus_fingerprint(held_out)}  # fmt: skip
+    if lape_file is not None:
+        if not lape_languages:
+            raise MultiNeuronError(
+                f"LAPE file {str(lape_file)!r}: name its languages in order (lape_languages / "
+                "--lape-languages en,zh,...): the file carries no names"
+            )
+        extra_identity["lape_file"] = {"path": str(lape_file), "languages": list(lape_languages)}
     cal, ev = calibration_split(ds, cfg.eval_items, cfg.calibration)
     run = RunDir(
-        out, {**identity, "specificity": cfg.identity()}, resume=resume, overwrite=overwrite,
-        kind="specificity", stats_file="matrix_rows.csv",
+        out, {**identity, "specificity": cfg.identity(), **extra_identity}, resume=resume,
+        overwrite=overwrite, kind="specificity", stats_file="matrix_rows.csv",
     )  # fmt: skip
     try:
         run.write_run({**split_record(cal, ev), **provenance(model, "auto")})
         stats, hist = _recording(model, cal, out, cfg, resume, progress, say)
-        sets = method_sets(stats, hist, cfg)
+        tokens = None
+        tables: dict[str, pd.DataFrame] = {}
+        if cfg.unit == "token" and any(m in TOKEN_METHODS for m in cfg.methods):
+            text = corpus if corpus is not None else corpus_from_dataset(cal)
+            tokens = _token_stats(model, text, out, cfg, resume, progress, say)
+            p = cfg.params("lape")
+            diag = lape_diagnostics(tokens.probabilities(), tokens.languages, **p)
+            atomic_write(out / "lape_probabilities.csv", lambda f: diag.to_csv(f, index=False))
+            tables["lape_probabilities"] = diag
+        sets = method_sets(stats, hist, cfg, tokens)
+        if lape_file is not None:
+            sets.append(lape_file_sets(lape_file, list(lape_languages), stats))
         masks = {s.method: s.masks for s in sets}
         atomic_write(out / "sets.pt", lambda f: torch.save(masks, f))
         sizes = sets_frame(sets)
@@ -161,12 +255,13 @@ def run_specificity(
         if not shared.any():
             say(f"no neuron is all-shared in {cfg.shared_frequency:.0%} of the calibration "
                 "items: the all-shared comparison is left out")  # fmt: skip
-        rows = _matrix(model, ev, sets, stats, shared, out, cfg, resume, progress, say)
-        tables = {
+        evaluated = held_out if held_out is not None else ev
+        rows = _matrix(model, evaluated, sets, stats, shared, out, cfg, resume, progress, say)
+        tables.update({
             "sets": sizes,
             "matrix": matrix_table(rows, cfg.n_boot, sets=sets),
             "selectivity": selectivity(rows, cfg.n_boot, languages=common_languages(sets)),
-        }
+        })  # fmt: skip
         atomic_write(out / "matrix.csv", lambda f: tables["matrix"].to_csv(f, index=False))
         atomic_write(
             out / "selectivity.csv", lambda f: tables["selectivity"].to_csv(f, index=False)
@@ -190,12 +285,29 @@ def _recording(model, cal, out, cfg, resume, progress, say):
     return stats, hist
 
 
+def _token_stats(model, text: Corpus, out, cfg, resume, progress, say) -> TokenStats:
+    f = out / "token_stats.pt"
+    if resume and f.exists():
+        return TokenStats.load(f)
+    t0 = time.perf_counter()
+    tokens = record_token_stats(
+        model, text, window=cfg.window, batch_size=cfg.batch_size, progress=progress
+    )
+    tokens.save(f)
+    say(f"{text.name}: token statistics over {tokens.n_items} tokens at {tokens.site} "
+        f"({time.perf_counter() - t0:.0f}s)")  # fmt: skip
+    return tokens
+
+
 def _matrix(model, ev, sets, stats, shared, out, cfg, resume, progress, say) -> pd.DataFrame:
     f = out / "matrix_rows.csv"
     done = _read(f) if resume and f.exists() else None
     frames = [done] if done is not None else []
     have = set(done["method"]) if done is not None else set()
-    scfg = SpecificityConfig(seeds=cfg.seeds, batch_size=cfg.score_batch, n_boot=cfg.n_boot)
+    scfg = SpecificityConfig(
+        seeds=cfg.seeds, batch_size=cfg.score_batch, n_boot=cfg.n_boot,
+        include_bos=cfg.include_bos,
+    )  # fmt: skip
     parts: list[tuple[str, list[LanguageSets], dict]] = [("none", [], {})]
     parts += [(s.method, [s], {}) for s in sets]
     if shared.any():
