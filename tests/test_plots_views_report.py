@@ -208,3 +208,100 @@ def test_report_in_headless_chromium(stats, attr, tmp_path):
                 assert shot.stat().st_size > 10_000
         finally:
             browser.close()
+
+
+def _specificity_dir(tmp_path):
+    """A specificity run's files (hand-made rows, the real tables): one method with sets,
+    one that found nothing, the all-shared set."""
+    import json
+
+    from tl_multineuron.experiments.specificity import matrix_table, selectivity
+
+    rows = []
+    for k in range(6):
+        for y in ("en", "de", "ja"):
+            base = {"item_id": f"i{k}", "language": y, "n_tokens": 10}
+            rows.append({**base, "method": "none", "set_language": "-", "control": "none",
+                         "seed": -1, "set_size": 0, "mean_ll": -2.0 - 0.1 * k})  # fmt: skip
+            for x in ("en", "de", "ja"):
+                for control, seed, eff in (("set", -1, 0.4), ("random", 0, 0.05),
+                                           ("matched", 0, 0.1)):  # fmt: skip
+                    rows.append({**base, "method": "magnitude", "set_language": x,
+                                 "control": control, "seed": seed, "set_size": 3,
+                                 "mean_ll": -2.0 - 0.1 * k - (eff if x == y else 0.05)
+                                 - 0.01 * (k % 2)})  # fmt: skip
+            for control, seed in (("set", -1), ("random", 0)):
+                rows.append({**base, "method": "all-shared", "set_language": "-",
+                             "control": control, "seed": seed, "set_size": 40,
+                             "mean_ll": -5.0})  # fmt: skip
+    rows = pd.DataFrame(rows)
+    d = tmp_path / "run" / "specificity"
+    d.mkdir(parents=True)
+    langs = ["en", "de", "ja"]
+    mt = matrix_table(rows, n_boot=200)
+    empty = pd.DataFrame([{"method": "lape", "control": "set", "set_language": x, "language": y,
+                           "delta": float("nan"), "empty": True, "set_size": 0} for x in langs
+                          for y in langs])  # fmt: skip
+    pd.concat([mt, empty]).to_csv(d / "matrix.csv", index=False)
+    selectivity(rows, n_boot=200, languages=langs).to_csv(d / "selectivity.csv", index=False)
+    sizes = [{"method": m, "language": x, "layer": 0, "size": 3 * (m == "magnitude")}
+             for m in ("magnitude", "lape") for x in langs]  # fmt: skip
+    pd.DataFrame(sizes).to_csv(d / "sets.csv", index=False)
+    pd.DataFrame([{"language": x, "mean": 0.3, "share_one": 0.0, "activation_bar": 0.7,
+                   "set_size": 0} for x in langs]).to_csv(d / "lape_probabilities.csv",
+                                                          index=False)  # fmt: skip
+    ident = {"model": "tiny", "dataset": "facts", "languages": langs,
+             "specificity": {"unit": "token", "equal_size": True, "eval_items": 6}}  # fmt: skip
+    (d / "run-specificity.json").write_text(json.dumps({"identity": ident, "commit": "x",
+                                                        "eval_items": ["a", "b", 6]}))  # fmt: skip
+    return d.parent
+
+
+def test_specificity_report_leads_with_the_answer(tmp_path):
+    """A specificity run alone: no missing-files box, no empty sections; the selectivity
+    figure first, a sentence for the method that found nothing and for the all-shared set,
+    sizes named by method, the long table folded."""
+    page = build_report(_specificity_dir(tmp_path)).read_text()
+    body = page[page.index("Language specificity") :]
+    assert "Missing or unreadable" not in page and 'class="missing"' not in page
+    for absent in ("Neuron categories", "Attribution", "Interventions"):
+        assert absent not in page
+    first_img = body.index("data:image/png;base64,")
+    assert body.index("Selectivity: own-language") < first_img < body.index("lape: no neuron")
+    assert "All-shared set (40 neurons) deactivated" in body
+    assert body.count("data:image/png;base64,") == 2  # selectivity + the magnitude matrix
+    sizes = body[body.index("Set sizes per method") :]
+    assert "<td>magnitude</td>" in sizes and "<td>lape</td>" in sizes
+    assert "<details><summary>All selectivity rows" in body
+    assert body.index("activation probabilities (share") < body.index("<details>")
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(
+    _chromium() is None and not os.environ.get("CI"),
+    reason="Debian chromium not installed (.ci/run installs it; under CI it must be there)",
+)
+def test_specificity_report_in_headless_chromium(tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    report = build_report(_specificity_dir(tmp_path))
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=_chromium(), args=["--no-sandbox",
+                                     "--disable-gpu", "--no-first-run"])  # fmt: skip
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 900})
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(report.as_uri())
+            assert errors == []
+            text = page.inner_text("body")
+            assert "Missing or unreadable" not in text
+            assert text.index("Selectivity: own-language") < text.index("Set sizes per method")
+            # the selectivity figure is the first image and is drawn (not a broken image)
+            w = page.evaluate("document.images[0].naturalWidth")
+            assert w > 200
+            assert not page.is_visible("details table")  # folded until clicked
+            page.click("details summary")
+            assert page.is_visible("details table")
+        finally:
+            browser.close()

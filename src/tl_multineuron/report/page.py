@@ -81,6 +81,11 @@ class _Report:
     def table(self, df: pd.DataFrame) -> None:
         self.parts.append(df.to_html(index=False, float_format=lambda v: f"{v:.2f}", border=0))
 
+    def folded(self, summary: str, df: pd.DataFrame) -> None:
+        """A long table behind a click (``<details>``)."""
+        body = df.to_html(index=False, float_format=lambda v: f"{v:.4f}", border=0)
+        self.parts.append(f"<details><summary>{html.escape(summary)}</summary>{body}</details>")
+
 
 def _load(path: Path, loader: Callable[[Path], Any], what: str, rep: _Report) -> Any:
     try:
@@ -430,38 +435,68 @@ def _steering(rep: _Report, d: Path) -> None:
 
 
 def _specificity(rep: _Report, d: Path) -> None:
+    """The answer first (selectivity per method with intervals), then the matrices, the set
+    sizes, LAPE's probabilities and the output language; only what the run has."""
     from . import plots
 
     rep.h2("Language specificity: identification methods and the deactivation matrix")
     sel = _load(d / "selectivity.csv", pd.read_csv, "selectivity", rep)
     table = _load(d / "matrix.csv", pd.read_csv, "deactivation matrix", rep)
     run = _run_info(d, "run-specificity.json") or {}
-    cfg = run.get("identity", {}).get("specificity", {})
+    ident = run.get("identity", {})
+    cfg = ident.get("specificity", {})
     n_cal, n_ev = ((run.get(k) or ["?"] * 3)[-1] for k in ("calibration_items", "eval_items"))
+    corpus = ident.get("corpus")
+    name = repr(corpus.get("name", "?")) if corpus else ""
+    held = f"{n_ev} evaluated items' prompt + gold answer"
+    token_src = f"every token of the {n_cal} calibration items' prompt + gold answer"
+    if corpus:
+        held = f"the last {cfg.get('eval_items', '?')} texts per language of corpus {name}"
+        token_src = f"every token of corpus {name} (the other texts)"
+    unit = cfg.get("unit", "item")
     rep.p(
-        f"Sets from {n_cal} calibration items; held-out text: "
-        f"{n_ev} evaluated items' prompt + gold answer, every token "
-        "scored. Cell (L, L'): change in mean per-token log-likelihood (nats/token) of language "
-        "L' text when L's set is deactivated, paired by item, 95% bootstrap interval over items. "
-        f"Sets equalised per language across methods: {cfg.get('equal_size', '?')}."
+        f"Sets: sharing-matters and magnitude from {n_cal} calibration items (last prompt "
+        "token); LAPE and Act-Prob-90p from "
+        + (token_src if unit == "token" else "the same items")
+        + f". Held-out text: {held}, every token scored. Sets equalised per language across "
+        f"methods: {cfg.get('equal_size', '?')}; BOS deactivated: {cfg.get('include_bos', False)}."
     )
-    if sel is not None:
+    if sel is not None and not sel.empty:
         rep.p(
             "Selectivity: own-language change minus the mean change of the other languages "
-            "(nats/token; more negative = more specific). 'set': the method's sets; 'random' / "
-            "'matched': equal-size random and activity-matched sets (seeds pooled); 'set - "
-            "random' / 'set - matched': the paired difference, per item, that a claim of "
-            "specificity rests on."
+            "(nats/token; below 0 = specific), for each method's sets and as the paired "
+            "difference (per item) from equal-size random and activity-matched controls, "
+            "the comparison a claim of specificity rests on."
         )
-        rep.table(sel.round(4))
-    sizes = _load(d / "sets.csv", pd.read_csv, "set sizes", rep)
-    if sizes is not None:
-        rep.p("Set sizes per language (all layers)")
-        rep.table(sizes.pivot_table(index="method", columns="language", values="size",
-                                    aggfunc="sum", sort=False))  # fmt: skip
+        rep.figure(lambda: plots.plot_selectivity(sel), "selectivity")
+    elif sel is not None:
+        rep.p("No method found a non-empty set for any language: nothing to compare.")
     if table is not None:
         for method in dict.fromkeys(table["method"]):
-            rep.figure(lambda m=method: plots.plot_specificity_matrix(table, m), f"matrix {method}")
+            t = table[table["method"] == method]
+            if method == "all-shared":
+                _all_shared_sentence(rep, t)
+            elif t["empty"].astype(str).str.lower().eq("true").all():
+                rep.p(f"{method}: no neuron found for any language (no matrix).")
+            else:
+                rep.figure(lambda m=method: plots.plot_specificity_matrix(table, m),
+                           f"matrix {method}")  # fmt: skip
+    sizes = _load(d / "sets.csv", pd.read_csv, "set sizes", rep)
+    if sizes is not None and not sizes.empty:
+        rep.p("Set sizes per method and language (neurons, all layers)")
+        pivot = sizes.pivot_table(index="method", columns="language", values="size",
+                                  aggfunc="sum", sort=False)  # fmt: skip
+        rep.table(pivot.reset_index())
+    lp = d / "lape_probabilities.csv"
+    if lp.exists():
+        probs = _load(lp, pd.read_csv, "LAPE probabilities", rep)
+        if probs is not None:
+            rep.p(
+                "LAPE's activation probabilities (share of each language's tokens on which a "
+                "neuron is active) per language, beside its two bars (quantiles of all "
+                "probabilities) and the set it selects"
+            )
+            rep.table(probs.round(4))
     ol = d / "output_language.csv"
     if ol.exists():
         lang = _load(ol, pd.read_csv, "output language", rep)
@@ -472,6 +507,22 @@ def _specificity(rep: _Report, d: Path) -> None:
                 "interval); only languages the identifier recognises in >= 90% of gold answers."
             )
             rep.table(lang.round(1))
+    if sel is not None and not sel.empty:
+        rep.folded(f"All selectivity rows ({len(sel)}; selectivity.csv)", sel.round(4))
+
+
+def _all_shared_sentence(rep: _Report, t: pd.DataFrame) -> None:
+    parts = []
+    for control in ("set", "random", "matched"):
+        g = t[t["control"] == control]
+        if not g.empty:
+            parts.append(f"{control} {g['delta'].min():+.2f} to {g['delta'].max():+.2f}")
+    size = int(t["set_size"].iloc[0]) if len(t) else 0
+    rep.p(
+        f"All-shared set ({size} neurons) deactivated: change per language "
+        + "; ".join(parts)
+        + " nats/token (matrix.csv)."
+    )
 
 
 def build_report(results_dir: str | Path, out: str | Path | None = None) -> Path:
@@ -508,7 +559,9 @@ def build_report(results_dir: str | Path, out: str | Path | None = None) -> Path
         rep.p(f"Grid command: {grid.get('command', '?')}")
         _tasks(rep, d, None)
         _grid(rep, d, list(grid.get("tasks", [])))
-    else:
+    elif not spec.exists() or any(
+        runs[n] for n in ("run.json", "run-attribute.json", "run-intervene.json")
+    ):  # a specificity run alone has none of these sections
         own = _sharing(rep, d)
         _tasks(rep, d, own)
         _views(rep, d)

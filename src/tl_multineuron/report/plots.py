@@ -299,6 +299,36 @@ def plot_specificity_matrix(table: pd.DataFrame, method: str, control: str = "se
     return fig
 
 
+SELECTIVITY_BARS = ("set", "set - random", "set - matched")
+
+
+def plot_selectivity(sel: pd.DataFrame) -> Figure:
+    """Each method's selectivity over the languages every method covers (rows ``set_language
+    == "all"`` of :func:`~tl_multineuron.experiments.specificity.selectivity`): the set, and
+    its paired differences from the random and activity-matched controls, with 95% intervals
+    (nats/token; below 0 = specific)."""
+    t = sel[(sel["set_language"] == "all") & sel["control"].isin(SELECTIVITY_BARS)]
+    if t.empty:
+        raise MultiNeuronError("no selectivity over all languages to plot")
+    methods = list(dict.fromkeys(t["method"]))
+    fig, ax = _fig(1.3 * len(methods) + 3, 3.6)
+    width = 0.8 / len(SELECTIVITY_BARS)
+    for k, control in enumerate(SELECTIVITY_BARS):
+        r = t[t["control"] == control].set_index("method").reindex(methods)
+        x = np.arange(len(methods)) + (k - 1) * width
+        v = r["selectivity"].to_numpy(dtype=float)
+        err = np.abs(np.stack([v - r["ci_low"].to_numpy(float), r["ci_high"].to_numpy(float) - v]))
+        ax.bar(x, v, width, yerr=err, capsize=2, label=control)
+    ax.axhline(0, color="k", lw=0.6)
+    ax.set_xticks(range(len(methods)), methods, fontsize=8)
+    over = t["over"].dropna().iloc[0] if "over" in t.columns and t["over"].notna().any() else ""
+    ax.set(ylabel="nats/token (95% interval)",
+           title="selectivity: own-language change minus the others'"
+           + (f" (over {over})" if over else ""))  # fmt: skip
+    ax.legend(fontsize=7)
+    return fig
+
+
 def save_figure(fig: Figure, path: str | Path) -> Path:
     """Write ``fig`` as PNG or SVG (by suffix), atomically."""
     path = Path(path)

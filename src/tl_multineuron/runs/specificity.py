@@ -312,10 +312,17 @@ def _matrix(model, ev, sets, stats, shared, out, cfg, resume, progress, say) -> 
     parts += [(s.method, [s], {}) for s in sets]
     if shared.any():
         parts.append(("all-shared", [], {"all-shared": shared}))
+    per_set = 1 + 2 * len(cfg.seeds)  # the set, a random and a matched control per seed
+    counts = {name: (name == "none") + per_set * (sum(int(m.any()) for s in part for m in s.masks)
+                                                  + len(extra))
+              for name, part, extra in parts}  # fmt: skip
+    todo = sum(n for name, n in counts.items() if name not in have)
     t0 = time.perf_counter()
+    per_condition = None
     for k, (name, part, extra) in enumerate(parts):
         if name in have:
             continue
+        t_part = time.perf_counter()
         rows = deactivation_matrix(
             model, ev, part, stats, scfg, extra=extra, progress=progress,
             baseline=name == "none",
@@ -325,7 +332,18 @@ def _matrix(model, ev, sets, stats, shared, out, cfg, resume, progress, say) -> 
         atomic_write(f, lambda t, r=allrows: r.to_csv(t, index=False))
         took = time.perf_counter() - t0
         say(f"{ev.name}: matrix part {k + 1}/{len(parts)} ({name}) ({took:.0f}s)")
+        todo -= counts[name]
+        if per_condition is None and counts[name]:
+            # the first part scored (the baseline: one condition) times the rest
+            per_condition = (time.perf_counter() - t_part) / counts[name]
+            if todo:
+                say(f"{ev.name}: {todo} more conditions to score, ~{per_condition:.1f}s each "
+                    f"(measured): about {_minutes(todo * per_condition)} more")  # fmt: skip
     return pd.concat(frames, ignore_index=True)
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
 
 
 def _read(f: Path) -> pd.DataFrame:
