@@ -51,6 +51,18 @@ def one(run: Path) -> None:
         "Set sizes (neurons, all layers; equalised per language over the methods that found any):\n"
     )
     print(piv.to_markdown(disable_numparse=True) + "\n")
+    lp = d / "lape_probabilities.csv"
+    if lp.exists():
+        p = pd.read_csv(lp)
+        print(
+            "LAPE's activation probabilities on running text (the share of each language's "
+            "tokens on which a neuron's gate is active, over all neurons), beside its bars "
+            f"(filter {p['filter_bar'].iloc[0]:.4f}, activation bar "
+            f"{p['activation_bar'].iloc[0]:.4f}: quantiles 0.95 of all probabilities):\n"
+        )
+        cols = ["language", "mean", "median", "q90", "q99", "share_zero", "share_one",
+                "above_bar", "set_size"]  # fmt: skip
+        print(p[cols].to_markdown(index=False, floatfmt=".4f") + "\n")
     masks = torch.load(d / "sets.pt", weights_only=True)
     rows = pd.read_csv(d / "matrix_rows.csv", keep_default_na=False, dtype={"item_id": str})
     langs = ident["languages"]

@@ -649,3 +649,41 @@ def test_folded_conditions_score_as_tiled_passes_on_every_task(gemma, monkeypatc
             assert torch.equal(a.first_rank, b.first_rank), task
             assert torch.equal(a.first_token, b.first_token), task
             torch.testing.assert_close(a.logprob, b.logprob, atol=1e-3, rtol=0)
+
+
+def test_token_stats_count_hfs_own_gate_activation(gemma, gemma_hf):
+    """LAPE's over_zero on Gemma: act(gate_proj(x)) > 0 per token, read from HF's own modules
+    (the gate projection's output through the MLP's act_fn), BOS not counted; two rows of
+    different length in one padded batch."""
+    hf = gemma_hf
+    texts = {"en": ["Paris is the capital of France.", "Dogs bark."],
+             "de": ["Paris ist die Hauptstadt.", "Hunde bellen nachts laut."]}  # fmt: skip
+    corpus = tlm.Corpus({k: tuple(v) for k, v in texts.items()}, "two")
+    stats = tlm.record_token_stats(gemma, corpus, batch_size=2)
+    assert stats.site == "gate"
+    L = gemma.cfg.n_layers
+    for i, lang in enumerate(corpus.languages):
+        want = torch.zeros(L, gemma.cfg.d_mlp, dtype=torch.long)
+        n = 0
+        for text in texts[lang]:
+            ids = torch.tensor([encode_prompt(gemma, text)])
+            got = {}
+            handles = [
+                hf.model.layers[x].mlp.gate_proj.register_forward_hook(
+                    lambda m, inp, out, x=x, got=got: got.__setitem__(
+                        x, hf.model.layers[x].mlp.act_fn(out)[0, 1:]
+                    )
+                )
+                for x in range(L)
+            ]
+            try:
+                with torch.inference_mode():
+                    hf(ids)
+            finally:
+                for h in handles:
+                    h.remove()
+            want += torch.stack([(got[x] > 0).sum(0) for x in range(L)])
+            n += ids.shape[1] - 1
+        assert int(stats.n_tokens[i]) == n
+        # padded batch vs single rows: counts equal up to activations within float noise of 0
+        assert (stats.over_zero[i] - want).abs().sum() <= 0.0005 * n * L * gemma.cfg.d_mlp

@@ -318,7 +318,7 @@ def _matrix(model, ev, sets, stats, shared, out, cfg, resume, progress, say) -> 
               for name, part, extra in parts}  # fmt: skip
     todo = sum(n for name, n in counts.items() if name not in have)
     t0 = time.perf_counter()
-    per_condition = None
+    spent, scored = 0.0, 0  # the edited parts so far: their conditions share passes
     for k, (name, part, extra) in enumerate(parts):
         if name in have:
             continue
@@ -333,12 +333,16 @@ def _matrix(model, ev, sets, stats, shared, out, cfg, resume, progress, say) -> 
         took = time.perf_counter() - t0
         say(f"{ev.name}: matrix part {k + 1}/{len(parts)} ({name}) ({took:.0f}s)")
         todo -= counts[name]
-        if per_condition is None and counts[name]:
-            # the first part scored (the baseline: one condition) times the rest
-            per_condition = (time.perf_counter() - t_part) / counts[name]
+        if name == "none" and todo:
+            # an upper bound: the baseline ran alone, the later parts share passes
+            each = time.perf_counter() - t_part
+            say(f"{ev.name}: {todo} more conditions to score, at most ~{each:.0f}s each (the "
+                f"baseline's pass alone): at most about {_minutes(todo * each)} more")  # fmt: skip
+        elif counts[name]:
+            spent, scored = spent + time.perf_counter() - t_part, scored + counts[name]
             if todo:
-                say(f"{ev.name}: {todo} more conditions to score, ~{per_condition:.1f}s each "
-                    f"(measured): about {_minutes(todo * per_condition)} more")  # fmt: skip
+                say(f"{ev.name}: {todo} more conditions, about "
+                    f"{_minutes(todo * spent / scored)} more at the rate so far")  # fmt: skip
     return pd.concat(frames, ignore_index=True)
 
 
