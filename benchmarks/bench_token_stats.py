@@ -20,25 +20,15 @@ nothing else on the machine.
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
+from bench_specificity import timed  # the best of a few runs, as every bench here
 
 import tl_multineuron as tlm
 from tl_multineuron.backends.tl_compat import hf_model
 from tl_multineuron.backends.versions import versions_line
 from tl_multineuron.sharing.recording import pad_ids
 from tl_multineuron.sharing.token_stats import token_rows, token_site
-
-
-def timed(fn, repeat: int = 2) -> float:
-    """The best of ``repeat`` runs (seconds)."""
-    best = float("inf")
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
 
 
 @torch.inference_mode()

@@ -148,3 +148,14 @@ def test_corpus_from_a_dataset_and_its_split():
     ident, held = c.split(0.25)
     assert ident.n_texts("en") == 3 and held.n_texts("en") == 1
     assert not set(ident.texts["en"]) & set(held.texts["en"])
+
+
+def test_corpus_holds_out_a_count_of_texts():
+    c = tlm.Corpus({"en": ("a", "b", "c", "d"), "de": ("e", "f", "g")}, "c")
+    ident, held = c.split(2)
+    assert held.texts == {"en": ("c", "d"), "de": ("f", "g")}
+    assert ident.texts == {"en": ("a", "b"), "de": ("e",)}
+    with pytest.raises(tlm.MultiNeuronError, match="language 'de' has 3 text"):
+        c.split(3)
+    with pytest.raises(tlm.MultiNeuronError, match="expected a count >= 1 or a share"):
+        c.split(0)
