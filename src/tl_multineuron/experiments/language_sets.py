@@ -375,16 +375,22 @@ def lape_select(
     logs = torch.where(normed > 0, normed.log(), 0)
     ent = -torch.sum(normed * logs, dim=-1)  # [layer, inter]
     flat = lpn.flatten()
-    top_prob = flat.kthvalue(max(1, round(len(flat) * filter_rate))).values.item()
+    top_prob = _lape_bar(flat, filter_rate)
     unfiltered = ent.clone()
     ent[(lpn > top_prob).sum(-1) == 0] = torch.inf
     n = max(1, round(ent.numel() * top_rate))
     _, index = ent.flatten().topk(n, largest=False)
     rows, cols = index // ent.size(1), index % ent.size(1)
-    bar = flat.kthvalue(max(1, round(len(flat) * activation_bar_ratio))).values.item()
+    bar = _lape_bar(flat, activation_bar_ratio)
     chosen = torch.zeros_like(lpn, dtype=torch.bool)  # [layer, inter, lang]
     chosen[rows, cols] = lpn[rows, cols] > bar
     return chosen.permute(2, 0, 1).contiguous(), unfiltered
+
+
+def _lape_bar(flat: Tensor, rate: float) -> float:
+    """LAPE's quantile bar: the ``round(numel * rate)``-th smallest of all probabilities
+    (``kthvalue``; a rank that rounds to 0 taken as 1)."""
+    return flat.kthvalue(max(1, round(len(flat) * rate))).values.item()
 
 
 def lape_diagnostics(
@@ -400,8 +406,7 @@ def lape_diagnostics(
     :func:`lape_select` computes them), how many neurons exceed the bar, and the set size."""
     masks, _ = lape_select(probs, top_rate, filter_rate, activation_bar_ratio)
     flat = probs.float().flatten()
-    filt = flat.kthvalue(max(1, round(len(flat) * filter_rate))).values.item()
-    bar = flat.kthvalue(max(1, round(len(flat) * activation_bar_ratio))).values.item()
+    filt, bar = _lape_bar(flat, filter_rate), _lape_bar(flat, activation_bar_ratio)
     q = torch.tensor([0.5, 0.9, 0.99], dtype=torch.float64)
     out = []
     for i, x in enumerate(languages):

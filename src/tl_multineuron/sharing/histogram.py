@@ -77,10 +77,7 @@ class ActivationHistogram:
                 f"activations of shape {tuple(acts.shape)}; expected [item, lang={N}, "
                 f"layer={L}, neuron={D}]"
             )
-        a = acts.detach().float().cpu()
-        if not torch.isfinite(a).all():
-            raise MultiNeuronError("histogram: non-finite activations")
-        self._add(a, torch.arange(N * L * D).view(1, N, L, D))
+        self._add(acts, torch.arange(N * L * D).view(1, N, L, D))
         self.n_items += acts.shape[0]
 
     def add_language(self, lang: int, acts: Float[Tensor, "token layer neuron"]) -> None:
@@ -92,14 +89,14 @@ class ActivationHistogram:
             raise MultiNeuronError(
                 f"activations of shape {tuple(acts.shape)}; expected [token, layer={L}, neuron={D}]"
             )
-        a = acts.detach().float().cpu()
-        if not torch.isfinite(a).all():
-            raise MultiNeuronError("histogram: non-finite activations")
-        self._add(a, (lang * L * D + torch.arange(L * D)).view(1, L, D))
+        self._add(acts, (lang * L * D + torch.arange(L * D)).view(1, L, D))
 
     def _add(self, a: Tensor, cells: Tensor) -> None:
         """Count ``a`` into the bins of ``cells`` (the flat [lang, layer, neuron] cell of every
-        value, broadcast)."""
+        value, broadcast); non-finite activations are an error."""
+        a = a.detach().float().cpu()
+        if not torch.isfinite(a).all():
+            raise MultiNeuronError("histogram: non-finite activations")
         b = torch.bucketize(a, self.edges, right=True)  # bin per activation
         flat = (cells * self.n_bins + b).flatten()
         self.counts.view(-1).index_put_(
