@@ -12,7 +12,10 @@ gold answer (what the matrix scores). Printed, in seconds and as ratios:
   vocabulary);
 * cell: one deactivation condition through the one-pass scorer (scope ``all``), timed with
   ``--conditions`` conditions sharing the scorer's passes as the matrix shares them (per cell =
-  total / conditions), and alone.
+  total / conditions), and alone; with rows that share a few-shot prefix computing it once per
+  condition (the default, :mod:`tl_multineuron.experiments.prefix_groups`) and without
+  (``cache='none'``), with the positions each computes. The floor above counts every row's
+  tokens: the shared path can go below it.
 
 Target (issue "language specificity"): a cell <= 1.5x the analyze pass. Run with nothing else
 on the machine.
@@ -32,6 +35,7 @@ import tl_multineuron as tlm
 from tl_multineuron.backends.tl_compat import hf_model
 from tl_multineuron.backends.versions import versions_line
 from tl_multineuron.data.datasets import ParallelDataset, ParallelItem
+from tl_multineuron.experiments.prefix_groups import prefix_groups
 from tl_multineuron.experiments.scoring import score_answers
 from tl_multineuron.experiments.specificity import text_rows
 from tl_multineuron.sharing.recording import encode, pad_ids
@@ -104,16 +108,23 @@ def main() -> None:
         iv = tlm.Intervention(tlm.NeuronSet(mask), "zero", positions="all")
         return lambda block: iv
 
-    def cells(k: int) -> None:
+    def cells(k: int, cache: str = "auto") -> None:
         score_answers(model, rows, [edit(m) for m in masks[:k]], scope="all",
-                      batch_size=args.batch, max_rows=512)  # fmt: skip
+                      batch_size=args.batch, max_rows=512, cache=cache)  # fmt: skip
+
+    groups, alone = prefix_groups(rows)
+    n_in = [len(p) + len(a) - 1 for p, a in zip(rows.prompts, rows.answers, strict=True)]
+    distinct = sum(g.shared + sum(n_in[r] - g.shared for r in g.rows) for g in groups)
+    distinct += sum(n_in[r] for r in alone)
 
     t_one = timed(lambda: cells(1))
     t_many = timed(lambda: cells(args.conditions), repeat=1) / args.conditions
+    t_unshared = timed(lambda: cells(args.conditions, "none"), repeat=1) / args.conditions
     t_none = timed(lambda: score_answers(model, rows, [None], scope="all", batch_size=args.batch,
                                          max_rows=512))  # fmt: skip
     print(f"{args.task}: {len(keys)} rows ({len(ev)} items x {len(ev.languages)} languages), "
-          f"{n_tok} tokens")  # fmt: skip
+          f"{n_tok} tokens; positions per condition: {sum(n_in)} unshared, {distinct} with "
+          f"shared prefixes ({len(groups)} groups, {len(alone)} rows alone)")  # fmt: skip
     lines = [
         ("analyze pass (no unembedding)", t_analyze, ""),
         ("floor (bare forward + W_U GEMM)", t_floor, f"{t_floor / t_analyze:.2f}x analyze"),
@@ -124,6 +135,11 @@ def main() -> None:
             t_many,
             f"{t_many / t_analyze:.2f}x analyze, {t_many / t_floor:.2f}x floor "
             "(target <= 1.5x analyze)",
+        ),
+        (
+            f"cell, {args.conditions} per pass, unshared",
+            t_unshared,
+            f"{t_unshared / t_floor:.2f}x floor; shared {t_many / t_unshared:.2f}x of it",
         ),
     ]
     for name, t, ratio in lines:

@@ -309,3 +309,82 @@ def test_fold_mask_is_block_diagonal_after_the_prefix():
         dtype=torch.bool,
     )
     assert torch.equal(m, want)
+
+
+DEMO = "dog: cat\nsun: moon\nred: blue\nup: down\n"
+
+
+def test_shared_prefixes_score_as_full_passes(cached_model, monkeypatch):
+    """Scope ``all``: rows that share a few-shot prefix compute it once per edit and score
+    exactly as full passes, for multiplicative and other ops, BOS edited or not, with a row
+    that shares nothing (plain path) and rows whose shared part crosses the tiny Gemma's
+    16-token sliding window; per-row sets take the plain path for every row."""
+    import tl_multineuron.experiments.prefix_groups as pg
+    from tl_multineuron import Intervention, amplify
+
+    model = cached_model
+    prompts = [DEMO + w + ":" for w in ("hot", "big", "left", "in", "yes")]
+    prompts += ["solo prompt", DEMO * 2 + "x:"]
+    rows = answer_rows(model, prompts, [" cold", " small", " right", " out", " no", " a", " y"])
+    groups, alone = pg.prefix_groups(rows)
+    assert len(groups) == 1 and groups[0].shared > 16 and alone == [5]
+    L, D = model.cfg.n_layers, model.cfg.d_mlp
+    per_row = torch.rand(len(rows), L, D, generator=torch.Generator().manual_seed(1)) < 0.2
+    edits = [
+        None,
+        lambda b: deactivate(_set(model, 1)),
+        lambda b: amplify(_set(model, 2), 3.0),
+        lambda b: Intervention(_set(model, 4), "add", 0.7),
+        lambda b: Intervention(_set(model, 5), "set", torch.linspace(-1, 1, D)),
+    ]
+    calls = []
+    real = pg.score_group
+    monkeypatch.setattr(pg, "score_group", lambda *a, **k: calls.append(1) or real(*a, **k))
+    for bos in (False, True):
+        kw = {"scope": "all", "include_bos": bos}
+        shared = score_answers(model, rows, edits, batch_size=4, max_rows=8, **kw)
+        assert calls
+        calls.clear()
+        full = score_answers(model, rows, edits, cache="none", **kw)
+        assert not calls
+        for a, b in zip(shared, full, strict=True):
+            torch.testing.assert_close(a.logprob, b.logprob, atol=1e-5, rtol=0)
+            torch.testing.assert_close(
+                a.token_logprobs, b.token_logprobs, atol=1e-5, rtol=0, equal_nan=True
+            )
+            assert torch.equal(a.greedy_match, b.greedy_match)
+            assert torch.equal(a.first_rank, b.first_rank)
+            assert torch.equal(a.first_token, b.first_token)
+        assert len({round(float(s.logprob.sum()), 3) for s in shared}) == len(edits)
+    rowwise = [lambda b: Intervention(per_row[b], "zero")]
+    got = score_answers(model, rows, rowwise, scope="all")
+    assert not calls  # per-row sets differ between rows: no shared part
+    want = score_answers(model, rows, rowwise, scope="all", cache="none")
+    torch.testing.assert_close(got[0].logprob, want[0].logprob, atol=1e-5, rtol=0)
+
+
+def test_prefix_groups_rule():
+    from tl_multineuron.experiments.prefix_groups import prefix_groups
+
+    def rows(seqs, firsts):
+        p = tuple(tuple(s[: f + 1]) for s, f in zip(seqs, firsts, strict=True))
+        a = tuple(tuple(s[f + 1 :]) for s, f in zip(seqs, firsts, strict=True))
+        return AnswerRows(p, a, tuple(f"r{i}" for i in range(len(seqs))), 1)
+
+    base = list(range(1, 13))
+    # nothing shared, a single row, a shared part below the minimum: the plain path
+    assert prefix_groups(rows([[1, 2, 3], [4, 5, 6]], [0, 0])) == ([], [0, 1])
+    assert prefix_groups(rows([base + [50]], [0])) == ([], [0])
+    assert prefix_groups(rows([base[:5] + [50, 51], base[:5] + [60, 61]], [0, 0]))[0] == []
+    # a shared part is the common prefix minus its last token
+    (g,), alone = prefix_groups(rows([base + [50, 51], base + [60, 61], [9, 9, 9]], [0, 0, 0]))
+    assert g.rows == (0, 1) and g.shared == 11 and alone == [2]
+    # scored from different positions: the shared part stops before the earliest
+    (g,), _ = prefix_groups(rows([base + [50, 51], base + [60, 61]], [9, 11]))
+    assert g.shared == 9
+    # a longer common prefix is kept rather than extended to a row that would shorten it
+    long = base * 2
+    groups, alone = prefix_groups(
+        rows([long + [7], long + [8], long + [9], base + [99, 98]], [0, 0, 0, 0])
+    )
+    assert [(g.rows, g.shared) for g in groups] == [((0, 1, 2), 23)] and alone == [3]

@@ -59,6 +59,7 @@ from ..sharing.recording import (
     last_position_unembed_hooks,
 )
 from .interventions import BatchShape
+from .prefix_groups import score_shared
 from .shared_prefix import fold_mask, folds, within_window
 
 SCOPES = ("last", "all")
@@ -198,10 +199,12 @@ def supports_prefix_cache(model: Any) -> bool:
 
 
 def scoring_path(model: Any, scope: str = "last", cache: str = "auto") -> str:
-    """Which path :func:`score_answers` takes with these options: ``'prefix-cache'`` (the
-    prompt prefix runs once, edits run over the answer positions) or ``'full-pass'``."""
-    if scope == "last" and cache != "none" and supports_prefix_cache(model):
-        return "prefix-cache"
+    """Which path :func:`score_answers` takes with these options: ``'prefix-cache'`` (scope
+    ``last``: the prompt prefix runs once, edits run over the answer positions),
+    ``'shared-prefix'`` (scope ``all``: rows that share a prefix compute it once per edit,
+    :mod:`.prefix_groups`; rows that share none take full passes) or ``'full-pass'``."""
+    if cache != "none" and supports_prefix_cache(model):
+        return "prefix-cache" if scope == "last" else "shared-prefix"
     return "full-pass"
 
 
@@ -533,6 +536,23 @@ def score_answers(
         rows.labels,
         "shorten the prompt or use a device with more memory (scoring runs eager attention)",
     )
+    if scope == "all" and cache != "none":
+        ok, why = prefix_cache_status(model)
+        if not ok and cache == "prefix":
+            raise MultiNeuronError(f"cache='prefix': no reusable KV cache: {why}")
+        shared = None
+        if ok:  # rows sharing a prompt prefix compute it once per edit (see prefix_groups)
+            shared = score_shared(
+                model, rows, edits, include_bos=include_bos, batch_size=batch_size,
+                max_rows=max_rows, chunk=chunk, fits=fits, progress=progress,
+                plain=lambda sub, sub_edits: score_answers(
+                    model, sub, sub_edits, scope=scope, include_bos=include_bos,
+                    batch_size=batch_size, max_rows=max_rows, cache="none", chunk=chunk,
+                    max_memory=max_memory,
+                ),
+            )  # fmt: skip
+        if shared is not None:
+            return shared
     amax = max(len(a) for a in rows.answers)
     out = [
         {
