@@ -320,6 +320,7 @@ def test_shared_prefixes_score_as_full_passes(cached_model, monkeypatch):
     that shares nothing (plain path) and rows whose shared part crosses the tiny Gemma's
     16-token sliding window; per-row sets take the plain path for every row."""
     import tl_multineuron.experiments.prefix_groups as pg
+    import tl_multineuron.experiments.scoring as scoring
     from tl_multineuron import Intervention, amplify
 
     model = cached_model
@@ -338,8 +339,8 @@ def test_shared_prefixes_score_as_full_passes(cached_model, monkeypatch):
         lambda b: Intervention(_set(model, 5), "set", torch.linspace(-1, 1, D)),
     ]
     calls = []
-    real = pg.score_group
-    monkeypatch.setattr(pg, "score_group", lambda *a, **k: calls.append(1) or real(*a, **k))
+    real = scoring.score_group
+    monkeypatch.setattr(scoring, "score_group", lambda *a, **k: calls.append(1) or real(*a, **k))
     for bos in (False, True):
         kw = {"scope": "all", "include_bos": bos}
         shared = score_answers(model, rows, edits, batch_size=4, max_rows=8, **kw)

@@ -59,7 +59,7 @@ from ..sharing.recording import (
     last_position_unembed_hooks,
 )
 from .interventions import BatchShape
-from .prefix_groups import score_shared
+from .prefix_groups import prefix_groups, score_group, uniform_edit
 from .shared_prefix import fold_mask, folds, within_window
 
 SCOPES = ("last", "all")
@@ -542,7 +542,7 @@ def score_answers(
             raise MultiNeuronError(f"cache='prefix': no reusable KV cache: {why}")
         shared = None
         if ok:  # rows sharing a prompt prefix compute it once per edit (see prefix_groups)
-            shared = score_shared(
+            shared = _score_shared(
                 model, rows, edits, include_bos=include_bos, batch_size=batch_size,
                 max_rows=max_rows, chunk=chunk, fits=fits, progress=progress,
                 plain=lambda sub, sub_edits: score_answers(
@@ -692,3 +692,88 @@ def _scatter(
     r_idx, s_idx = answer_pos.nonzero(as_tuple=True)
     tok[r_idx, k[r_idx, s_idx]] = lp_m[r_idx, s_idx]
     o["tok"][idx] = tok
+
+
+def _score_shared(
+    model: Any,
+    rows: Any,
+    edits: Sequence[Any],
+    *,
+    include_bos: bool,
+    batch_size: int,
+    max_rows: int,
+    chunk: int,
+    fits: Callable[[int, int], bool],
+    plain: Callable[[Any, list], list],
+    progress: bool = False,
+) -> list | None:
+    """The scorer's shared-prefix path (scope ``all``): the runs of
+    :func:`.prefix_groups.prefix_groups` share their prefix per edit, the other rows go to
+    ``plain(sub_rows, sub_edits)``. ``None`` when no run pays or an edit differs between the
+    rows of a run (per-row sets): then the caller takes its plain path for every row."""
+    groups, alone = prefix_groups(rows, max_group=batch_size)
+    if not groups:
+        return None
+    ivs: dict[tuple[int, int], tuple[Any, Any]] = {}
+    for gi, grp in enumerate(groups):
+        for e, fn in enumerate(edits):
+            if fn is None:
+                continue
+            block = fn(list(grp.rows))
+            if not uniform_edit(block, model):
+                return None
+            ivs[gi, e] = (fn([grp.rows[0]]), block) if block is not None else (None, None)
+    R, amax = len(rows), max(len(a) for a in rows.answers)
+    out = [
+        {"greedy": torch.zeros(R, dtype=torch.bool), "lp": torch.zeros(R, dtype=torch.float64),
+         "tok": torch.full((R, amax), float("nan"), dtype=torch.float64),
+         "rank": torch.zeros(R, dtype=torch.long), "arg": torch.zeros(R, dtype=torch.long)}
+        for _ in edits
+    ]  # fmt: skip
+    pad = int(getattr(get_tokenizer(model), "pad_token_id", None) or 0)
+
+    def metrics(h: Tensor, gold: Tensor, first: Tensor) -> tuple[Tensor, ...]:
+        return _answer_metrics(model, h, gold, first, chunk)
+
+    plan = []
+    for gi, grp in enumerate(groups):
+        m = len(grp.rows)
+        width = max(len(rows.prompts[r]) + len(rows.answers[r]) for r in grp.rows)
+        c = max(1, max_rows // m)
+        while c > 1 and not fits(c * m, width):
+            c = max(1, c // 2)
+        plan += [(gi, list(range(s, min(s + c, len(edits))))) for s in range(0, len(edits), c)]
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(plan), desc="scoring (shared prefixes)", unit="pass")
+    try:
+        for gi, chunk_edits in plan:
+            grp = groups[gi]
+            pairs = [ivs.get((gi, e), (None, None)) for e in chunk_edits]
+            answer_pos, per_edit = score_group(
+                model, rows, grp, pairs, include_bos, pad, metrics, _fuse, bind_rows, _Hidden
+            )
+            for e, vals in zip(chunk_edits, per_edit, strict=True):
+                _scatter(out[e], grp.rows, answer_pos, *vals)
+            if bar is not None:
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+    if alone:
+        sub = AnswerRows(
+            tuple(rows.prompts[r] for r in alone), tuple(rows.answers[r] for r in alone),
+            tuple(rows.labels[r] for r in alone), rows.bos,
+        )  # fmt: skip
+        sub_edits = [
+            None if fn is None else (lambda b, fn=fn: fn([alone[i] for i in b])) for fn in edits
+        ]
+        idx = torch.tensor(alone)
+        for o, sc in zip(out, plain(sub, sub_edits), strict=True):
+            o["greedy"][idx], o["lp"][idx] = sc.greedy_match, sc.logprob
+            o["rank"][idx], o["arg"][idx] = sc.first_rank, sc.first_token
+            o["tok"][idx, : sc.token_logprobs.shape[1]] = sc.token_logprobs
+    n_tok = torch.tensor([len(a) for a in rows.answers])
+    return [AnswerScores(o["greedy"], o["lp"], o["tok"], o["rank"], n_tok, o["arg"]) for o in out]
