@@ -31,6 +31,7 @@ from torch import Tensor
 
 from ..backends.devices import model_device
 from ..backends.tl_compat import quiet_cache_rename
+from ..errors import MultiNeuronError
 from .interventions import BatchShape
 
 #: Positions a run of rows must share for the shared path (shorter prefixes save less than the
@@ -167,7 +168,7 @@ def score_group(
             return_type="logits_and_cache",
             use_cache=True,
         )
-    _check(hooks, cap)
+    check_fired(hooks, cap)
     h_pre = cap.h  # [C, s, d]
     S = max(len(seqs[r]) for r in g) - s
     toks = torch.full((m, S), pad, dtype=torch.long)
@@ -200,7 +201,7 @@ def score_group(
             position_ids=(s + torch.arange(S))[None].repeat(C * m, 1).to(dev),
             past_key_values=cache,
         )
-    _check(hooks, cap)
+    check_fired(hooks, cap)
     # the shared part's scored columns (the same in every row), then each row's own
     shared_cols = answer_pos[0, :s]
     own = answer_pos[:, s:]
@@ -234,9 +235,8 @@ def score_group(
     return answer_pos, per_edit
 
 
-def _check(hooks: list, cap: Any) -> None:
-    from ..errors import MultiNeuronError
-
+def check_fired(hooks: list, cap: Any) -> None:
+    """Every edit hook of a pass fired and the final hidden states were captured."""
     silent = [name for name, h in hooks if not h.fired]
     if silent or cap.h is None:
         raise MultiNeuronError(f"hooks never fired while scoring: {silent or 'unembed'}")

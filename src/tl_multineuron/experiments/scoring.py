@@ -59,7 +59,7 @@ from ..sharing.recording import (
     last_position_unembed_hooks,
 )
 from .interventions import BatchShape
-from .prefix_groups import prefix_groups, score_group, uniform_edit
+from .prefix_groups import check_fired, prefix_groups, score_group, uniform_edit
 from .shared_prefix import fold_mask, folds, within_window
 
 SCOPES = ("last", "all")
@@ -553,17 +553,7 @@ def score_answers(
             )  # fmt: skip
         if shared is not None:
             return shared
-    amax = max(len(a) for a in rows.answers)
-    out = [
-        {
-            "greedy": torch.zeros(R, dtype=torch.bool),
-            "lp": torch.zeros(R, dtype=torch.float64),
-            "tok": torch.full((R, amax), float("nan"), dtype=torch.float64),
-            "rank": torch.zeros(R, dtype=torch.long),
-            "arg": torch.zeros(R, dtype=torch.long),
-        }
-        for _ in edits
-    ]
+    out = _buffers(rows, len(edits))
     blocks = plan_blocks(rows, batch_size, fits)
 
     def groups_for(block: list[int]) -> list[list[int]]:
@@ -628,11 +618,7 @@ def score_answers(
                     ),
                 ):
                     model(toks.to(dev), **kw)
-                silent = [name for name, h in hooks if not h.fired]
-                if silent or cap.h is None:
-                    raise MultiNeuronError(
-                        f"hooks never fired while scoring: {silent or 'unembed'}"
-                    )
+                check_fired(hooks, cap)
                 h = cap.h
                 if fold:  # [n, C*S, d] -> the tiled order [C*n, S, d]
                     h = h.view(n, C, S, -1).transpose(0, 1).reshape(C * n, S, -1)
@@ -657,6 +643,25 @@ def score_answers(
     finally:
         if bar is not None:
             bar.close()
+    return _collect(rows, out)
+
+
+def _buffers(rows: AnswerRows, n_edits: int) -> list[dict]:
+    """Per edit, the per-row results :func:`_scatter` fills."""
+    R, amax = len(rows), max(len(a) for a in rows.answers)
+    return [
+        {
+            "greedy": torch.zeros(R, dtype=torch.bool),
+            "lp": torch.zeros(R, dtype=torch.float64),
+            "tok": torch.full((R, amax), float("nan"), dtype=torch.float64),
+            "rank": torch.zeros(R, dtype=torch.long),
+            "arg": torch.zeros(R, dtype=torch.long),
+        }
+        for _ in range(n_edits)
+    ]
+
+
+def _collect(rows: AnswerRows, out: list[dict]) -> list[AnswerScores]:
     n_tok = torch.tensor([len(a) for a in rows.answers])
     return [AnswerScores(o["greedy"], o["lp"], o["tok"], o["rank"], n_tok, o["arg"]) for o in out]
 
@@ -723,13 +728,7 @@ def _score_shared(
             if not uniform_edit(block, model):
                 return None
             ivs[gi, e] = (fn([grp.rows[0]]), block) if block is not None else (None, None)
-    R, amax = len(rows), max(len(a) for a in rows.answers)
-    out = [
-        {"greedy": torch.zeros(R, dtype=torch.bool), "lp": torch.zeros(R, dtype=torch.float64),
-         "tok": torch.full((R, amax), float("nan"), dtype=torch.float64),
-         "rank": torch.zeros(R, dtype=torch.long), "arg": torch.zeros(R, dtype=torch.long)}
-        for _ in edits
-    ]  # fmt: skip
+    out = _buffers(rows, len(edits))
     pad = int(getattr(get_tokenizer(model), "pad_token_id", None) or 0)
 
     def metrics(h: Tensor, gold: Tensor, first: Tensor) -> tuple[Tensor, ...]:
@@ -775,5 +774,4 @@ def _score_shared(
             o["greedy"][idx], o["lp"][idx] = sc.greedy_match, sc.logprob
             o["rank"][idx], o["arg"][idx] = sc.first_rank, sc.first_token
             o["tok"][idx, : sc.token_logprobs.shape[1]] = sc.token_logprobs
-    n_tok = torch.tensor([len(a) for a in rows.answers])
-    return [AnswerScores(o["greedy"], o["lp"], o["tok"], o["rank"], n_tok, o["arg"]) for o in out]
+    return _collect(rows, out)
