@@ -284,11 +284,16 @@ def test_controls_are_drawn_independently_per_language_and_bos_is_an_option(nati
     real = spec._deactivate
     monkeypatch.setattr(spec, "_deactivate", lambda m: drawn.append(m) or real(m))
     rows = deactivation_matrix(native, ds, [same], stats, SpecificityConfig(seeds=(0,)))
-    # order: none, then per language: set, random, matched
-    (en_set, en_rand, en_match), (de_set, de_rand, de_match) = drawn[:3], drawn[3:]
-    assert torch.equal(en_set, de_set)
+    # order: per language set, random, matched; de's set is en's: scored once, rows equal
+    assert len(drawn) == 5
+    (en_set, en_rand, en_match), (de_rand, de_match) = drawn[:3], drawn[3:]
+    assert torch.equal(en_set, mask)
     assert not torch.equal(en_rand, de_rand) and not torch.equal(en_match, de_match)
     assert all(int(m[0].sum()) == 4 for m in drawn)
+    sets_ll = rows[rows["control"] == "set"].groupby("set_language")["mean_ll"].apply(list)
+    assert sets_ll["en"] == sets_ll["de"] and len(sets_ll["en"]) == len(ds) * 2
+    base_ll = rows[rows["method"] == "none"]["mean_ll"].to_numpy()
+    assert not np.allclose(np.asarray(sets_ll["en"]), base_ll)
     table = matrix_table(rows, n_boot=100)
     base = rows[rows["method"] == "none"]
     for y in ("en", "de"):
@@ -306,3 +311,30 @@ def test_controls_are_drawn_independently_per_language_and_bos_is_an_option(nati
     sets = [g[(g["method"] == "m") & (g["control"] == "set")]["mean_ll"].to_numpy() for g in
             got.values()]  # fmt: skip
     assert not np.allclose(sets[0], sets[1])
+
+
+def test_scored_digests_carry_across_parts_and_identical_conditions_score_once(native):
+    """A later call with ``scored`` from an earlier one scores only new masks, and its rows
+    equal a fresh call's; the unedited model (``baseline``) is one more digest."""
+    from tl_multineuron.experiments import specificity as spec
+    from tl_multineuron.experiments.language_sets import LanguageSets
+
+    ds = toy_dataset(2, ("en", "de"))
+    L, D = native.cfg.n_layers, native.cfg.d_mlp
+    stats = SharingStats(("en", "de"), (0.0,), "gt", L, D)
+    stats.update(torch.randn(4, 2, L, D, generator=torch.Generator().manual_seed(2)))
+    m = torch.zeros(2, L, D, dtype=torch.bool)
+    m[0, 0, :3], m[1, 1, :3] = True, True
+    a = LanguageSets("a", ("en", "de"), m, torch.zeros(2, L, D))
+    b = LanguageSets("b", ("en", "de"), m.clone(), torch.zeros(2, L, D))  # a's very sets
+    cfg = SpecificityConfig(seeds=(0,))
+    scored: dict = {}
+    first = deactivation_matrix(native, ds, [a], stats, cfg, scored=scored)
+    assert len(scored) == 1 + 2 * 3  # none + per language: set, random, matched
+    assert spec.mask_digest(m[0]) in scored and spec.mask_digest(None) in scored
+    second = deactivation_matrix(native, ds, [b], stats, cfg, baseline=False, scored=scored)
+    assert len(scored) == 1 + 2 * 3 + 2 * 2  # b's sets were a's: only its controls are new
+    fresh = deactivation_matrix(native, ds, [b], stats, cfg, baseline=False)
+    pd.testing.assert_frame_equal(second, fresh)
+    own = first[(first["control"] == "set")]["mean_ll"].to_numpy()
+    assert np.array_equal(own, second[second["control"] == "set"]["mean_ll"].to_numpy())

@@ -63,7 +63,15 @@ def test_specificity_runs_resumes_and_reports(hf, tmp_path, monkeypatch, capsys)
     assert run["identity"]["specificity"]["methods"] == [
         "sharing-matters", "lape", "act-prob-90p", "magnitude"
     ]  # fmt: skip
-    assert "selectivity" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "selectivity" in printed and "GEMM rate" in printed and "x floor" in printed
+    # the resumed run's phases beside their floors: only what ran in it (the matrix's parts)
+    cost = pd.read_csv(d / "cost.csv")
+    assert cost["phase"].iloc[-1] == "total" and "recording" not in set(cost["phase"])
+    parts = cost[cost["phase"].str.startswith("matrix: ")]
+    assert set(parts["phase"]) >= {"matrix: lape", "matrix: magnitude"}
+    assert (cost["floor_s"] > 0).all() and (cost["ratio"] > 0).all()
+    assert cost["seconds"].iloc[-1] == pytest.approx(cost["seconds"].iloc[:-1].sum())
     assert main(["report", str(out)]) == 0
     page = (out / "report.html").read_text()
     assert "Language specificity" in page and "Selectivity" in page

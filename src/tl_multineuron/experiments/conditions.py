@@ -40,7 +40,7 @@ from ..sharing.classification import Categories, Category
 from ..sharing.recording import RecordingConfig, get_tokenizer
 from ..sharing.statistics import SharingStats
 from .interventions import Intervention
-from .neuron_sets import NeuronSet, control_seed, magnitude_strata, sample_like, static_sets
+from .neuron_sets import NeuronSet, activity_strata, control_seed, sample_like, static_sets
 from .scoring import answer_rows, score_answers
 
 TARGETS = ("none", "all-shared", "specific", "random", "matched")
@@ -190,8 +190,7 @@ class ExperimentSets:
                 )
             shared, specific = static_sets(calibration, min_frequency, specific_frequency)
             site, layers = shared.site, shared.layers
-            rms = (calibration.act_sq_sum.mean(0) / max(1, calibration.n_items)).sqrt()
-            strata = magnitude_strata(rms, n_bins)
+            strata = activity_strata(calibration, n_bins)
             shared = shared.mask
         return cls(
             langs,

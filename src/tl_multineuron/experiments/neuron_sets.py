@@ -27,6 +27,12 @@ from ..sharing.masks import topk_mask
 from ..sharing.statistics import SharingStats
 
 
+def paired_seeds(seed: int) -> tuple[int, int]:
+    """Two draws of one control seed that never coincide with another seed's: ``2 * seed`` and
+    ``2 * seed + 1`` (e.g. a random and a matched control, or two sets drawn together)."""
+    return 2 * int(seed), 2 * int(seed) + 1
+
+
 def control_seed(seed: int, control: str, *names: str) -> int:
     """The draw of a random (``control='random'``) or activity-matched (``'matched'``) control
     for ``seed``: ``2 * seed`` / ``2 * seed + 1``, so the two never share a draw. ``names``
@@ -34,7 +40,7 @@ def control_seed(seed: int, control: str, *names: str) -> int:
     independent draw (a stable hash, the same in every process)."""
     if control not in ("random", "matched"):
         raise MultiNeuronError(f"control {control!r}; expected 'random' or 'matched'")
-    key = 2 * int(seed) + (control == "matched")
+    key = paired_seeds(seed)[control == "matched"]
     if not names:
         return key
     digest = hashlib.sha256("\0".join((str(key), *names)).encode()).digest()
@@ -51,6 +57,13 @@ def magnitude_strata(
     D = magnitude.shape[-1]
     rank = magnitude.argsort(dim=-1, stable=True).argsort(-1)
     return (rank * n_bins) // D
+
+
+def activity_strata(calibration: Any, n_bins: int = 20) -> Int[Tensor, "layer d_mlp"]:
+    """Strata for activity-matched controls: :func:`magnitude_strata` of every neuron's RMS
+    activation over a calibration split's items and languages (a ``SharingStats``)."""
+    rms = (calibration.act_sq_sum.mean(0) / max(1, calibration.n_items)).sqrt()
+    return magnitude_strata(rms, n_bins)
 
 
 def sample_like(

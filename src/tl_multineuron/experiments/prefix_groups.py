@@ -31,8 +31,9 @@ from torch import Tensor
 
 from ..backends.devices import model_device
 from ..backends.tl_compat import quiet_cache_rename
-from ..errors import MultiNeuronError
+from ..sharing.recording import pad_tokens
 from .interventions import BatchShape
+from .site_edits import Hidden, bind_rows, check_fired, fuse_edits
 
 #: Positions a run of rows must share for the shared path (shorter prefixes save less than the
 #: extra pass costs).
@@ -132,18 +133,15 @@ def score_group(
     include_bos: bool,
     pad: int,
     metrics: Callable[[Tensor, Tensor, Tensor], tuple[Tensor, ...]],
-    fuse: Callable[..., list],
-    bind: Callable[..., list],
-    hidden: Callable[[], Any],
 ) -> tuple[Tensor, list[tuple[Tensor, ...]]]:
     """A group's shared part in one pass and its rows' remainders in another, for ``C =
     len(ivs)`` edits (``(edit for one row, edit for the group's rows)``, ``None`` = no edit);
-    the shared part's scored positions are unembedded once per edit, not once per row.
+    the shared part's scored positions are unembedded once per edit, not once per row, in the
+    same ``metrics`` call (one unembedding GEMM) as the remainders'.
 
     Returns the group's ``[m, W]`` mask of scored positions (W = the longest row's input) and
     per edit ``metrics``' outputs (log-prob, argmax is gold, rank, argmax) at those positions
-    in row-major order, as the scorer's blocks give them. ``fuse`` / ``bind`` / ``hidden``:
-    the scorer's hook fusion, edit binding and final-hidden-state capture."""
+    in row-major order, as the scorer's blocks give them."""
     dev = model_device(model)
     seqs, firsts = _sequences(rows)
     g = list(group.rows)
@@ -155,12 +153,12 @@ def score_group(
     hooks: list = []
     for c, (one, _) in enumerate(ivs):
         if one is not None:
-            hooks += bind(one, model, (c, c + 1), pos.to(dev))
-    cap = hidden()
+            hooks += bind_rows(one, model, (c, c + 1), pos.to(dev))
+    cap = Hidden()
     with (
         torch.inference_mode(),
         quiet_cache_rename(),
-        model.hooks(fwd_hooks=[*fuse(hooks, pos.to(dev), C), ("unembed.hook_in", cap)]),
+        model.hooks(fwd_hooks=[*fuse_edits(hooks, pos.to(dev), C), ("unembed.hook_in", cap)]),
     ):
         _, cache = model(
             prefix.repeat(C, 1).to(dev),
@@ -170,30 +168,26 @@ def score_group(
         )
     check_fired(hooks, cap)
     h_pre = cap.h  # [C, s, d]
-    S = max(len(seqs[r]) for r in g) - s
-    toks = torch.full((m, S), pad, dtype=torch.long)
-    real = torch.zeros(m, S, dtype=torch.bool)
+    toks, real = pad_tokens([seqs[r][s:] for r in g], pad)
+    S = toks.shape[1]
     W = s + S
     answer_pos = torch.zeros(m, W, dtype=torch.bool)
     gold = torch.zeros(m, W, dtype=torch.long)
     for i, r in enumerate(g):
-        n = len(seqs[r])
-        toks[i, : n - s] = torch.tensor(seqs[r][s:])
-        real[i, : n - s] = True
-        answer_pos[i, firsts[r] : n] = True
-        gold[i, firsts[r] : n] = torch.tensor(rows.answers[r])
+        answer_pos[i, firsts[r] : len(seqs[r])] = True
+        gold[i, firsts[r] : len(seqs[r])] = torch.tensor(rows.answers[r])
     first = answer_pos & (answer_pos.long().cumsum(1) == 1)
     cache.reorder_cache(torch.arange(C, device=dev).repeat_interleave(m))
     hooks = []
     for c, (_, block) in enumerate(ivs):
         if block is not None:
-            hooks += bind(block, model, (c * m, (c + 1) * m), real.to(dev))
-    cap = hidden()
+            hooks += bind_rows(block, model, (c * m, (c + 1) * m), real.to(dev))
+    cap = Hidden()
     mask = torch.cat([torch.ones(m, s, dtype=torch.long), real.long()], 1)
     with (
         torch.inference_mode(),
         quiet_cache_rename(),
-        model.hooks(fwd_hooks=[*fuse(hooks, real.to(dev), C), ("unembed.hook_in", cap)]),
+        model.hooks(fwd_hooks=[*fuse_edits(hooks, real.to(dev), C), ("unembed.hook_in", cap)]),
     ):
         model(
             toks.repeat(C, 1).to(dev),
@@ -207,36 +201,20 @@ def score_group(
     own = answer_pos[:, s:]
     hd = h_pre.device
     k_pre, k_own = int(shared_cols.sum()), int(own.sum())
-    pre = (
-        metrics(
-            h_pre[:, shared_cols.to(hd)].reshape(-1, h_pre.shape[-1]),
-            gold[0, :s][shared_cols].repeat(C).to(hd),
-            first[0, :s][shared_cols].repeat(C).to(hd),
-        )
-        if k_pre
-        else None
-    )
     h_suf = cap.h.reshape(C, m, S, -1)[:, own.to(cap.h.device)]  # [C, q, d]
-    suf = metrics(
-        h_suf.reshape(-1, h_suf.shape[-1]),
-        gold[:, s:][own].repeat(C).to(hd),
-        first[:, s:][own].repeat(C).to(hd),
+    vals = metrics(  # every edit's shared, then its own positions, in one unembedding
+        torch.cat([h_pre[:, shared_cols.to(hd)], h_suf.to(hd)], 1).reshape(-1, h_pre.shape[-1]),
+        torch.cat([gold[0, :s][shared_cols], gold[:, s:][own]]).repeat(C).to(hd),
+        torch.cat([first[0, :s][shared_cols], first[:, s:][own]]).repeat(C).to(hd),
     )
     per_edit = []
+    k = k_pre + k_own
     for c in range(C):
-        vals = []
-        for j, b in enumerate(suf):
+        out = []
+        for b in vals:
             full = torch.zeros((m, W), dtype=b.dtype)
-            if pre is not None:
-                full[:, :s][:, shared_cols] = pre[j][c * k_pre : (c + 1) * k_pre]
-            full[:, s:][own] = b[c * k_own : (c + 1) * k_own]
-            vals.append(full[answer_pos])
-        per_edit.append(tuple(vals))
+            full[:, :s][:, shared_cols] = b[c * k : c * k + k_pre]
+            full[:, s:][own] = b[c * k + k_pre : (c + 1) * k]
+            out.append(full[answer_pos])
+        per_edit.append(tuple(out))
     return answer_pos, per_edit
-
-
-def check_fired(hooks: list, cap: Any) -> None:
-    """Every edit hook of a pass fired and the final hidden states were captured."""
-    silent = [name for name, h in hooks if not h.fired]
-    if silent or cap.h is None:
-        raise MultiNeuronError(f"hooks never fired while scoring: {silent or 'unembed'}")

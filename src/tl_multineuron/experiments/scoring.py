@@ -26,11 +26,7 @@ share one padded batch: each gets its own block of rows (``max_rows`` rows per p
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import dataclasses
-import warnings
-import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -44,23 +40,20 @@ from ..backends.devices import model_device
 from ..backends.logits import output_logits
 from ..backends.memory import MemoryEstimate, estimate_forward, memory_budget, plan_chunks
 from ..backends.tl_compat import (
-    align_cache_kwarg,
-    hf_model,
-    is_bridge,
     quiet_cache_rename,
 )
-from ..backends.versions import stack_text
 from ..errors import MultiNeuronError
 from ..sharing.recording import (
     answer_ids,
     encode_prompts,
     get_tokenizer,
-    keep_one_position,
     last_position_unembed_hooks,
+    pad_tokens,
 )
-from .interventions import BatchShape
-from .prefix_groups import check_fired, prefix_groups, score_group, uniform_edit
+from .cache_probes import prefix_cache_status, supports_prefix_cache, warn_full_pass
+from .prefix_groups import prefix_groups, score_group, uniform_edit
 from .shared_prefix import fold_mask, folds, within_window
+from .site_edits import Hidden, bind_rows, check_fired, fuse_edits
 
 SCOPES = ("last", "all")
 CACHE_MODES = ("auto", "prefix", "none")
@@ -143,61 +136,6 @@ class AnswerScores:
         )
 
 
-# -- model capabilities -------------------------------------------------------------------------
-_CACHE_OK: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def prefix_cache_status(model: Any) -> tuple[bool, str]:
-    """Whether ``model(..., return_type='logits_and_cache', use_cache=True)`` returns a HF
-    cache that a later call continues, and if not, why (checked once per model on a 3-token
-    input: the cache must hold the prefix and the continuation must equal a full pass)."""
-    try:
-        known = _CACHE_OK.get(model)
-    except TypeError:
-        known = None
-    if known is not None:
-        return known
-    if is_bridge(model):
-        status = _probe_prefix_cache(model)
-    else:  # HookedTransformer: TL's own cache, not a HF one
-        status = (False, f"the forward of a {type(model).__name__} returns no HF cache")
-    with contextlib.suppress(TypeError):  # models that cannot be weakly referenced
-        _CACHE_OK[model] = status
-    return status
-
-
-def _probe_prefix_cache(model: Any) -> tuple[bool, str]:
-    """Run a bridge's cached forward on a 3-token input (see :func:`prefix_cache_status`)."""
-    align_cache_kwarg(model)
-    dev = model_device(model)
-    toks = torch.tensor([[get_tokenizer(model).bos_token_id or 0, 5, 6]], device=dev)
-    try:
-        with torch.inference_mode(), quiet_cache_rename():
-            out = model(toks[:, :2], return_type="logits_and_cache", use_cache=True)
-            cache = out[1] if isinstance(out, tuple) else None
-            if cache is None or not hasattr(cache, "reorder_cache"):
-                return (False, f"the forward of this {type(model).__name__} returns no HF cache")
-            if hasattr(cache, "get_seq_length") and cache.get_seq_length() != 2:
-                return (
-                    False,
-                    f"the cache holds {cache.get_seq_length()} positions after a 2-token "
-                    "prefix: the attention layers do not extend it",
-                )
-            step = model(toks[:, 2:], past_key_values=cache)
-            full = model(toks)
-    except (TypeError, ValueError, RuntimeError, NotImplementedError, AttributeError) as e:
-        return (False, f"the cached forward fails: {type(e).__name__}: {e}")
-    diff = float((step[0, -1] - full[0, -1]).abs().max())
-    ok = bool(torch.allclose(step[0, -1], full[0, -1], atol=1e-3, rtol=1e-3))
-    return (ok, "" if ok else f"a cached continuation differs by {diff:.3g} logits")
-
-
-def supports_prefix_cache(model: Any) -> bool:
-    """Whether the one-pass scorer can run a prompt prefix once and continue it
-    (:func:`prefix_cache_status` says why not)."""
-    return prefix_cache_status(model)[0]
-
-
 def scoring_path(model: Any, scope: str = "last", cache: str = "auto") -> str:
     """Which path :func:`score_answers` takes with these options: ``'prefix-cache'`` (scope
     ``last``: the prompt prefix runs once, edits run over the answer positions),
@@ -206,39 +144,6 @@ def scoring_path(model: Any, scope: str = "last", cache: str = "auto") -> str:
     if cache != "none" and supports_prefix_cache(model):
         return "prefix-cache" if scope == "last" else "shared-prefix"
     return "full-pass"
-
-
-def _warn_full_pass(model: Any, rows: AnswerRows, reason: str) -> None:
-    """A model that wraps a HF model was built for the prefix cache: running without it is
-    slow, and says so, with the cause and the expected slowdown on these rows."""
-    from transformers import PreTrainedModel
-
-    if not isinstance(hf_model(model), PreTrainedModel):
-        return  # a native model or a HookedTransformer: full passes are its only path
-    full = sum(len(p) + len(a) - 1 for p, a in zip(rows.prompts, rows.answers, strict=True))
-    cached = sum(len(a) for a in rows.answers)
-    versions = stack_text()
-    warnings.warn(
-        f"one-pass scoring runs without its prefix cache ({reason}; {versions}): every edit "
-        f"recomputes whole prompts, {full / cached:.1f}x the positions of the cached path on "
-        f"these {len(rows)} rows. Install the tested versions (scripts/bootstrap.sh, "
-        "src/tl_multineuron/requirements) to get it back.",
-        RuntimeWarning,
-        stacklevel=3,
-    )
-
-
-class _Hidden:
-    """Hook on ``unembed.hook_in``: keep the final hidden states, let the model unembed only
-    one position of one row (the answer positions are unembedded by :func:`_answer_metrics`;
-    a pass of 1-token answers would otherwise unembed every row twice)."""
-
-    def __init__(self) -> None:
-        self.h: Tensor | None = None
-
-    def __call__(self, x: Tensor, hook: Any) -> Tensor:
-        self.h = x
-        return keep_one_position(x)
 
 
 def _answer_metrics(
@@ -270,17 +175,6 @@ def _answer_metrics(
 
 
 # -- batches --------------------------------------------------------------------------------------
-def _pad(seqs: Sequence[Sequence[int]], pad: int, left: bool) -> tuple[Tensor, Tensor]:
-    width = max(len(s) for s in seqs)
-    toks = torch.full((len(seqs), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.bool)
-    for i, s in enumerate(seqs):
-        cols = slice(width - len(s), width) if left else slice(0, len(s))
-        toks[i, cols] = torch.tensor(s, dtype=torch.long)
-        mask[i, cols] = True
-    return toks, mask
-
-
 @dataclass
 class _Pass:
     """One forward's inputs for a block of rows, before tiling over edits."""
@@ -305,7 +199,7 @@ def block_pass(
     A = [rows.answers[r] for r in block]
     if cached:
         # prefix: the prompt minus its last token, left-padded (no gaps before the suffix)
-        ptoks, pmask = _pad([p[:-1] for p in P], pad, left=True)
+        ptoks, pmask = pad_tokens([p[:-1] for p in P], pad, left=True)
         ppos = (pmask.long().cumsum(-1) - 1).clamp_min(0)
         with (
             torch.inference_mode(),
@@ -320,7 +214,7 @@ def block_pass(
                 use_cache=True,
             )
         seqs = [(p[-1], *a[:-1]) for p, a in zip(P, A, strict=True)]
-        toks, smask = _pad(seqs, pad, left=False)
+        toks, smask = pad_tokens(seqs, pad, left=False)
         S = toks.shape[1]
         starts = torch.tensor([len(p) - 1 for p in P])
         pos_ids = starts[:, None] + torch.arange(S)[None]
@@ -336,7 +230,7 @@ def block_pass(
         reach = int(starts.max())
         return _Pass(toks, answer_pos, answer_pos, gold, kwargs, cache, reach)
     seqs = [(*p, *a[:-1]) for p, a in zip(P, A, strict=True)]
-    toks, real = _pad(seqs, pad, left=False)
+    toks, real = pad_tokens(seqs, pad, left=False)
     S = toks.shape[1]
     ar = torch.arange(S)[None]
     first = torch.tensor([len(p) - 1 for p in P])[:, None]
@@ -352,102 +246,6 @@ def block_pass(
             skip = torch.tensor([rows.starts_with_bos(r) for r in block])
             edit_pos[:, 0] &= ~skip
     return _Pass(toks, edit_pos, answer_pos, gold, {})
-
-
-def bind_rows(iv: Any, model: Any, rows: tuple[int, int], pos: Tensor) -> list[tuple[str, Any]]:
-    """The edit's TL hooks, restricted to a block of the batch and to ``pos``."""
-    return [
-        (name, dataclasses.replace(h, rows=rows, positions=pos, fired=[]))
-        for name, h in iv.fwd_hooks(model)
-        if not isinstance(h, BatchShape)  # the scorer knows its batch's shape
-    ]
-
-
-class _SiteEdits:
-    """Every edit of one pass at one hook site, as one hook.
-
-    ``parts`` are the edits' :class:`~tl_multineuron.experiments.interventions.NeuronHook` s, each
-    bound to its block of rows and to the pass's edit positions ``pos`` ``[n, S]`` (tiled over
-    the ``C`` blocks, or folded into positions, see :mod:`.shared_prefix`). Deactivation and
-    scaling are multiplicative: one factor per (row, unit) for the whole batch, applied in one
-    product (rows without an edit keep factor 1). Other ops edit their block of one copy of the
-    activations, in order."""
-
-    def __init__(self, parts: list, pos: Tensor, C: int, folded: bool = False) -> None:
-        self.parts = parts
-        self.layer = parts[0].layer
-        self.C, self.n, self.folded = C, pos.shape[0], folded
-        # tiled: [C*n, S, 1]; folded (edit c at positions c*S .. (c+1)*S): [n, C*S, 1]
-        self.pos = (pos.repeat(1, C) if folded else pos.repeat(C, 1))[..., None]
-        self.everywhere = bool(pos.all())
-        self.mult = all(
-            h.op in ("zero", "scale") and not isinstance(h.value, Tensor) for h in parts
-        )
-
-    def __call__(
-        self, act: Float[Tensor, "batch pos d_mlp"] | Float[Tensor, "token unit"], hook: Any
-    ) -> Tensor:
-        if act.ndim == 2:  # an MoE router's routing weights, one row per token
-            B, S = self.pos.shape[:2]
-            return self(act.view(B, S, act.shape[-1]), hook).reshape(act.shape)
-        B, S, D = act.shape
-        if tuple(self.pos.shape[:2]) != (B, S):
-            raise MultiNeuronError(
-                f"layer {self.layer}: edits bound to a batch of {tuple(self.pos.shape[:2])} "
-                f"(rows, positions) see activations of shape {tuple(act.shape)}"
-            )
-        if self.folded:  # [n, C*S, D] -> [C*n, S, D] views: edit c is block c of rows
-            return self._folded(act)
-        if not self.mult:
-            out = act.clone()
-            for h in self.parts:
-                s, e = h.rows
-                out[s:e] = h.edit(out[s:e])
-            return out
-        f = self._factors(B, D, act)
-        edited = act * f[:, None, :]
-        return edited if self.everywhere else torch.where(self.pos.to(act.device), edited, act)
-
-    def _factors(self, B: int, D: int, act: Tensor) -> Tensor:
-        """``[B, D]``: one multiplicative factor per (row of the tiled batch, unit)."""
-        f = torch.ones(B, D, dtype=act.dtype, device=act.device)
-        for h in self.parts:
-            s, e = h.rows
-            m = h.mask.to(act.device)
-            if m.shape[-1] != D or (m.ndim == 2 and m.shape[0] != e - s):
-                raise MultiNeuronError(
-                    f"layer {h.layer}: neuron mask of shape {tuple(m.shape)} for rows {h.rows} "
-                    f"of activations of shape {tuple(act.shape)}"
-                )
-            v = 0.0 if h.op == "zero" else float(h.value)
-            f[s:e] = torch.where(m, f[s:e] * v, f[s:e])
-            h.fired.append(act.shape[1])
-        return f
-
-    def _folded(self, act: Tensor) -> Tensor:
-        n, C, D = self.n, self.C, act.shape[-1]
-        S = act.shape[1] // C
-        if self.mult:
-            f = self._factors(C * n, D, act).view(C, n, 1, D).transpose(0, 1)
-            edited = (act.view(n, C, S, D) * f).view(n, C * S, D)
-            return edited if self.everywhere else torch.where(self.pos.to(act.device), edited, act)
-        out = act.clone()
-        blocks = out.view(n, C, S, D)
-        for h in self.parts:
-            c = h.rows[0] // n
-            blocks[:, c] = h.edit(blocks[:, c])
-        return out
-
-
-def _fuse(
-    hooks: list[tuple[str, Any]], pos: Tensor, C: int, folded: bool = False
-) -> list[tuple[str, Any]]:
-    """One :class:`_SiteEdits` per hook site (TL runs a site's hooks in order; the parts
-    keep that order)."""
-    by_site: dict[str, list] = {}
-    for name, h in hooks:
-        by_site.setdefault(name, []).append(h)
-    return [(name, _SiteEdits(parts, pos, C, folded)) for name, parts in by_site.items()]
 
 
 def plan_blocks(
@@ -494,48 +292,7 @@ def score_answers(
     (:mod:`tl_multineuron.backends.memory`, eager attention) would exceed ``max_memory``
     (default: 80% of the device's free memory); a row that cannot fit alone is an error naming
     it, before any pass runs."""
-    if scope not in SCOPES:
-        raise MultiNeuronError(f"scope {scope!r}; expected one of {SCOPES}")
-    if cache not in CACHE_MODES:
-        raise MultiNeuronError(f"cache {cache!r}; expected one of {CACHE_MODES}")
-    if batch_size < 1 or max_rows < 1:
-        raise MultiNeuronError(f"batch_size {batch_size} / max_rows {max_rows}: need >= 1")
-    if not edits:
-        raise MultiNeuronError("no edits to score (pass [None] for the model as it is)")
-    R = len(rows)
-    if R == 0:
-        raise MultiNeuronError("no rows to score")
-    cached = scope == "last" and cache != "none" and min(len(p) for p in rows.prompts) >= 2
-    if cached:
-        cached, why = prefix_cache_status(model)
-        if not cached and cache == "prefix":
-            raise MultiNeuronError(f"cache='prefix': no reusable KV cache: {why}")
-        if not cached:
-            _warn_full_pass(model, rows, why)
-    # edits share the prefix cache without copies where the suffix is one position (below);
-    # the probe runs only when some row has a 1-token answer
-    folded = cached and any(len(a) == 1 for a in rows.answers) and folds(model)
-    dtype = getattr(model.cfg, "dtype", torch.float32)
-    budget = memory_budget(model_device(model), max_memory)
-    # the vocabulary-sized logits of one unembedding chunk (and their log-softmax) come first
-    per_position = 2 * model.cfg.d_vocab * 4
-    chunk = max(1, min(chunk, budget // (2 * per_position)))
-    budget -= chunk * per_position
-    width = [len(p) + len(a) for p, a in zip(rows.prompts, rows.answers, strict=True)]
-
-    def estimate(n_rows: int, w: int) -> MemoryEstimate:
-        return estimate_forward(model, n_rows, w, "eager")
-
-    def fits(n_rows: int, w: int) -> bool:
-        return estimate(n_rows, w).total <= budget
-
-    plan_chunks(
-        width,
-        estimate,
-        budget,
-        rows.labels,
-        "shorten the prompt or use a device with more memory (scoring runs eager attention)",
-    )
+    plan = _plan(model, rows, edits, scope, cache, batch_size, max_rows, chunk, max_memory)
     if scope == "all" and cache != "none":
         ok, why = prefix_cache_status(model)
         if not ok and cache == "prefix":
@@ -544,106 +301,162 @@ def score_answers(
         if ok:  # rows sharing a prompt prefix compute it once per edit (see prefix_groups)
             shared = _score_shared(
                 model, rows, edits, include_bos=include_bos, batch_size=batch_size,
-                max_rows=max_rows, chunk=chunk, fits=fits, progress=progress,
+                max_rows=max_rows, chunk=plan.chunk, fits=plan.fits, progress=progress,
                 plain=lambda sub, sub_edits: score_answers(
                     model, sub, sub_edits, scope=scope, include_bos=include_bos,
-                    batch_size=batch_size, max_rows=max_rows, cache="none", chunk=chunk,
+                    batch_size=batch_size, max_rows=max_rows, cache="none", chunk=plan.chunk,
                     max_memory=max_memory,
                 ),
             )  # fmt: skip
         if shared is not None:
             return shared
     out = _buffers(rows, len(edits))
-    blocks = plan_blocks(rows, batch_size, fits)
-
-    def groups_for(block: list[int]) -> list[list[int]]:
-        """Edits sharing one pass over ``block``: as many as ``max_rows`` and memory allow (a
-        small block -- few rows share its answer length -- takes more edits per pass)."""
-        w, c = max(width[x] for x in block), max(1, max_rows // len(block))
-        while c > 1 and not fits(c * len(block), w):
-            c = max(1, c // 2)
-        return [list(range(s, min(s + c, len(edits)))) for s in range(0, len(edits), c)]
-
+    blocks = plan_blocks(rows, batch_size, plan.fits)
+    passes = [(b, g) for b in blocks for g in plan.edit_groups(b, len(edits), max_rows)]
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=sum(len(groups_for(b)) for b in blocks), desc="scoring", unit="pass")
-    dev = model_device(model)
+        bar = tqdm(total=len(passes), desc="scoring", unit="pass")
     try:
-        for block in blocks:
-            bp = block_pass(model, rows, block, scope, include_bos, cached)
-            n = len(block)
-            # the first answer position of each row (its rank is reported)
-            first = bp.answer_pos & (bp.answer_pos.long().cumsum(1) == 1)
-            first = first.to(dev)
-            for group in groups_for(block):
-                C = len(group)
-                hooks: list[tuple[str, Any]] = []
-                edit_pos = bp.edit_pos.to(dev)
-                for c, e in enumerate(group):
-                    iv = edits[e](block) if edits[e] is not None else None
-                    if iv is not None:
-                        hooks += bind_rows(iv, model, (c * n, (c + 1) * n), edit_pos)
-                cap = _Hidden()
-                S = bp.tokens.shape[1]
-                # fold one-position suffixes (1-token answers): measured to win there (nli's
-                # conditions 366 s -> 222 s in the main job); longer suffixes stay tiled
-                fold = (
-                    bp.cache is not None
-                    and folded
-                    and S == 1
-                    and within_window(model, bp.reach + S)
-                )
-                if fold:  # C suffixes per row, one cache (see shared_prefix)
-                    am = bp.kwargs["attention_mask"]
-                    kw = {
-                        "attention_mask": fold_mask(am, S, C, dtype).to(dev),
-                        "position_ids": bp.kwargs["position_ids"].repeat(1, C).to(dev),
-                        "past_key_values": copy.deepcopy(bp.cache),  # one copy: n rows
-                    }
-                    toks = bp.tokens.repeat(1, C)
-                else:
-                    kw = {k: v.repeat(C, 1).to(dev) for k, v in bp.kwargs.items()}
-                    if bp.cache is not None:
-                        kv = copy.deepcopy(bp.cache)
-                        kv.reorder_cache(torch.arange(n, device=dev).repeat(C))
-                        kw["past_key_values"] = kv
-                    toks = bp.tokens.repeat(C, 1)
-                with (
-                    torch.inference_mode(),
-                    quiet_cache_rename(),
-                    model.hooks(
-                        fwd_hooks=[*_fuse(hooks, edit_pos, C, fold), ("unembed.hook_in", cap)]
-                    ),
-                ):
-                    model(toks.to(dev), **kw)
-                check_fired(hooks, cap)
-                h = cap.h
-                if fold:  # [n, C*S, d] -> the tiled order [C*n, S, d]
-                    h = h.view(n, C, S, -1).transpose(0, 1).reshape(C * n, S, -1)
-                # every edit's answer positions in one unembedding (large GEMMs are ~2x
-                # faster per position on a CPU than one small product per edit)
-                sel = bp.answer_pos.to(h.device).repeat(C, 1)
-                lp, top, rank, arg = _answer_metrics(
-                    model,
-                    h[sel],
-                    bp.gold.to(h.device).repeat(C, 1)[sel],
-                    first.to(h.device).repeat(C, 1)[sel],
-                    chunk,
-                )
-                k = int(bp.answer_pos.sum())
-                for c, e in enumerate(group):
-                    part = slice(c * k, (c + 1) * k)
-                    _scatter(
-                        out[e], block, bp.answer_pos, lp[part], top[part], rank[part], arg[part]
-                    )
-                if bar is not None:
-                    bar.update(1)
+        bp, last = None, None
+        for block, group in passes:
+            if block is not last:  # the block's inputs (and prefix cache) once for its groups
+                bp, last = block_pass(model, rows, block, scope, include_bos, plan.cached), block
+            vals = _run_group(model, bp, block, [edits[e] for e in group], plan)
+            for e, v in zip(group, vals, strict=True):
+                _scatter(out[e], block, bp.answer_pos, *v)
+            if bar is not None:
+                bar.update(1)
     finally:
         if bar is not None:
             bar.close()
     return _collect(rows, out)
+
+
+@dataclass(frozen=True)
+class _ScorePlan:
+    """What every pass of one :func:`score_answers` call shares: whether prompts run once
+    (``cached``) and suffixes fold, the unembedding chunk, the memory check."""
+
+    cached: bool
+    folded: bool
+    chunk: int
+    fits: Callable[[int, int], bool]
+    width: tuple[int, ...]  # each row's prompt + answer length
+    dtype: torch.dtype
+
+    def edit_groups(self, block: list[int], n_edits: int, max_rows: int) -> list[list[int]]:
+        """Edits sharing one pass over ``block``: as many as ``max_rows`` and memory allow (a
+        small block -- few rows share its answer length -- takes more edits per pass)."""
+        w, c = max(self.width[x] for x in block), max(1, max_rows // len(block))
+        while c > 1 and not self.fits(c * len(block), w):
+            c = max(1, c // 2)
+        return [list(range(s, min(s + c, n_edits))) for s in range(0, n_edits, c)]
+
+
+def _plan(model, rows, edits, scope, cache, batch_size, max_rows, chunk, max_memory) -> _ScorePlan:
+    """Check the call's arguments and plan its passes (see :class:`_ScorePlan`); a row that
+    cannot fit in memory alone is an error here, before any pass runs."""
+    if scope not in SCOPES:
+        raise MultiNeuronError(f"scope {scope!r}; expected one of {SCOPES}")
+    if cache not in CACHE_MODES:
+        raise MultiNeuronError(f"cache {cache!r}; expected one of {CACHE_MODES}")
+    if batch_size < 1 or max_rows < 1:
+        raise MultiNeuronError(f"batch_size {batch_size} / max_rows {max_rows}: need >= 1")
+    if not edits:
+        raise MultiNeuronError("no edits to score (pass [None] for the model as it is)")
+    if len(rows) == 0:
+        raise MultiNeuronError("no rows to score")
+    cached = scope == "last" and cache != "none" and min(len(p) for p in rows.prompts) >= 2
+    if cached:
+        cached, why = prefix_cache_status(model)
+        if not cached and cache == "prefix":
+            raise MultiNeuronError(f"cache='prefix': no reusable KV cache: {why}")
+        if not cached:
+            warn_full_pass(model, rows, why)
+    # edits share the prefix cache without copies where the suffix is one position (below);
+    # the probe runs only when some row has a 1-token answer
+    folded = cached and any(len(a) == 1 for a in rows.answers) and folds(model)
+    budget = memory_budget(model_device(model), max_memory)
+    # the vocabulary-sized logits of one unembedding chunk (and their log-softmax) come first
+    per_position = 2 * model.cfg.d_vocab * 4
+    chunk = max(1, min(chunk, budget // (2 * per_position)))
+    budget -= chunk * per_position
+    width = tuple(len(p) + len(a) for p, a in zip(rows.prompts, rows.answers, strict=True))
+
+    def estimate(n_rows: int, w: int) -> MemoryEstimate:
+        return estimate_forward(model, n_rows, w, "eager")
+
+    def fits(n_rows: int, w: int) -> bool:
+        return estimate(n_rows, w).total <= budget
+
+    plan_chunks(
+        list(width), estimate, budget, rows.labels,
+        "shorten the prompt or use a device with more memory (scoring runs eager attention)",
+    )  # fmt: skip
+    dtype = getattr(model.cfg, "dtype", torch.float32)
+    return _ScorePlan(bool(cached), bool(folded), chunk, fits, width, dtype)
+
+
+def _run_group(
+    model: Any, bp: _Pass, block: list[int], edits: list, plan: _ScorePlan
+) -> list[tuple[Tensor, ...]]:
+    """One answer pass over ``block`` for ``C = len(edits)`` edits (tiled ``C x n`` rows, or
+    folded into the positions of one row each); per edit, :func:`_answer_metrics`' outputs at
+    the block's answer positions."""
+    dev = model_device(model)
+    n, C = len(block), len(edits)
+    # the first answer position of each row (its rank is reported)
+    first = bp.answer_pos & (bp.answer_pos.long().cumsum(1) == 1)
+    hooks: list[tuple[str, Any]] = []
+    edit_pos = bp.edit_pos.to(dev)
+    for c, fn in enumerate(edits):
+        iv = fn(block) if fn is not None else None
+        if iv is not None:
+            hooks += bind_rows(iv, model, (c * n, (c + 1) * n), edit_pos)
+    cap = Hidden()
+    S = bp.tokens.shape[1]
+    # fold one-position suffixes (1-token answers): measured to win there (nli's
+    # conditions 366 s -> 222 s in the main job); longer suffixes stay tiled
+    fold = bp.cache is not None and plan.folded and S == 1 and within_window(model, bp.reach + S)
+    if fold:  # C suffixes per row, one cache (see shared_prefix)
+        am = bp.kwargs["attention_mask"]
+        kw = {
+            "attention_mask": fold_mask(am, S, C, plan.dtype).to(dev),
+            "position_ids": bp.kwargs["position_ids"].repeat(1, C).to(dev),
+            "past_key_values": copy.deepcopy(bp.cache),  # one copy: n rows
+        }
+        toks = bp.tokens.repeat(1, C)
+    else:
+        kw = {k: v.repeat(C, 1).to(dev) for k, v in bp.kwargs.items()}
+        if bp.cache is not None:
+            kv = copy.deepcopy(bp.cache)
+            kv.reorder_cache(torch.arange(n, device=dev).repeat(C))
+            kw["past_key_values"] = kv
+        toks = bp.tokens.repeat(C, 1)
+    with (
+        torch.inference_mode(),
+        quiet_cache_rename(),
+        model.hooks(fwd_hooks=[*fuse_edits(hooks, edit_pos, C, fold), ("unembed.hook_in", cap)]),
+    ):
+        model(toks.to(dev), **kw)
+    check_fired(hooks, cap)
+    h = cap.h
+    if fold:  # [n, C*S, d] -> the tiled order [C*n, S, d]
+        h = h.view(n, C, S, -1).transpose(0, 1).reshape(C * n, S, -1)
+    # every edit's answer positions in one unembedding (large GEMMs are ~2x faster per
+    # position on a CPU than one small product per edit)
+    sel = bp.answer_pos.to(h.device).repeat(C, 1)
+    vals = _answer_metrics(
+        model,
+        h[sel],
+        bp.gold.to(h.device).repeat(C, 1)[sel],
+        first.to(h.device).repeat(C, 1)[sel],
+        plan.chunk,
+    )
+    k = int(bp.answer_pos.sum())
+    return [tuple(v[c * k : (c + 1) * k] for v in vals) for c in range(C)]
 
 
 def _buffers(rows: AnswerRows, n_edits: int) -> list[dict]:
@@ -751,9 +564,7 @@ def _score_shared(
         for gi, chunk_edits in plan:
             grp = groups[gi]
             pairs = [ivs.get((gi, e), (None, None)) for e in chunk_edits]
-            answer_pos, per_edit = score_group(
-                model, rows, grp, pairs, include_bos, pad, metrics, _fuse, bind_rows, _Hidden
-            )
+            answer_pos, per_edit = score_group(model, rows, grp, pairs, include_bos, pad, metrics)
             for e, vals in zip(chunk_edits, per_edit, strict=True):
                 _scatter(out[e], grp.rows, answer_pos, *vals)
             if bar is not None:

@@ -18,7 +18,6 @@ folding was measured to win; longer suffixes are tiled.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import weakref
 from typing import Any
@@ -30,6 +29,7 @@ from torch import Tensor
 from ..backends.devices import model_device
 from ..backends.tl_compat import quiet_cache_rename, sliding_window
 from ..sharing.recording import get_tokenizer
+from .cache_probes import once_per_model
 
 _FOLD_OK: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -63,15 +63,7 @@ def within_window(model: Any, span: int) -> bool:
 def folds(model: Any) -> bool:
     """Whether ``model`` runs folded suffixes exactly (probed once per model: a 2-token prefix
     and two 2-token suffixes, folded vs tiled, logits within 1e-4 of each other)."""
-    try:
-        known = _FOLD_OK.get(model)
-    except TypeError:
-        known = None
-    if known is None:
-        known = _probe(model)
-        with contextlib.suppress(TypeError):
-            _FOLD_OK[model] = known
-    return known
+    return once_per_model(_FOLD_OK, model, _probe)
 
 
 def _probe(model: Any) -> bool:

@@ -21,6 +21,7 @@ languages it identifies reliably), against the unedited model and an equal-size 
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -41,7 +42,7 @@ from .comparisons import aligned_values, paired_bootstrap
 from .evaluation import generate_greedy
 from .interventions import Intervention, apply
 from .language_sets import LanguageSets
-from .neuron_sets import NeuronSet, control_seed, magnitude_strata, sample_like
+from .neuron_sets import NeuronSet, activity_strata, control_seed, sample_like
 from .scoring import AnswerRows, score_answers
 
 CONTROLS = ("set", "random", "matched")
@@ -136,17 +137,21 @@ def deactivation_matrix(
     extra: dict[str, Bool[Tensor, "layer d_mlp"]] | None = None,
     progress: bool = False,
     baseline: bool = True,
+    scored: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> pd.DataFrame:
     """Mean per-token log-likelihood of every row (item x language of ``ds``, a dataset or a
     held-out corpus, see :func:`text_rows`) unedited and with
     each set deactivated: one row per (method, set_language, control, seed, item, language).
     ``extra``: other sets on the same axes (e.g. ``{"all-shared": mask}``; ``set_language``
     ``"-"``). A language whose set is empty under a method gets no rows (:func:`matrix_table`
-    says so). ``baseline=False`` leaves out the unedited rows (when scoring in parts)."""
+    says so). ``baseline=False`` leaves out the unedited rows (when scoring in parts).
+    Conditions that deactivate the same neurons are scored once: ``scored`` (mask digest ->
+    (mean_ll, n_tokens)) carries the scores across calls on the same rows, and is filled in."""
     cfg = config or SpecificityConfig()
+    scored = {} if scored is None else scored
     rows, keys = text_rows(model, ds)
-    strata = _strata(calibration, cfg.n_bins)
-    jobs: list[tuple[dict, Any]] = []
+    strata = activity_strata(calibration, cfg.n_bins)
+    jobs: list[tuple[dict, Tensor | None]] = []
     if baseline:
         jobs.append(({"method": "none", "set_language": "-", "control": "none", "seed": -1,
                       "set_size": 0}, None))  # fmt: skip
@@ -157,28 +162,36 @@ def deactivation_matrix(
             continue
         size = int(mask.sum())
         base = {"method": method, "set_language": x, "set_size": size}
-        jobs.append(({**base, "control": "set", "seed": -1}, _deactivate(mask)))
+        jobs.append(({**base, "control": "set", "seed": -1}, mask))
         for seed in cfg.seeds:
             for control, st in (("random", None), ("matched", strata)):
                 drawn = sample_like(mask, control_seed(seed, control, method, x), strata=st)
-                jobs.append(({**base, "control": control, "seed": seed}, _deactivate(drawn)))
+                jobs.append(({**base, "control": control, "seed": seed}, drawn))
     if not jobs:
         return pd.DataFrame()
-    scores = score_answers(
-        model, rows, [e for _, e in jobs], scope="all", include_bos=cfg.include_bos,
-        batch_size=cfg.batch_size, max_rows=cfg.max_rows, progress=progress,
-    )  # fmt: skip
+    digests = [mask_digest(m) for _, m in jobs]
+    todo = {d: m for d, m in zip(digests, (m for _, m in jobs), strict=True) if d not in scored}
+    if todo:
+        scores = score_answers(
+            model, rows, [_deactivate(m) if m is not None else None for m in todo.values()],
+            scope="all", include_bos=cfg.include_bos, batch_size=cfg.batch_size,
+            max_rows=cfg.max_rows, progress=progress,
+        )  # fmt: skip
+        for d, sc in zip(todo, scores, strict=True):
+            scored[d] = ((sc.logprob / sc.n_tokens).numpy(), sc.n_tokens.numpy())
     frames = []
-    for (meta, _), sc in zip(jobs, scores, strict=True):
-        mean_ll = (sc.logprob / sc.n_tokens).numpy()
-        frames.append(keys.assign(**meta, mean_ll=mean_ll, n_tokens=sc.n_tokens.numpy()))
+    for (meta, _), d in zip(jobs, digests, strict=True):
+        mean_ll, n_tokens = scored[d]
+        frames.append(keys.assign(**meta, mean_ll=mean_ll, n_tokens=n_tokens))
     return pd.concat(frames, ignore_index=True)
 
 
-def _strata(calibration: SharingStats, n_bins: int) -> Tensor:
-    """Activity strata for matched controls: per-layer quantile bins of the calibration RMS."""
-    rms = (calibration.act_sq_sum.mean(0) / max(1, calibration.n_items)).sqrt()
-    return magnitude_strata(rms, n_bins)
+def mask_digest(mask: Bool[Tensor, "layer d_mlp"] | None) -> str:
+    """A condition's identity: the deactivated neurons (``None``: the unedited model)."""
+    if mask is None:
+        return "none"
+    m = mask.detach().cpu().bool().contiguous()
+    return hashlib.sha256(str(tuple(m.shape)).encode() + m.numpy().tobytes()).hexdigest()
 
 
 def matrix_table(

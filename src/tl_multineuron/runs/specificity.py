@@ -15,6 +15,12 @@ per condition x item x language, rewritten after each method), ``matrix.csv`` an
 ``selectivity.csv`` (:func:`~tl_multineuron.experiments.specificity.matrix_table` /
 :func:`~tl_multineuron.experiments.specificity.selectivity`), ``identifier.csv``,
 ``generations.csv`` (rewritten after each condition) and ``output_language.csv``.
+
+Cost: conditions that deactivate the same neurons are scored once (the digest of their mask,
+across the matrix's parts). The run measures a GEMM rate at its start, prints each phase's
+floor before it runs (the matrix's: conditions x positions computed, with shared prefixes
+computed once) and writes ``cost.csv``: per phase run, the seconds taken beside its floor
+(:mod:`~tl_multineuron.experiments.cost`) and their ratio.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from ..data.corpus import Corpus, corpus_from_dataset
 from ..data.datasets import ParallelDataset
 from ..data.splits import calibration_split, split_record
 from ..errors import MultiNeuronError
+from ..experiments.cost import CostLedger, gemm_rate, minutes, model_flops, scored_positions
 from ..experiments.language_sets import (
     METHODS,
     TOKEN_METHODS,
@@ -45,14 +52,17 @@ from ..experiments.language_sets import (
 from ..experiments.specificity import (
     SpecificityConfig,
     deactivation_matrix,
+    mask_digest,
     matrix_table,
     output_language,
     output_language_table,
     record_for_sets,
     selectivity,
+    text_rows,
 )
 from ..files import atomic_write
 from ..sharing.histogram import ActivationHistogram
+from ..sharing.recording import encode
 from ..sharing.statistics import SharingStats
 from ..sharing.token_stats import TokenStats, corpus_fingerprint, record_token_stats
 from .directories import RunDir
@@ -234,12 +244,15 @@ def run_specificity(
     )  # fmt: skip
     try:
         run.write_run({**split_record(cal, ev), **provenance(model, "auto")})
-        stats, hist = _recording(model, cal, out, cfg, resume, progress, say)
+        cost = CostLedger(gemm_rate(model), model_flops(model))
+        say(f"GEMM rate {cost.rate / 1e9:.0f} GFLOP/s (unembedding shape, measured now): each "
+            "phase's floor is its weight GEMMs and unembedding at this rate")  # fmt: skip
+        stats, hist = _recording(model, cal, out, cfg, resume, progress, say, cost)
         tokens = None
         tables: dict[str, pd.DataFrame] = {}
         if cfg.unit == "token" and any(m in TOKEN_METHODS for m in cfg.methods):
             text = corpus if corpus is not None else corpus_from_dataset(cal)
-            tokens = _token_stats(model, text, out, cfg, resume, progress, say)
+            tokens = _token_stats(model, text, out, cfg, resume, progress, say, cost)
             p = cfg.params("lape")
             diag = lape_diagnostics(tokens.probabilities(), tokens.languages, **p)
             atomic_write(out / "lape_probabilities.csv", lambda f: diag.to_csv(f, index=False))
@@ -256,7 +269,8 @@ def run_specificity(
             say(f"no neuron is all-shared in {cfg.shared_frequency:.0%} of the calibration "
                 "items: the all-shared comparison is left out")  # fmt: skip
         evaluated = held_out if held_out is not None else ev
-        rows = _matrix(model, evaluated, sets, stats, shared, out, cfg, resume, progress, say)
+        rows = _matrix(model, evaluated, sets, stats, shared, out, cfg, resume, progress, say,
+                       cost)  # fmt: skip
         tables.update({
             "sets": sizes,
             "matrix": matrix_table(rows, cfg.n_boot, sets=sets),
@@ -267,25 +281,35 @@ def run_specificity(
             out / "selectivity.csv", lambda f: tables["selectivity"].to_csv(f, index=False)
         )
         if cfg.generate:
-            tables["output_language"] = _generations(model, ev, sets, out, cfg, resume, say)
+            tables["output_language"] = _generations(model, ev, sets, out, cfg, resume, say,
+                                                     cost)  # fmt: skip
+        tables["cost"] = cost.frame()
+        atomic_write(out / "cost.csv", lambda f: tables["cost"].to_csv(f, index=False))
+        for r in tables["cost"].itertuples():
+            say(f"{r.phase}: {minutes(r.seconds)}, floor {minutes(r.floor_s)} "
+                f"({r.gflop:.0f} GFLOP), {r.ratio:.2f}x floor")  # fmt: skip
     finally:
         run.close()
     return tables
 
 
-def _recording(model, cal, out, cfg, resume, progress, say):
+def _recording(model, cal, out, cfg, resume, progress, say, cost: CostLedger):
     f_stats, f_hist = out / "calibration.pt", out / "histogram.pt"
     if resume and f_stats.exists() and f_hist.exists():
         return SharingStats.load(f_stats), ActivationHistogram.load(f_hist)
+    n_tok = sum(len(encode(model, p)) for x in cal.languages for p in cal.prompts(x))
+    say(f"{cal.name}: recording pass over {len(cal)} items, {n_tok} tokens (floor "
+        f"{minutes(cost.floor(n_tok))})")  # fmt: skip
     t0 = time.perf_counter()
     stats, hist = record_for_sets(model, cal, cfg.batch_size, progress)
     stats.save(f_stats)
     hist.save(f_hist)
+    cost.add("recording", time.perf_counter() - t0, n_tok)
     say(f"{cal.name}: recording pass over {len(cal)} items ({time.perf_counter() - t0:.0f}s)")
     return stats, hist
 
 
-def _token_stats(model, text: Corpus, out, cfg, resume, progress, say) -> TokenStats:
+def _token_stats(model, text: Corpus, out, cfg, resume, progress, say, cost) -> TokenStats:
     f = out / "token_stats.pt"
     if resume and f.exists():
         return TokenStats.load(f)
@@ -295,12 +319,13 @@ def _token_stats(model, text: Corpus, out, cfg, resume, progress, say) -> TokenS
         histogram="act-prob-90p" in cfg.methods,
     )  # fmt: skip
     tokens.save(f)
+    cost.add("token statistics", time.perf_counter() - t0, tokens.n_items)
     say(f"{text.name}: token statistics over {tokens.n_items} tokens at {tokens.site} "
         f"({time.perf_counter() - t0:.0f}s)")  # fmt: skip
     return tokens
 
 
-def _matrix(model, ev, sets, stats, shared, out, cfg, resume, progress, say) -> pd.DataFrame:
+def _matrix(model, ev, sets, stats, shared, out, cfg, resume, progress, say, cost):
     f = out / "matrix_rows.csv"
     done = _read(f) if resume and f.exists() else None
     frames = [done] if done is not None else []
@@ -313,49 +338,61 @@ def _matrix(model, ev, sets, stats, shared, out, cfg, resume, progress, say) -> 
     parts += [(s.method, [s], {}) for s in sets]
     if shared.any():
         parts.append(("all-shared", [], {"all-shared": shared}))
-    per_set = 1 + 2 * len(cfg.seeds)  # the set, a random and a matched control per seed
-    counts = {name: (name == "none") + per_set * (sum(int(m.any()) for s in part for m in s.masks)
-                                                  + len(extra))
-              for name, part, extra in parts}  # fmt: skip
+    per_set = 2 * len(cfg.seeds)  # a random and a matched control per seed
+    masks = {name: [m for s in part for m in s.masks if m.any()] + list(extra.values())
+             for name, part, extra in parts}  # fmt: skip
+    seen: set[str] = set()  # the same neurons deactivated twice are scored once
+    counts = {}
+    for name, _, _ in parts:
+        new = {mask_digest(m) for m in masks[name]} - seen
+        counts[name] = (name == "none") + len(new) + per_set * len(masks[name])
+        seen |= new
     todo = sum(n for name, n in counts.items() if name not in have)
+    rows, _ = text_rows(model, ev)
+    n_fwd, n_unemb = scored_positions(rows, cfg.score_batch)
+    say(
+        f"{ev.name}: matrix of {todo} conditions x {n_fwd} positions ({len(rows)} rows, shared "
+        f"prefixes computed once): floor {minutes(cost.floor(todo * n_fwd, todo * n_unemb))}"
+    )
     t0 = time.perf_counter()
-    spent, scored = 0.0, 0  # the edited parts so far: their conditions share passes
+    spent, done_n = 0.0, 0  # the edited parts so far: their conditions share passes
+    scored: dict = {}
     for k, (name, part, extra) in enumerate(parts):
         if name in have:
             continue
         t_part = time.perf_counter()
+        before = len(scored)
         rows = deactivation_matrix(
             model, ev, part, stats, scfg, extra=extra, progress=progress,
-            baseline=name == "none",
+            baseline=name == "none", scored=scored,
         )  # fmt: skip
+        n_new = len(scored) - before
+        cost.add(f"matrix: {name}", time.perf_counter() - t_part, n_new * n_fwd, n_new * n_unemb)
         frames.append(rows)
         allrows = pd.concat(frames, ignore_index=True)
         atomic_write(f, lambda t, r=allrows: r.to_csv(t, index=False))
         took = time.perf_counter() - t0
-        say(f"{ev.name}: matrix part {k + 1}/{len(parts)} ({name}) ({took:.0f}s)")
+        say(f"{ev.name}: matrix part {k + 1}/{len(parts)} ({name}, {n_new} conditions scored) "
+            f"({took:.0f}s)")  # fmt: skip
         todo -= counts[name]
         if name == "none" and todo:
             # an upper bound: the baseline ran alone, the later parts share passes
             each = time.perf_counter() - t_part
             say(f"{ev.name}: {todo} more conditions to score, at most ~{each:.0f}s each (the "
-                f"baseline's pass alone): at most about {_minutes(todo * each)} more")  # fmt: skip
+                f"baseline's pass alone): at most about {minutes(todo * each)} more")  # fmt: skip
         elif counts[name]:
-            spent, scored = spent + time.perf_counter() - t_part, scored + counts[name]
+            spent, done_n = spent + time.perf_counter() - t_part, done_n + counts[name]
             if todo:
                 say(f"{ev.name}: {todo} more conditions, about "
-                    f"{_minutes(todo * spent / scored)} more at the rate so far")  # fmt: skip
+                    f"{minutes(todo * spent / done_n)} more at the rate so far")  # fmt: skip
     return pd.concat(frames, ignore_index=True)
-
-
-def _minutes(seconds: float) -> str:
-    return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
 
 
 def _read(f: Path) -> pd.DataFrame:
     return pd.read_csv(f, keep_default_na=False, dtype={"item_id": str})
 
 
-def _generations(model, ev, sets, out, cfg, resume, say) -> pd.DataFrame:
+def _generations(model, ev, sets, out, cfg, resume, say, cost) -> pd.DataFrame:
     from ..steering.identifier import LanguageIdentifier, identifier_accuracy
 
     ident = LanguageIdentifier(ev.languages)
@@ -370,17 +407,27 @@ def _generations(model, ev, sets, out, cfg, resume, say) -> pd.DataFrame:
     if done is not None:
         have = set(zip(done["method"], done["set_language"], done["control"], strict=True))
 
+    prompt_tokens = {x: sum(len(encode(model, p)) for p in ev.prompts(x)) for x in reliable}
+    n_new = cfg.max_new_tokens
+    spent = {"forward": 0, "unembedded": 0}
+
     def save(part: pd.DataFrame) -> None:
+        # a floor: the prompts once, then every new token but the last through the decoder
+        spent["forward"] += prompt_tokens[part["set_language"].iloc[0]] + len(part) * (n_new - 1)
+        spent["unembedded"] += len(part) * n_new
         frames.append(part)
         rows = pd.concat(frames, ignore_index=True)
         atomic_write(f, lambda t: rows.to_csv(t, index=False))
         say(f"{ev.name}: generated {part['method'].iloc[0]} / {part['set_language'].iloc[0]} / "
             f"{part['control'].iloc[0]}")  # fmt: skip
 
+    t0 = time.perf_counter()
     output_language(
         model, ev, sets, reliable, seed=cfg.seeds[0], max_new_tokens=cfg.max_new_tokens,
         batch_size=cfg.score_batch, detect=ident.detect, done=have, on_rows=save,
     )  # fmt: skip
+    if spent["forward"]:
+        cost.add("generation", time.perf_counter() - t0, spent["forward"], spent["unembedded"])
     if not frames:
         table = pd.DataFrame()
     else:

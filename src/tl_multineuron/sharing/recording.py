@@ -188,14 +188,21 @@ def encode_prompts(
 
 def pad_ids(model: Any, ids: Sequence[Sequence[int]], side: str = "right") -> tuple[Tensor, Tensor]:
     """Pad token id lists into ``[batch, pos]`` tokens and a 0/1 attention mask."""
-    width = max(len(r) for r in ids)
     pad = getattr(get_tokenizer(model), "pad_token_id", None) or 0
-    tokens = torch.full((len(ids), width), int(pad), dtype=torch.long)
-    mask = torch.zeros((len(ids), width), dtype=torch.long)
+    tokens, mask = pad_tokens(ids, int(pad), left=side != "right")
+    return tokens, mask.long()
+
+
+def pad_tokens(ids: Sequence[Sequence[int]], pad: int, left: bool = False) -> tuple[Tensor, Tensor]:
+    """``[batch, pos]`` tokens padded with ``pad`` (on the left or right) and the boolean mask of
+    real positions."""
+    width = max(len(r) for r in ids)
+    tokens = torch.full((len(ids), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(ids), width), dtype=torch.bool)
     for i, row in enumerate(ids):
-        cols = slice(0, len(row)) if side == "right" else slice(width - len(row), width)
+        cols = slice(width - len(row), width) if left else slice(0, len(row))
         tokens[i, cols] = torch.tensor(row, dtype=torch.long)
-        mask[i, cols] = 1
+        mask[i, cols] = True
     return tokens, mask
 
 

@@ -26,7 +26,7 @@ from torch import Tensor
 
 from ..errors import MultiNeuronError
 from ..experiments.interventions import Intervention
-from ..experiments.neuron_sets import sample_like, static_sets
+from ..experiments.neuron_sets import paired_seeds, sample_like, static_sets
 from ..sharing.statistics import SharingStats
 
 KINDS = ("none", "scale", "mu")
@@ -198,11 +198,10 @@ class SteeringSets:
         if control_seed is None:
             return shared, spec
         taken = self.shared | self.specific.any(0)
+        k_shared, k_spec = paired_seeds(control_seed)
         try:
-            r_shared = sample_like(shared, 2 * int(control_seed), exclude=taken)
-            r_spec = sample_like(
-                spec, 2 * int(control_seed) + 1, exclude=(taken | r_shared).expand_as(spec)
-            )
+            r_shared = sample_like(shared, k_shared, exclude=taken)
+            r_spec = sample_like(spec, k_spec, exclude=(taken | r_shared).expand_as(spec))
         except MultiNeuronError as e:
             raise MultiNeuronError(
                 f"random control (seed {control_seed}) of band [{s}, {e_}): {e}; the static "
