@@ -687,3 +687,33 @@ def test_token_stats_count_hfs_own_gate_activation(gemma, gemma_hf):
         assert int(stats.n_tokens[i]) == n
         # padded batch vs single rows: counts equal up to activations within float noise of 0
         assert (stats.over_zero[i] - want).abs().sum() <= 0.0005 * n * L * gemma.cfg.d_mlp
+
+
+def test_shared_prefixes_score_as_full_passes_on_every_task(gemma, monkeypatch):
+    """Scope ``all`` on the real model: rows (the last two items of every built-in task x its
+    languages, prompt + gold answer as the specificity matrix scores them) that share a
+    few-shot prefix compute it once per condition; every score equals the full passes' (the
+    shared part crosses Gemma 3's 512-token sliding window on no task; the tiny-model tests
+    cross it), and the shared path did run."""
+    from tl_multineuron.experiments import scoring
+    from tl_multineuron.experiments.specificity import text_rows
+
+    if not is_bridge(gemma):
+        pytest.skip("a HookedTransformer has no HF prefix cache")
+    g = torch.Generator().manual_seed(0)
+    S = tlm.NeuronSet(torch.rand(gemma.cfg.n_layers, gemma.cfg.d_mlp, generator=g) < 0.02)
+    edits = [None, lambda b: tlm.deactivate(S), lambda b: tlm.amplify(S, 2.0)]
+    calls = []
+    real = scoring.score_group
+    monkeypatch.setattr(scoring, "score_group", lambda *a, **k: calls.append(1) or real(*a, **k))
+    for task in tlm.list_tasks():
+        ds = tlm.load_task(task)
+        rows, _ = text_rows(gemma, ds.slice(len(ds) - 2))
+        calls.clear()
+        shared = scoring.score_answers(gemma, rows, edits, scope="all", batch_size=16)
+        assert calls, task
+        full = scoring.score_answers(gemma, rows, edits, scope="all", cache="none")
+        for a, b in zip(shared, full, strict=True):
+            torch.testing.assert_close(a.logprob, b.logprob, atol=1e-3, rtol=0)
+            assert torch.equal(a.greedy_match, b.greedy_match), task
+            assert torch.equal(a.first_rank, b.first_rank), task

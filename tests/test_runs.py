@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from helpers import tiny_hf_dir, toy_dataset
@@ -111,3 +112,22 @@ def test_runs_of_other_data_refused_in_one_directory_and_report(setup, tmp_path,
     (out / "run-attribute.json").unlink()
     assert main(["report", str(out)]) == 0
     assert "Built from:" in (out / "report.html").read_text()
+
+
+def test_run_files_and_reports_name_no_machine_path(tmp_path, monkeypatch):
+    """An absolute results directory is recorded by its name in the run file's command and in
+    the report header; a relative one as given; other arguments unchanged."""
+    from tl_multineuron.report.page import build_report
+    from tl_multineuron.runs.directories import RunDir
+
+    out = tmp_path / "results" / "myrun"
+    monkeypatch.setattr(sys, "argv", ["/opt/venv/bin/tl-multineuron", "analyze", "--out",
+                                      str(out), "--model", "/models/m.gguf"])  # fmt: skip
+    run = RunDir(out, {"x": 1})
+    run.write_run({})
+    run.close()
+    (rec,) = [json.loads(f.read_text()) for f in out.glob("run*.json")]
+    assert rec["command"] == "tl-multineuron analyze --out myrun --model /models/m.gguf"
+    assert str(tmp_path) not in build_report(out).read_text()
+    monkeypatch.chdir(tmp_path)
+    assert "results/myrun &middot;" in build_report(Path("results/myrun")).read_text()

@@ -525,6 +525,12 @@ def _all_shared_sentence(rep: _Report, t: pd.DataFrame) -> None:
     )
 
 
+def shown_dir(d: Path) -> str:
+    """A results directory as a report names it: as given when relative, else by its name (a
+    committed report names no path of the machine that made it)."""
+    return str(d) if not d.is_absolute() else d.name
+
+
 def build_report(results_dir: str | Path, out: str | Path | None = None) -> Path:
     """Write ``report.html`` (or ``out``) summarising ``results_dir``; returns its path."""
     d = Path(results_dir)
@@ -581,7 +587,7 @@ def build_report(results_dir: str | Path, out: str | Path | None = None) -> Path
     head = (
         f"<!doctype html><html><head><meta charset='utf-8'><title>tl_multineuron report: "
         f"{html.escape(d.name)}</title><style>{CSS}</style></head><body>"
-        f"<h1>tl_multineuron report</h1><p>{html.escape(str(d.resolve()))} &middot; "
+        f"<h1>tl_multineuron report</h1><p>{html.escape(shown_dir(d))} &middot; "
         f"{time.strftime('%Y-%m-%d %H:%M')} &middot; tl_multineuron {__version__}</p>"
     )
     if rep.problems:

@@ -207,7 +207,7 @@ class RunDir:
         import sys
         import time
 
-        command = shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])
+        command = shlex.join([Path(sys.argv[0]).name, *map(self._shown, sys.argv[1:])])
         write_json(
             self.path / self.run_name,
             {
@@ -218,6 +218,14 @@ class RunDir:
                 **extra,
             },
         )
+
+    def _shown(self, arg: str) -> str:
+        """A command-line argument as the run file records it: the results directory given as
+        an absolute path by its name (run files name no path of the machine that made them)."""
+        if not arg.startswith("/"):
+            return arg
+        here = {self.path.resolve(), self.path.parent.resolve()}
+        return Path(arg).name if Path(arg).resolve() in here else arg
 
     def load_checkpoint(self, loader: Any = SharingStats.load) -> Any:
         """The committed accumulator (or ``None``); per-item shards past it are removed."""
