@@ -348,10 +348,10 @@ def _matrix(model, ev, sets, stats, shared, out, cfg, resume, progress, say, cos
         counts[name] = (name == "none") + len(new) + per_set * len(masks[name])
         seen |= new
     todo = sum(n for name, n in counts.items() if name not in have)
-    rows, _ = text_rows(model, ev)
-    n_fwd, n_unemb = scored_positions(rows, cfg.score_batch)
+    text, _ = text_rows(model, ev)  # the scored rows, for the floor
+    n_fwd, n_unemb = scored_positions(text, cfg.score_batch)
     say(
-        f"{ev.name}: matrix of {todo} conditions x {n_fwd} positions ({len(rows)} rows, shared "
+        f"{ev.name}: matrix of {todo} conditions x {n_fwd} positions ({len(text)} rows, shared "
         f"prefixes computed once): floor {minutes(cost.floor(todo * n_fwd, todo * n_unemb))}"
     )
     t0 = time.perf_counter()
