@@ -717,3 +717,47 @@ def test_shared_prefixes_score_as_full_passes_on_every_task(gemma, monkeypatch):
             torch.testing.assert_close(a.logprob, b.logprob, atol=1e-3, rtol=0)
             assert torch.equal(a.greedy_match, b.greedy_match), task
             assert torch.equal(a.first_rank, b.first_rank), task
+
+
+def test_shared_prompt_prefixes_record_and_score_as_full_passes_on_every_task(gemma, monkeypatch):
+    """Few-shot demonstrations computed once (issue 35) on the real model, every built-in task
+    (its last 2 items x languages): the recording pass's activations equal whole-prompt passes
+    to float rounding and the categories at thresholds 0 and 0.1 differ only where an
+    activation sits within 1e-4 of the threshold; the scorer's scope-``last`` prompt pass
+    shares the prefix and scores as full passes under an edit."""
+    from tl_multineuron.experiments import answer_blocks
+    from tl_multineuron.experiments.scoring import answer_rows, score_answers
+
+    if not is_bridge(gemma):
+        pytest.skip("a HookedTransformer has no HF prefix cache")
+    g = torch.Generator().manual_seed(0)
+    S = tlm.NeuronSet(torch.rand(gemma.cfg.n_layers, gemma.cfg.d_mlp, generator=g) < 0.02)
+    edits = [None, lambda b: tlm.deactivate(S)]
+    used = []
+    real = answer_blocks.continue_prompts
+    monkeypatch.setattr(
+        answer_blocks, "continue_prompts", lambda *a, **k: used.append(r := real(*a, **k)) or r
+    )
+    for task in tlm.list_tasks():
+        ds = tlm.load_task(task)
+        ds = ds.slice(len(ds) - 2)
+        assert set(tlm.language_prefixes(gemma, ds)) == set(ds.languages), task
+        acts = {}
+        for share in (True, False):
+            got = tlm.iter_dataset(gemma, ds, batch_size=2, share_prefixes=share)
+            acts[share] = torch.cat([a for _, a in got])
+        torch.testing.assert_close(acts[True], acts[False], atol=1e-3, rtol=1e-3)
+        for t in (0.0, 0.1):
+            differ = (acts[True] > t) != (acts[False] > t)
+            assert bool(((acts[False][differ] - t).abs() < 1e-4).all()), (task, t)
+        items = [(it, x) for it in ds.items for x in ds.languages]
+        rows = answer_rows(
+            gemma, [it.prompts[x] for it, x in items], [ds.target(it, x) for it, x in items]
+        )
+        used.clear()
+        shared = score_answers(gemma, rows, edits, batch_size=16)
+        assert used and all(u is not None for u in used), task
+        full = score_answers(gemma, rows, edits, cache="none")
+        for a, b in zip(shared, full, strict=True):
+            torch.testing.assert_close(a.logprob, b.logprob, atol=1e-3, rtol=0)
+            assert torch.equal(a.greedy_match, b.greedy_match), task

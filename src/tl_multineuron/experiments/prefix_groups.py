@@ -31,13 +31,10 @@ from torch import Tensor
 
 from ..backends.devices import model_device
 from ..backends.tl_compat import quiet_cache_rename
+from ..sharing.prompt_prefix import MIN_SHARED, PromptPrefixes, keep_one_position, within_window
 from ..sharing.recording import pad_tokens
 from .interventions import BatchShape
 from .site_edits import Hidden, bind_rows, check_fired, fuse_edits
-
-#: Positions a run of rows must share for the shared path (shorter prefixes save less than the
-#: extra pass costs).
-MIN_SHARED = 8
 
 
 @dataclass(frozen=True)
@@ -48,9 +45,11 @@ class PrefixGroup:
     shared: int
 
 
-def _sequences(rows: Any) -> tuple[list[tuple[int, ...]], list[int]]:
-    """Each row's input tokens (prompt + answer minus its last token) and its first scored
-    position."""
+def _sequences(rows: Any, prompts_only: bool = False) -> tuple[list[tuple[int, ...]], list[int]]:
+    """Each row's input tokens (prompt + answer minus its last token; ``prompts_only``: the
+    prompt) and its first scored position."""
+    if prompts_only:
+        return [tuple(p) for p in rows.prompts], [len(p) - 1 for p in rows.prompts]
     seqs = [(*p, *a[:-1]) for p, a in zip(rows.prompts, rows.answers, strict=True)]
     return seqs, [len(p) - 1 for p in rows.prompts]
 
@@ -72,11 +71,13 @@ def _shared(length: int, firsts: list[int]) -> int:
 
 
 def prefix_groups(
-    rows: Any, min_shared: int = MIN_SHARED, max_group: int = 64
+    rows: Any, min_shared: int = MIN_SHARED, max_group: int = 64, prompts_only: bool = False
 ) -> tuple[list[PrefixGroup], list[int]]:
     """Runs of rows that share at least ``min_shared`` positions (at most ``max_group`` rows
-    each), and the rows in none (see the module docstring)."""
-    seqs, firsts = _sequences(rows)
+    each), and the rows in none (see the module docstring). ``prompts_only``: the rows' prompts
+    alone (the scope-``last`` prompt pass: the shared part then ends before every prompt's last
+    token)."""
+    seqs, firsts = _sequences(rows, prompts_only)
     order = sorted(range(len(seqs)), key=lambda r: seqs[r])
     groups: list[PrefixGroup] = []
     alone: list[int] = []
@@ -107,6 +108,37 @@ def prefix_groups(
     if run:
         close(run, length)
     return groups, sorted(alone)
+
+
+def continue_prompts(
+    model: Any,
+    prefixes: PromptPrefixes,
+    index: Tensor,
+    prompts: Sequence[Sequence[int]],
+    suffix: int,
+    pad: int,
+) -> tuple[Any, Tensor] | None:
+    """The KV cache of ``prompts`` minus their last token, prompt ``i`` starting with prefix
+    ``index[i]`` (scope ``last``): a copy of the prefixes' cache, a row each, extended by one
+    pass over the rows' remainders (right-padded), and the cache's 0/1 mask. The pads of
+    shorter prefixes and remainders are gaps before the suffix: exact where the mask and
+    position ids say everything (the whole span, ``suffix`` positions included, inside every
+    sliding window); ``None`` otherwise (the caller runs whole prompts)."""
+    cut = prefixes.lengths[index.cpu()].tolist()
+    own = [list(p[c:-1]) for p, c in zip(prompts, cut, strict=True)]
+    R = max(len(r) for r in own)
+    if not within_window(model, prefixes.width + R + suffix):
+        return None
+    toks, real = pad_tokens(own, pad)
+    kw = prefixes.inputs(index, real.bool())
+    if R:
+        with (
+            torch.inference_mode(),
+            quiet_cache_rename(),
+            model.hooks(fwd_hooks=[("unembed.hook_in", keep_one_position)]),
+        ):
+            model(toks.to(model_device(model)), **kw)
+    return kw["past_key_values"], kw["attention_mask"].cpu()
 
 
 def uniform_edit(iv: Any, model: Any) -> bool:

@@ -36,6 +36,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
+from ..backends.cache_probes import prefix_cache_status, supports_prefix_cache, warn_full_pass
 from ..backends.devices import model_device
 from ..backends.logits import output_logits
 from ..backends.memory import MemoryEstimate, estimate_forward, memory_budget, plan_chunks
@@ -43,16 +44,15 @@ from ..backends.tl_compat import (
     quiet_cache_rename,
 )
 from ..errors import MultiNeuronError
+from ..sharing.prompt_prefix import within_window
 from ..sharing.recording import (
     answer_ids,
     encode_prompts,
     get_tokenizer,
-    last_position_unembed_hooks,
-    pad_tokens,
 )
-from .cache_probes import prefix_cache_status, supports_prefix_cache, warn_full_pass
+from .answer_blocks import AnswerPass, block_pass, shared_blocks
 from .prefix_groups import prefix_groups, score_group, uniform_edit
-from .shared_prefix import fold_mask, folds, within_window
+from .shared_prefix import fold_mask, folds
 from .site_edits import Hidden, bind_rows, check_fired, fuse_edits
 
 SCOPES = ("last", "all")
@@ -175,103 +175,6 @@ def _answer_metrics(
 
 
 # -- batches --------------------------------------------------------------------------------------
-@dataclass
-class _Pass:
-    """One forward's inputs for a block of rows, before tiling over edits."""
-
-    tokens: Tensor  # [n, S]
-    edit_pos: Tensor  # [n, S] where edits apply
-    answer_pos: Tensor  # [n, S] positions whose next token is an answer token
-    gold: Tensor  # [n, S] the answer token predicted at each answer position
-    kwargs: dict  # attention_mask / position_ids (tiled later)
-    cache: Any = None
-    reach: int = 0  # the largest position id of a suffix's first token
-
-
-def block_pass(
-    model: Any, rows: AnswerRows, block: Sequence[int], scope: str, bos: bool, cached: bool
-) -> _Pass:
-    """The inputs of one block's answer pass; ``cached``: the prompts minus their last token
-    run here once, their KV cache kept for every edit (scope ``last``)."""
-    pad = int(getattr(get_tokenizer(model), "pad_token_id", None) or 0)
-    dev = model_device(model)
-    P = [rows.prompts[r] for r in block]
-    A = [rows.answers[r] for r in block]
-    if cached:
-        # prefix: the prompt minus its last token, left-padded (no gaps before the suffix)
-        ptoks, pmask = pad_tokens([p[:-1] for p in P], pad, left=True)
-        ppos = (pmask.long().cumsum(-1) - 1).clamp_min(0)
-        with (
-            torch.inference_mode(),
-            quiet_cache_rename(),
-            model.hooks(fwd_hooks=last_position_unembed_hooks(model, rows="one")),
-        ):
-            _, cache = model(
-                ptoks.to(dev),
-                attention_mask=pmask.long().to(dev),
-                position_ids=ppos.to(dev),
-                return_type="logits_and_cache",
-                use_cache=True,
-            )
-        seqs = [(p[-1], *a[:-1]) for p, a in zip(P, A, strict=True)]
-        toks, smask = pad_tokens(seqs, pad, left=False)
-        S = toks.shape[1]
-        starts = torch.tensor([len(p) - 1 for p in P])
-        pos_ids = starts[:, None] + torch.arange(S)[None]
-        n_ans = torch.tensor([len(a) for a in A])
-        answer_pos = torch.arange(S)[None] < n_ans[:, None]
-        gold = torch.zeros_like(toks)
-        for i, a in enumerate(A):
-            gold[i, : len(a)] = torch.tensor(a)
-        kwargs = {
-            "attention_mask": torch.cat([pmask, smask], 1).long(),
-            "position_ids": pos_ids,
-        }
-        reach = int(starts.max())
-        return _Pass(toks, answer_pos, answer_pos, gold, kwargs, cache, reach)
-    seqs = [(*p, *a[:-1]) for p, a in zip(P, A, strict=True)]
-    toks, real = pad_tokens(seqs, pad, left=False)
-    S = toks.shape[1]
-    ar = torch.arange(S)[None]
-    first = torch.tensor([len(p) - 1 for p in P])[:, None]
-    answer_pos = real & (ar >= first)
-    gold = torch.zeros_like(toks)
-    for i, (p, a) in enumerate(zip(P, A, strict=True)):
-        gold[i, len(p) - 1 : len(p) - 1 + len(a)] = torch.tensor(a)
-    if scope == "last":
-        edit_pos = answer_pos
-    else:
-        edit_pos = real.clone()
-        if not bos:
-            skip = torch.tensor([rows.starts_with_bos(r) for r in block])
-            edit_pos[:, 0] &= ~skip
-    return _Pass(toks, edit_pos, answer_pos, gold, {})
-
-
-def plan_blocks(
-    rows: AnswerRows, batch_size: int, fits: Callable[[int, int], bool] | None = None
-) -> list[list[int]]:
-    """The scorer's blocks of rows: sorted by answer then prompt length (less padding), a new
-    block when one holds ``batch_size`` rows, when the answer length changes (no padding among
-    the answer positions) or when ``fits(n_rows, width)`` says the next row would not fit."""
-    width = [len(p) + len(a) for p, a in zip(rows.prompts, rows.answers, strict=True)]
-    order = sorted(range(len(rows)), key=lambda r: (len(rows.answers[r]), len(rows.prompts[r])))
-    blocks: list[list[int]] = []
-    for r in order:
-        if (
-            not blocks
-            or len(blocks[-1]) == batch_size
-            or (len(rows.answers[r]) != len(rows.answers[blocks[-1][0]]))
-            or (
-                fits is not None
-                and not fits(len(blocks[-1]) + 1, max(width[x] for x in (*blocks[-1], r)))
-            )
-        ):
-            blocks.append([])
-        blocks[-1].append(r)
-    return blocks
-
-
 def score_answers(
     model: Any,
     rows: AnswerRows,
@@ -311,8 +214,8 @@ def score_answers(
         if shared is not None:
             return shared
     out = _buffers(rows, len(edits))
-    blocks = plan_blocks(rows, batch_size, plan.fits)
-    passes = [(b, g) for b in blocks for g in plan.edit_groups(b, len(edits), max_rows)]
+    blocks = shared_blocks(model, rows, batch_size, plan.cached, plan.fits)
+    passes = [(b, g) for b in blocks for g in plan.edit_groups(b[0], len(edits), max_rows)]
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -320,9 +223,10 @@ def score_answers(
         bar = tqdm(total=len(passes), desc="scoring", unit="pass")
     try:
         bp, last = None, None
-        for block, group in passes:
+        for (block, prefix), group in passes:
             if block is not last:  # the block's inputs (and prefix cache) once for its groups
-                bp, last = block_pass(model, rows, block, scope, include_bos, plan.cached), block
+                bp = block_pass(model, rows, block, scope, include_bos, plan.cached, prefix())
+                last = block
             vals = _run_group(model, bp, block, [edits[e] for e in group], plan)
             for e, v in zip(group, vals, strict=True):
                 _scatter(out[e], block, bp.answer_pos, *v)
@@ -400,7 +304,7 @@ def _plan(model, rows, edits, scope, cache, batch_size, max_rows, chunk, max_mem
 
 
 def _run_group(
-    model: Any, bp: _Pass, block: list[int], edits: list, plan: _ScorePlan
+    model: Any, bp: AnswerPass, block: list[int], edits: list, plan: _ScorePlan
 ) -> list[tuple[Tensor, ...]]:
     """One answer pass over ``block`` for ``C = len(edits)`` edits (tiled ``C x n`` rows, or
     folded into the positions of one row each); per edit, :func:`_answer_metrics`' outputs at

@@ -26,10 +26,10 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from ..backends.cache_probes import once_per_model
 from ..backends.devices import model_device
-from ..backends.tl_compat import quiet_cache_rename, sliding_window
+from ..backends.tl_compat import quiet_cache_rename
 from ..sharing.recording import get_tokenizer
-from .cache_probes import once_per_model
 
 _FOLD_OK: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -50,14 +50,6 @@ def fold_mask(
     allow = torch.cat([prefix[:, None, :].expand(n, C * S, P), own], -1)
     out = torch.zeros(allow.shape, dtype=dtype, device=attention_mask.device)
     return out.masked_fill_(~allow, torch.finfo(dtype).min)[:, None]
-
-
-def within_window(model: Any, span: int) -> bool:
-    """Whether rows of ``span`` positions (the last query's position id + 1) fit strictly inside
-    every sliding attention window of ``model``, so that a custom mask, which replaces the
-    window, changes nothing (no window: always)."""
-    window = sliding_window(model)
-    return window is None or span < window
 
 
 def folds(model: Any) -> bool:

@@ -12,7 +12,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from ..errors import MultiNeuronError
-from ..sharing.recording import keep_one_position
+from ..sharing.prompt_prefix import keep_one_position
 from .interventions import BatchShape
 
 

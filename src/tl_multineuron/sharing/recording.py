@@ -33,8 +33,18 @@ from ..backends.sites import (
     site_transforms,
     site_width,
 )
+from ..backends.tl_compat import quiet_cache_rename
 from ..data.datasets import ParallelDataset
 from ..errors import MultiNeuronError
+from .prompt_prefix import (
+    MIN_SHARED,
+    PromptPrefixes,
+    attached_hooks,
+    common_length,
+    keep_one_position,
+    prefix_status,
+    within_window,
+)
 
 TOKEN_MODES = ("last", "all")
 AGGREGATIONS = ("mean", "max", "any")
@@ -234,12 +244,6 @@ def _keep_last_position(x: Tensor, hook: Any) -> Tensor:
     return x[:, -1:]
 
 
-def keep_one_position(x: Tensor, hook: Any = None) -> Tensor:
-    """``unembed.hook_in`` hook of a pass whose logits nobody reads (it is run for its KV cache
-    or its hidden states): the model unembeds one position of one row."""
-    return x[:1, -1:]
-
-
 def last_position_unembed_hooks(model: Any, rows: str = "all") -> list[tuple[str, Any]]:
     """A hook that unembeds only the last position (when the model has ``unembed.hook_in``):
     callers that read only ``logits[:, -1]`` skip the vocab-sized product elsewhere. ``rows``:
@@ -307,10 +311,21 @@ def record_with(
     config: RecordingConfig | None = None,
     extra_hooks: Sequence[str] = (),
     attention: str = "auto",
+    *,
+    prefix: tuple[PromptPrefixes, Int[Tensor, " batch"]] | None = None,
 ) -> tuple[Float[Tensor, "batch layer d_mlp"], dict[str, Float[Tensor, "batch width"]]]:
     """:func:`record`, plus the values of ``extra_hooks`` (full ``blocks.{l}.…`` names) at each
-    row's last real token, in the same forward pass."""
+    row's last real token, in the same forward pass.
+
+    ``prefix``: ``(prefixes, index)``, row ``i`` of ``batch`` continues prefix ``index[i]``
+    (``batch`` holds only the remainders; see :mod:`tl_multineuron.sharing.prompt_prefix`);
+    ``token="last"`` only."""
     config = config or RecordingConfig()
+    if prefix is not None and config.token != "last":
+        raise MultiNeuronError(
+            f"a shared prefix needs token mode 'last', not {config.token!r}: the aggregate "
+            "would leave out the prefix's positions"
+        )
     names = config.hook_names(model)
     layers = config.layer_indices(model)
     extra = list(dict.fromkeys(extra_hooks))
@@ -378,14 +393,18 @@ def record_with(
     hooks = [(n, make_hook(k)) for k, n in enumerate(names)]
     hooks += [(n, make_extra(k, n)) for k, n in enumerate(extra)]
     width = batch.tokens.shape[1]
+    kwargs: dict[str, Any] = {}
+    if prefix is not None:
+        kwargs = prefix[0].inputs(prefix[1], batch.mask())
     with torch.inference_mode():
         try:
             with (
                 efficient_attention(model, attention),
                 running_batch(batch.lengths, width, "right"),
                 model.hooks(fwd_hooks=hooks),
+                quiet_cache_rename(),
             ):
-                model(batch.tokens)
+                model(batch.tokens, **kwargs)
         except StopForward:
             note_stop(stop_layer)
     if out is None or not all(fired):
@@ -413,6 +432,7 @@ def iter_dataset(
     *,
     max_memory: int | str | None = None,
     attention: str = "auto",
+    share_prefixes: bool = True,
 ) -> Iterator[tuple[int, Float[Tensor, "item lang layer d_mlp"]]]:
     """Yield ``(first_item_index, activations)`` for consecutive item batches (see
     :func:`iter_dataset_with`)."""
@@ -425,6 +445,7 @@ def iter_dataset(
         progress,
         max_memory=max_memory,
         attention=attention,
+        share_prefixes=share_prefixes,
     ):
         yield s, acts
 
@@ -440,6 +461,7 @@ def iter_dataset_with(
     extra_hooks: Sequence[str] = (),
     max_memory: int | str | None = None,
     attention: str = "auto",
+    share_prefixes: bool = True,
 ) -> Iterator[tuple[int, Float[Tensor, "item lang layer d_mlp"], dict[str, Tensor]]]:
     """Yield ``(first_item_index, activations)`` for consecutive item batches.
 
@@ -447,6 +469,11 @@ def iter_dataset_with(
     Before a batch runs, its peak memory is estimated (:mod:`tl_multineuron.backends.memory`); a
     batch that would not fit the budget (``max_memory``, else 80% of the device's free memory) is
     split, and a prompt that cannot fit on its own is an error naming its item and language.
+
+    ``share_prefixes``: where a language's prompts share a prefix (few-shot demonstrations), it
+    runs once and every batch runs only the prompts' remainders against its KV cache (the rule
+    and where it applies: :mod:`tl_multineuron.sharing.prompt_prefix`); ``False`` runs whole
+    prompts always.
     """
     if batch_size < 1:
         raise MultiNeuronError(f"batch_size must be >= 1, got {batch_size}")
@@ -456,6 +483,8 @@ def iter_dataset_with(
     langs = dataset.languages
     impl = attention_implementation(model, attention)
     budget = memory_budget(model_device(model), max_memory)
+    shared = language_prefixes(model, dataset, config) if share_prefixes else {}
+    prefixes: PromptPrefixes | None = None  # every language's prefix, one pass, on first use
 
     def estimate(n: int, width: int):
         return estimate_forward(model, n, width, impl)
@@ -471,22 +500,95 @@ def iter_dataset_with(
             prompts = [it.prompts[x] for it in items for x in langs]
             labels = [f"item {it.item_id!r}, language {x!r}" for it in items for x in langs]
             ids = encode_prompts(model, prompts, labels)
-            chunks = plan_chunks([len(r) for r in ids], estimate, budget, labels)
-            parts = [
-                record_with(model, token_batch(model, ids[a:b]), config, extra_hooks, impl)
-                for a, b in chunks
-            ]
-            acts = torch.cat([p[0] for p in parts])
-            extras = {
-                h: torch.cat([p[1][h] for p in parts]).reshape(len(items), len(langs), -1)
-                for h in extra_hooks
-            }
+            row_lang = [x for _ in items for x in langs]
+            on = [r for r, x in enumerate(row_lang) if x in shared] if shared else []
+            if on and prefixes is None and not attached_hooks(model):
+                first = [ids[langs.index(x)][: shared[x]] for x in shared]
+                prefixes = PromptPrefixes.compute(model, first, impl)
+            own = max((len(ids[r]) - shared[row_lang[r]] for r in on), default=0)
+            if (
+                prefixes is None
+                or attached_hooks(model)
+                or not within_window(model, prefixes.width + own)
+            ):
+                on = []
+            groups: list[tuple[list[int], PromptPrefixes | None, list[int]]] = []
+            plain = sorted(set(range(len(ids))) - set(on))
+            if plain:
+                groups.append((plain, None, []))
+            if on:
+                order = list(shared)
+                groups.append((on, prefixes, [order.index(row_lang[r]) for r in on]))
+            acts, extras = _record_groups(
+                model, ids, labels, groups, config, extra_hooks, impl, estimate, budget
+            )
+            extras = {h: v.reshape(len(items), len(langs), -1) for h, v in extras.items()}
             yield s, acts.reshape(len(items), len(langs), *acts.shape[1:]), extras
             if bar is not None:
                 bar.update(len(items))
     finally:
         if bar is not None:
             bar.close()
+
+
+def _record_groups(
+    model: Any,
+    ids: list[list[int]],
+    labels: list[str],
+    groups: list[tuple[list[int], PromptPrefixes | None, list[int]]],
+    config: RecordingConfig,
+    extra_hooks: Sequence[str],
+    impl: str,
+    estimate: Any,
+    budget: int,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """Record the rows of each group (whole prompts, or remainders that continue the prefixes
+    the group's index names) in memory-planned chunks; the results in the rows' original
+    order."""
+    parts, order = [], []
+    for rows, prefixes, index in groups:
+        cut = prefixes.lengths[index].tolist() if prefixes is not None else [0] * len(rows)
+        own = [ids[r][c:] for r, c in zip(rows, cut, strict=True)]
+        full = [len(ids[r]) for r in rows]  # memory: planned as whole prompts (an upper bound)
+        for a, b in plan_chunks(full, estimate, budget, [labels[r] for r in rows]):
+            at = (prefixes, torch.tensor(index[a:b])) if prefixes is not None else None
+            batch = token_batch(model, own[a:b])
+            parts.append(record_with(model, batch, config, extra_hooks, impl, prefix=at))
+        order += rows
+    where = torch.empty(len(order), dtype=torch.long)
+    where[torch.tensor(order)] = torch.arange(len(order))
+    acts = torch.cat([p[0] for p in parts])
+    extras = {h: torch.cat([p[1][h] for p in parts]) for h in extra_hooks}
+    if order != sorted(order):
+        acts = acts[where.to(acts.device)]
+        extras = {h: v[where.to(v.device)] for h, v in extras.items()}
+    return acts, extras
+
+
+def language_prefixes(
+    model: Any, dataset: ParallelDataset, config: RecordingConfig | None = None
+) -> dict[str, int]:
+    """Per language, the length of the prompt prefix that recording passes over ``dataset``
+    compute once (:mod:`~tl_multineuron.sharing.prompt_prefix`); languages without one, and
+    every language where the shared path does not apply, are left out."""
+    config = config or RecordingConfig()
+    if not prefix_status(model, config.token)[0] or len(dataset) < 2:
+        return {}
+    out = {}
+    for x in dataset.languages:  # streamed: one prompt's tokens held at a time
+        common: list[int] | None = None
+        shortest = 0
+        for it in dataset.items:
+            row = encode(model, it.prompts[x])
+            if common is None:
+                common, shortest = row, len(row)
+                continue
+            common = common[: common_length([common, row])]
+            shortest = min(shortest, len(row))
+        n = min(len(common or []), shortest - 1)
+        if n >= MIN_SHARED:
+            out[x] = n
+    return out
 
 
 def token_activations(

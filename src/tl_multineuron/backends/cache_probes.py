@@ -11,10 +11,9 @@ from typing import Any, TypeVar
 
 import torch
 
-from ..backends.devices import model_device
-from ..backends.tl_compat import align_cache_kwarg, hf_model, is_bridge, quiet_cache_rename
-from ..backends.versions import stack_text
-from ..sharing.recording import get_tokenizer
+from .devices import model_device
+from .tl_compat import align_cache_kwarg, hf_model, is_bridge, quiet_cache_rename
+from .versions import stack_text
 
 T = TypeVar("T")
 
@@ -54,7 +53,8 @@ def _probe_prefix_cache(model: Any) -> tuple[bool, str]:
     """Run a bridge's cached forward on a 3-token input (see :func:`prefix_cache_status`)."""
     align_cache_kwarg(model)
     dev = model_device(model)
-    toks = torch.tensor([[get_tokenizer(model).bos_token_id or 0, 5, 6]], device=dev)
+    bos = getattr(getattr(model, "tokenizer", None), "bos_token_id", None)
+    toks = torch.tensor([[bos or 0, 5, 6]], device=dev)
     try:
         with torch.inference_mode(), quiet_cache_rename():
             out = model(toks[:, :2], return_type="logits_and_cache", use_cache=True)

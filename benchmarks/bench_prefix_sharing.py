@@ -1,0 +1,128 @@
+"""Shared prompt prefixes computed once, per built-in task, against whole prompts, in one run.
+
+For every built-in task (the first ``--items`` items x its languages), two passes are timed
+with the shared prefix (``sharing.prompt_prefix``: each language's few-shot demonstrations run
+once) and without it:
+
+* recording: :func:`tl_multineuron.iter_dataset` (the pass behind ``analyze``, the grid's and
+  attribution's recording), ``share_prefixes=True`` vs ``False``, batch 8 items;
+* scorer prompt pass: the scorer's scope-``last`` prefix-cache pass over the task's rows
+  (prompts minus their last token; ``answer_blocks.block_pass`` over its blocks of 64 rows),
+  shared-prefix blocks vs the plain left-padded blocks.
+
+Tokens computed are real tokens (pads not counted): whole prompts, or each prompt's remainder
+plus each shared prefix once. A zero-shot case follows: the same items with only each prompt's
+last block (after its last blank line, or last line), where nothing long is shared; its target
+is no slowdown (<= 1.03x). Targets (issue "shared prompt prefixes"): recording >= 4x faster on
+nli and qa. Run with nothing else on the machine.
+
+    python benchmarks/bench_prefix_sharing.py [--model gemma-3-270m] [--items 24]
+        [--tasks nli,qa,...] [--repeat 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+import tl_multineuron as tlm
+from tl_multineuron.backends.versions import versions_line
+from tl_multineuron.data.datasets import ParallelDataset, ParallelItem
+from tl_multineuron.experiments.answer_blocks import block_pass, plan_blocks, shared_blocks
+from tl_multineuron.experiments.prefix_groups import prefix_groups
+from tl_multineuron.experiments.scoring import answer_rows
+from tl_multineuron.sharing.recording import encode
+
+
+def timed(fn, repeat: int) -> float:
+    """The best of ``repeat`` runs (seconds)."""
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def zero_shot(ds: ParallelDataset) -> ParallelDataset:
+    """Each prompt's last block: no demonstrations."""
+
+    def last(text: str) -> str:
+        return text.rsplit("\n\n", 1)[-1] if "\n\n" in text else text.rsplit("\n", 1)[-1]
+
+    items = tuple(
+        ParallelItem(it.item_id, {x: last(p) for x, p in it.prompts.items()}, it.answers, it.task)
+        for it in ds.items
+    )
+    return ParallelDataset(items, ds.languages, ds.name + "-zero-shot", ds.answer_delimiter)
+
+
+def recording(model, ds: ParallelDataset, repeat: int) -> tuple[float, float, int, int]:
+    """Seconds shared, seconds whole, tokens shared, tokens whole."""
+    whole = sum(len(encode(model, it.prompts[x])) for it in ds.items for x in ds.languages)
+    shared = tlm.language_prefixes(model, ds)
+    saved = sum(n * (len(ds) - 1) for n in shared.values())
+
+    def run(share: bool) -> None:
+        for _ in tlm.iter_dataset(model, ds, batch_size=8, share_prefixes=share):
+            pass
+
+    return timed(lambda: run(True), repeat), timed(lambda: run(False), repeat), whole - saved, whole
+
+
+def prompt_pass(model, ds: ParallelDataset, repeat: int) -> tuple[float, float, int, int]:
+    """The scorer's prefix-cache prompt pass, shared-prefix blocks vs plain blocks."""
+    items = [(it, x) for it in ds.items for x in ds.languages]
+    rows = answer_rows(
+        model, [it.prompts[x] for it, x in items], [ds.target(it, x) for it, x in items]
+    )
+    plain = plan_blocks(rows, 64)
+    whole = sum(len(p) - 1 for p in rows.prompts)
+    groups, _ = prefix_groups(rows, max_group=len(rows), prompts_only=True)
+    computed = whole - sum(g.shared * (len(g.rows) - 1) for g in groups)
+
+    def run(blocks) -> None:
+        for block, prefix in blocks:
+            block_pass(model, rows, block, "last", False, True, prefix())
+
+    def fresh():  # new prefixes each run: their own pass is part of the cost
+        return shared_blocks(model, rows, 64, True, lambda n, w: True)
+
+    t_shared = timed(lambda: run(fresh()), repeat)
+    t_plain = timed(lambda: run([(b, lambda: None) for b in plain]), repeat)
+    return t_shared, t_plain, computed, whole
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default="gemma-3-270m")
+    ap.add_argument("--items", type=int, default=24)
+    ap.add_argument("--tasks", default=",".join(tlm.list_tasks()))
+    ap.add_argument("--repeat", type=int, default=2)
+    args = ap.parse_args()
+    model = tlm.load_model(args.model)
+    print(versions_line(), flush=True)
+    print(f"model {args.model}; torch threads {torch.get_num_threads()}; first {args.items} items")
+    head = "| task | pass | tokens whole | tokens shared | whole (s) | shared (s) | speed-up |"
+    print(head)
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+    for task in args.tasks.split(","):
+        ds = tlm.load_task(task).head(args.items)
+        cases = [
+            ("recording", ds, recording),
+            ("scorer prompt pass", ds, prompt_pass),
+            ("recording, zero-shot", zero_shot(ds), recording),
+        ]
+        for name, d, fn in cases:
+            t_s, t_w, n_s, n_w = fn(model, d, args.repeat)
+            print(
+                f"| {task} | {name} | {n_w:,} | {n_s:,} | {t_w:.2f} | {t_s:.2f} | "
+                f"{t_w / t_s:.2f}x |",
+                flush=True,
+            )
+
+
+if __name__ == "__main__":
+    main()
