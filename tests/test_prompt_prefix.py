@@ -146,7 +146,8 @@ def test_common_length():
 def test_scorer_prompt_pass_shares_prefixes_and_equals_full_passes(cached_model, monkeypatch):
     """Scope ``last``: rows whose prompts share a few-shot prefix run it once (all groups'
     prefixes in one pass) and then their remainders; scores equal full passes for 1- and
-    2-token answers (folded and tiled suffixes) under several edits, per-row sets included.
+    2-token answers (folded and tiled suffixes) under several edits, per-row sets included; a
+    run of rows under half a block (the second short group's) takes plain blocks.
     A long prefix plus a remainder would cross the tiny Gemma's 16-token sliding window with
     gaps in the cache, so there that group's blocks take whole prompts."""
     import tl_multineuron.experiments.answer_blocks as blocks
@@ -159,7 +160,7 @@ def test_scorer_prompt_pass_shares_prefixes_and_equals_full_passes(cached_model,
         "gh: ij\nkl: no",
     ]
     long = [DEMO["en"] + w + ":" for w in ("hot", "big", "left")] + ["solo"]
-    answers = ["x", " y", "z", " w", "p", " q", " cold", "s", " right", " a"]
+    answers = ["x", " y", "z", " w", "p", " q", "s", "t", "u", " a"]
     L, D = model.cfg.n_layers, model.cfg.d_mlp
     g = torch.Generator().manual_seed(2)
     sets = [NeuronSet(torch.rand(L, D, generator=g) < 0.3) for _ in range(2)]
