@@ -8,7 +8,8 @@ once) and without it:
   attribution's recording), ``share_prefixes=True`` vs ``False``, batch 8 items;
 * scorer prompt pass: the scorer's scope-``last`` prefix-cache pass over the task's rows
   (prompts minus their last token; ``answer_blocks.block_pass`` over its blocks of 64 rows),
-  shared-prefix blocks vs the plain left-padded blocks.
+  its blocks (``shared_blocks``: shared-prefix blocks where a prefix group's rows of one answer
+  length fill half a block) vs the plain left-padded blocks.
 
 Tokens computed are real tokens (pads not counted): whole prompts, or each prompt's remainder
 plus each shared prefix once. A zero-shot case follows: the same items with only each prompt's
@@ -23,27 +24,16 @@ nli and qa. Run with nothing else on the machine.
 from __future__ import annotations
 
 import argparse
-import time
 
 import torch
+from bench_specificity import timed  # the best of a few runs, as every bench here
 
 import tl_multineuron as tlm
 from tl_multineuron.backends.versions import versions_line
 from tl_multineuron.data.datasets import ParallelDataset, ParallelItem
 from tl_multineuron.experiments.answer_blocks import block_pass, plan_blocks, shared_blocks
-from tl_multineuron.experiments.prefix_groups import prefix_groups
 from tl_multineuron.experiments.scoring import answer_rows
 from tl_multineuron.sharing.recording import encode
-
-
-def timed(fn, repeat: int) -> float:
-    """The best of ``repeat`` runs (seconds)."""
-    best = float("inf")
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
 
 
 def zero_shot(ds: ParallelDataset) -> ParallelDataset:
@@ -80,8 +70,14 @@ def prompt_pass(model, ds: ParallelDataset, repeat: int) -> tuple[float, float, 
     )
     plain = plan_blocks(rows, 64)
     whole = sum(len(p) - 1 for p in rows.prompts)
-    groups, _ = prefix_groups(rows, max_group=len(rows), prompts_only=True)
-    computed = whole - sum(g.shared * (len(g.rows) - 1) for g in groups)
+    computed, seen = 0, set()
+    for block, prefix in shared_blocks(model, rows, 64, True, lambda n, w: True):
+        shared = prefix()  # (prefixes, index) for a shared block, None for a plain one
+        cut = int(shared[0].lengths[0]) if shared is not None else 0
+        computed += sum(len(rows.prompts[r]) - 1 - cut for r in block)
+        if shared is not None and id(shared[0]) not in seen:
+            seen.add(id(shared[0]))
+            computed += cut  # the prefix itself, once
 
     def run(blocks) -> None:
         for block, prefix in blocks:
