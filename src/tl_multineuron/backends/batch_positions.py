@@ -15,7 +15,7 @@ later layer "never fired".
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 
@@ -93,3 +93,16 @@ def note_stop(last_layer: int) -> None:
     stops = _STOPS.get()
     if stops is not None:
         stops.append(int(last_layer))
+
+
+def pad_tokens(ids: Sequence[Sequence[int]], pad: int, left: bool = False) -> tuple[Tensor, Tensor]:
+    """``[batch, pos]`` tokens padded with ``pad`` (on the left or right) and the boolean mask of
+    real positions."""
+    width = max(len(r) for r in ids)
+    tokens = torch.full((len(ids), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(ids), width), dtype=torch.bool)
+    for i, row in enumerate(ids):
+        cols = slice(width - len(row), width) if left else slice(0, len(row))
+        tokens[i, cols] = torch.tensor(row, dtype=torch.long)
+        mask[i, cols] = True
+    return tokens, mask

@@ -40,6 +40,7 @@ from jaxtyping import Bool, Int
 from torch import Tensor
 
 from ..backends.attention import efficient_attention
+from ..backends.batch_positions import pad_tokens
 from ..backends.cache_probes import prefix_cache_status
 from ..backends.devices import model_device
 from ..backends.tl_compat import quiet_cache_rename, sliding_window
@@ -125,12 +126,9 @@ class PromptPrefixes:
         position) and keep its cache."""
         dev = model_device(model)
         pad = int(getattr(getattr(model, "tokenizer", None), "pad_token_id", None) or 0)
-        width = max(len(p) for p in prefixes)
-        toks = torch.full((len(prefixes), width), pad, dtype=torch.long)
-        for i, p in enumerate(prefixes):
-            toks[i, : len(p)] = torch.tensor(list(p), dtype=torch.long)
-        lengths = torch.tensor([len(p) for p in prefixes], dtype=torch.long)
-        real = torch.arange(width)[None] < lengths[:, None]
+        toks, real = pad_tokens(prefixes, pad)
+        width = toks.shape[1]
+        lengths = real.sum(1)
         one = [("unembed.hook_in", keep_one_position)]
         with (
             torch.inference_mode(),

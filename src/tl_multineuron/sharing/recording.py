@@ -20,7 +20,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from ..backends.attention import attention_implementation, efficient_attention
-from ..backends.batch_positions import note_stop, running_batch
+from ..backends.batch_positions import note_stop, pad_tokens, running_batch
 from ..backends.devices import model_device
 from ..backends.experts import is_moe_site
 from ..backends.memory import estimate_forward, memory_budget, plan_chunks
@@ -201,19 +201,6 @@ def pad_ids(model: Any, ids: Sequence[Sequence[int]], side: str = "right") -> tu
     pad = getattr(get_tokenizer(model), "pad_token_id", None) or 0
     tokens, mask = pad_tokens(ids, int(pad), left=side != "right")
     return tokens, mask.long()
-
-
-def pad_tokens(ids: Sequence[Sequence[int]], pad: int, left: bool = False) -> tuple[Tensor, Tensor]:
-    """``[batch, pos]`` tokens padded with ``pad`` (on the left or right) and the boolean mask of
-    real positions."""
-    width = max(len(r) for r in ids)
-    tokens = torch.full((len(ids), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(ids), width), dtype=torch.bool)
-    for i, row in enumerate(ids):
-        cols = slice(width - len(row), width) if left else slice(0, len(row))
-        tokens[i, cols] = torch.tensor(row, dtype=torch.long)
-        mask[i, cols] = True
-    return tokens, mask
 
 
 def answer_ids(
