@@ -7,9 +7,9 @@ once) and without it:
 * recording: :func:`tl_multineuron.iter_dataset` (the pass behind ``analyze``, the grid's and
   attribution's recording), ``share_prefixes=True`` vs ``False``, batch 8 items;
 * scorer prompt pass: the scorer's scope-``last`` prefix-cache pass over the task's rows
-  (prompts minus their last token; ``answer_blocks.block_pass`` over its blocks of 64 rows),
-  its blocks (``shared_blocks``: shared-prefix blocks where a prefix group's rows of one answer
-  length fill half a block) vs the plain left-padded blocks.
+  (prompts minus their last token; ``answer_blocks.block_pass`` over its blocks of 64 rows):
+  the same blocks, with every prefix group's prefix run once and the rows' remainders continuing
+  it (``shared_blocks``, the cache compacted to the plain layout) vs whole prompts.
 
 Tokens computed are real tokens (pads not counted): whole prompts, or each prompt's remainder
 plus each shared prefix once. A zero-shot case follows: the same items with only each prompt's
@@ -72,12 +72,15 @@ def prompt_pass(model, ds: ParallelDataset, repeat: int) -> tuple[float, float, 
     whole = sum(len(p) - 1 for p in rows.prompts)
     computed, seen = 0, set()
     for block, prefix in shared_blocks(model, rows, 64, True, lambda n, w: True):
-        shared = prefix()  # (prefixes, index) for a shared block, None for a plain one
-        cut = int(shared[0].lengths[0]) if shared is not None else 0
-        computed += sum(len(rows.prompts[r]) - 1 - cut for r in block)
-        if shared is not None and id(shared[0]) not in seen:
-            seen.add(id(shared[0]))
-            computed += cut  # the prefix itself, once
+        shared = prefix()  # (prefixes, index) where a block's rows continue prefixes, else None
+        cuts = [0] * len(block)
+        if shared is not None:
+            lengths, index = shared[0].lengths, shared[1]
+            cuts = torch.where(index >= 0, lengths[index.clamp_min(0)], 0).tolist()
+            if id(shared[0]) not in seen:
+                seen.add(id(shared[0]))
+                computed += int(lengths.sum())  # every prefix itself, once
+        computed += sum(len(rows.prompts[r]) - 1 - c for r, c in zip(block, cuts, strict=True))
 
     def run(blocks) -> None:
         for block, prefix in blocks:

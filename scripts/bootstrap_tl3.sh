@@ -11,6 +11,6 @@ fi
 python -m pip install -q "pip==26.3"
 # The tested versions, exactly (src/tl_multineuron/requirements/tl3.lock, from scripts/lock.sh):
 # SAELens caps TransformerLens below 4, so the lock holds the 3.x line (HookedTransformer).
-python -m pip install -q -r src/tl_multineuron/requirements/tl3.lock
-python -m pip install -q --no-deps -e .
+python -m pip install -q --no-compile -r src/tl_multineuron/requirements/tl3.lock
+python -m pip install -q --no-compile --no-deps -e .
 python -c "import transformer_lens, sae_lens, tl_multineuron; from importlib.metadata import version; print('TL', version('transformer-lens'), '| SAELens', version('sae-lens'))"

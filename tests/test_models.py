@@ -49,3 +49,31 @@ def test_smollm2_gguf_checks_the_file(tmp_path, monkeypatch):
     with pytest.raises(MultiNeuronError, match="sha256"):
         smollm2_gguf()
     assert not list((tmp_path / "cache" / "downloads").glob("*.gguf"))
+
+
+def test_a_gguf_is_parsed_once_per_conversion(tmp_path):
+    """transformers opens a GGUF three times (tokenizer, config, weights); within a conversion
+    the reader is made once per file and the real ``gguf.GGUFReader`` is back afterwards."""
+    import gguf
+    import numpy as np
+
+    from tl_multineuron.backends.models import one_gguf_reader
+
+    paths = [tmp_path / "a.gguf", tmp_path / "b.gguf"]
+    for i, p in enumerate(paths):
+        w = gguf.GGUFWriter(str(p), "llama")
+        w.add_uint32("test.value", i)
+        w.add_tensor("t", np.arange(4, dtype=np.float32) + i)
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
+    real = gguf.GGUFReader
+    with one_gguf_reader():
+        a1, a2 = gguf.GGUFReader(paths[0]), gguf.GGUFReader(str(paths[0]))
+        b = gguf.GGUFReader(paths[1])
+        assert a1 is a2 and a1 is not b
+        assert int(b.fields["test.value"].parts[-1][0]) == 1
+        assert b.tensors[0].data.tolist() == [1.0, 2.0, 3.0, 4.0]
+    assert gguf.GGUFReader is real
+    assert gguf.GGUFReader(paths[0]) is not gguf.GGUFReader(paths[0])

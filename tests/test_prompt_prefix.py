@@ -18,7 +18,7 @@ from tl_multineuron import (
 )
 from tl_multineuron.backends.tl_compat import sliding_window
 from tl_multineuron.sharing.prompt_prefix import PromptPrefixes, common_length, prefix_status
-from tl_multineuron.sharing.recording import language_prefixes, tokenize
+from tl_multineuron.sharing.recording import encode_prompts, language_prefixes, tokenize
 
 DEMO = {
     "en": "dog: cat\nsun: moon\nred: blue\nup: down\n",
@@ -145,11 +145,11 @@ def test_common_length():
 
 def test_scorer_prompt_pass_shares_prefixes_and_equals_full_passes(cached_model, monkeypatch):
     """Scope ``last``: rows whose prompts share a few-shot prefix run it once (all groups'
-    prefixes in one pass) and then their remainders; scores equal full passes for 1- and
-    2-token answers (folded and tiled suffixes) under several edits, per-row sets included; a
-    run of rows under half a block (the second short group's) takes plain blocks.
-    A long prefix plus a remainder would cross the tiny Gemma's 16-token sliding window with
-    gaps in the cache, so there that group's blocks take whole prompts."""
+    prefixes in one pass) and then their remainders, in the plain blocks (a row in no group,
+    "solo", continues none beside rows that do); scores equal full passes for 1- and 2-token
+    answers (folded and tiled suffixes) under several edits, per-row sets included. The long
+    prefix plus a remainder would cross the tiny Gemma's 16-token sliding window with gaps in
+    the cache, so there every block of that call takes whole prompts."""
     import tl_multineuron.experiments.answer_blocks as blocks
     from tl_multineuron import Intervention, amplify
     from tl_multineuron.experiments.scoring import answer_rows, score_answers
@@ -182,10 +182,40 @@ def test_scorer_prompt_pass_shares_prefixes_and_equals_full_passes(cached_model,
         got = score_answers(model, rows, edits, batch_size=3)
         taken = {u is not None for u in used}
         windowed = sliding_window(model) is not None
-        # the tiny Gemma refuses the long group's blocks, not the short ones'
-        assert taken == ({True, False} if windowed and prompts != short else {True})
+        # the tiny Gemma refuses the call with the long group, not the short one
+        assert taken == ({False} if windowed and prompts != short else {True})
         want = score_answers(model, rows, edits, cache="none")
         for a, b in zip(got, want, strict=True):
             torch.testing.assert_close(a.logprob, b.logprob, atol=1e-4, rtol=0)
             assert torch.equal(a.greedy_match, b.greedy_match)
             assert torch.equal(a.first_rank, b.first_rank)
+
+
+def test_continued_cache_is_compacted_to_the_plain_layout(cached_model):
+    """Rows continuing two prefixes of different lengths and a row continuing none: after the
+    remainders run, the cache and mask are the left-padded prompt pass's (same width, keys and
+    values equal at every real position, to float rounding)."""
+    from tl_multineuron.backends.batch_positions import pad_tokens
+    from tl_multineuron.experiments.prefix_groups import continue_prompts
+
+    model = cached_model
+    tok = encode_prompts(model, ["ab: cd\nef", "x: yz\na", "solo"])  # inside Gemma's window
+    prompts = [tok[0], tok[0][:-1] + tok[1][-1:], tok[1], tok[2]]
+    prefixes = PromptPrefixes.compute(model, [tok[0][:6], tok[1][:4]], "eager")
+    index = torch.tensor([0, 0, 1, -1])
+    cache, mask = continue_prompts(model, prefixes, index, prompts, 1, 0)
+    toks, real = pad_tokens([p[:-1] for p in prompts], 0, left=True)
+    with torch.inference_mode():
+        _, plain = model(
+            toks,
+            attention_mask=real.long(),
+            position_ids=(real.long().cumsum(-1) - 1).clamp_min(0),
+            return_type="logits_and_cache",
+            use_cache=True,
+        )
+    assert torch.equal(mask, real)
+    for a, b in zip(cache.layers, plain.layers, strict=True):
+        assert a.keys.shape == b.keys.shape and a.get_seq_length() == b.get_seq_length()
+        m = real[:, None, :, None].expand_as(a.keys)
+        torch.testing.assert_close(a.keys[m], b.keys[m], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(a.values[m], b.values[m], atol=1e-5, rtol=1e-5)

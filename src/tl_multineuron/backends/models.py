@@ -19,12 +19,13 @@ also accepts a model the user built (duck-typed, see :func:`check_model`).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,13 +83,37 @@ def _dtype(dtype: str | torch.dtype) -> torch.dtype:
     return table[dtype]
 
 
+@contextlib.contextmanager
+def one_gguf_reader() -> Iterator[None]:
+    """Within the block, ``gguf.GGUFReader`` opens each file once: transformers reads a GGUF
+    three times (tokenizer, config, weights), and parsing a 262k-token vocabulary's metadata
+    field by field is most of a conversion's time. The reader is a read-only memory map."""
+    import gguf
+
+    real = gguf.GGUFReader
+    readers: dict[tuple, Any] = {}
+
+    def reader(path: Any, *args: Any, **kwargs: Any) -> Any:
+        key = (os.fspath(path), args, tuple(sorted(kwargs.items())))
+        if key not in readers:
+            readers[key] = real(path, *args, **kwargs)
+        return readers[key]
+
+    gguf.GGUFReader = reader
+    try:
+        yield
+    finally:
+        gguf.GGUFReader = real
+
+
 def _load_gguf_hf(gguf_path: Path) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
-    hf = AutoModelForCausalLM.from_pretrained(
-        str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32
-    )
+    with one_gguf_reader():
+        tok = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+        hf = AutoModelForCausalLM.from_pretrained(
+            str(gguf_path.parent), gguf_file=gguf_path.name, dtype=torch.float32
+        )
     # The GGUF config leaves `architectures` empty; TransformerLens dispatches on it.
     if not getattr(hf.config, "architectures", None):
         hf.config.architectures = [type(hf).__name__]

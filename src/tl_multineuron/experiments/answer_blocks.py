@@ -2,10 +2,10 @@
 
 Rows are scored in blocks (sorted by answer then prompt length). With the prefix cache (scope
 ``last``), a block's prompts minus their last token run once and every edit runs only the
-suffix (the last prompt token and the answer positions) against their KV cache. Rows whose
-prompts share a prefix (few-shot demonstrations; :func:`.prefix_groups.prefix_groups` on the
-prompts) form blocks of their own, and that prefix runs once for all of them
-(:func:`.prefix_groups.continue_prompts`).
+suffix (the last prompt token and the answer positions) against their KV cache. Where prompts
+share a prefix (few-shot demonstrations; :func:`.prefix_groups.prefix_groups` on the
+prompts), every such prefix runs once per call and a block's rows run only their remainders
+(:func:`.prefix_groups.continue_prompts`), their cache compacted to the plain layout.
 """
 
 from __future__ import annotations
@@ -92,7 +92,7 @@ def block_pass(
             "attention_mask": torch.cat([pmask, smask], 1).long(),
             "position_ids": pos_ids,
         }
-        reach = max(int(starts.max()), pmask.shape[1])  # a shared prefix's cache has gaps
+        reach = max(int(starts.max()), pmask.shape[1])
         return AnswerPass(toks, answer_pos, answer_pos, gold, kwargs, cache, reach)
     seqs = [(*p, *a[:-1]) for p, a in zip(P, A, strict=True)]
     toks, real = pad_tokens(seqs, pad, left=False)
@@ -147,40 +147,39 @@ def plan_blocks(
 def shared_blocks(
     model: Any, rows: Any, batch_size: int, cached: bool, fits: Callable[[int, int], bool]
 ) -> list[tuple[list[int], Callable[[], Shared | None]]]:
-    """The blocks of the scope-``last`` path, each with the shared prompt prefix its rows
-    continue (a function: a prefix runs once, when its first block runs).
+    """The blocks of the scope-``last`` path (exactly :func:`plan_blocks`' blocks), each with
+    the shared prompt prefixes its rows continue (a function: every prefix runs once, in one
+    pass, when the first block that needs one runs).
 
-    Rows whose prompts share a prefix (:func:`.prefix_groups.prefix_groups` on the prompts) and
-    have the same answer length form blocks of their own when they are at least half a block
-    (``batch_size / 2`` rows); every other row goes to plain blocks. A block never mixes
-    prefixes: its cache would be as wide as the longest prefix plus the longest remainder, and
-    every condition's suffix pass reads the whole cache (the main job's nli conditions took
-    275 s so at 02d4901, 234.5 s with whole prompts at 0c3633f). Nor are small runs given
-    blocks of their own: on the main job's multi-token tasks a block per prefix and answer
-    length makes 35-59 blocks instead of 8-13 and 1.7-2.2x the passes per condition set (facts'
-    and qa's conditions took 270 s and 492 s at 82ca9c2, 164 s and 341 s at 0c3633f); with
-    this rule those tasks keep the plain blocks exactly."""
+    Rows whose prompts share a prefix (:func:`.prefix_groups.prefix_groups` on the prompts, one
+    run per few-shot language in the built-in tasks) continue it; rows in no run continue none
+    (index ``-1``). The blocks are the plain ones, and the continued cache is compacted to the
+    plain pass's layout, so every condition's suffix pass costs what it costs with whole
+    prompts. Two earlier rules gave prefix groups blocks of their own and were slower where it
+    matters: a block mixing prefixes with a gapped cache (its width the longest prefix plus the
+    longest remainder; the main job's nli conditions 275 s at 02d4901 against 234.5 s with whole
+    prompts at 0c3633f), and a block per prefix and answer length (35-59 blocks instead of
+    8-13; facts' and qa's conditions 270 s and 492 s at 82ca9c2 against 164 s and 341 s)."""
 
     def none() -> None:
         return None
 
+    blocks = plan_blocks(rows, batch_size, fits)
     if not cached:
-        return [(b, none) for b in plan_blocks(rows, batch_size, fits)]
-    groups, alone = prefix_groups(rows, max_group=len(rows), prompts_only=True)
-    runs: list[tuple[list[int], tuple[int, ...]]] = []
-    for g in groups:  # a block holds one answer length: split each group by it
-        by_length: dict[int, list[int]] = {}
-        for r in g.rows:
-            by_length.setdefault(len(rows.answers[r]), []).append(r)
-        for part in by_length.values():
-            if 2 * len(part) >= batch_size:
-                runs.append((part, rows.prompts[g.rows[0]][: g.shared]))
-            else:  # too few rows for blocks of their own: plain blocks, with other rows
-                alone = [*alone, *part]
-    out = [(b, none) for b in plan_blocks(rows, batch_size, fits, alone)] if alone else []
-    for part, tokens in runs:  # the cache is no wider than the block's prompts
-        once = functools.cache(lambda t=tokens: PromptPrefixes.compute(model, [t], "eager"))
-        for b in plan_blocks(rows, batch_size, fits, part):
-            index = torch.zeros(len(b), dtype=torch.long)
-            out.append((b, lambda once=once, index=index: (once(), index)))
+        return [(b, none) for b in blocks]
+    groups, _ = prefix_groups(rows, max_group=len(rows), prompts_only=True)
+    if not groups:
+        return [(b, none) for b in blocks]
+    index = torch.full((len(rows),), -1, dtype=torch.long)
+    for gi, g in enumerate(groups):
+        index[list(g.rows)] = gi
+    tokens = [rows.prompts[g.rows[0]][: g.shared] for g in groups]
+    once = functools.cache(lambda: PromptPrefixes.compute(model, tokens, "eager"))
+    out: list[tuple[list[int], Callable[[], Shared | None]]] = []
+    for b in blocks:
+        at = index[b]
+        if bool((at < 0).all()):
+            out.append((b, none))
+        else:
+            out.append((b, lambda at=at: (once(), at)))
     return out

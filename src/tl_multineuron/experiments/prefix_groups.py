@@ -31,7 +31,13 @@ from torch import Tensor
 
 from ..backends.devices import model_device
 from ..backends.tl_compat import quiet_cache_rename
-from ..sharing.prompt_prefix import MIN_SHARED, PromptPrefixes, keep_one_position, within_window
+from ..sharing.prompt_prefix import (
+    MIN_SHARED,
+    PromptPrefixes,
+    compact_cache,
+    keep_one_position,
+    within_window,
+)
 from ..sharing.recording import pad_tokens
 from .interventions import BatchShape
 from .site_edits import Hidden, bind_rows, check_fired, fuse_edits
@@ -119,12 +125,14 @@ def continue_prompts(
     pad: int,
 ) -> tuple[Any, Tensor] | None:
     """The KV cache of ``prompts`` minus their last token, prompt ``i`` starting with prefix
-    ``index[i]`` (scope ``last``): a copy of the prefixes' cache, a row each, extended by one
-    pass over the rows' remainders (right-padded), and the cache's 0/1 mask. The pads of
-    shorter prefixes and remainders are gaps before the suffix: exact where the mask and
-    position ids say everything (the whole span, ``suffix`` positions included, inside every
-    sliding window); ``None`` otherwise (the caller runs whole prompts)."""
-    cut = prefixes.lengths[index.cpu()].tolist()
+    ``index[i]`` (``-1``: none; scope ``last``), and its 0/1 mask, laid out as the plain
+    left-padded prompt pass lays them out: a copy of the prefixes' cache, a row each, extended
+    by one pass over the rows' remainders (right-padded; the pads of shorter prefixes are masked
+    gaps), then compacted (:func:`~tl_multineuron.sharing.prompt_prefix.compact_cache`), so the
+    suffix passes read no wider a cache than whole prompts give. ``None`` where that is not
+    exact (the span with its gaps, ``suffix`` positions included, reaches a sliding window) or
+    the cache cannot be compacted: the caller runs whole prompts."""
+    cut = torch.where(index >= 0, prefixes.lengths[index.clamp_min(0).cpu()], 0).tolist()
     own = [list(p[c:-1]) for p, c in zip(prompts, cut, strict=True)]
     R = max(len(r) for r in own)
     if not within_window(model, prefixes.width + R + suffix):
@@ -138,7 +146,15 @@ def continue_prompts(
             model.hooks(fwd_hooks=[("unembed.hook_in", keep_one_position)]),
         ):
             model(toks.to(model_device(model)), **kw)
-    return kw["past_key_values"], kw["attention_mask"].cpu()
+    # row i's real positions: its prefix [0, cut_i), then its remainder [width, width + own_i)
+    n = torch.tensor([c + len(r) for c, r in zip(cut, own, strict=True)])
+    W = int(n.max())
+    k = torch.arange(W)[None] - (W - n)[:, None]  # the row's own position, < 0 on left pads
+    c = torch.tensor(cut)[:, None]
+    source = torch.where(k < c, k, prefixes.width + k - c).clamp_min(0)
+    if not compact_cache(kw["past_key_values"], source):
+        return None
+    return kw["past_key_values"], k >= 0
 
 
 def uniform_edit(iv: Any, model: Any) -> bool:

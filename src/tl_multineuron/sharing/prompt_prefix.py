@@ -149,14 +149,49 @@ class PromptPrefixes:
         """A forward's ``past_key_values`` (a copy of the cache, row ``index[i]`` for row ``i``),
         ``attention_mask`` (each row's real prefix positions, the pads of shorter prefixes
         masked, then ``real``: the right-padded remainders' real positions) and
-        ``position_ids`` (each remainder continues its own prefix)."""
+        ``position_ids`` (each remainder continues its own prefix). ``index[i] = -1``: row ``i``
+        continues no prefix (its prefix positions are all masked, its own start at 0)."""
         n, w = real.shape
-        cut = self.lengths[index.cpu()][:, None]
+        index = index.cpu()
+        cut = torch.where(index >= 0, self.lengths[index.clamp_min(0)], 0)[:, None]
         pmask = torch.arange(self.width)[None] < cut
         cache = copy.deepcopy(self.cache)
-        cache.reorder_cache(index.to(self.device))
+        cache.reorder_cache(index.clamp_min(0).to(self.device))
         return {
             "past_key_values": cache,
             "attention_mask": torch.cat([pmask.long(), real.long().cpu()], 1).to(self.device),
             "position_ids": (cut + torch.arange(w)[None]).to(self.device),
         }
+
+
+def compact_cache(cache: Any, source: Int[Tensor, "batch pos"]) -> bool:
+    """Rewrite ``cache`` in place so that position ``j`` of row ``i`` holds what position
+    ``source[i, j]`` held: a continuation's cache (prefix positions, masked gaps, the row's
+    remainder) becomes the cache a plain left-padded pass would have made, as wide as its
+    longest row. Keys are stored after their rotary rotation, so they move unchanged. ``False``
+    (the cache untouched) where the cache is not HF's dynamic full / sliding-window layers or a
+    sliding layer has already dropped positions; the caller then takes the plain path."""
+    from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
+
+    layers = getattr(cache, "layers", None)
+    if not layers:
+        return False
+    for layer in layers:
+        if type(layer) not in (DynamicLayer, DynamicSlidingWindowLayer) or not getattr(
+            layer, "is_initialized", False
+        ):
+            return False
+        if isinstance(layer, DynamicSlidingWindowLayer) and (
+            layer.keys.shape[-2] != layer.cumulative_length
+        ):
+            return False
+
+    def move(x: Tensor) -> Tensor:
+        at = source.to(x.device)[:, None, :, None]
+        return x.gather(2, at.expand(x.shape[0], x.shape[1], source.shape[1], x.shape[3]))
+
+    for layer in layers:
+        layer.keys, layer.values = move(layer.keys), move(layer.values)
+        if isinstance(layer, DynamicSlidingWindowLayer):
+            layer.cumulative_length = source.shape[1]
+    return True
