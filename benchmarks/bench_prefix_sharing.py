@@ -1,11 +1,13 @@
 """Shared prompt prefixes computed once, per built-in task, against whole prompts, in one run.
 
-For every built-in task (the first ``--items`` items x its languages), two passes are timed
+For every built-in task (the first ``--items`` items x its languages), three passes are timed
 with the shared prefix (``sharing.prompt_prefix``: each language's few-shot demonstrations run
 once) and without it:
 
 * recording: :func:`tl_multineuron.iter_dataset` (the pass behind ``analyze``, the grid's and
   attribution's recording), ``share_prefixes=True`` vs ``False``, batch 8 items;
+* generation: ``generate_greedy`` (8 new tokens, batches of 16 rows), prefixes once
+  (``experiments.shared_generation``) vs whole prompts;
 * scorer prompt pass: the scorer's scope-``last`` prefix-cache pass over the task's rows
   (prompts minus their last token; ``answer_blocks.block_pass`` over its blocks of 64 rows):
   the same blocks, with every prefix group's prefix run once and the rows' remainders continuing
@@ -94,6 +96,33 @@ def prompt_pass(model, ds: ParallelDataset, repeat: int) -> tuple[float, float, 
     return t_shared, t_plain, computed, whole
 
 
+def generation(model, ds: ParallelDataset, repeat: int) -> tuple[float, float, int, int]:
+    """Greedy generation (``generate_greedy``, 8 new tokens, batches of 16 rows) over the
+    task's prompts, the prefixes run once vs whole prompts; tokens are the prompts' (the
+    generated steps are the same on both sides)."""
+    from tl_multineuron.experiments.shared_generation import batch_prefixes
+
+    prompts = [it.prompts[x] for it in ds.items for x in ds.languages]
+    ids = [encode(model, p) for p in prompts]
+    whole = sum(len(p) for p in ids)
+    computed, seen = whole, set()
+    at = batch_prefixes(model, ids)
+    for s in range(0, len(ids), 16):
+        got = at(s, min(s + 16, len(ids)))
+        if got is None:
+            continue
+        lengths, index = got[0].lengths, got[1]
+        computed -= int(torch.where(index >= 0, lengths[index.clamp_min(0)], 0).sum())
+        if id(got[0]) not in seen:
+            seen.add(id(got[0]))
+            computed += int(lengths.sum())
+
+    def run(share: bool) -> None:
+        tlm.generate_greedy(model, prompts, 8, batch_size=16, share_prefixes=share)
+
+    return timed(lambda: run(True), repeat), timed(lambda: run(False), repeat), computed, whole
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="gemma-3-270m")
@@ -112,6 +141,7 @@ def main() -> None:
         cases = [
             ("recording", ds, recording),
             ("scorer prompt pass", ds, prompt_pass),
+            ("generation", ds, generation),
             ("recording, zero-shot", zero_shot(ds), recording),
         ]
         for name, d, fn in cases:

@@ -724,8 +724,9 @@ def test_shared_prompt_prefixes_record_and_score_as_full_passes_on_every_task(ge
     (its last 2 items x languages): the recording pass's activations equal whole-prompt passes
     to float rounding and the categories at thresholds 0 and 0.1 differ only where an
     activation sits within 1e-4 of the threshold; the scorer's scope-``last`` prompt pass
-    shares the prefix and scores as full passes under an edit."""
-    from tl_multineuron.experiments import answer_blocks
+    shares the prefix and scores as full passes under an edit; greedy generation shares it and
+    generates the same tokens."""
+    from tl_multineuron.experiments import answer_blocks, shared_generation
     from tl_multineuron.experiments.scoring import answer_rows, score_answers
 
     if not is_bridge(gemma):
@@ -734,10 +735,12 @@ def test_shared_prompt_prefixes_record_and_score_as_full_passes_on_every_task(ge
     S = tlm.NeuronSet(torch.rand(gemma.cfg.n_layers, gemma.cfg.d_mlp, generator=g) < 0.02)
     edits = [None, lambda b: tlm.deactivate(S)]
     used = []
-    real = answer_blocks.continue_prompts
-    monkeypatch.setattr(
-        answer_blocks, "continue_prompts", lambda *a, **k: used.append(r := real(*a, **k)) or r
-    )
+    for mod in (answer_blocks, shared_generation):
+        monkeypatch.setattr(
+            mod,
+            "continue_prompts",
+            lambda *a, real=mod.continue_prompts, **k: used.append(r := real(*a, **k)) or r,
+        )
     for task in tlm.list_tasks():
         ds = tlm.load_task(task)
         ds = ds.slice(len(ds) - 2)
@@ -755,9 +758,14 @@ def test_shared_prompt_prefixes_record_and_score_as_full_passes_on_every_task(ge
             gemma, [it.prompts[x] for it, x in items], [ds.target(it, x) for it, x in items]
         )
         used.clear()
-        shared = score_answers(gemma, rows, edits, batch_size=2)  # runs of 1 row get blocks
+        shared = score_answers(gemma, rows, edits)
         assert used and all(u is not None for u in used), task
         full = score_answers(gemma, rows, edits, cache="none")
         for a, b in zip(shared, full, strict=True):
             torch.testing.assert_close(a.logprob, b.logprob, atol=1e-3, rtol=0)
             assert torch.equal(a.greedy_match, b.greedy_match), task
+        prompts = [it.prompts[x] for it, x in items]  # greedy generation, batches of 8 rows
+        used.clear()
+        gens = tlm.generate_greedy(gemma, prompts, 8, batch_size=8)
+        assert used and all(u is not None for u in used), task
+        assert gens == tlm.generate_greedy(gemma, prompts, 8, batch_size=8, share_prefixes=False)

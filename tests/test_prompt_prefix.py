@@ -219,3 +219,41 @@ def test_continued_cache_is_compacted_to_the_plain_layout(cached_model):
         m = real[:, None, :, None].expand_as(a.keys)
         torch.testing.assert_close(a.keys[m], b.keys[m], atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(a.values[m], b.values[m], atol=1e-5, rtol=1e-5)
+
+
+def test_generation_shares_prefixes_and_equals_whole_prompts(cached_model, monkeypatch):
+    """Greedy generation (``generate_greedy``): the few-shot prefixes run once per call and
+    the tokens equal whole-prompt generation, in batches that mix languages; the long
+    demonstrations cross the tiny Gemma's 16-token window with gaps, so there those batches
+    run whole prompts. With hooks attached, hooks per batch or the ``hf`` backend, no prefix
+    is shared."""
+    import tl_multineuron.experiments.evaluation as evaluation
+    from tl_multineuron import generate_greedy
+
+    model = cached_model
+    used: list = []
+    real = evaluation.greedy_from_prefixes
+    monkeypatch.setattr(
+        evaluation, "greedy_from_prefixes", lambda *a, **k: used.append(r := real(*a, **k)) or r
+    )
+    windowed = sliding_window(model) is not None
+    # every language's demonstration 8 bytes: each prefix 8 tokens, inside Gemma's window
+    short = few_shot(7, {"en": "ab: cde\n", "de": "abc: de\n", "fr": "xy: zwv\n"}, list("abcdefg"))
+    for ds, fits in ((short, True), (few_shot(7), not windowed)):
+        prompts = [it.prompts[x] for it in ds.items for x in ds.languages]
+        used.clear()
+        got = generate_greedy(model, prompts, 4, batch_size=4)
+        assert used and all((u is not None) == fits for u in used)
+        assert got == generate_greedy(model, prompts, 4, batch_size=4, share_prefixes=False)
+
+    prompts = [it.prompts[x] for it in SHORT.items for x in SHORT.languages]
+    S = NeuronSet(torch.rand(model.cfg.n_layers, model.cfg.d_mlp) < 0.3)
+    used.clear()
+    with apply(model, deactivate(S)):
+        hooked = generate_greedy(model, prompts, 4, batch_size=4)
+        assert hooked == generate_greedy(model, prompts, 4, batch_size=4, share_prefixes=False)
+    per_batch = lambda s, e: deactivate(S).fwd_hooks(model)  # noqa: E731
+    generate_greedy(model, prompts, 4, batch_size=4, hooks_for_batch=per_batch)
+    if hasattr(model, "original_model"):
+        generate_greedy(model, prompts, 4, batch_size=4, backend="hf")
+    assert not used
