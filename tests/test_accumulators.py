@@ -81,3 +81,25 @@ def test_attribution_configuration_mismatch_is_named():
     b = AttributionStats({"contribution": ScoreStats("contribution", LANGS, (0, 1), 5)}, _meta(1))
     with pytest.raises(MultiNeuronError, match="different k: 3 vs 5"):
         a.merge(b)
+
+
+def test_experiment_scores_equal_within_a_relative_tolerance():
+    """``rtol``: float values (log-prob, each per-token log-prob) within it, the rest exact."""
+    rows = pd.DataFrame(
+        {"condition": ["none", "none"], "item_id": ["a", "b"], "language": ["en", "en"],
+         "greedy_match": [True, False], "logprob": [-21.853911876678467, -3.0],
+         "token_logprobs": ["-5.07043 -16.7835", "-3"]}
+    )  # fmt: skip
+    a, b = ExperimentScores(meta=_meta(0)), ExperimentScores(meta=_meta(0))
+    a.update(rows)
+    near = rows.assign(logprob=[-21.853912353515625, -3.0])  # 1 float32 ulp of the token
+    near.loc[0, "token_logprobs"] = "-5.07044 -16.7835"
+    b.update(near)
+    assert not a.equals(b) and a.equals(b, rtol=1e-5) and b.equals(a, rtol=1e-5)
+    for col, value in [("logprob", [-21.86, -3.0]), ("greedy_match", [True, True])]:
+        far = ExperimentScores(meta=_meta(0))
+        far.update(rows.assign(**{col: value}))
+        assert not a.equals(far, rtol=1e-5)
+    far = ExperimentScores(meta=_meta(0))
+    far.update(rows.assign(token_logprobs=["-5.07043 -16.7835", "-3 -1"]))
+    assert not a.equals(far, rtol=1e-5)

@@ -187,10 +187,13 @@ def test_cli_intervene_shards_merge_equal_one_run(tmp_path, capsys):
     one = ExperimentScores.load(tmp_path / "one" / "scores.csv")
     merged = ExperimentScores.load(tmp_path / "merged" / "scores.csv")
     assert set(one.rows["mode"]) == {"static", "dynamic"}
-    assert len(merged.rows) == len(one.rows) and merged.equals(one)
+    # shards score their rows in blocks of other shapes (fewer rows, prefix groups of fewer
+    # items): float rounding may differ (one token's log-prob by 1 ulp seen), the rest exact
+    assert len(merged.rows) == len(one.rows) and merged.equals(one, rtol=1e-5)
     pd.testing.assert_frame_equal(
         pd.read_csv(tmp_path / "one" / "comparisons.csv"),
         pd.read_csv(tmp_path / "merged" / "comparisons.csv"),
+        atol=1e-6,  # deltas of near-equal log-probs: the rounding above, absolute
     )
     assert main(["report", str(tmp_path / "merged")]) == 0
     capsys.readouterr()

@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ..errors import MultiNeuronError
@@ -19,6 +20,15 @@ from ..files import atomic_write, write_json
 from ..sharing.accumulator import check_same_origin, merged_fingerprints
 
 KEY = ["condition", "item_id", "language"]
+#: The column of per-token log-probabilities, space-separated in one string per row.
+TOKEN_COLUMN = "token_logprobs"
+
+
+def _floats(col: pd.Series) -> np.ndarray:
+    """A column of space-separated numbers as one flat float array (empty cells: none)."""
+    return np.array(
+        [float(v) for cell in col.fillna("").astype(str) for v in cell.split()], dtype=float
+    )
 
 
 def _meta_path(path: str | Path) -> Path:
@@ -96,8 +106,10 @@ class ExperimentScores:
         meta = json.loads(_meta_path(p).read_text()) if _meta_path(p).exists() else {}
         return cls(pd.read_csv(p), meta)
 
-    def equals(self, other: ExperimentScores) -> bool:
-        """Every row equal (in any order)."""
+    def equals(self, other: ExperimentScores, rtol: float = 0.0) -> bool:
+        """Every row equal (in any order). ``rtol > 0``: float values (``logprob``, each of
+        ``token_logprobs``) within that relative tolerance, the rest exact: results scored in
+        batches of other shapes (another shard's, a resumed run's) differ by float rounding."""
         try:
             self.check_compatible(other, verb="compare")
         except MultiNeuronError:
@@ -108,4 +120,16 @@ class ExperimentScores:
             return True
         a = self.rows.sort_values(KEY).reset_index(drop=True)
         b = other.rows[list(self.rows.columns)].sort_values(KEY).reset_index(drop=True)
-        return a.equals(b)
+        if rtol <= 0:
+            return a.equals(b)
+        close = [c for c in a.columns if pd.api.types.is_float_dtype(a[c])]
+        if TOKEN_COLUMN in a.columns:
+            close.append(TOKEN_COLUMN)
+        exact = [c for c in a.columns if c not in close]
+        if not a[exact].equals(b[exact]):
+            return False
+        for c in close:
+            x, y = (_floats(t[c]) if c == TOKEN_COLUMN else t[c].to_numpy(float) for t in (a, b))
+            if x.shape != y.shape or not np.allclose(x, y, rtol=rtol, atol=0.0, equal_nan=True):
+                return False
+        return True
