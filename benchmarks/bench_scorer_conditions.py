@@ -1,0 +1,84 @@
+"""The scorer under edits: rows continuing shared few-shot prefixes vs whole prompts.
+
+``score_answers`` over one task's last ``--items`` items x languages with ``--edits`` edits
+(none, then deactivations of random 10% neuron sets), timed end to end (prompt pass and every
+edit's answer pass) two ways, interleaved ``--repeat`` times:
+
+* shared: the default path (every prefix group's prefix runs once, the rows of each plain
+  block continue it, the cache compacted to the whole-prompt layout);
+* whole: the same blocks from whole prompts (``answer_blocks.prefix_groups`` replaced by one
+  that finds no group: the path a zero-shot prompt takes).
+
+It answers whether the conditions' passes cost more from a continued, compacted cache; the
+log-probs of the two paths are compared too. Run with nothing else on the machine.
+
+    python benchmarks/bench_scorer_conditions.py [--task qa] [--items 8] [--edits 5]
+        [--repeat 2] [--model gemma-3-270m]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+import tl_multineuron as tlm
+from tl_multineuron.backends.versions import versions_line
+from tl_multineuron.experiments import answer_blocks
+from tl_multineuron.experiments.scoring import answer_rows, score_answers
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default="gemma-3-270m")
+    ap.add_argument("--task", default="qa")
+    ap.add_argument("--items", type=int, default=8)
+    ap.add_argument("--edits", type=int, default=5)
+    ap.add_argument("--repeat", type=int, default=2)
+    args = ap.parse_args()
+    model = tlm.load_model(args.model)
+    ds = tlm.load_task(args.task)
+    pairs = [(it, x) for it in ds.items[-args.items :] for x in ds.languages]
+    rows = answer_rows(
+        model, [it.prompts[x] for it, x in pairs], [ds.target(it, x) for it, x in pairs]
+    )
+    cfg = model.cfg
+
+    def random_set(seed: int) -> tlm.NeuronSet:
+        g = torch.Generator().manual_seed(seed)
+        return tlm.NeuronSet(torch.rand(cfg.n_layers, cfg.d_mlp, generator=g) < 0.1)
+
+    edits = [None] + [lambda b, s=s: tlm.deactivate(random_set(s)) for s in range(args.edits - 1)]
+    groups = answer_blocks.prefix_groups
+
+    def run(shared: bool) -> tuple[float, list]:
+        answer_blocks.prefix_groups = groups if shared else (lambda *a, **k: ([], None))
+        try:
+            t = time.perf_counter()
+            out = score_answers(model, rows, edits)
+            return time.perf_counter() - t, out
+        finally:
+            answer_blocks.prefix_groups = groups
+
+    times: dict[bool, list[float]] = {True: [], False: []}
+    outs = {}
+    for _ in range(args.repeat):
+        for shared in (True, False):
+            t, outs[shared] = run(shared)
+            times[shared].append(t)
+    diff = max(
+        float((a.logprob - b.logprob).abs().max())
+        for a, b in zip(outs[True], outs[False], strict=True)
+    )
+    print(versions_line())
+    print(
+        f"{args.task}: {len(rows)} rows x {len(edits)} edits; shared "
+        f"{', '.join(f'{t:.2f} s' for t in times[True])}; whole "
+        f"{', '.join(f'{t:.2f} s' for t in times[False])}; best whole / best shared "
+        f"{min(times[False]) / min(times[True]):.2f}x; max |logprob difference| {diff:.1e}"
+    )
+
+
+if __name__ == "__main__":
+    main()
