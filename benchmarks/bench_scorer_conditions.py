@@ -10,10 +10,13 @@ edit's answer pass) two ways, interleaved ``--repeat`` times:
   that finds no group: the path a zero-shot prompt takes).
 
 It answers whether the conditions' passes cost more from a continued, compacted cache; the
-log-probs of the two paths are compared too. Run with nothing else on the machine.
+log-probs of the two paths are compared too. ``--compare attention`` times the default path
+two other ways instead: every pass through SDPA (``attention='sdpa'``, what ``auto`` picks where
+the model allows it) vs eager attention (what the scorer ran before), with their log-probs and
+greedy matches compared. Run with nothing else on the machine.
 
     python benchmarks/bench_scorer_conditions.py [--task qa] [--items 8] [--edits 5]
-        [--repeat 2] [--model gemma-3-270m]
+        [--repeat 2] [--model gemma-3-270m] [--compare prefix|attention]
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ def main() -> None:
     ap.add_argument("--items", type=int, default=8)
     ap.add_argument("--edits", type=int, default=5)
     ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--compare", choices=("prefix", "attention"), default="prefix")
     args = ap.parse_args()
     model = tlm.load_model(args.model)
     ds = tlm.load_task(args.task)
@@ -52,31 +56,34 @@ def main() -> None:
     edits = [None] + [lambda b, s=s: tlm.deactivate(random_set(s)) for s in range(args.edits - 1)]
     groups = answer_blocks.prefix_groups
 
-    def run(shared: bool) -> tuple[float, list]:
+    def run(way: str) -> tuple[float, list]:
+        shared = way != "whole"
         answer_blocks.prefix_groups = groups if shared else (lambda *a, **k: ([], None))
+        attention = way if way in ("sdpa", "eager") else "auto"
         try:
             t = time.perf_counter()
-            out = score_answers(model, rows, edits)
+            out = score_answers(model, rows, edits, attention=attention)
             return time.perf_counter() - t, out
         finally:
             answer_blocks.prefix_groups = groups
 
-    times: dict[bool, list[float]] = {True: [], False: []}
+    new, old = ("shared", "whole") if args.compare == "prefix" else ("sdpa", "eager")
+    times: dict[str, list[float]] = {new: [], old: []}
     outs = {}
     for _ in range(args.repeat):
-        for shared in (True, False):
-            t, outs[shared] = run(shared)
-            times[shared].append(t)
-    diff = max(
-        float((a.logprob - b.logprob).abs().max())
-        for a, b in zip(outs[True], outs[False], strict=True)
-    )
+        for way in (new, old):
+            t, outs[way] = run(way)
+            times[way].append(t)
+    pairs = list(zip(outs[new], outs[old], strict=True))
+    diff = max(float((a.logprob - b.logprob).abs().max()) for a, b in pairs)
+    flips = sum(int((a.greedy_match != b.greedy_match).sum()) for a, b in pairs)
     print(versions_line())
     print(
-        f"{args.task}: {len(rows)} rows x {len(edits)} edits; shared "
-        f"{', '.join(f'{t:.2f} s' for t in times[True])}; whole "
-        f"{', '.join(f'{t:.2f} s' for t in times[False])}; best whole / best shared "
-        f"{min(times[False]) / min(times[True]):.2f}x; max |logprob difference| {diff:.1e}"
+        f"{args.task}: {len(rows)} rows x {len(edits)} edits; {new} "
+        f"{', '.join(f'{t:.2f} s' for t in times[new])}; {old} "
+        f"{', '.join(f'{t:.2f} s' for t in times[old])}; best {old} / best {new} "
+        f"{min(times[old]) / min(times[new]):.2f}x; max |logprob difference| {diff:.1e}; "
+        f"greedy matches that differ {flips} of {len(rows) * len(edits)}"
     )
 
 

@@ -389,3 +389,47 @@ def test_prefix_groups_rule():
         rows([long + [7], long + [8], long + [9], base + [99, 98]], [0, 0, 0, 0])
     )
     assert [(g.rows, g.shared) for g in groups] == [((0, 1, 2), 23)] and alone == [3]
+
+
+@pytest.mark.parametrize("scope", ["last", "all"])
+def test_scoring_runs_sdpa_where_it_can_and_equals_eager(hf_model, scope):
+    from tl_multineuron import efficient_attention
+    from tl_multineuron.backends.tl_compat import bridge_attention_modules, hf_config
+
+    model = hf_model
+    # 1-token answers too: the folded path's 4D mask goes through SDPA
+    prompts, answers = PROMPTS * 2 + ["dog cat", "Hund"], ANSWERS * 2 + [" a", " b"]
+    rows = answer_rows(model, prompts, answers)
+    seen = []
+    before = hf_config(model)._attn_implementation
+
+    S = _set(model, 3)
+
+    def edit(block):
+        seen.append(hf_config(model)._attn_implementation)
+        return deactivate(S)
+
+    out = {
+        impl: score_answers(model, rows, [None, edit], scope=scope, attention=impl)
+        for impl in ("sdpa", "eager")
+    }
+    half = len(seen) // 2
+    assert seen and set(seen[:half]) == {"sdpa"} and set(seen[half:]) == {"eager"}
+    assert hf_config(model)._attn_implementation == before  # restored after each call
+    assert not any("forward" in vars(b) for b in bridge_attention_modules(model))
+    with efficient_attention(model) as impl:
+        assert impl == "sdpa"
+        nested, _ = score_answers(model, rows, [None, edit], scope=scope)  # the outer block
+        assert "forward" in vars(bridge_attention_modules(model)[0])  # still patched
+    with efficient_attention(model, "eager") as impl:
+        assert impl == "eager"
+        with pytest.raises(MultiNeuronError, match="eager"), efficient_attention(model, "sdpa"):
+            pass
+    assert hf_config(model)._attn_implementation == before
+    assert not any("forward" in vars(b) for b in bridge_attention_modules(model))
+    torch.testing.assert_close(nested.logprob, out["sdpa"][0].logprob, atol=0, rtol=0)
+    for a, b in zip(out["sdpa"], out["eager"], strict=True):
+        torch.testing.assert_close(a.logprob, b.logprob, atol=1e-4, rtol=0)
+        assert torch.equal(a.greedy_match, b.greedy_match)
+        assert torch.equal(a.first_rank, b.first_rank)
+    assert not torch.equal(out["sdpa"][0].logprob, out["sdpa"][1].logprob)

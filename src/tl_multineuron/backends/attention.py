@@ -28,6 +28,8 @@ from .tl_compat import bridge_attention_modules, hf_config, model_label
 ATTENTION_MODES = ("auto", "eager", "sdpa")
 # hook points that only the bridge's re-implemented attention fires
 _INTERNAL = ("hook_attn_scores", "hook_pattern", "hook_rot_q", "hook_rot_k")
+# the implementation of the efficient_attention block each model (by id) is inside, if any
+_ACTIVE: dict[int, str] = {}
 
 
 def _hf_config(model: Any) -> Any:
@@ -128,10 +130,26 @@ def _sdpa_forward(bridge: Any, hf_attn: Any):
 @contextlib.contextmanager
 def efficient_attention(model: Any, mode: str = "auto") -> Iterator[str]:
     """Run attention through SDPA inside the block (where possible); yields the implementation
-    used, ``"sdpa"`` or ``"eager"``. Everything is restored on exit, also after an exception."""
+    used, ``"sdpa"`` or ``"eager"``. Everything is restored on exit, also after an exception.
+    Re-entrant: inside another such block on the same model, the outer block's implementation
+    stays and is yielded (an inner ``"sdpa"`` under an outer eager block is an error)."""
+    outer = _ACTIVE.get(id(model))
+    if outer is not None:
+        if mode not in ATTENTION_MODES:
+            raise MultiNeuronError(f"attention {mode!r}; expected one of {ATTENTION_MODES}")
+        if mode == "sdpa" and outer == "eager":
+            raise MultiNeuronError(
+                "attention 'sdpa' was asked for inside a block that runs eager attention"
+            )
+        yield outer
+        return
     impl = attention_implementation(model, mode)
     if impl == "eager":
-        yield impl
+        _ACTIVE[id(model)] = impl
+        try:
+            yield impl
+        finally:
+            _ACTIVE.pop(id(model), None)
         return
     cfg = _hf_config(model)
     bridges = bridge_attention_modules(model)
@@ -143,8 +161,10 @@ def efficient_attention(model: Any, mode: str = "auto") -> Iterator[str]:
             object.__setattr__(b, "forward", _sdpa_forward(b, _hf_attention(b)))
             patched.append(b)
         cfg._attn_implementation = "sdpa"
+        _ACTIVE[id(model)] = impl
         yield impl
     finally:
+        _ACTIVE.pop(id(model), None)
         cfg._attn_implementation = old
         for b in patched:
             object.__delattr__(b, "forward")

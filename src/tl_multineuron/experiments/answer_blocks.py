@@ -145,11 +145,16 @@ def plan_blocks(
 
 
 def shared_blocks(
-    model: Any, rows: Any, batch_size: int, cached: bool, fits: Callable[[int, int], bool]
+    model: Any,
+    rows: Any,
+    batch_size: int,
+    cached: bool,
+    fits: Callable[[int, int], bool],
+    attention: str = "auto",
 ) -> list[tuple[list[int], Callable[[], Shared | None]]]:
     """The blocks of the scope-``last`` path (exactly :func:`plan_blocks`' blocks), each with
     the shared prompt prefixes its rows continue (a function: every prefix runs once, in one
-    pass, when the first block that needs one runs).
+    pass with ``attention``, when the first block that needs one runs).
 
     Rows whose prompts share a prefix (:func:`.prefix_groups.prefix_groups` on the prompts, one
     run per few-shot language in the built-in tasks) continue it; rows in no run continue none
@@ -174,7 +179,7 @@ def shared_blocks(
     for gi, g in enumerate(groups):
         index[list(g.rows)] = gi
     tokens = [rows.prompts[g.rows[0]][: g.shared] for g in groups]
-    once = functools.cache(lambda: PromptPrefixes.compute(model, tokens, "eager"))
+    once = functools.cache(lambda: PromptPrefixes.compute(model, tokens, attention))
     out: list[tuple[list[int], Callable[[], Shared | None]]] = []
     for b in blocks:
         at = index[b]

@@ -336,8 +336,8 @@ def run_experiment(
     site edits features). After the unedited condition is scored, the answer boundary is
     checked (:func:`~tl_multineuron.data.answers.boundary_findings`): a language whose greedy first
     tokens differ from the gold's only in leading whitespace is a warning, and the findings go
-    to ``on_baseline``. ``attention``: the recording passes' attention (``auto`` picks what
-    the model can run, see :mod:`tl_multineuron.backends.attention`); scoring runs eager."""
+    to ``on_baseline``. ``attention``: the attention of the recording and scoring passes
+    (``auto`` picks what the model can run, see :mod:`tl_multineuron.backends.attention`)."""
     check_neuron_site(model, (recording or RecordingConfig()).hook)  # before any pass
     if not eval_set.has_answers:
         raise MultiNeuronError(f"dataset {eval_set.name!r}: experiments need gold answers")
@@ -413,6 +413,7 @@ def run_experiment(
                 max_rows=max_rows,
                 progress=progress,
                 max_memory=max_memory,
+                attention=attention,
             )
             part = []
             for c, sc, size in zip(chunk, scores, sizes, strict=True):

@@ -22,6 +22,10 @@ minus its last token is run **once** (a KV cache) and every edit runs only over 
 positions (``cache='auto'`` uses this on models whose forward returns a HF cache; a native
 TransformerBridge has none and gets full passes, which give the same numbers). Several edits
 share one padded batch: each gets its own block of rows (``max_rows`` rows per pass).
+Attention runs through SDPA where the model allows it (``attention='auto'``, see
+:mod:`tl_multineuron.backends.attention`): the edits act on MLP (or SAE) sites, never inside
+attention; on the embedded Gemma 3 this made a scope-``last`` pass over qa 1.12x faster than
+eager attention, log-probs within 9e-5 nats, greedy matches identical.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
+from ..backends.attention import efficient_attention
 from ..backends.cache_probes import prefix_cache_status, supports_prefix_cache, warn_full_pass
 from ..backends.devices import model_device
 from ..backends.logits import output_logits
@@ -188,14 +193,40 @@ def score_answers(
     chunk: int = 1024,
     progress: bool = False,
     max_memory: int | str | None = None,
+    attention: str = "auto",
 ) -> list[AnswerScores]:
     """Score every row under every edit (``None`` = no edit); one :class:`AnswerScores` per
     edit. ``batch_size`` rows share one prompt pass; up to ``max_rows`` rows (edits x rows)
     share one answer pass. Both shrink where a pass's estimated peak memory
-    (:mod:`tl_multineuron.backends.memory`, eager attention) would exceed ``max_memory``
-    (default: 80% of the device's free memory); a row that cannot fit alone is an error naming
-    it, before any pass runs."""
-    plan = _plan(model, rows, edits, scope, cache, batch_size, max_rows, chunk, max_memory)
+    (:mod:`tl_multineuron.backends.memory`) would exceed ``max_memory`` (default: 80% of the
+    device's free memory); a row that cannot fit alone is an error naming it, before any pass
+    runs. ``attention``: every pass's attention (:func:`~tl_multineuron.efficient_attention`;
+    ``auto`` runs SDPA where the model can, eager where it cannot)."""
+    with efficient_attention(model, attention) as impl:
+        return _score_answers(
+            model, rows, edits, scope=scope, include_bos=include_bos, batch_size=batch_size,
+            max_rows=max_rows, cache=cache, chunk=chunk, progress=progress,
+            max_memory=max_memory, impl=impl,
+        )  # fmt: skip
+
+
+def _score_answers(
+    model: Any,
+    rows: AnswerRows,
+    edits: Sequence[EditFn | None],
+    *,
+    scope: str,
+    include_bos: bool,
+    batch_size: int,
+    max_rows: int,
+    cache: str,
+    chunk: int,
+    progress: bool,
+    max_memory: int | str | None,
+    impl: str,
+) -> list[AnswerScores]:
+    """:func:`score_answers` inside its attention block (``impl``: the implementation)."""
+    plan = _plan(model, rows, edits, scope, cache, batch_size, max_rows, chunk, max_memory, impl)
     if scope == "all" and cache != "none":
         ok, why = prefix_cache_status(model)
         if not ok and cache == "prefix":
@@ -205,16 +236,16 @@ def score_answers(
             shared = _score_shared(
                 model, rows, edits, include_bos=include_bos, batch_size=batch_size,
                 max_rows=max_rows, chunk=plan.chunk, fits=plan.fits, progress=progress,
-                plain=lambda sub, sub_edits: score_answers(
+                plain=lambda sub, sub_edits: _score_answers(
                     model, sub, sub_edits, scope=scope, include_bos=include_bos,
                     batch_size=batch_size, max_rows=max_rows, cache="none", chunk=plan.chunk,
-                    max_memory=max_memory,
+                    progress=False, max_memory=max_memory, impl=impl,
                 ),
             )  # fmt: skip
         if shared is not None:
             return shared
     out = _buffers(rows, len(edits))
-    blocks = shared_blocks(model, rows, batch_size, plan.cached, plan.fits)
+    blocks = shared_blocks(model, rows, batch_size, plan.cached, plan.fits, impl)
     passes = [(b, g) for b in blocks for g in plan.edit_groups(b[0], len(edits), max_rows)]
     bar = None
     if progress:
@@ -259,9 +290,11 @@ class _ScorePlan:
         return [list(range(s, min(s + c, n_edits))) for s in range(0, n_edits, c)]
 
 
-def _plan(model, rows, edits, scope, cache, batch_size, max_rows, chunk, max_memory) -> _ScorePlan:
-    """Check the call's arguments and plan its passes (see :class:`_ScorePlan`); a row that
-    cannot fit in memory alone is an error here, before any pass runs."""
+def _plan(
+    model, rows, edits, scope, cache, batch_size, max_rows, chunk, max_memory, impl
+) -> _ScorePlan:
+    """Check the call's arguments and plan its passes (see :class:`_ScorePlan`) for attention
+    ``impl``; a row that cannot fit in memory alone is an error here, before any pass runs."""
     if scope not in SCOPES:
         raise MultiNeuronError(f"scope {scope!r}; expected one of {SCOPES}")
     if cache not in CACHE_MODES:
@@ -290,14 +323,15 @@ def _plan(model, rows, edits, scope, cache, batch_size, max_rows, chunk, max_mem
     width = tuple(len(p) + len(a) for p, a in zip(rows.prompts, rows.answers, strict=True))
 
     def estimate(n_rows: int, w: int) -> MemoryEstimate:
-        return estimate_forward(model, n_rows, w, "eager")
+        return estimate_forward(model, n_rows, w, impl)
 
     def fits(n_rows: int, w: int) -> bool:
         return estimate(n_rows, w).total <= budget
 
     plan_chunks(
         list(width), estimate, budget, rows.labels,
-        "shorten the prompt or use a device with more memory (scoring runs eager attention)",
+        "shorten the prompt or use a device with more memory"
+        + (" (this model's scoring runs eager attention)" if impl == "eager" else ""),
     )  # fmt: skip
     dtype = getattr(model.cfg, "dtype", torch.float32)
     return _ScorePlan(bool(cached), bool(folded), chunk, fits, width, dtype)

@@ -257,6 +257,7 @@ def run_task(
         on_scored=save,
         progress=progress,
         max_memory=cfg.max_memory,
+        attention=cfg.attention,
         on_baseline=lambda found: write_json(
             out / BOUNDARY_FILE, {"findings": [f.to_dict() for f in found]}
         ),
