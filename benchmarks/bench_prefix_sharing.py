@@ -20,7 +20,7 @@ is no slowdown (<= 1.03x). Targets (issue "shared prompt prefixes"): recording >
 nli and qa. Run with nothing else on the machine.
 
     python benchmarks/bench_prefix_sharing.py [--model gemma-3-270m] [--items 24]
-        [--tasks nli,qa,...] [--repeat 2]
+        [--tasks nli,qa,...] [--repeat 2] [--passes "recording,recording zero-shot"]
 """
 
 from __future__ import annotations
@@ -84,9 +84,10 @@ def prompt_pass(model, ds: ParallelDataset, repeat: int) -> tuple[float, float, 
                 computed += int(lengths.sum())  # every prefix itself, once
         computed += sum(len(rows.prompts[r]) - 1 - c for r, c in zip(block, cuts, strict=True))
 
-    def run(blocks) -> None:
-        for block, prefix in blocks:
-            block_pass(model, rows, block, "last", False, True, prefix())
+    def run(blocks) -> None:  # under the scorer's attention (SDPA where the model allows it)
+        with tlm.efficient_attention(model):
+            for block, prefix in blocks:
+                block_pass(model, rows, block, "last", False, True, prefix())
 
     def fresh():  # new prefixes each run: their own pass is part of the cost
         return shared_blocks(model, rows, 64, True, lambda n, w: True)
@@ -129,7 +130,13 @@ def main() -> None:
     ap.add_argument("--items", type=int, default=24)
     ap.add_argument("--tasks", default=",".join(tlm.list_tasks()))
     ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument(
+        "--passes",
+        default="recording,scorer prompt pass,generation,recording zero-shot",
+        help="which rows, comma-separated (default: all four)",
+    )
     args = ap.parse_args()
+    passes = {x.strip() for x in args.passes.split(",")}
     model = tlm.load_model(args.model)
     print(versions_line(), flush=True)
     print(f"model {args.model}; torch threads {torch.get_num_threads()}; first {args.items} items")
@@ -145,6 +152,8 @@ def main() -> None:
             ("recording, zero-shot", zero_shot(ds), recording),
         ]
         for name, d, fn in cases:
+            if name.replace(",", "") not in passes:
+                continue
             t_s, t_w, n_s, n_w = fn(model, d, args.repeat)
             print(
                 f"| {task} | {name} | {n_w:,} | {n_s:,} | {t_w:.2f} | {t_s:.2f} | "
