@@ -29,7 +29,24 @@ import torch
 import tl_multineuron as tlm
 from tl_multineuron.backends.versions import versions_line
 from tl_multineuron.experiments import answer_blocks
-from tl_multineuron.experiments.scoring import answer_rows, score_answers
+from tl_multineuron.experiments.scoring import AnswerRows, answer_rows, score_answers
+
+
+def rows_and_edits(model, task: str, items: int, n_edits: int) -> tuple[AnswerRows, list]:
+    """The task's last ``items`` items x languages as scorer rows, and ``n_edits`` edits: none,
+    then deactivations of random 10% neuron sets (seeds 0, 1, ...)."""
+    ds = tlm.load_task(task)
+    pairs = [(it, x) for it in ds.items[-items:] for x in ds.languages]
+    rows = answer_rows(
+        model, [it.prompts[x] for it, x in pairs], [ds.target(it, x) for it, x in pairs]
+    )
+    cfg = model.cfg
+
+    def random_set(seed: int) -> tlm.NeuronSet:
+        g = torch.Generator().manual_seed(seed)
+        return tlm.NeuronSet(torch.rand(cfg.n_layers, cfg.d_mlp, generator=g) < 0.1)
+
+    return rows, [None] + [lambda b, s=s: tlm.deactivate(random_set(s)) for s in range(n_edits - 1)]
 
 
 def main() -> None:
@@ -42,18 +59,7 @@ def main() -> None:
     ap.add_argument("--compare", choices=("prefix", "attention"), default="prefix")
     args = ap.parse_args()
     model = tlm.load_model(args.model)
-    ds = tlm.load_task(args.task)
-    pairs = [(it, x) for it in ds.items[-args.items :] for x in ds.languages]
-    rows = answer_rows(
-        model, [it.prompts[x] for it, x in pairs], [ds.target(it, x) for it, x in pairs]
-    )
-    cfg = model.cfg
-
-    def random_set(seed: int) -> tlm.NeuronSet:
-        g = torch.Generator().manual_seed(seed)
-        return tlm.NeuronSet(torch.rand(cfg.n_layers, cfg.d_mlp, generator=g) < 0.1)
-
-    edits = [None] + [lambda b, s=s: tlm.deactivate(random_set(s)) for s in range(args.edits - 1)]
+    rows, edits = rows_and_edits(model, args.task, args.items, args.edits)
     groups = answer_blocks.prefix_groups
 
     def run(way: str) -> tuple[float, list]:

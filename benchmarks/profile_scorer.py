@@ -17,11 +17,11 @@ import cProfile
 import pstats
 import time
 
-import torch
+from bench_scorer_conditions import rows_and_edits  # the same rows and edits
 
 import tl_multineuron as tlm
 from tl_multineuron.backends.versions import versions_line
-from tl_multineuron.experiments.scoring import answer_rows, score_answers
+from tl_multineuron.experiments.scoring import score_answers
 
 
 def main() -> None:
@@ -34,18 +34,7 @@ def main() -> None:
     ap.add_argument("--top", type=int, default=45)
     args = ap.parse_args()
     model = tlm.load_model(args.model)
-    ds = tlm.load_task(args.task)
-    pairs = [(it, x) for it in ds.items[-args.items :] for x in ds.languages]
-    rows = answer_rows(
-        model, [it.prompts[x] for it, x in pairs], [ds.target(it, x) for it, x in pairs]
-    )
-    cfg = model.cfg
-
-    def random_set(seed: int) -> tlm.NeuronSet:
-        g = torch.Generator().manual_seed(seed)
-        return tlm.NeuronSet(torch.rand(cfg.n_layers, cfg.d_mlp, generator=g) < 0.1)
-
-    edits = [None] + [lambda b, s=s: tlm.deactivate(random_set(s)) for s in range(args.edits - 1)]
+    rows, edits = rows_and_edits(model, args.task, args.items, args.edits)
     print(versions_line())
     print(
         f"{args.task}: {len(rows)} rows, {sum(len(a) for a in rows.answers)} answer tokens, "
