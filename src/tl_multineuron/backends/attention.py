@@ -81,10 +81,14 @@ def sdpa_available(model: Any) -> bool:
     )
 
 
-def attention_implementation(model: Any, mode: str = "auto") -> str:
-    """``"sdpa"`` or ``"eager"``: what a pass under ``efficient_attention(model, mode)`` runs."""
+def _check_mode(mode: str) -> None:
     if mode not in ATTENTION_MODES:
         raise MultiNeuronError(f"attention {mode!r}; expected one of {ATTENTION_MODES}")
+
+
+def attention_implementation(model: Any, mode: str = "auto") -> str:
+    """``"sdpa"`` or ``"eager"``: what a pass under ``efficient_attention(model, mode)`` runs."""
+    _check_mode(mode)
     if mode == "eager" or not sdpa_available(model):
         if mode == "sdpa":
             why = sdpa_unsupported(model) if _hf_config(model) is not None else None
@@ -135,8 +139,7 @@ def efficient_attention(model: Any, mode: str = "auto") -> Iterator[str]:
     stays and is yielded (an inner ``"sdpa"`` under an outer eager block is an error)."""
     outer = _ACTIVE.get(id(model))
     if outer is not None:
-        if mode not in ATTENTION_MODES:
-            raise MultiNeuronError(f"attention {mode!r}; expected one of {ATTENTION_MODES}")
+        _check_mode(mode)
         if mode == "sdpa" and outer == "eager":
             raise MultiNeuronError(
                 "attention 'sdpa' was asked for inside a block that runs eager attention"
@@ -144,27 +147,21 @@ def efficient_attention(model: Any, mode: str = "auto") -> Iterator[str]:
         yield outer
         return
     impl = attention_implementation(model, mode)
-    if impl == "eager":
-        _ACTIVE[id(model)] = impl
-        try:
-            yield impl
-        finally:
-            _ACTIVE.pop(id(model), None)
-        return
-    cfg = _hf_config(model)
-    bridges = bridge_attention_modules(model)
-    old = cfg._attn_implementation
+    cfg = _hf_config(model) if impl == "sdpa" else None
+    old = cfg._attn_implementation if cfg is not None else None
     patched: list[Any] = []
+    _ACTIVE[id(model)] = impl
     try:
-        for b in bridges:
-            # object.__setattr__: the bridge forwards plain attribute writes to the HF module
-            object.__setattr__(b, "forward", _sdpa_forward(b, _hf_attention(b)))
-            patched.append(b)
-        cfg._attn_implementation = "sdpa"
-        _ACTIVE[id(model)] = impl
+        if cfg is not None:
+            for b in bridge_attention_modules(model):
+                # object.__setattr__: the bridge forwards plain attribute writes to the HF module
+                object.__setattr__(b, "forward", _sdpa_forward(b, _hf_attention(b)))
+                patched.append(b)
+            cfg._attn_implementation = "sdpa"
         yield impl
     finally:
         _ACTIVE.pop(id(model), None)
-        cfg._attn_implementation = old
+        if cfg is not None:
+            cfg._attn_implementation = old
         for b in patched:
             object.__delattr__(b, "forward")

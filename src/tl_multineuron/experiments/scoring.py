@@ -24,8 +24,9 @@ TransformerBridge has none and gets full passes, which give the same numbers). S
 share one padded batch: each gets its own block of rows (``max_rows`` rows per pass).
 Attention runs through SDPA where the model allows it (``attention='auto'``, see
 :mod:`tl_multineuron.backends.attention`): the edits act on MLP (or SAE) sites, never inside
-attention; on the embedded Gemma 3 this made a scope-``last`` pass over qa 1.12x faster than
-eager attention, log-probs within 9e-5 nats, greedy matches identical.
+attention; on the embedded Gemma 3 a scored call was 1.18x faster than under eager attention
+on nli and 1.05x on qa (``benchmarks/bench_scorer_conditions.py --compare attention``),
+log-probs within 9e-5 nats, greedy matches identical.
 """
 
 from __future__ import annotations
