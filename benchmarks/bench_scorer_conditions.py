@@ -13,10 +13,16 @@ It answers whether the conditions' passes cost more from a continued, compacted 
 log-probs of the two paths are compared too. ``--compare attention`` times the default path
 two other ways instead: every pass through SDPA (``attention='sdpa'``, what ``auto`` picks where
 the model allows it) vs eager attention (what the scorer ran before), with their log-probs and
-greedy matches compared. Run with nothing else on the machine.
+greedy matches compared. ``--compare metrics``: the per-position metrics over the vocabulary
+made one block of it at a time (``blocked``, the default where the unembedding is linear:
+:mod:`tl_multineuron.experiments.answer_metrics`) vs the whole vocabulary at once
+(``whole-vocab``, what the scorer did before), with ranks compared too. ``--scope all`` scores
+every position of prompt and answer (the specificity matrix's scope). Run with nothing else on
+the machine.
 
     python benchmarks/bench_scorer_conditions.py [--task qa] [--items 8] [--edits 5]
-        [--repeat 2] [--model gemma-3-270m] [--compare prefix|attention]
+        [--repeat 2] [--model gemma-3-270m] [--compare prefix|attention|metrics]
+        [--scope last|all]
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ import torch
 
 import tl_multineuron as tlm
 from tl_multineuron.backends.versions import versions_line
-from tl_multineuron.experiments import answer_blocks
+from tl_multineuron.experiments import answer_blocks, answer_metrics
 from tl_multineuron.experiments.scoring import AnswerRows, answer_rows, score_answers
 
 
@@ -56,24 +62,34 @@ def main() -> None:
     ap.add_argument("--items", type=int, default=8)
     ap.add_argument("--edits", type=int, default=5)
     ap.add_argument("--repeat", type=int, default=2)
-    ap.add_argument("--compare", choices=("prefix", "attention"), default="prefix")
+    ap.add_argument("--compare", choices=("prefix", "attention", "metrics"), default="prefix")
+    ap.add_argument("--scope", choices=("last", "all"), default="last")
     args = ap.parse_args()
     model = tlm.load_model(args.model)
     rows, edits = rows_and_edits(model, args.task, args.items, args.edits)
-    groups = answer_blocks.prefix_groups
+    groups, linear = answer_blocks.prefix_groups, answer_metrics.linear_unembedding
 
     def run(way: str) -> tuple[float, list]:
         shared = way != "whole"
         answer_blocks.prefix_groups = groups if shared else (lambda *a, **k: ([], None))
+        if way == "whole-vocab":
+            answer_metrics.linear_unembedding = lambda m: None
         attention = way if way in ("sdpa", "eager") else "auto"
         try:
             t = time.perf_counter()
-            out = score_answers(model, rows, edits, attention=attention)
+            out = score_answers(model, rows, edits, attention=attention, scope=args.scope)
             return time.perf_counter() - t, out
         finally:
             answer_blocks.prefix_groups = groups
+            answer_metrics.linear_unembedding = linear
 
-    new, old = ("shared", "whole") if args.compare == "prefix" else ("sdpa", "eager")
+    new, old = {
+        "prefix": ("shared", "whole"),
+        "attention": ("sdpa", "eager"),
+        "metrics": ("blocked", "whole-vocab"),
+    }[args.compare]
+    if args.compare == "metrics" and linear(model) is None:
+        raise SystemExit(f"{args.model}: its unembedding is not linear here; nothing to compare")
     times: dict[str, list[float]] = {new: [], old: []}
     outs = {}
     for _ in range(args.repeat):
@@ -83,13 +99,16 @@ def main() -> None:
     pairs = list(zip(outs[new], outs[old], strict=True))
     diff = max(float((a.logprob - b.logprob).abs().max()) for a, b in pairs)
     flips = sum(int((a.greedy_match != b.greedy_match).sum()) for a, b in pairs)
+    ranks = sum(int((a.first_rank != b.first_rank).sum()) for a, b in pairs)
+    firsts = sum(int((a.first_token != b.first_token).sum()) for a, b in pairs)
     print(versions_line())
     print(
         f"{args.task}: {len(rows)} rows x {len(edits)} edits; {new} "
         f"{', '.join(f'{t:.2f} s' for t in times[new])}; {old} "
         f"{', '.join(f'{t:.2f} s' for t in times[old])}; best {old} / best {new} "
         f"{min(times[old]) / min(times[new]):.2f}x; max |logprob difference| {diff:.1e}; "
-        f"greedy matches that differ {flips} of {len(rows) * len(edits)}"
+        f"greedy matches that differ {flips} of {len(rows) * len(edits)}; ranks that differ "
+        f"{ranks}, first tokens {firsts}; scope {args.scope}"
     )
 
 

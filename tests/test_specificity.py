@@ -8,7 +8,10 @@ import torch
 from helpers import tiny_model, toy_dataset
 
 from tl_multineuron import MultiNeuronError, SharingStats
+from tl_multineuron.experiments.evaluation import generate_greedy
+from tl_multineuron.experiments.interventions import Intervention, apply
 from tl_multineuron.experiments.language_sets import identify_language_sets
+from tl_multineuron.experiments.neuron_sets import NeuronSet
 from tl_multineuron.experiments.specificity import (
     SpecificityConfig,
     deactivation_matrix,
@@ -259,6 +262,38 @@ def test_output_language_deactivation_against_none_and_random():
         output_language(model, ds, sets, ["fr"])
     with pytest.raises(MultiNeuronError, match="'it' is not among"):
         output_language(model, ds, sets, ["it"], detect=detect)
+
+
+@pytest.mark.parametrize("kind", ["native", "llama"])
+def test_generation_under_per_row_masks_equals_one_generation_per_mask(kind, tmp_path):
+    """Several masks' generations as rows of shared batches (batches that cut across masks
+    and prompts of different lengths) give each mask's own generation under ``apply``."""
+    from helpers import tiny_llama_dir
+
+    from tl_multineuron import load_model
+    from tl_multineuron.experiments.specificity import generate_under_masks
+
+    model = (
+        tiny_model("gated", seed=4)
+        if kind == "native"
+        else load_model(tiny_llama_dir(tmp_path / "m"))
+    )
+    L, D = model.cfg.n_layers, model.cfg.d_mlp
+    g = torch.Generator().manual_seed(0)
+    masks = [None, torch.rand(L, D, generator=g) < 0.5, torch.rand(L, D, generator=g) < 0.2,
+             torch.zeros(L, D, dtype=torch.bool)]  # fmt: skip
+    masks[3][0] = True  # every neuron of block 0
+    prompts = ["dog cat 1 ", "Hund 22 ab und so", "chien", "x y z w v u"]
+    got = generate_under_masks(model, prompts, masks, max_new_tokens=4, batch_size=5)
+    want = []
+    for m in masks:
+        edits = [] if m is None else [Intervention(NeuronSet(m), "zero", positions="all")]
+        with apply(model, *edits):
+            want.append(generate_greedy(model, prompts, 4, batch_size=4))
+    assert got == want
+    assert want[3] != want[0]  # the edits change the generations: the test can fail
+    with pytest.raises(MultiNeuronError, match="mask 1 of shape"):
+        generate_under_masks(model, prompts, [masks[1], masks[2][:1]], 2)
 
 
 def test_controls_are_drawn_independently_per_language_and_bos_is_an_option(native, monkeypatch):

@@ -117,6 +117,12 @@ def register(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--score-batch", type=int, default=d["score_batch"], help="rows per scoring pass"
     )
+    p.add_argument(
+        "--generate-batch",
+        type=int,
+        default=d["generate_batch"],
+        help="(set, prompt) rows per generation batch of the output-language study",
+    )
     add_run_control(p)
 
 
@@ -145,6 +151,7 @@ def run(args: argparse.Namespace) -> int:
         max_new_tokens=args.max_new_tokens,
         batch_size=args.batch_size,
         score_batch=args.score_batch,
+        generate_batch=args.generate_batch,
         unit=args.unit,
         window=args.window,
         include_bos=args.edit_bos,

@@ -44,7 +44,6 @@ from torch import Tensor
 from ..backends.attention import efficient_attention
 from ..backends.cache_probes import prefix_cache_status, supports_prefix_cache, warn_full_pass
 from ..backends.devices import model_device
-from ..backends.logits import output_logits
 from ..backends.memory import MemoryEstimate, estimate_forward, memory_budget, plan_chunks
 from ..backends.tl_compat import (
     quiet_cache_rename,
@@ -57,6 +56,7 @@ from ..sharing.recording import (
     get_tokenizer,
 )
 from .answer_blocks import AnswerPass, block_pass, shared_blocks
+from .answer_metrics import answer_metrics
 from .prefix_groups import prefix_groups, score_group, uniform_edit
 from .shared_prefix import fold_mask, folds
 from .site_edits import Hidden, bind_rows, check_fired, fuse_edits
@@ -150,34 +150,6 @@ def scoring_path(model: Any, scope: str = "last", cache: str = "auto") -> str:
     if cache != "none" and supports_prefix_cache(model):
         return "prefix-cache" if scope == "last" else "shared-prefix"
     return "full-pass"
-
-
-def _answer_metrics(
-    model: Any,
-    h: Float[Tensor, "p d_model"],
-    gold: Int[Tensor, " p"],
-    first: Bool[Tensor, " p"],
-    chunk: int,
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Log-prob of ``gold``, whether it is the argmax, (where ``first``) how many tokens
-    score strictly higher (0 elsewhere), and the argmax token."""
-    lp, top, rank, args = [], [], [], []
-    for s in range(0, h.shape[0], chunk):
-        with torch.inference_mode():
-            # the model's own output logits: unembedding, then its scale / soft-cap
-            z = output_logits(model, h[None, s : s + chunk])[0].float()
-            g = gold[s : s + chunk, None]
-            zg = z.gather(1, g)
-            f = first[s : s + chunk]
-            r = torch.zeros(len(g), dtype=torch.long, device=z.device)
-            r[f] = (z[f] > zg[f]).sum(-1)
-            rank.append(r)
-            zmax, arg = z.max(-1, keepdim=True)  # one pass: the argmax and the lse shift
-            top.append(arg[:, 0] == g[:, 0])
-            args.append(arg[:, 0])
-            lse = zmax + z.sub_(zmax).exp_().sum(-1, keepdim=True).log()  # z is ours
-            lp.append((zg - lse)[:, 0].double())
-    return torch.cat(lp).cpu(), torch.cat(top).cpu(), torch.cat(rank).cpu(), torch.cat(args).cpu()
 
 
 # -- batches --------------------------------------------------------------------------------------
@@ -342,8 +314,8 @@ def _run_group(
     model: Any, bp: AnswerPass, block: list[int], edits: list, plan: _ScorePlan
 ) -> list[tuple[Tensor, ...]]:
     """One answer pass over ``block`` for ``C = len(edits)`` edits (tiled ``C x n`` rows, or
-    folded into the positions of one row each); per edit, :func:`_answer_metrics`' outputs at
-    the block's answer positions."""
+    folded into the positions of one row each); per edit, the outputs of
+    :func:`.answer_metrics.answer_metrics` at the block's answer positions."""
     dev = model_device(model)
     n, C = len(block), len(edits)
     # the first answer position of each row (its rank is reported)
@@ -387,7 +359,7 @@ def _run_group(
     # every edit's answer positions in one unembedding (large GEMMs are ~2x faster per
     # position on a CPU than one small product per edit)
     sel = bp.answer_pos.to(h.device).repeat(C, 1)
-    vals = _answer_metrics(
+    vals = answer_metrics(
         model,
         h[sel],
         bp.gold.to(h.device).repeat(C, 1)[sel],
@@ -484,7 +456,7 @@ def _score_shared(
     pad = int(getattr(get_tokenizer(model), "pad_token_id", None) or 0)
 
     def metrics(h: Tensor, gold: Tensor, first: Tensor) -> tuple[Tensor, ...]:
-        return _answer_metrics(model, h, gold, first, chunk)
+        return answer_metrics(model, h, gold, first, chunk)
 
     plan = []
     for gi, grp in enumerate(groups):

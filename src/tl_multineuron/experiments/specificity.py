@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 from jaxtyping import Bool
 from torch import Tensor
 
@@ -40,7 +41,7 @@ from ..sharing.recording import encode, get_tokenizer, iter_dataset
 from ..sharing.statistics import SharingStats
 from .comparisons import aligned_values, paired_bootstrap
 from .evaluation import generate_greedy
-from .interventions import Intervention, apply
+from .interventions import Intervention
 from .language_sets import LanguageSets
 from .neuron_sets import NeuronSet, activity_strata, control_seed, sample_like
 from .scoring import AnswerRows, score_answers
@@ -324,7 +325,7 @@ def output_language(
     languages: Sequence[str],
     seed: int = 0,
     max_new_tokens: int = 8,
-    batch_size: int = 16,
+    batch_size: int = 128,
     detect: Callable[[list[str]], list[str | None]] | None = None,
     done: set[tuple[str, str, str]] = frozenset(),
     on_rows: Callable[[pd.DataFrame], None] | None = None,
@@ -333,7 +334,9 @@ def output_language(
     method's set for that language deactivated, and with an equal-size random set (``seed``).
     One row per (method, set_language, control, item): ``generated`` (first line), ``detected``
     and ``in_language``. ``detect``: an identifier's ``detect`` (required); ``done``: (method,
-    set_language, control) already generated (resume); ``on_rows``: called after each."""
+    set_language, control) already generated (resume); ``on_rows``: called after each. A
+    language's conditions run as rows of shared batches of ``batch_size`` (set, prompt) rows
+    (:func:`generate_under_masks`)."""
     if detect is None:
         raise MultiNeuronError("output_language needs a language identifier (detect=...)")
     tok = get_tokenizer(model)
@@ -350,13 +353,14 @@ def output_language(
             jobs.append((s.method, "set", mask))
             drawn = sample_like(mask, control_seed(seed, "random", s.method, x))
             jobs.append((s.method, "random", drawn))
-        for method, control, mask in jobs:
-            if (method, x, control) in done:
-                continue
-            edits = [] if mask is None else [Intervention(NeuronSet(mask), "zero", positions="all")]
-            with apply(model, *edits):
-                gens = generate_greedy(model, ds.prompts(x), max_new_tokens, batch_size)
-            texts = [tok.decode(g).split("\n")[0].strip() for g in gens]
+        jobs = [j for j in jobs if (j[0], x, j[1]) not in done]
+        if not jobs:
+            continue
+        gens = generate_under_masks(
+            model, ds.prompts(x), [m for _, _, m in jobs], max_new_tokens, batch_size
+        )
+        for (method, control, _), got in zip(jobs, gens, strict=True):
+            texts = [tok.decode(g).split("\n")[0].strip() for g in got]
             found = detect(texts)
             part = pd.DataFrame({
                 "method": method, "set_language": x, "control": control, "item_id": ids,
@@ -367,6 +371,56 @@ def output_language(
             if on_rows is not None:
                 on_rows(part)
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def generate_under_masks(
+    model: Any,
+    prompts: Sequence[str],
+    masks: Sequence[Bool[Tensor, "layer d_mlp"] | None],
+    max_new_tokens: int = 8,
+    batch_size: int = 64,
+) -> list[list[list[int]]]:
+    """Greedy continuations of ``prompts`` with each mask's MLP neurons deactivated at every
+    position (``None``: unedited): one list per mask, one token list per prompt. Every
+    (mask, prompt) pair is a row of one generation whose rows carry their own mask (per-row
+    :class:`~.interventions.Intervention`), in batches of about ``batch_size`` rows: the same
+    continuations as one generation per mask, up to float ties, with a few wide batches'
+    steps instead of many narrow ones (a step's unembedding reads the whole vocabulary's
+    weights whatever the batch)."""
+    n, J = len(prompts), len(masks)
+    if not n or not J:
+        return [[] for _ in masks]
+    shape = next((tuple(m.shape) for m in masks if m is not None), None)
+    if shape is None:  # nothing edited
+        stack = None
+    else:
+        stack = torch.zeros((J, *shape), dtype=torch.bool)
+        for j, m in enumerate(masks):
+            if m is not None:
+                if tuple(m.shape) != shape:
+                    raise MultiNeuronError(
+                        f"output language: mask {j} of shape {tuple(m.shape)}; the others "
+                        f"are {shape}"
+                    )
+                stack[j] = m.cpu()
+    job = torch.arange(J).repeat_interleave(n)
+    fired: list = []
+
+    def hooks(start: int, stop: int) -> list:
+        if stack is None:
+            return []
+        iv = Intervention(stack[job[start:stop]], "zero", positions="all", allow_empty=True)
+        got = iv.fwd_hooks(model)
+        fired.extend(got)
+        return got
+
+    rows = n * J
+    per = -(-rows // -(-rows // max(1, batch_size)))  # balanced batches of <= batch_size
+    gens = generate_greedy(model, list(prompts) * J, max_new_tokens, per, hooks_for_batch=hooks)
+    silent = [name for name, h in fired if not h.fired]
+    if silent:
+        raise MultiNeuronError(f"output language: deactivation hooks never fired: {silent}")
+    return [gens[j * n : (j + 1) * n] for j in range(J)]
 
 
 def output_language_table(

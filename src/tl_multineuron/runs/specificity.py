@@ -77,10 +77,11 @@ class SpecificityRunConfig:
     activation_bar_ratio: the LAPE and Act-Prob-90p quantiles (Tang et al.'s 0.95); seeds:
     random and activity-matched controls per seed; shared_frequency: the all-shared
     comparison set (as the grid's); generate: the output-language study (``max_new_tokens``
-    greedy tokens); unit: ``token`` (LAPE and Act-Prob-90p on token statistics of running
-    text, as published) or ``item`` (at the last prompt token of the calibration items);
-    window: running text packed into rows of this many tokens (LAPE's packing; ``None``: one
-    text per row); include_bos: deactivate at the BOS position too."""
+    greedy tokens, in batches of ``generate_batch`` (set, prompt) rows); unit: ``token``
+    (LAPE and Act-Prob-90p on token statistics of running text, as published) or ``item``
+    (at the last prompt token of the calibration items); window: running text packed into
+    rows of this many tokens (LAPE's packing; ``None``: one text per row); include_bos:
+    deactivate at the BOS position too."""
 
     methods: tuple[str, ...] = METHODS
     eval_items: int = 16
@@ -96,6 +97,7 @@ class SpecificityRunConfig:
     max_new_tokens: int = 8
     batch_size: int = 8
     score_batch: int = 64
+    generate_batch: int = 128
     n_boot: int = 2000
     unit: str = "token"
     window: int | None = None
@@ -113,6 +115,9 @@ class SpecificityRunConfig:
             raise MultiNeuronError("specificity: controls need at least one seed")
         if self.max_new_tokens < 1:
             raise MultiNeuronError(f"max_new_tokens {self.max_new_tokens}: need >= 1")
+        for k in ("batch_size", "score_batch", "generate_batch"):
+            if getattr(self, k) < 1:
+                raise MultiNeuronError(f"specificity: {k} {getattr(self, k)}: need >= 1")
         for name in (
             "min_frequency",
             "top_rate",
@@ -137,7 +142,7 @@ class SpecificityRunConfig:
 
     def identity(self) -> dict:
         d = asdict(self)
-        for k in ("batch_size", "score_batch", "n_boot"):
+        for k in ("batch_size", "score_batch", "generate_batch", "n_boot"):
             d.pop(k)
         return d
 
@@ -424,7 +429,7 @@ def _generations(model, ev, sets, out, cfg, resume, say, cost) -> pd.DataFrame:
     t0 = time.perf_counter()
     output_language(
         model, ev, sets, reliable, seed=cfg.seeds[0], max_new_tokens=cfg.max_new_tokens,
-        batch_size=cfg.score_batch, detect=ident.detect, done=have, on_rows=save,
+        batch_size=cfg.generate_batch, detect=ident.detect, done=have, on_rows=save,
     )  # fmt: skip
     if spent["forward"]:
         cost.add("generation", time.perf_counter() - t0, spent["forward"], spent["unembedded"])

@@ -1,0 +1,97 @@
+"""Vocabulary-blocked answer metrics against the whole-vocabulary path: the same log-probs,
+argmax and exact ranks, with ties, soft-caps, biases and masked tokens; the fallbacks."""
+
+import types
+
+import pytest
+import torch
+from helpers import tiny_llama_dir, tiny_model
+
+from tl_multineuron import load_model
+from tl_multineuron.experiments import answer_metrics as am
+
+
+class Unembed(torch.nn.Module):
+    def __init__(self, W, b, fn=None):
+        super().__init__()
+        self.W, self.b, self.fn = W, b, fn
+
+    def forward(self, h):
+        z = h @ self.W + self.b
+        return z if self.fn is None else self.fn(z)
+
+
+class Fake(torch.nn.Module):
+    """A HookedTransformer-shaped stand-in: ``W_U``, ``b_U``, ``unembed`` and a soft-cap."""
+
+    def __init__(self, W, b, cap=0.0, fn=None):
+        super().__init__()
+        self.W_U, self.b_U = W, b
+        self.unembed = Unembed(W, b, fn)
+        self.cfg = types.SimpleNamespace(output_logits_soft_cap=cap)
+
+
+def both(model, h, gold, first, monkeypatch):
+    monkeypatch.setattr(am, "BLOCK", 7)  # several blocks and a partial one
+    monkeypatch.setattr(am, "ROWS", 5)
+    assert am.linear_unembedding(model) is not None
+    got = am.answer_metrics(model, h, gold, first)
+    want = am._full(model, h, gold, first, 1024)
+    return got, want
+
+
+def check(got, want, atol=1e-5):
+    torch.testing.assert_close(got[0], want[0], atol=atol, rtol=0)
+    for g, w in zip(got[1:], want[1:], strict=True):
+        assert torch.equal(g, w)
+
+
+@pytest.mark.parametrize("cap", [0.0, 3.0])
+def test_blocked_metrics_equal_the_full_path_with_ties(cap, monkeypatch):
+    g = torch.Generator().manual_seed(0)
+    d, V, P = 8, 45, 13
+    W = torch.randn(d, V, generator=g)
+    W[:, 30:40] = W[:, 3:4]  # ten tokens tied with token 3, in other blocks
+    b = torch.randn(V, generator=g)
+    b[30:40] = b[3]
+    b[7:14] = -torch.inf  # a whole block masked
+    model = Fake(W, b, cap)
+    h = torch.randn(P, d, generator=g) * (30 if cap else 1)  # the cap saturates: more ties
+    gold = torch.randint(14, V, (P,), generator=g)
+    gold[:4] = 3  # tied with tokens of later blocks
+    gold[4] = 9  # a masked gold: log-prob -inf, every unmasked token above it
+    first = torch.rand(P, generator=g) < 0.7
+    first[:4] = True
+    got, want = both(model, h, gold, first, monkeypatch)
+    check(got, want)
+    assert (want[2][first] > 0).any() and not want[2][~first].any()
+
+
+@pytest.mark.parametrize("kind", ["native", "llama"])
+def test_blocked_metrics_on_tiny_models(kind, tmp_path, monkeypatch):
+    model = (
+        tiny_model("gated", seed=4)
+        if kind == "native"
+        else load_model(tiny_llama_dir(tmp_path / "m"))
+    )
+    g = torch.Generator().manual_seed(1)
+    P = 40
+    h = torch.randn(P, model.cfg.d_model, generator=g) * 3
+    gold = torch.randint(0, model.cfg.d_vocab, (P,), generator=g)
+    first = torch.rand(P, generator=g) < 0.5
+    got, want = both(model, h, gold, first, monkeypatch)
+    check(got, want)
+
+
+def test_fallbacks_to_the_full_path():
+    g = torch.Generator().manual_seed(0)
+    W, b = torch.randn(4, 9, generator=g), torch.zeros(9)
+    assert am.linear_unembedding(Fake(W, b))[1] is None  # a zero bias is dropped
+    assert am.linear_unembedding(Fake(W.half(), b.half())) is None  # half precision
+    assert am.linear_unembedding(Fake(W, b, fn=torch.relu)) is None  # not h @ W_U + b_U
+    hooked = Fake(W, b)
+    hooked.unembed.register_forward_hook(lambda m, i, o: o * 2)
+    assert am.linear_unembedding(hooked) is None
+    odd = Fake(W, b, fn=lambda z: z**3)
+    odd.cfg.output_logits_soft_cap = 0.0
+    assert am.linear_unembedding(odd) is None
