@@ -8,9 +8,10 @@ a gigabyte per 1,024 positions, written and re-read from memory. Where the model
 is a plain linear map (:func:`linear_unembedding`) the logits are made and consumed one block
 of the vocabulary at a time, small enough to stay in cache: a running max and argmax, a running
 sum of exponentials rescaled as the max grows (the log-sum-exp), and the gold's logit gathered
-from the block that holds it. The same values up to float rounding of the sum (measured on
-Gemma 3 270M: 15% faster than the full path, and faster than the bare unembedding GEMM,
-which still writes its output: ``benchmarks/bench_scorer_conditions.py --compare metrics``).
+from the block that holds it. The same values up to float rounding of the sum; on the
+embedded Gemma 3 a scorer call was 1.10-1.17x faster
+(``benchmarks/bench_scorer_conditions.py --compare metrics``) and the main job's facts
+conditions 1.40x (docs/experiments.md).
 
 Ranks stay exact: a token is compared against the gold's logit as the unembedding produced
 it, which is known only once its block has run. Each block counts the tokens above the gold's

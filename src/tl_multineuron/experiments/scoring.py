@@ -10,8 +10,10 @@ model's distribution over the next token. Per row:
 * ``logprob``: the gold answer's log-probability (sum over its tokens) and ``token_logprobs``;
 * ``first_rank``: how many tokens score strictly higher than the answer's first token (0 = top).
 
-Only the answer positions are unembedded (in chunks, so the vocabulary-sized logits never
-exist for a whole batch).
+Only the answer positions are unembedded, and where the unembedding is a plain linear map
+one block of the vocabulary at a time (:mod:`.answer_metrics`: a running log-sum-exp, argmax
+and exact rank, so the vocabulary-sized logits never exist for more than a cache-sized block;
+else the whole vocabulary for a chunk of positions).
 
 Edits (interventions) act on exactly the positions greedy generation would touch. Scope
 ``last``: the last prompt token and every answer position (what a KV-cached generation step
