@@ -107,6 +107,37 @@ def test_cached_generation_equals_full_passes(hooks):
             assert got[r].tolist() == ids[0, -6:].tolist(), p
 
 
+def test_blocked_metrics_and_per_row_generation_on_the_hooked_transformer(monkeypatch):
+    """On TL 3.x too: the vocabulary-blocked scorer metrics equal the whole-vocabulary path
+    (with the config's soft-cap), and generations under per-row masks equal one generation per
+    mask under ``apply``."""
+    from tl_multineuron.experiments import answer_metrics as am
+    from tl_multineuron.experiments.evaluation import generate_greedy
+    from tl_multineuron.experiments.specificity import generate_under_masks
+
+    model = tiny_hooked(saes=False)
+    model.cfg.output_logits_soft_cap = 2.0
+    monkeypatch.setattr(am, "BLOCK", 50)
+    monkeypatch.setattr(am, "ROWS", 7)
+    g = torch.Generator().manual_seed(0)
+    h = torch.randn(30, 16, generator=g) * 4
+    gold = torch.randint(0, 259, (30,), generator=g)
+    first = torch.rand(30, generator=g) < 0.5
+    assert am.linear_unembedding(model) is not None
+    got, want = am.answer_metrics(model, h, gold, first), am._full(model, h, gold, first, 64)
+    torch.testing.assert_close(got[0], want[0], atol=1e-5, rtol=0)
+    assert all(torch.equal(a, b) for a, b in zip(got[1:], want[1:], strict=True))
+    model.cfg.output_logits_soft_cap = -1.0
+    masks = [None, torch.rand(3, 24, generator=g) < 0.5, torch.ones(3, 24, dtype=torch.bool)]
+    prompts = ["ab", "hello there", "x"]
+    rows = generate_under_masks(model, prompts, masks, max_new_tokens=4, batch_size=4)
+    for m, got_m in zip(masks, rows, strict=True):
+        edits = [] if m is None else [tlm.Intervention(tlm.NeuronSet(m), "zero", positions="all")]
+        with tlm.apply(model, *edits):
+            assert got_m == generate_greedy(model, prompts, 4, batch_size=3)
+    assert rows[2] != rows[0]
+
+
 def test_feature_site_categories_by_hand(sae_model):
     """Feature activations at the SAE site equal the SAE's own encoding of the residual (read
     by a plain HookedTransformer with the same weights); feature 0 is all-shared on every
