@@ -22,6 +22,7 @@ the few within the bound; those are compared against the exact gold logit at the
 from __future__ import annotations
 
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -99,7 +100,9 @@ def answer_metrics(
     lin = linear_unembedding(model)
     if lin is None:
         return _full(model, h, gold, first, chunk)
-    out = [_blocked(model, *lin, h[s : s + ROWS], gold[s : s + ROWS], first[s : s + ROWS])
+    # the output transform and its slope (>= 1 widens the rank bound), read once per call
+    fn, slope = logit_transform(model), max(1.0, abs(logit_slope(model)))
+    out = [_blocked(*lin, fn, slope, h[s : s + ROWS], gold[s : s + ROWS], first[s : s + ROWS])
            for s in range(0, h.shape[0], ROWS)]  # fmt: skip
     return tuple(torch.cat(parts).cpu() for parts in zip(*out, strict=True))  # type: ignore[return-value]
 
@@ -126,10 +129,15 @@ def _full(model: Any, h: Tensor, gold: Tensor, first: Tensor, chunk: int) -> tup
 
 @torch.inference_mode()
 def _blocked(
-    model: Any, W: Tensor, b: Tensor | None, h: Tensor, gold: Tensor, first: Tensor
+    W: Tensor,
+    b: Tensor | None,
+    fn: Callable[[Tensor], Tensor] | None,
+    slope: float,
+    h: Tensor,
+    gold: Tensor,
+    first: Tensor,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     dev, P, V = h.device, h.shape[0], W.shape[1]
-    fn = logit_transform(model)
     h = h.to(W.dtype)
     gold, first = gold.to(dev), first.to(dev)
     fi = first.nonzero().flatten()
@@ -140,7 +148,7 @@ def _blocked(
     direct = (hf * Wg).sum(-1) + (0 if b is None else b[gold[fi]].double())
     mag = (hf.abs() * Wg.abs()).sum(-1) + direct.abs()
     eps = torch.finfo(W.dtype).eps
-    tol = (4 * eps * (h.shape[1] + 2) * mag) * max(1.0, abs(logit_slope(model)))
+    tol = 4 * eps * (h.shape[1] + 2) * mag * slope
     tol = torch.where(direct.isfinite(), tol, 0.0)  # a masked gold (-inf): exact already
     if fn is not None:
         direct = fn(direct.float().to(W.dtype)).double()

@@ -22,6 +22,7 @@ languages it identifies reliably), against the unedited model and an equal-size 
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -415,7 +416,8 @@ def generate_under_masks(
         return got
 
     rows = n * J
-    per = -(-rows // -(-rows // max(1, batch_size)))  # balanced batches of <= batch_size
+    n_batches = math.ceil(rows / max(1, batch_size))
+    per = math.ceil(rows / n_batches)  # batches of equal size, none over batch_size
     gens = generate_greedy(model, list(prompts) * J, max_new_tokens, per, hooks_for_batch=hooks)
     silent = [name for name, h in fired if not h.fired]
     if silent:
