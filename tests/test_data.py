@@ -99,36 +99,3 @@ def test_file_errors(tmp_path):
     p.write_text("x")
     with pytest.raises(MultiNeuronError, match="unknown format"):
         load_parallel(p)
-
-
-def test_xnli_all_languages_format(tmp_path):
-    from tl_multineuron import load_xnli
-
-    rows = [
-        {
-            "premise": {"en": "A man sleeps.", "de": "Ein Mann schläft.", "zh": "一个人在睡觉。"},
-            "hypothesis": {
-                "language": ["de", "en", "zh"],
-                "translation": ["Er ist wach.", "He is awake.", "他醒着。"],
-            },
-            "label": 2,
-        },
-        {
-            "premise": {"en": "It rains.", "de": "Es regnet.", "zh": "下雨了。"},
-            "hypothesis": {
-                "language": ["de", "en", "zh"],
-                "translation": ["Es ist nass.", "It is wet.", "很湿。"],
-            },
-            "label": 0,
-        },
-    ]
-    p = tmp_path / "xnli_test.jsonl"
-    p.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows))
-    ds = load_xnli(["en", "de", "zh"], source=p)
-    assert len(ds) == 2 and ds.languages == ("en", "de", "zh")
-    assert ds[0].answers["en"] == " False" and ds[1].answers["zh"] == "对"
-    assert "He is awake." in ds[0].prompts["en"] and "A man sleeps." in ds[0].prompts["en"]
-    with pytest.raises(MultiNeuronError, match="no XNLI prompt template"):
-        load_xnli(["en", "sw"], source=p)
-    with pytest.raises(MultiNeuronError, match="no text in language 'fr'"):
-        load_xnli(["en", "fr"], source=p)

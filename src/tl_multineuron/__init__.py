@@ -160,6 +160,11 @@ _EXPORTS: dict[str, str] = {
     "model_weights": "backends.weights",
     "ModelWeights": "backends.weights",
     "load_xnli": "data.xnli",
+    "load_mpararel": "data.mpararel",
+    "load_mzsre": "data.mzsre",
+    "load_data": "data.formats",
+    "DATA_FORMATS": "data.formats",
+    "DroppedItemsWarning": "data.sources",
     "ActivationHistogram": "sharing.histogram",
     "LanguageSets": "experiments.language_sets",
     "identify_language_sets": "experiments.language_sets",
@@ -283,6 +288,11 @@ __all__ = [
     "load_sae",
     "load_task",
     "load_xnli",
+    "load_mpararel",
+    "load_mzsre",
+    "load_data",
+    "DATA_FORMATS",
+    "DroppedItemsWarning",
     "LoadInfo",
     "magnitude_strata",
     "matrix_table",
@@ -473,6 +483,10 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time names load on 
         ParallelItem,
         load_parallel,
     )
+    from .data.formats import DATA_FORMATS, load_data
+    from .data.mpararel import load_mpararel
+    from .data.mzsre import load_mzsre
+    from .data.sources import DroppedItemsWarning
     from .data.tasks import (
         TASKS,
         list_tasks,

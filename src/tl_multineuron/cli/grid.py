@@ -12,10 +12,12 @@ from pathlib import Path
 from ..errors import MultiNeuronError
 from .options import (
     GRID_SIZES,
+    add_data_args,
     add_delimiter_arg,
     add_device_args,
     add_grid_args,
     add_run_control,
+    dataset,
     delimiter,
     grid_config,
     identity,
@@ -31,6 +33,10 @@ def register(g: argparse.ArgumentParser) -> None:
     from .options import config_defaults
 
     g.add_argument("--tasks", default="all", help="comma-separated built-in tasks, or 'all'")
+    add_data_args(g)
+    g.add_argument(
+        "--languages", help="with --data: comma-separated languages (default: all of the data)"
+    )
     g.add_argument("--model", default="gemma-3-270m")
     add_device_args(g)
     g.add_argument(
@@ -55,7 +61,7 @@ def register(g: argparse.ArgumentParser) -> None:
     )
     add_grid_args(g, sized=True)
     add_run_control(g)
-    g.set_defaults(limit=None, languages=None, data=None, task=None)
+    g.set_defaults(limit=None, task=None)
 
 
 def size_grid(args: argparse.Namespace) -> None:
@@ -77,10 +83,18 @@ def run(args: argparse.Namespace) -> int:
     from ..runs.grid import run_task, write_index
 
     size_grid(args)
-    names = list(TASKS) if args.tasks == "all" else [x.strip() for x in args.tasks.split(",")]
-    bad = [x for x in names if x not in TASKS]
-    if bad or not names:
-        raise MultiNeuronError(f"--tasks: unknown task(s) {bad}; built-in: {sorted(TASKS)}")
+    if args.data:  # one dataset of the user's, in place of the built-in tasks
+        if args.tasks != "all" and not args.quick:
+            raise MultiNeuronError("--tasks and --data: give one of them")
+        data = dataset(args, shard=False)
+        sets = {data.name: lambda: data}
+    else:
+        names = list(TASKS) if args.tasks == "all" else [x.strip() for x in args.tasks.split(",")]
+        bad = [x for x in names if x not in TASKS]
+        if bad or not names:
+            raise MultiNeuronError(f"--tasks: unknown task(s) {bad}; built-in: {sorted(TASKS)}")
+        sets = {n: (lambda n=n: load_task(n, answer_delimiter=delimiter(args))) for n in names}
+    names = list(sets)
     cfg = grid_config(args, analysis=True)
     t0 = time.perf_counter()
     model, info = load(args, return_info=True)
@@ -89,9 +103,9 @@ def run(args: argparse.Namespace) -> int:
         f"{len(cfg.conditions)} conditions each, {cfg.eval_items} evaluated items per task"
     )
     out = Path(args.out)
-    for name in names:
-        ds = load_task(name, answer_delimiter=delimiter(args))
-        args.task = name
+    for name, make in sets.items():
+        ds = make()
+        args.task = name if not args.data else None
         comp = run_task(
             model,
             ds,

@@ -56,9 +56,82 @@ def ints(text: str | None, flag: str) -> tuple[int, ...] | None:
         raise MultiNeuronError(f"{flag} {text!r}: expected comma-separated integers") from e
 
 
+#: the published datasets' options: flag -> (the loader's keyword, how the flag's text is read)
+DATA_FLAGS: dict[str, tuple[str, Any]] = {
+    "--xnli-prompt": ("prompt", str),
+    "--data-split": ("split", str),
+    "--relations": ("relations", lambda t: [x.strip() for x in t.split(",") if x.strip()]),
+    "--pattern": ("pattern", lambda t: int(t) if t.strip().lstrip("-").isdigit() else t.strip()),
+    "--per-relation": ("items_per_relation", int),
+    "--question": ("question", str),
+    "--prompt-template": ("template", lambda t: t.replace("\\n", "\n")),
+}
+
+
+def add_data_args(p: argparse.ArgumentParser) -> None:
+    """--data, --data-format and the options of the published datasets' formats."""
+    from ..data.formats import DATA_FORMATS
+
+    p.add_argument(
+        "--data",
+        help="a data file or directory (JSONL/CSV/TSV parallel file, or a published dataset: "
+        "see --data-format)",
+    )
+    p.add_argument(
+        "--data-format",
+        default="parallel",
+        choices=list(DATA_FORMATS),
+        help="how --data is laid out: " + "; ".join(f"{k}: {v}" for k, v in DATA_FORMATS.items()),
+    )
+    g = p.add_argument_group("published datasets (with --data-format)")
+    g.add_argument(
+        "--xnli-prompt",
+        choices=["authors", "authors-words", "localized"],
+        help="xnli: the authors' English prompt answered with the gold label (authors, the "
+        "default), the same prompt answered true/inconclusive/false, or our localized templates",
+    )
+    g.add_argument("--data-split", help="xnli: the split of a hub layout (default: test)")
+    g.add_argument("--relations", help="mpararel: relations, e.g. P36,P37 (default: every one)")
+    g.add_argument(
+        "--pattern",
+        help="mpararel: first-human (default: the first human-checked pattern, else the first "
+        "usable), first, or a pattern file's line number (0-based)",
+    )
+    g.add_argument("--per-relation", help="mpararel: at most N items per relation")
+    g.add_argument(
+        "--question", choices=["src", "rephrase"], help="mzsre: the question asked (default: src)"
+    )
+    g.add_argument(
+        "--prompt-template",
+        help="mzsre: the prompt, with {fact_question} {fact_answer} {question} (\\n a newline; "
+        "default: ReMaKE's 'Question: {fact_question} Answer: {fact_answer}\\nQuestion: "
+        "{question} Answer:')",
+    )
+
+
+def data_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The loader options the published-dataset flags give; a flag of another format is an
+    error naming it."""
+    from ..data.formats import FORMAT_OPTIONS
+
+    fmt = getattr(args, "data_format", "parallel")
+    out: dict[str, Any] = {}
+    for flag, (key, read) in DATA_FLAGS.items():
+        text = getattr(args, flag[2:].replace("-", "_"), None)
+        if text is None:
+            continue
+        if key not in FORMAT_OPTIONS[fmt]:
+            raise MultiNeuronError(f"{flag} does not apply to --data-format {fmt}")
+        try:
+            out[key] = read(text)
+        except ValueError as e:
+            raise MultiNeuronError(f"{flag} {text!r}: {e}") from e
+    return out
+
+
 def dataset(args: argparse.Namespace, shard: bool = True):
     """The dataset the flags select; with ``shard`` (and ``--shard``), only that shard."""
-    from ..data.datasets import load_parallel
+    from ..data.formats import load_data
     from ..data.tasks import load_task
 
     langs = [x.strip() for x in args.languages.split(",")] if args.languages else None
@@ -69,10 +142,20 @@ def dataset(args: argparse.Namespace, shard: bool = True):
             f"--languages {args.languages!r}: give at least 2 languages to compare"
         )
     delim = delimiter(args)
+    fmt = getattr(args, "data_format", "parallel")
     if args.task:
+        if fmt != "parallel" or data_options(args):
+            raise MultiNeuronError("--data-format and its options go with --data, not --task")
         ds = load_task(args.task, langs, answer_delimiter=delim)
     else:
-        ds = load_parallel(args.data, langs, answer_delimiter=delim)
+        ds = load_data(args.data, fmt, langs, answer_delimiter=delim, **data_options(args))
+        if ds.source:
+            src = ds.source
+            print(
+                f"data: {src['format']} {src['path']} ({src['options'].get('layout', fmt)}), "
+                f"{len(ds)} items x {ds.n_languages} languages; language codes "
+                f"{src['language_codes'] or 'as given'}; left out: {src['dropped'] or 'none'}"
+            )
     if getattr(args, "items", None):
         start, sep, stop = args.items.partition(":")
         try:
@@ -104,6 +187,7 @@ def identity(args: argparse.Namespace, ds, **extra) -> dict:
         "dataset": ds.name,
         "dataset_fingerprint": ds.fingerprint(),
         "languages": list(ds.languages),
+        **({"data_source": dict(ds.source)} if ds.source else {}),
         **({"saes": list(args.sae)} if getattr(args, "sae", None) else {}),
         **({"shard": args.shard_record} if getattr(args, "shard_record", None) else {}),
         **extra,
@@ -180,7 +264,7 @@ def add_common(p: argparse.ArgumentParser, batch_size: int = 8) -> None:
         help="'gemma-3-270m' (embedded), a .gguf file, a HF directory or a hub id",
     )
     p.add_argument("--task", help="built-in task (see `tl-multineuron tasks`)")
-    p.add_argument("--data", help="JSONL/CSV/TSV parallel data file")
+    add_data_args(p)
     p.add_argument("--languages", help="comma-separated languages (default: all of the data)")
     p.add_argument("--limit", type=int, help="only the first N items")
     p.add_argument(

@@ -21,6 +21,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
+from typing import Any
 
 from ..errors import MultiNeuronError
 from .answers import DelimiterSpec, continuation, normalize_delimiter
@@ -66,14 +67,20 @@ class ParallelDataset:
 
     ``answer_delimiter``: what separates a prompt from its gold answer where neither carries
     whitespace at the boundary (:mod:`tl_multineuron.data.answers`): ``'auto'`` (a space, none for
-    zh/ja/th/...), ``' '``, ``''``, or one per language. :meth:`target` applies it."""
+    zh/ja/th/...), ``' '``, ``''``, or one per language. :meth:`target` applies it.
+
+    ``source``: where the items came from, JSON-serializable (a published dataset's loader
+    records its file by name, format, options, language-code mapping and the items it dropped);
+    run files keep it. Views (:meth:`head`, :meth:`select_languages`, ...) carry it along."""
 
     items: tuple[ParallelItem, ...]
     languages: tuple[str, ...]
     name: str = ""
     answer_delimiter: DelimiterSpec = "auto"
+    source: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "source", MappingProxyType(dict(self.source)))
         object.__setattr__(self, "items", tuple(self.items))
         object.__setattr__(self, "languages", tuple(self.languages))
         object.__setattr__(
@@ -131,16 +138,19 @@ class ParallelDataset:
         delim = self.answer_delimiter
         if isinstance(delim, Mapping):
             delim = {x: v for x, v in delim.items() if x in languages}
-        return ParallelDataset(self.items, tuple(languages), self.name, delim)
+        return ParallelDataset(self.items, tuple(languages), self.name, delim, self.source)
 
-    def _with_items(self, items: tuple[ParallelItem, ...]) -> ParallelDataset:
-        return ParallelDataset(items, self.languages, self.name, self.answer_delimiter)
+    def with_items(self, items: Sequence[ParallelItem]) -> ParallelDataset:
+        """Other items (same languages, name, delimiter and source)."""
+        return ParallelDataset(
+            tuple(items), self.languages, self.name, self.answer_delimiter, self.source
+        )
 
     def head(self, n: int) -> ParallelDataset:
         """The first ``n`` items."""
         if n < 1:
             raise MultiNeuronError(f"head(n): n must be >= 1, got {n}")
-        return self._with_items(self.items[:n])
+        return self.with_items(self.items[:n])
 
     def slice(self, start: int, stop: int | None = None) -> ParallelDataset:
         """Items ``[start:stop]`` (Python slice semantics); a range that selects nothing is an
@@ -151,7 +161,7 @@ class ParallelDataset:
                 f"dataset {self.name!r}: items [{start}:{'' if stop is None else stop}] select "
                 f"nothing (it has {len(self.items)} items)"
             )
-        return self._with_items(items)
+        return self.with_items(items)
 
     def prompts(self, language: str) -> list[str]:
         return [it.prompts[language] for it in self.items]
@@ -294,7 +304,7 @@ def _from_long_rows(
     return ParallelDataset.from_records(records, languages, name, answer_delimiter)
 
 
-def _text(path: Path) -> str:
+def read_text(path: Path) -> str:
     """The file's text: UTF-8, a leading byte-order mark dropped; a clear error otherwise."""
     data = path.read_bytes()
     try:
@@ -322,7 +332,7 @@ def load_parallel(
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".json"):
         rows = []
-        for n, line in enumerate(_text(path).splitlines(), 1):
+        for n, line in enumerate(read_text(path).splitlines(), 1):
             if line.strip():
                 try:
                     rows.append(json.loads(line))
@@ -337,7 +347,7 @@ def load_parallel(
         else:
             ds = ParallelDataset.from_records(rows, languages, name, answer_delimiter)
     elif suffix in (".csv", ".tsv"):
-        text = _text(path)
+        text = read_text(path)
         rows = list(
             csv.DictReader(
                 io.StringIO(text, newline=""), delimiter="\t" if suffix == ".tsv" else ","
@@ -349,10 +359,5 @@ def load_parallel(
             f"data file {str(path)!r}: unknown format {suffix!r}; expected .jsonl, .csv or .tsv"
         )
     if task:
-        ds = ParallelDataset(
-            tuple(ParallelItem(i.item_id, i.prompts, i.answers, task) for i in ds.items),
-            ds.languages,
-            ds.name,
-            ds.answer_delimiter,
-        )
+        ds = ds.with_items([ParallelItem(i.item_id, i.prompts, i.answers, task) for i in ds.items])
     return ds

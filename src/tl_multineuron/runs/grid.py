@@ -109,7 +109,7 @@ def record_pass(
 ) -> tuple[SharingStats | None, AttributionStats | None, SharingStats, Categories]:
     """One pass over calibration + evaluation items (:func:`split`): (stats, attribution,
     calibration stats, evaluated items' categories)."""
-    used = ParallelDataset(cal.items + ev.items, ev.languages, ev.name, ev.answer_delimiter)
+    used = ev.with_items(cal.items + ev.items)
     rec = RecordingConfig(hook=cfg.hook)
     acfg = AnalysisConfig(thresholds=cfg.thresholds if cfg.analysis else (0.0,), recording=rec)
     stats = new_stats(model, used, acfg)
