@@ -66,11 +66,11 @@ def test_resume_after_interruption_equals_one_run(setup, monkeypatch):
     calls = {"n": 0}
     orig = _S.update
 
-    def flaky(self, acts):
+    def flaky(self, acts, item_ids=None):
         calls["n"] += 1
         if calls["n"] == 3:
             raise KeyboardInterrupt
-        return orig(self, acts)
+        return orig(self, acts, item_ids)
 
     part = root / "part"
     monkeypatch.setattr(_S, "update", flaky)
@@ -82,6 +82,7 @@ def test_resume_after_interruption_equals_one_run(setup, monkeypatch):
     assert a.n_items == b.n_items == 6
     assert torch.equal(a.category_counts, b.category_counts)
     torch.testing.assert_close(a.act_sum, b.act_sum)
+    assert a.items.item_ids == [f"it{i}" for i in range(6)] and a.items.equals(b.items)
 
 
 def test_bad_cli_input(setup, capsys):

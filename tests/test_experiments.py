@@ -189,3 +189,43 @@ def test_grid_task_on_tiny_model(model, tmp_path):
     assert (comp.n_rows == 12).all() and set(comp.metric) == {"accuracy", "logprob"}
     with pytest.raises(MultiNeuronError, match="leaves no calibration"):
         run_task(model, ds.slice(0, 4), tmp_path / "h", cfg, {})
+
+
+def test_every_category_is_deactivated_with_its_own_controls(model):
+    s = _sets()
+    codes = s.codes.clone()
+    codes[:, :, 3] = Category.PARTIAL_SHARED  # neuron 3 partial-shared, 5 non-activated
+    other = torch.zeros(2, 2, 6, dtype=torch.bool)
+    other[0, :, 3], other[1, :, 5] = True, True  # static: partial n3, non-activated n5
+    s = ExperimentSets(
+        s.languages, codes, s.specific_lang, s.static_shared, s.static_specific, s.strata,
+        static_other=other,
+    )  # fmt: skip
+    m = s.masks(Condition("partial-shared", "zero", mode="dynamic"))
+    assert m[..., 3].all() and m.sum() == 2 * 3 * 2
+    non = s.masks(Condition("non-activated", "zero", mode="dynamic"))  # n3 partial now: n4, n5
+    assert non[..., 4:].all() and non.sum() == 2 * 3 * 2 * 2
+    assert s.masks(Condition("non-activated", "zero"))[..., 5].all()  # static
+    for mode in ("static", "dynamic"):
+        target = s.masks(Condition("partial-shared", "zero", mode=mode))
+        ctrl = s.masks(Condition("random", "zero", mode=mode, seed=1, of="partial-shared"))
+        assert torch.equal(ctrl.sum(-1), target.sum(-1)) and not (ctrl & target).any()
+    c = Condition("matched", "zero", seed=0, of="non-activated")
+    assert c.group == "deactivate matched of non-activated (static, last)"
+    assert c.reference == Condition("non-activated", "zero")
+    with pytest.raises(MultiNeuronError, match="only random/matched controls take it"):
+        Condition("all-shared", "zero", of="partial-shared")
+    # scored and compared: each control is paired with the set it controls
+    from tl_multineuron import paired_comparisons
+
+    ds = toy_dataset(8, ("en", "de", "fr"))
+    conds = paper_conditions(alphas=(), seeds=(0, 1), modes=("dynamic",), other_categories=True)
+    rows = run_experiment(model, ds.slice(5), conds, ds.slice(0, 5), allow_empty=True)
+    pairs = set(zip(*paired_comparisons(rows)[["condition", "reference"]].values.T, strict=True))
+    assert (
+        "deactivate matched of partial-shared (dynamic, last)",
+        "deactivate partial-shared (dynamic, last)",
+    ) in pairs or (
+        "deactivate partial-shared (dynamic, last)",
+        "deactivate matched of partial-shared (dynamic, last)",
+    ) in pairs

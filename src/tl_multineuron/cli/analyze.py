@@ -4,6 +4,7 @@ resumable results directory (:func:`tl_multineuron.runs.pipelines.run_analysis`)
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from .options import (
     add_common,
@@ -84,5 +85,21 @@ def run(args: argparse.Namespace) -> int:
         f"threshold {stats.thresholds[0]}: % of neurons per item"
     )
     print(stats.summary().round(2).to_string())
-    print(f"\nresults in {args.out}/ (stats.pt, layer_fractions.csv, stability.csv)")
+    sim = Path(args.out) / "language_similarity.csv"
+    if sim.is_file():
+        import pandas as pd
+
+        table = pd.read_csv(sim)
+        pooled = table[(table.layer == "all") & (table.threshold == stats.thresholds[0])]
+        if len(pooled):
+            print(
+                "\nco-activation distance (1 - Jaccard, layers pooled) vs typological distance, "
+                "Mantel test (Spearman, two-sided):"
+            )
+            cols = ["distance", "statistic", "p_value", "n_languages"]
+            print(pooled[cols].round(4).to_string(index=False))
+    print(
+        f"\nresults in {args.out}/ (stats.pt, layer_fractions.csv, stability.csv, "
+        "category_bands.csv, language_pairs.csv, partial_subsets.csv, language_similarity.csv)"
+    )
     return 0

@@ -56,8 +56,8 @@ def register(g: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--full",
         action="store_true",
-        help="the full grid: static and dynamic sets, amplify x1.1/1.5/2/3 with controls "
-        "(73 conditions per task)",
+        help="the full grid: static and dynamic sets, amplify x1.1/1.5/2/3 with controls, every "
+        "category deactivated (117 conditions per task)",
     )
     add_grid_args(g, sized=True)
     add_run_control(g)
@@ -75,6 +75,7 @@ def size_grid(args: argparse.Namespace) -> None:
     size = GRID_SIZES["full" if args.full else "main"]
     args.modes = args.modes or size["modes"]
     args.alphas = args.alphas or size["alphas"]
+    args.all_categories = args.all_categories or size.get("all_categories", False)
 
 
 def run(args: argparse.Namespace) -> int:

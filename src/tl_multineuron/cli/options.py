@@ -306,7 +306,7 @@ def add_shard(p: argparse.ArgumentParser, what: str = "(after --items/--limit)")
 #: ``intervene`` defaults to the full grid.
 GRID_SIZES = {
     "main": {"modes": "static", "alphas": "1.5,2"},
-    "full": {"modes": "static,dynamic", "alphas": "1.1,1.5,2,3"},
+    "full": {"modes": "static,dynamic", "alphas": "1.1,1.5,2,3", "all_categories": True},
 }
 
 
@@ -357,6 +357,12 @@ def add_grid_args(p: argparse.ArgumentParser, sized: bool = False) -> None:
     p.add_argument("--seeds", default=seeds, help="random-control seeds (>= 2)")
     p.add_argument("--no-matched", action="store_true", help="skip activity-matched controls")
     p.add_argument(
+        "--all-categories",
+        action="store_true",
+        help="deactivate the partial-shared and non-activated sets too, each with its own "
+        "equal-size and activity-matched controls (on with grid --full and paper)",
+    )
+    p.add_argument(
         "--no-amplify-controls", action="store_true", help="skip random controls of amplification"
     )
     p.add_argument(
@@ -400,6 +406,7 @@ def grid_config(args: argparse.Namespace, analysis: bool):
         matched=not args.no_matched,
         amplify_controls=not args.no_amplify_controls,
         include_bos=(False, True) if args.bos == "both" else (args.bos == "with",),
+        other_categories=bool(getattr(args, "all_categories", False)),
     )
     return GridConfig(
         conditions=tuple(conds),

@@ -132,6 +132,7 @@ def _pairs(rows: pd.DataFrame) -> list[tuple[str, str]]:
             r["scope"],
             0 if r["target"] in CONTROLS else None,
             bool(r["include_bos"]),
+            r["of"] if isinstance(r.get("of"), str) else "all-shared",
         )
         if cond.reference is not None and cond.reference.group in first.index:
             out.append((cond.reference.group, g))  # the all-shared target vs its control

@@ -8,9 +8,11 @@ pass and padded batches. Neuron sets:
   as in the paper; ``specific`` = specific to the row's language) or *static* (calibrated on a
   separate split: all-shared in at least ``min_frequency`` of the calibration items, specific
   to the language in at least ``specific_frequency``);
+* ``partial-shared`` / ``non-activated``: the other two categories, dynamic or static (in at
+  least ``min_frequency`` of the calibration items), so that every category can be deactivated;
 * ``random``: equal-size controls of the all-shared set (same per-layer sizes, per item when
-  dynamic), drawn outside it, one draw per seed;
-* ``matched``: like ``random``, and within each layer also matched to the all-shared neurons'
+  dynamic), drawn outside it, one draw per seed; ``of`` names another category's set to control;
+* ``matched``: like ``random``, and within each layer also matched to the controlled set's
   activation magnitude (RMS on the calibration split, in quantile bins).
 
 Rows are ``(item, language)`` pairs, item-major, so every comparison can be paired
@@ -36,14 +38,17 @@ from ..data.datasets import ParallelDataset
 from ..data.splits import check_disjoint
 from ..errors import MultiNeuronError
 from ..sharing.analysis import AnalysisConfig, analyze
-from ..sharing.classification import Categories, Category
+from ..sharing.classification import Categories, parse_category
 from ..sharing.recording import RecordingConfig, get_tokenizer
 from ..sharing.statistics import SharingStats
 from .interventions import Intervention
 from .neuron_sets import NeuronSet, activity_strata, control_seed, sample_like, static_sets
 from .scoring import answer_rows, score_answers
 
-TARGETS = ("none", "all-shared", "specific", "random", "matched")
+TARGETS = ("none", "all-shared", "specific", "partial-shared", "non-activated", "random", "matched")
+#: the sets a control can be drawn like (same per-layer sizes, outside the set)
+CONTROLLED = ("all-shared", "partial-shared", "non-activated")
+OTHER_CATEGORIES = CONTROLLED[1:]
 CONTROLS = ("random", "matched")
 MODES = ("static", "dynamic")
 SCOPES = ("last", "all")
@@ -51,9 +56,10 @@ SCOPES = ("last", "all")
 
 @dataclass(frozen=True)
 class Condition:
-    """One experimental condition. ``random`` / ``matched`` are controls of the all-shared set
-    of the same mode (``seed`` picks the draw; one draw serves every op and alpha).
-    ``include_bos``: with scope ``all``, whether the BOS position is edited too."""
+    """One experimental condition. ``random`` / ``matched`` are controls of the set ``of``
+    (all-shared by default; partial-shared or non-activated) of the same mode (``seed`` picks the
+    draw; one draw serves every op and alpha). ``include_bos``: with scope ``all``, whether the
+    BOS position is edited too."""
 
     target: str = "none"
     op: str = "none"  # none | zero | scale
@@ -62,6 +68,7 @@ class Condition:
     scope: str = "last"
     seed: int | None = None
     include_bos: bool = False
+    of: str = "all-shared"
 
     def __post_init__(self) -> None:
         if self.target not in TARGETS:
@@ -80,6 +87,11 @@ class Condition:
             raise MultiNeuronError(f"a {self.target} control needs a seed")
         if self.target not in CONTROLS and self.seed is not None:
             raise MultiNeuronError(f"only random/matched controls take a seed, not {self.target}")
+        if self.of not in CONTROLLED or (self.of != "all-shared" and self.target not in CONTROLS):
+            raise MultiNeuronError(
+                f"of={self.of!r}: controls are drawn like one of {CONTROLLED}; only "
+                "random/matched controls take it"
+            )
         if self.include_bos and self.scope != "all":
             raise MultiNeuronError("include_bos applies to scope 'all' only")
         if self.target == "none":  # one baseline, whatever the mode / scope
@@ -94,7 +106,8 @@ class Condition:
             return "none"
         verb = "deactivate" if self.op == "zero" else f"amplify x{self.alpha:g}"
         where = self.scope + ("+bos" if self.include_bos else "")
-        return f"{verb} {self.target} ({self.mode}, {where})"
+        of = "" if self.of == "all-shared" else f" of {self.of}"
+        return f"{verb} {self.target}{of} ({self.mode}, {where})"
 
     @property
     def name(self) -> str:
@@ -102,10 +115,10 @@ class Condition:
 
     @property
     def reference(self) -> Condition | None:
-        """What this condition is compared with beyond ``none``: a control with its
-        all-shared target (same op, alpha, mode, scope)."""
+        """What this condition is compared with beyond ``none``: a control with the set it
+        controls (same op, alpha, mode, scope)."""
         if self.target in CONTROLS:
-            return replace(self, target="all-shared", seed=None)
+            return replace(self, target=self.of, seed=None, of="all-shared")
         return None
 
 
@@ -118,10 +131,13 @@ def paper_conditions(
     matched: bool = True,
     amplify_controls: bool = True,
     include_bos: Sequence[bool] = (False,),
+    other_categories: bool = False,
 ) -> list[Condition]:
     """The paper's grid with controls: none; deactivate all-shared / specific / random
     (each seed) / activity-matched random (each seed); amplify all-shared at each alpha and
-    (``amplify_controls``) its random control at each alpha and seed."""
+    (``amplify_controls``) its random control at each alpha and seed. ``other_categories``:
+    deactivate the partial-shared and non-activated sets too, each with its own equal-size and
+    (``matched``) activity-matched controls, so that every category is deactivated."""
     if not seeds:
         raise MultiNeuronError("random controls need at least one seed")
     out = [Condition()]
@@ -134,6 +150,10 @@ def paper_conditions(
                 out += [Condition("random", "zero", seed=s, **kw) for s in seeds]
                 if matched:
                     out += [Condition("matched", "zero", seed=s, **kw) for s in seeds]
+                for cat in ("partial-shared", "non-activated") if other_categories else ():
+                    out.append(Condition(cat, "zero", **kw))
+                    for ctrl in ("random", "matched") if matched else ("random",):
+                        out += [Condition(ctrl, "zero", seed=s, of=cat, **kw) for s in seeds]
                 for a in alphas:
                     out.append(Condition("all-shared", "scale", float(a), **kw))
                     if amplify_controls:
@@ -162,6 +182,8 @@ class ExperimentSets:
     layers: tuple[int, ...] | None = None
     offset: int = 0
     total: int | None = None
+    #: static partial-shared and non-activated sets (``OTHER_CATEGORIES`` order)
+    static_other: Bool[Tensor, "2 layer d_mlp"] | None = None
 
     @classmethod
     def build(
@@ -181,7 +203,7 @@ class ExperimentSets:
         ``offset ..`` of ``total`` evaluated items (a shard): dynamic random controls are
         drawn as for all of them."""
         langs = tuple(eval_categories.languages)
-        shared = specific = strata = None
+        shared = specific = strata = other = None
         if calibration is not None:
             if tuple(calibration.languages) != langs:
                 raise MultiNeuronError(
@@ -192,6 +214,9 @@ class ExperimentSets:
             site, layers = shared.site, shared.layers
             strata = activity_strata(calibration, n_bins)
             shared = shared.mask
+            other = torch.stack(
+                [calibration.neuron_mask(c, min_frequency) for c in OTHER_CATEGORIES]
+            )
         return cls(
             langs,
             eval_categories.codes,
@@ -203,6 +228,7 @@ class ExperimentSets:
             layers,
             offset,
             total,
+            other,
         )
 
     @property
@@ -228,12 +254,14 @@ class ExperimentSets:
                 lang = torch.arange(N).view(1, N, 1, 1)
                 return self.specific_lang.unsqueeze(1) == lang
             return self.static_specific.unsqueeze(0).expand(n_it, N, L, D)
-        shared = (
-            (self.codes == Category.ALL_SHARED)
-            if cond.mode == "dynamic"
-            else self.static_shared.unsqueeze(0)
-        )
-        if cond.target == "all-shared":  # shared: [item, ...] dynamic, [1, ...] static
+        base = cond.target if cond.target not in CONTROLS else cond.of
+        if cond.mode == "dynamic":
+            shared = self.codes == parse_category(base)
+        elif base == "all-shared":
+            shared = self.static_shared.unsqueeze(0)
+        else:
+            shared = self.static_other[OTHER_CATEGORIES.index(base)].unsqueeze(0)
+        if cond.target not in CONTROLS:  # shared: [item, ...] dynamic, [1, ...] static
             return shared.unsqueeze(1).expand(n_it, N, L, D)
         if cond.target == "matched" and self.strata is None:
             raise MultiNeuronError(

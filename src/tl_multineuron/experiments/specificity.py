@@ -90,8 +90,8 @@ def record_for_sets(
     hist = ActivationHistogram(
         ds.languages, stats.n_layers, stats.d_mlp, default_edges(n_bins), meta=dict(stats.meta)
     )
-    for _, acts in iter_dataset(model, ds, batch_size=batch_size, progress=progress):
-        stats.update(acts)
+    for s, acts in iter_dataset(model, ds, batch_size=batch_size, progress=progress):
+        stats.update(acts, [it.item_id for it in ds.items[s : s + acts.shape[0]]])
         hist.update(acts)
     return stats, hist
 

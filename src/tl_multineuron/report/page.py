@@ -106,7 +106,7 @@ def _run_info(d: Path, name: str) -> dict | None:
 
 
 def _sharing(rep: _Report, d: Path) -> SharingStats | None:
-    from . import plots
+    from . import plots, sharing_sections
 
     rep.h2("Neuron sharing across languages")
     f = d / "stats.pt"
@@ -129,11 +129,12 @@ def _sharing(rep: _Report, d: Path) -> SharingStats | None:
     rep.figure(lambda: plots.plot_stability(st), "stability")
     rep.figure(lambda: plots.plot_specific_per_language(st), "specific per language")
     rep.table(st.summary().round(2).reset_index())
+    sharing_sections.items_section(rep, st, d)
     return st
 
 
 def _tasks(rep: _Report, d: Path, own: SharingStats | None) -> None:
-    from . import plots
+    from . import plots, sharing_sections
 
     subs = {}
     for sub in sorted(p for p in d.iterdir() if p.is_dir() and (p / "stats.pt").exists()):
@@ -144,6 +145,7 @@ def _tasks(rep: _Report, d: Path, own: SharingStats | None) -> None:
         subs.setdefault(str(own.meta["dataset"]), own)
     if len(subs) > 1:
         rep.h2("Comparison across tasks")
+        sharing_sections.tasks_section(rep, subs)
         rep.figure(lambda: plots.plot_task_comparison(subs), "task comparison")
 
 

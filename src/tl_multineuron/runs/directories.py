@@ -28,10 +28,24 @@ from ..sharing.statistics import SharingStats
 from .locks import DirectoryLock
 
 RUN_FILE = "run.json"
+#: tables written from the per-item summaries beside the statistics
+ITEM_TABLES = (
+    "category_bands.csv",
+    "partial_subsets.csv",
+    "language_pairs.csv",
+    "language_similarity.csv",
+)
 STATS_FILE = "stats.pt"
 # files each kind of run writes, and files derived from any of them (stale once one changes)
 OWN_FILES = {
-    "analyze": ("stats.pt", "layer_fractions.csv", "stability.csv", "views.json", "items"),
+    "analyze": (
+        "stats.pt",
+        "layer_fractions.csv",
+        "stability.csv",
+        "views.json",
+        "items",
+        *ITEM_TABLES,
+    ),
     "attribute": ("attribution.pt", "attribution.csv", "enrichment.csv"),
     "intervene": (
         "scores.csv",
@@ -53,6 +67,7 @@ OWN_FILES = {
         "attribution.csv",
         "layer_fractions.csv",
         "stability.csv",
+        *ITEM_TABLES,
     ),
     "steer-accuracy": (
         "calibration.pt",
@@ -312,13 +327,30 @@ def check_consistent(path: str | Path) -> dict:
 
 
 def write_stats_tables(stats: SharingStats, out: str | Path) -> None:
-    """``layer_fractions.csv`` and ``stability.csv`` (every threshold) of a run directory."""
+    """``layer_fractions.csv`` and ``stability.csv`` (every threshold) of a run directory, and
+    from the per-item summaries (statistics written before them have none): ``category_bands.csv``
+    (spread over items), ``language_pairs.csv`` (co-activation of every pair of languages),
+    ``partial_subsets.csv`` (which languages make up the partial-shared neurons) and
+    ``language_similarity.csv`` (co-activation against typological distances)."""
     import pandas as pd
+
+    from ..sharing.language_pairs import pair_table, similarity_table
 
     out = Path(out)
     atomic_write(out / "layer_fractions.csv", lambda t: stats.to_frame().to_csv(t, index=False))
     stab = pd.concat([stats.stability(t) for t in stats.thresholds])
     atomic_write(out / "stability.csv", lambda t: stab.to_csv(t, index=False))
+    items = stats.items
+    if items is None or items.n_items == 0:
+        return
+    tables = {
+        "category_bands.csv": pd.concat([items.bands(t) for t in items.thresholds]),
+        "partial_subsets.csv": pd.concat([items.subsets(t) for t in items.thresholds]),
+        "language_pairs.csv": pair_table(items),
+        "language_similarity.csv": similarity_table(items),
+    }
+    for name, frame in tables.items():
+        atomic_write(out / name, lambda t, f=frame: f.to_csv(t, index=False))
 
 
 def write_attribution_tables(stats: Any, out: str | Path) -> None:

@@ -140,18 +140,18 @@ def record_pass(
                 yield offset + s, acts, extras
 
     for s, acts, extras in batches():
-        cats = stats.update(acts)
+        batch_items = used.items[s : s + acts.shape[0]]
+        ids = [it.item_id for it in batch_items]
+        cats = stats.update(acts, ids)
         c0 = cats.codes[0].cpu()
         if attr is not None:
-            batch_items = used.items[s : s + acts.shape[0]]
             toks = answers_of(model, used, batch_items)
-            ids = [it.item_id for it in batch_items]
             update_direct_scores(
                 attr, model, attr_cfg, acts, c0, toks, layers, ids, extras.get(final)
             )
         k = max(0, min(acts.shape[0], n_cal - s))  # this batch's calibration items
         if k:
-            cal_stats.update(acts[:k])
+            cal_stats.update(acts[:k], ids[:k])
         if k < acts.shape[0]:
             codes.append(c0[k:])
             spec.append(cats.specific_lang[0, k:].cpu())

@@ -15,6 +15,7 @@ from ..data.datasets import ParallelDataset
 from ..errors import MultiNeuronError
 from .accumulator import check_same_origin
 from .classification import Categories, validate_thresholds
+from .item_summaries import ItemSummaries
 from .recording import CRITERIA, RecordingConfig, iter_dataset
 from .statistics import SharingStats
 
@@ -90,13 +91,16 @@ def new_stats(model: Any, dataset: ParallelDataset, config: AnalysisConfig) -> S
         "n_model_layers": int(model.cfg.n_layers),
         "config": config.to_dict(),
     }
+    width = site_width(model, config.recording.hook, layers)
+    items = ItemSummaries(dataset.languages, config.thresholds, len(layers), width)
     return SharingStats(
         dataset.languages,
         config.thresholds,
         config.criterion,
         len(layers),
-        site_width(model, config.recording.hook, layers),
+        width,
         meta=meta,
+        items=items,
     )
 
 
@@ -145,7 +149,7 @@ def analyze(
         attention=attention,
     )
     for s, acts in batches:
-        all_cats = stats.update(acts)
+        all_cats = stats.update(acts, [it.item_id for it in dataset.items[s : s + acts.shape[0]]])
         cats = None
         if keep_items or on_batch is not None:  # the first threshold's categories
             cats = Categories(

@@ -5,6 +5,10 @@ neurons, never on the number of items: per-neuron category counts, per-language 
 active counts, and per-language activation sums. Layer fractions, stability across inputs,
 activation probabilities (for LAPE) and mean activations are all derived from them. Two
 accumulators over disjoint shards merge into exactly the accumulator of the union.
+
+Beside them, ``items`` (:class:`~tl_multineuron.sharing.item_summaries.ItemSummaries`, a few
+numbers per item and layer) keeps what the paper's bands over items, tests across tasks and the
+language x language co-activation need; files written before it (format 1) load without it.
 """
 
 from __future__ import annotations
@@ -38,8 +42,9 @@ from .classification import (
     parse_category,
     validate_thresholds,
 )
+from .item_summaries import ItemSummaries
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: per-item summaries (``items``); format 1 files load without them
 TENSOR_FIELDS = ("category_counts", "specific_counts", "active_counts", "act_sum", "act_sq_sum")
 
 
@@ -65,6 +70,7 @@ class SharingStats:
     active_counts: Int[Tensor, "thr lang layer neuron"] | None = None
     act_sum: Float[Tensor, "lang layer neuron"] | None = None
     act_sq_sum: Float[Tensor, "lang layer neuron"] | None = None
+    items: ItemSummaries | None = None
 
     def __post_init__(self) -> None:
         self.languages = tuple(self.languages)
@@ -90,9 +96,12 @@ class SharingStats:
                 raise MultiNeuronError(f"{name} has shape {tuple(val.shape)}; expected {shape}")
 
     # -- accumulation --------------------------------------------------------------------
-    def update(self, acts: Float[Tensor, "item lang layer neuron"]) -> Categories:
+    def update(
+        self, acts: Float[Tensor, "item lang layer neuron"], item_ids: Sequence[str] | None = None
+    ) -> Categories:
         """Add a batch of items' activations (any device; counts stay on the CPU). Returns
-        the batch's categories for every threshold (codes ``[thr, item, layer, neuron]``)."""
+        the batch's categories for every threshold (codes ``[thr, item, layer, neuron]``).
+        ``item_ids`` name the items in the per-item summaries (default: their positions)."""
         N, L, D = len(self.languages), self.n_layers, self.d_mlp
         if acts.ndim != 4 or tuple(acts.shape[1:]) != (N, L, D):
             raise MultiNeuronError(
@@ -116,6 +125,9 @@ class SharingStats:
         a = acts.detach().to(torch.float64)
         self.act_sum += on_grid(a.sum(0).cpu(), SUM_GRID)
         self.act_sq_sum += on_grid((a * a).sum(0).cpu(), SQ_SUM_GRID)
+        if self.items is not None:
+            ids = item_ids or [str(self.n_items + i) for i in range(acts.shape[0])]
+            self.items.update(active, codes, ids)
         self.n_items += acts.shape[0]
         return cats
 
@@ -128,6 +140,13 @@ class SharingStats:
                     f"{getattr(self, attr)!r} vs {getattr(other, attr)!r}"
                 )
         check_same_origin(self.meta, other.meta, "statistics", verb)
+        if (self.items is None) != (other.items is None):
+            raise MultiNeuronError(
+                f"cannot {verb} statistics with per-item summaries and statistics without them "
+                "(written before they existed)"
+            )
+        if self.items is not None and other.items is not None:
+            self.items.check_compatible(other.items, verb)
 
     def merge(self, other: SharingStats) -> SharingStats:
         """A new accumulator equal to one run over both shards. Counts are integers and the
@@ -137,6 +156,8 @@ class SharingStats:
         for name in TENSOR_FIELDS:
             setattr(out, name, getattr(self, name) + getattr(other, name))
         out.n_items = self.n_items + other.n_items
+        if self.items is not None and other.items is not None:
+            out.items = self.items.merge(other.items)
         out.meta["dataset_fingerprints"] = merged_fingerprints(self.meta, other.meta)
         return out
 
@@ -150,6 +171,7 @@ class SharingStats:
             self.n_items,
             json.loads(json.dumps(self.meta)),
             *(getattr(self, n).clone() for n in TENSOR_FIELDS),
+            items=self.items.copy() if self.items is not None else None,
         )
 
     # -- derived quantities ----------------------------------------------------------------
@@ -312,14 +334,15 @@ class SharingStats:
             "n_items": self.n_items,
             "meta_json": json.dumps(self.meta),
             **{n: getattr(self, n) for n in TENSOR_FIELDS},
+            **({"items": self.items.state()} if self.items is not None else {}),
         }
 
     @classmethod
     def from_state(cls, s: dict) -> SharingStats:
         v = s.get("format_version")
-        if v != FORMAT_VERSION:
+        if v not in (1, FORMAT_VERSION):
             raise MultiNeuronError(
-                f"statistics file format version {v!r}; this library reads {FORMAT_VERSION}"
+                f"statistics file format version {v!r}; this library reads 1 to {FORMAT_VERSION}"
             )
         return cls(
             tuple(s["languages"]),
@@ -330,6 +353,7 @@ class SharingStats:
             int(s["n_items"]),
             json.loads(s["meta_json"]),
             *(s[n] for n in TENSOR_FIELDS),
+            items=ItemSummaries.from_state(s["items"]) if "items" in s else None,
         )
 
     def save(self, path: str | Path) -> None:
@@ -349,8 +373,13 @@ class SharingStats:
             self.check_compatible(other, verb="compare")
         except MultiNeuronError:
             return False
-        return self.n_items == other.n_items and all(
-            torch.equal(getattr(self, n), getattr(other, n)) for n in TENSOR_FIELDS
+        same_items = (self.items is None and other.items is None) or (
+            self.items is not None and other.items is not None and self.items.equals(other.items)
+        )
+        return (
+            self.n_items == other.n_items
+            and same_items
+            and all(torch.equal(getattr(self, n), getattr(other, n)) for n in TENSOR_FIELDS)
         )
 
 
