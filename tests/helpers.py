@@ -121,20 +121,20 @@ def tiny_hf_dir(path, n_inner: int = 48, n_positions: int = 128) -> str:
     return _save_tiny(GPT2LMHeadModel(cfg), path)
 
 
-def tiny_llama_dir(path) -> str:
+def tiny_llama_dir(path, intermediate: int = 48, n_positions: int = 128) -> str:
     """Save a tiny random Llama HF checkpoint (SwiGLU, RMSNorm, rotary) with the byte
-    tokenizer."""
+    tokenizer; ``n_positions=1024`` fits every built-in prompt in bytes."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
     cfg = LlamaConfig(
         vocab_size=VOCAB,
         hidden_size=32,
-        intermediate_size=48,
+        intermediate_size=intermediate,
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
-        max_position_embeddings=128,
+        max_position_embeddings=n_positions,
         bos_token_id=1,
         eos_token_id=2,
         pad_token_id=0,

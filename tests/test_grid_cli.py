@@ -117,7 +117,7 @@ def test_steer_min_frequency_reaches_the_language_study(hf, tmp_path, monkeypatc
 
 def test_grid_sizes_main_full_and_quick(hf, tmp_path, capsys):
     """The main job runs the paper's central comparisons (25 conditions); --full is the
-    117-condition grid (every category deactivated); --quick with --full is refused."""
+    95-condition grid (every category deactivated); --quick with --full is refused."""
     from tl_multineuron.cli import build_parser
     from tl_multineuron.cli.grid import size_grid
     from tl_multineuron.cli.options import grid_config
@@ -142,14 +142,12 @@ def test_grid_sizes_main_full_and_quick(hf, tmp_path, capsys):
         "amplify x2 random (static, last)",
     } == groups
     assert sum(c.target == "random" and c.op == "zero" for c in main_job) == 5
-    assert len(conditions("--full")) == 117
-    # per mode: all-shared, specific, their 10 controls, 2 other categories x (1 + 10), x2 + 5
-    assert len(conditions("--full", "--alphas", "2")) == 1 + 2 * (2 + 5 + 5 + 2 * 11 + 6)
+    assert len(conditions("--full")) == 95
+    # per mode: all-shared, specific, their 10 controls, x2 + 5; static: 2 other x (1 + 10)
+    assert len(conditions("--full", "--alphas", "2")) == 1 + 2 * (2 + 5 + 5 + 6) + 2 * 11
     full = {c.group for c in conditions("--full")}
-    assert {
-        "deactivate partial-shared (dynamic, last)",
-        "deactivate matched of non-activated (static, last)",
-    } <= full
+    assert "deactivate matched of non-activated (static, last)" in full
+    assert "deactivate partial-shared (dynamic, last)" not in full
     assert len(conditions("--all-categories")) == 25 + 22
     assert main(["grid", "--quick", "--full", "--model", hf, "--out", str(tmp_path)]) == 2
     assert "--quick and --full" in capsys.readouterr().err

@@ -23,6 +23,7 @@ from ..sharing.masks import resolve_k
 from ..sharing.recording import RecordingConfig, iter_dataset_with
 from ..sharing.statistics import SharingStats
 from .knowledge import DAI_FRACTION, DAI_PRESET, DAI_SHARE, KnowledgeStats
+from .rows import RowAttribution
 from .scores import (
     IG_METHODS,
     IG_TARGETS,
@@ -180,7 +181,14 @@ def new_attribution_stats(
     k = resolve_k(config.k, model.cfg.d_mlp)
     langs = dataset.languages
     methods = {
-        m: ScoreStats(m, langs, ig_layers if m == "ig" else layers, k, n_boot=config.n_boot)
+        m: ScoreStats(
+            m,
+            langs,
+            ig_layers if m == "ig" else layers,
+            k,
+            n_boot=config.n_boot,
+            rows=RowAttribution(langs, ig_layers if m == "ig" else layers, k),
+        )
         for m in config.methods
     }
     rules = {}

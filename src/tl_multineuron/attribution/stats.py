@@ -36,6 +36,7 @@ from ..sharing.accumulator import (
 from ..sharing.classification import CATEGORY_NAMES
 from ..sharing.masks import topk_mask
 from .knowledge import KnowledgeStats
+from .rows import RowAttribution
 
 FORMAT_VERSION = 2
 READABLE_VERSIONS = (1, 2)  # version 1: no bootstrap replicates (intervals are NaN)
@@ -80,6 +81,8 @@ class ScoreStats:
     n_boot: int = 0
     boot_topk: Float[Tensor, "boot lang layer 4"] | None = None
     boot_count: Float[Tensor, "boot lang layer 4"] | None = None
+    #: per-row summaries (split by correctness, the paper's effective statistic); optional
+    rows: RowAttribution | None = None
 
     def __post_init__(self) -> None:
         self.languages, self.layers = tuple(self.languages), tuple(self.layers)
@@ -134,10 +137,15 @@ class ScoreStats:
         s = scores.detach().double().cpu()
         top = topk_mask(s, self.k)
         c_all = codes.cpu()
+        per_row: list[tuple[Tensor, Tensor, Tensor]] = []
         for c in range(4):
             m = (c_all == c).unsqueeze(1).expand_as(s)
             per_top = (top & m).sum(-1)  # [item, lang, layer]
             per_count = m.sum(-1)
+            if self.rows is not None:
+                per_row.append(
+                    (per_top, (s.abs() * m).sum(-1), s.masked_fill(~m, float("-inf")).amax(-1))
+                )
             self.topk_counts[..., c] += per_top.sum(0)
             self.count[..., c] += per_count.sum(0)
             if w is not None:
@@ -151,6 +159,10 @@ class ScoreStats:
             self.max[..., c] = torch.maximum(
                 self.max[..., c], s.masked_fill(~m, float("-inf")).amax((0, -1))
             )
+        if self.rows is not None:
+            ids = list(item_ids) if item_ids is not None else None
+            ids = ids or [str(self.n_items + i) for i in range(n_it)]
+            self.rows.update(ids, *(torch.stack(x, -1) for x in zip(*per_row, strict=True)))
         self.n_items += n_it
 
     def add_gaps(self, gaps: list[float], rel: list[float]) -> None:
@@ -184,6 +196,10 @@ class ScoreStats:
             setattr(out, n, getattr(self, n) + getattr(other, n))
         out.min = torch.minimum(self.min, other.min)
         out.max = torch.maximum(self.max, other.max)
+        if (self.rows is None) != (other.rows is None):
+            raise MultiNeuronError("cannot merge attribution with and without per-row summaries")
+        if self.rows is not None and other.rows is not None:
+            out.rows = self.rows.merge(other.rows)
         return out
 
     # -- joined views -------------------------------------------------------------------------
@@ -294,6 +310,7 @@ class ScoreStats:
             **{n: getattr(self, n) for n in _T},
             "n_boot": self.n_boot,
             **{n: getattr(self, n) for n in _B},
+            **({"rows": self.rows.state()} if self.rows is not None else {}),
         }
 
     @classmethod
@@ -311,6 +328,7 @@ class ScoreStats:
             *(s[n] for n in _T),
             n_boot=int(s.get("n_boot", 0)),
             **{n: s.get(n) for n in _B},
+            rows=RowAttribution.from_state(s["rows"]) if "rows" in s else None,
         )
 
     def save(self, path: str | Path) -> None:
@@ -321,8 +339,12 @@ class ScoreStats:
         return cls.from_state(torch.load(Path(path), weights_only=True))
 
     def equals(self, other: ScoreStats) -> bool:
+        same_rows = (self.rows is None and other.rows is None) or (
+            self.rows is not None and other.rows is not None and self.rows.equals(other.rows)
+        )
         return (
-            self.state()["gaps"] == other.state()["gaps"]
+            same_rows
+            and self.state()["gaps"] == other.state()["gaps"]
             and all(torch.equal(getattr(self, n), getattr(other, n)) for n in _T + _B)
             and (self.method, self.languages, self.layers, self.k, self.n_items, self.n_boot)
             == (other.method, other.languages, other.layers, other.k, other.n_items, other.n_boot)

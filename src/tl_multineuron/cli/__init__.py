@@ -1,5 +1,5 @@
-"""Command line: ``tl-multineuron analyze | attribute | intervene | grid | steer | specificity |
-evaluate | merge | report | tasks``.
+"""Command line: ``tl-multineuron analyze | attribute | intervene | grid | paper | steer |
+specificity | evaluate | merge | report | tasks``.
 
 One module per command, each with ``HELP``, ``register(parser)`` (its options) and
 ``run(args) -> int``; shared option groups and helpers live in :mod:`.options`. Only the
@@ -20,6 +20,7 @@ COMMANDS = {
     "attribute": "attribute",
     "intervene": "intervene",
     "grid": "grid",
+    "paper": "paper",
     "evaluate": "evaluate",
     "report": "report",
     "merge": "merge",
@@ -55,7 +56,16 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 #: Commands that load a model and run for a while: their first line names any installed
 #: version that differs from the tested lock.
-LONG_COMMANDS = ("analyze", "attribute", "intervene", "grid", "evaluate", "steer", "specificity")
+LONG_COMMANDS = (
+    "analyze",
+    "attribute",
+    "intervene",
+    "grid",
+    "paper",
+    "evaluate",
+    "steer",
+    "specificity",
+)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -57,7 +57,7 @@ def register(g: argparse.ArgumentParser) -> None:
         "--full",
         action="store_true",
         help="the full grid: static and dynamic sets, amplify x1.1/1.5/2/3 with controls, every "
-        "category deactivated (117 conditions per task)",
+        "category deactivated (95 conditions per task)",
     )
     add_grid_args(g, sized=True)
     add_run_control(g)
@@ -79,8 +79,17 @@ def size_grid(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data.tasks import TASKS, load_task
     from ..report.page import build_report
+
+    out, _, t0 = run_grid(args)
+    path = build_report(out)
+    print(f"\ngrid done in {time.perf_counter() - t0:.0f}s; report: {path}")
+    return 0
+
+
+def run_grid(args: argparse.Namespace) -> tuple[Path, list[str], float]:
+    """Every task's recording pass and conditions, and ``grid.json``: (out, tasks, start)."""
+    from ..data.tasks import TASKS, load_task
     from ..runs.grid import run_task, write_index
 
     size_grid(args)
@@ -120,6 +129,4 @@ def run(args: argparse.Namespace) -> int:
         )
         print_comparisons(comp[comp["reference"] == "none"].head(8))
     write_index(out, names, {"command": " ".join(sys.argv), "seconds": time.perf_counter() - t0})
-    path = build_report(out)
-    print(f"\ngrid done in {time.perf_counter() - t0:.0f}s; report: {path}")
-    return 0
+    return out, names, t0

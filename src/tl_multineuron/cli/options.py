@@ -363,6 +363,12 @@ def add_grid_args(p: argparse.ArgumentParser, sized: bool = False) -> None:
         "equal-size and activity-matched controls (on with grid --full and paper)",
     )
     p.add_argument(
+        "--other-seeds",
+        default=None,
+        help="seeds of the partial-shared and non-activated sets' controls (default: --seeds; "
+        "paper: 0,1)",
+    )
+    p.add_argument(
         "--no-amplify-controls", action="store_true", help="skip random controls of amplification"
     )
     p.add_argument(
@@ -407,6 +413,7 @@ def grid_config(args: argparse.Namespace, analysis: bool):
         amplify_controls=not args.no_amplify_controls,
         include_bos=(False, True) if args.bos == "both" else (args.bos == "with",),
         other_categories=bool(getattr(args, "all_categories", False)),
+        other_seeds=ints(getattr(args, "other_seeds", None), "--other-seeds"),
     )
     return GridConfig(
         conditions=tuple(conds),

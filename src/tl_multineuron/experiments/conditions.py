@@ -11,7 +11,9 @@ pass and padded batches. Neuron sets:
 * ``partial-shared`` / ``non-activated``: the other two categories, dynamic or static (in at
   least ``min_frequency`` of the calibration items), so that every category can be deactivated;
 * ``random``: equal-size controls of the all-shared set (same per-layer sizes, per item when
-  dynamic), drawn outside it, one draw per seed; ``of`` names another category's set to control;
+  dynamic), drawn outside it, one draw per seed; ``of`` names another category's set to control
+  (in a layer where a set holds more than half the neurons no equal-size control lies outside
+  it: there the control is drawn from the whole layer);
 * ``matched``: like ``random``, and within each layer also matched to the controlled set's
   activation magnitude (RMS on the calibration split, in quantile bins).
 
@@ -132,12 +134,14 @@ def paper_conditions(
     amplify_controls: bool = True,
     include_bos: Sequence[bool] = (False,),
     other_categories: bool = False,
+    other_seeds: Sequence[int] | None = None,
 ) -> list[Condition]:
     """The paper's grid with controls: none; deactivate all-shared / specific / random
     (each seed) / activity-matched random (each seed); amplify all-shared at each alpha and
     (``amplify_controls``) its random control at each alpha and seed. ``other_categories``:
-    deactivate the partial-shared and non-activated sets too, each with its own equal-size and
-    (``matched``) activity-matched controls, so that every category is deactivated."""
+    deactivate the partial-shared and non-activated static sets too, each with its own equal-size
+    and (``matched``) activity-matched controls (``other_seeds``, default ``seeds``), so that
+    every category is deactivated (static sets only: see the comment below)."""
     if not seeds:
         raise MultiNeuronError("random controls need at least one seed")
     out = [Condition()]
@@ -150,10 +154,16 @@ def paper_conditions(
                 out += [Condition("random", "zero", seed=s, **kw) for s in seeds]
                 if matched:
                     out += [Condition("matched", "zero", seed=s, **kw) for s in seeds]
-                for cat in ("partial-shared", "non-activated") if other_categories else ():
+                # static only: a dynamic partial-shared set holds most of a layer on an item (up
+                # to 80% in Gemma 3 270M's last layers), so no equal-size control lies outside it
+                others = other_categories and mode == "static"
+                for cat in ("partial-shared", "non-activated") if others else ():
                     out.append(Condition(cat, "zero", **kw))
                     for ctrl in ("random", "matched") if matched else ("random",):
-                        out += [Condition(ctrl, "zero", seed=s, of=cat, **kw) for s in seeds]
+                        out += [
+                            Condition(ctrl, "zero", seed=s, of=cat, **kw)
+                            for s in (seeds if other_seeds is None else other_seeds)
+                        ]
                 for a in alphas:
                     out.append(Condition("all-shared", "scale", float(a), **kw))
                     if amplify_controls:
@@ -269,10 +279,17 @@ class ExperimentSets:
             )
         strata = self.strata if cond.target == "matched" else None
         key = control_seed(int(cond.seed), cond.target)
+        # drawn outside the set, except in a layer where the set holds more than half the
+        # neurons (a static partial-shared set can): there no equal-size control lies outside
+        # it, and the control is drawn from the whole layer
+        n_set = shared.sum(-1, keepdim=True)
+        outside = shared & (n_set <= shared.shape[-1] - n_set)
         if cond.mode == "dynamic":
-            ctrl = sample_like(shared, key, strata=strata, skip=self.offset, total=self.total)
+            ctrl = sample_like(
+                shared, key, outside, strata=strata, skip=self.offset, total=self.total
+            )
         else:
-            ctrl = sample_like(shared, key, strata=strata)
+            ctrl = sample_like(shared, key, outside, strata=strata)
         return ctrl.unsqueeze(1).expand(n_it, N, L, D)
 
 

@@ -27,6 +27,8 @@ from ..runs.directories import check_consistent
 from ..runs.grid import headline
 from ..sharing.statistics import SharingStats
 from ..sharing.views import load_views, render_views
+from .reading import load_result, run_info
+from .specificity_section import specificity_section
 
 CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;
 color:#222}h1{margin-bottom:0}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:2em}
@@ -87,24 +89,6 @@ class _Report:
         self.parts.append(f"<details><summary>{html.escape(summary)}</summary>{body}</details>")
 
 
-def _load(path: Path, loader: Callable[[Path], Any], what: str, rep: _Report) -> Any:
-    try:
-        return loader(path)
-    except (MultiNeuronError, KeyError, RuntimeError, ValueError, OSError) as e:
-        rep.missing(f"{what} ({path.name}) could not be read: {e}")
-        return None
-
-
-def _run_info(d: Path, name: str) -> dict | None:
-    f = d / name
-    if not f.exists():
-        return None
-    try:
-        return json.loads(f.read_text())
-    except json.JSONDecodeError:
-        return None
-
-
 def _sharing(rep: _Report, d: Path) -> SharingStats | None:
     from . import plots, sharing_sections
 
@@ -113,10 +97,10 @@ def _sharing(rep: _Report, d: Path) -> SharingStats | None:
     if not f.exists():
         rep.missing("No sharing analysis (stats.pt): run `tl-multineuron analyze --out DIR`.")
         return None
-    st = _load(f, SharingStats.load, "sharing statistics", rep)
+    st = load_result(f, SharingStats.load, "sharing statistics", rep)
     if st is None:
         return None
-    rep.partial(st.n_items, _run_info(d, "run.json"))
+    rep.partial(st.n_items, run_info(d, "run.json"))
     rep.p(
         f"{st.n_items} items x {len(st.languages)} languages {list(st.languages)}; site "
         f"{st.meta.get('site')}; active when {'a > t' if st.criterion == 'gt' else '|a| > t'}"
@@ -138,7 +122,7 @@ def _tasks(rep: _Report, d: Path, own: SharingStats | None) -> None:
 
     subs = {}
     for sub in sorted(p for p in d.iterdir() if p.is_dir() and (p / "stats.pt").exists()):
-        st = _load(sub / "stats.pt", SharingStats.load, f"statistics of {sub.name}", rep)
+        st = load_result(sub / "stats.pt", SharingStats.load, f"statistics of {sub.name}", rep)
         if st is not None:
             subs[sub.name] = st
     if own is not None and own.meta.get("dataset"):
@@ -156,7 +140,7 @@ def _views(rep: _Report, d: Path) -> None:
     if not f.exists():
         rep.missing("No views (views.json): `tl-multineuron analyze` writes them.")
         return
-    views = _load(f, load_views, "views", rep)
+    views = load_result(f, load_views, "views", rep)
     if views:
         rep.parts.append(render_views(views))
 
@@ -171,10 +155,10 @@ def _attribution(rep: _Report, d: Path) -> None:
             "No attribution results (attribution.pt): run `tl-multineuron attribute --out DIR`."
         )
         return
-    at = _load(f, AttributionStats.load, "attribution statistics", rep)
+    at = load_result(f, AttributionStats.load, "attribution statistics", rep)
     if at is None:
         return
-    rep.partial(at.n_items, _run_info(d, "run-attribute.json"))
+    rep.partial(at.n_items, run_info(d, "run-attribute.json"))
     rep.p(f"{at.n_items} items; answer token: {at.meta.get('answer_token')}.")
     rep.p(_scores_note(at.meta))
     for m, s in at.methods.items():
@@ -255,10 +239,10 @@ def _interventions(rep: _Report, d: Path) -> None:
             " or `tl-multineuron grid`."
         )
         return
-    comp = _load(f, pd.read_csv, "intervention comparisons", rep)
+    comp = load_result(f, pd.read_csv, "intervention comparisons", rep)
     if comp is None or comp.empty:
         return
-    run = _run_info(d, "run-grid.json") or _run_info(d, "run-intervene.json") or {}
+    run = run_info(d, "run-grid.json") or run_info(d, "run-intervene.json") or {}
     ev = run.get("eval_items")
     rep.p(
         f"Scored by one forward pass per row (greedy match of the whole gold answer, gold "
@@ -280,7 +264,7 @@ def _interventions(rep: _Report, d: Path) -> None:
         rep.p(f"{metric}: each condition vs none, and each all-shared target vs its controls")
         rep.table(headline(comp, metric))
     summ = (
-        _load(d / "summary.csv", pd.read_csv, "summary", rep)
+        load_result(d / "summary.csv", pd.read_csv, "summary", rep)
         if (d / "summary.csv").exists()
         else None
     )
@@ -297,7 +281,7 @@ def _boundary(rep: _Report, d: Path) -> None:
     f = d / "answer_boundary.json"
     if not f.exists():
         return
-    found = _load(f, lambda p: json.loads(p.read_text()), "answer-boundary check", rep)
+    found = load_result(f, lambda p: json.loads(p.read_text()), "answer-boundary check", rep)
     for x in (found or {}).get("findings", []):
         rep.parts.append(
             f'<div class="note">Answer boundary: {html.escape(str(x.get("message", x)))}</div>'
@@ -309,7 +293,7 @@ def _enrichment(rep: _Report, d: Path) -> None:
     f = d / "attribution.pt"
     if not f.exists():
         return
-    at = _load(f, AttributionStats.load, "attribution statistics", rep)
+    at = load_result(f, AttributionStats.load, "attribution statistics", rep)
     if at is None:
         return
     rows = []
@@ -336,7 +320,7 @@ def _enrichment(rep: _Report, d: Path) -> None:
 
 
 def _grid(rep: _Report, d: Path, tasks: list[str]) -> None:
-    from . import plots
+    from . import plots, sharing_sections
 
     for t in tasks:
         sub = d / t
@@ -346,7 +330,7 @@ def _grid(rep: _Report, d: Path, tasks: list[str]) -> None:
             continue
         f = sub / "stats.pt"
         if f.exists():
-            st = _load(f, SharingStats.load, f"statistics of {t}", rep)
+            st = load_result(f, SharingStats.load, f"statistics of {t}", rep)
             if st is not None:
                 rep.p(
                     f"{st.n_items} items x {len(st.languages)} languages; site "
@@ -354,6 +338,7 @@ def _grid(rep: _Report, d: Path, tasks: list[str]) -> None:
                 )
                 rep.figure(lambda st=st: plots.plot_layer_fractions(st), f"fractions of {t}")
                 rep.table(st.summary().round(2).reset_index())
+                sharing_sections.items_section(rep, st, sub)
         _enrichment(rep, sub)
         _interventions(rep, sub)
 
@@ -364,8 +349,8 @@ def _steering(rep: _Report, d: Path) -> None:
     acc, lang = d / "accuracy", d / "language"
     rep.h2("Accuracy steering: band search on calibration items, one held-out evaluation")
     if (acc / "search.csv").exists():
-        run = _run_info(acc, "run-steer-accuracy.json") or {}
-        surface = _load(acc / "search.csv", pd.read_csv, "steering search", rep)
+        run = run_info(acc, "run-steer-accuracy.json") or {}
+        surface = load_result(acc / "search.csv", pd.read_csv, "steering search", rep)
         if surface is not None:
             rep.p(
                 f"Search on {run.get('search_items', '?')} calibration items (every language): "
@@ -379,7 +364,7 @@ def _steering(rep: _Report, d: Path) -> None:
                     lambda m=metric: plots.plot_steering_surface(surface, m), f"search {metric}"
                 )
             rep.table(surface.round(3))
-        chosen = _run_info(acc, "verdict.json")
+        chosen = run_info(acc, "verdict.json")
         if chosen:
             rep.p(
                 f"Chosen on calibration items: {chosen.get('chosen')}. Held-out target (non-"
@@ -387,7 +372,7 @@ def _steering(rep: _Report, d: Path) -> None:
                 f"the allowance): {'met' if chosen.get('met') else 'NOT met'}."
             )
         if (acc / "heldout.csv").exists():
-            comp = _load(acc / "heldout.csv", pd.read_csv, "held-out comparisons", rep)
+            comp = load_result(acc / "heldout.csv", pd.read_csv, "held-out comparisons", rep)
             if comp is not None:
                 ev = run.get("eval_items")
                 rep.p(
@@ -414,9 +399,9 @@ def _steering(rep: _Report, d: Path) -> None:
     if not f.exists():
         rep.missing("No output-language results: run `tl-multineuron steer --study language`.")
         return
-    table = _load(f, pd.read_csv, "language control", rep)
+    table = load_result(f, pd.read_csv, "language control", rep)
     ident = (
-        _load(lang / "identifier.csv", pd.read_csv, "identifier accuracy", rep)
+        load_result(lang / "identifier.csv", pd.read_csv, "identifier accuracy", rep)
         if (lang / "identifier.csv").exists()
         else None
     )
@@ -434,97 +419,6 @@ def _steering(rep: _Report, d: Path) -> None:
         rep.p("Identifier accuracy (%) on the dataset's gold answers (targets below 90% flagged)")
         rep.table(ident.round(1))
     rep.table(table.round(1))
-
-
-def _specificity(rep: _Report, d: Path) -> None:
-    """The answer first (selectivity per method with intervals), then the matrices, the set
-    sizes, LAPE's probabilities and the output language; only what the run has."""
-    from . import plots
-
-    rep.h2("Language specificity: identification methods and the deactivation matrix")
-    sel = _load(d / "selectivity.csv", pd.read_csv, "selectivity", rep)
-    table = _load(d / "matrix.csv", pd.read_csv, "deactivation matrix", rep)
-    run = _run_info(d, "run-specificity.json") or {}
-    ident = run.get("identity", {})
-    cfg = ident.get("specificity", {})
-    n_cal, n_ev = ((run.get(k) or ["?"] * 3)[-1] for k in ("calibration_items", "eval_items"))
-    corpus = ident.get("corpus")
-    name = repr(corpus.get("name", "?")) if corpus else ""
-    held = f"{n_ev} evaluated items' prompt + gold answer"
-    token_src = f"every token of the {n_cal} calibration items' prompt + gold answer"
-    if corpus:
-        held = f"the last {cfg.get('eval_items', '?')} texts per language of corpus {name}"
-        token_src = f"every token of corpus {name} (the other texts)"
-    unit = cfg.get("unit", "item")
-    rep.p(
-        f"Sets: sharing-matters and magnitude from {n_cal} calibration items (last prompt "
-        "token); LAPE and Act-Prob-90p from "
-        + (token_src if unit == "token" else "the same items")
-        + f". Held-out text: {held}, every token scored. Sets equalised per language across "
-        f"methods: {cfg.get('equal_size', '?')}; BOS deactivated: {cfg.get('include_bos', False)}."
-    )
-    if sel is not None and not sel.empty:
-        rep.p(
-            "Selectivity: own-language change minus the mean change of the other languages "
-            "(nats/token; below 0 = specific), for each method's sets and as the paired "
-            "difference (per item) from equal-size random and activity-matched controls, "
-            "the comparison a claim of specificity rests on."
-        )
-        rep.figure(lambda: plots.plot_selectivity(sel), "selectivity")
-    elif sel is not None:
-        rep.p("No method found a non-empty set for any language: nothing to compare.")
-    if table is not None:
-        for method in dict.fromkeys(table["method"]):
-            t = table[table["method"] == method]
-            if method == "all-shared":
-                _all_shared_sentence(rep, t)
-            elif t["empty"].astype(str).str.lower().eq("true").all():
-                rep.p(f"{method}: no neuron found for any language (no matrix).")
-            else:
-                rep.figure(lambda m=method: plots.plot_specificity_matrix(table, m),
-                           f"matrix {method}")  # fmt: skip
-    sizes = _load(d / "sets.csv", pd.read_csv, "set sizes", rep)
-    if sizes is not None and not sizes.empty:
-        rep.p("Set sizes per method and language (neurons, all layers)")
-        pivot = sizes.pivot_table(index="method", columns="language", values="size",
-                                  aggfunc="sum", sort=False)  # fmt: skip
-        rep.table(pivot.reset_index())
-    lp = d / "lape_probabilities.csv"
-    if lp.exists():
-        probs = _load(lp, pd.read_csv, "LAPE probabilities", rep)
-        if probs is not None:
-            rep.p(
-                "LAPE's activation probabilities (share of each language's tokens on which a "
-                "neuron is active) per language, beside its two bars (quantiles of all "
-                "probabilities) and the set it selects"
-            )
-            rep.table(probs.round(4))
-    ol = d / "output_language.csv"
-    if ol.exists():
-        lang = _load(ol, pd.read_csv, "output language", rep)
-        if lang is not None and not lang.empty:
-            rep.p(
-                "Output language: share (%) of greedy continuations identified as the prompts' "
-                "language with L's set deactivated, vs the unedited model (paired by item, 95% "
-                "interval); only languages the identifier recognises in >= 90% of gold answers."
-            )
-            rep.table(lang.round(1))
-    if sel is not None and not sel.empty:
-        rep.folded(f"All selectivity rows ({len(sel)}; selectivity.csv)", sel.round(4))
-
-
-def _all_shared_sentence(rep: _Report, t: pd.DataFrame) -> None:
-    parts = []
-    for control in ("set", "random", "matched"):
-        g = t[t["control"] == control]
-        if not g.empty:
-            parts.append(f"{control} {g['delta'].min():+.2f} to {g['delta'].max():+.2f}")
-    size = int(t["set_size"].iloc[0]) if len(t) else 0
-    rep.p(
-        f"All-shared set ({size} neurons) deactivated: change per language "
-        + "; ".join(parts)
-        + " nats/token (matrix.csv)."
-    )
 
 
 def shown_dir(d: Path) -> str:
@@ -547,13 +441,13 @@ def build_report(results_dir: str | Path, out: str | Path | None = None) -> Path
             + "; ".join(f"{k} = {json.dumps(v, ensure_ascii=False)}" for k, v in identity.items())
         )
     runs = {
-        n: _run_info(d, n)
+        n: run_info(d, n)
         for n in ("run.json", "run-attribute.json", "run-intervene.json", "grid.json")
     }
     grid = runs["grid.json"]
     spec = d / "specificity" / "run-specificity.json"
     if spec.exists():
-        runs["specificity/run-specificity.json"] = _run_info(spec.parent, spec.name)
+        runs["specificity/run-specificity.json"] = run_info(spec.parent, spec.name)
     steer = [
         d / sub / f"run-steer-{sub}.json"
         for sub in ("accuracy", "language")
@@ -561,10 +455,13 @@ def build_report(results_dir: str | Path, out: str | Path | None = None) -> Path
     ]
     if steer:  # tl-multineuron steer: accuracy/ and language/
         for f in steer:
-            runs[f"{f.parent.name}/{f.name}"] = _run_info(f.parent, f.name)
+            runs[f"{f.parent.name}/{f.name}"] = run_info(f.parent, f.name)
         _steering(rep, d)
     elif grid is not None:  # tl-multineuron grid: one sub-directory per task
+        from .paper_sections import paper_sections
+
         rep.p(f"Grid command: {grid.get('command', '?')}")
+        paper_sections(rep, d)  # the claims first, where `paper` wrote them
         _tasks(rep, d, None)
         _grid(rep, d, list(grid.get("tasks", [])))
     elif not spec.exists() or any(
@@ -577,7 +474,7 @@ def build_report(results_dir: str | Path, out: str | Path | None = None) -> Path
         _enrichment(rep, d)
         _interventions(rep, d)
     if spec.exists():
-        _specificity(rep, spec.parent)
+        specificity_section(rep, spec.parent)
     rep.h2("Configuration")
     found = {k: v for k, v in runs.items() if v is not None}
     if found:

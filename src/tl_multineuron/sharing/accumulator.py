@@ -106,3 +106,10 @@ def poisson_weights(item_ids: Sequence[str], n_boot: int) -> Tensor:
         seed = int.from_bytes(hashlib.sha256(str(item).encode()).digest()[:8], "little") >> 1
         out[i] = torch.poisson(ones, generator=torch.Generator().manual_seed(seed))
     return out
+
+
+def weights_with_estimate(item_ids: Sequence[str], n_boot: int) -> Tensor:
+    """``[item, 1 + n_boot]``: ones (the estimate itself) beside :func:`poisson_weights`, so one
+    weighted reduction gives the estimate (column 0) and every replicate."""
+    ones = torch.ones(len(item_ids), 1, dtype=torch.float64)
+    return torch.cat([ones, poisson_weights(item_ids, n_boot)], 1)
