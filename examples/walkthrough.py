@@ -12,8 +12,7 @@ from pathlib import Path
 import tl_multineuron as tlm
 from tl_multineuron.report import plots
 from tl_multineuron.report.page import build_report
-from tl_multineuron.sharing.recording import token_activations
-from tl_multineuron.sharing.views import neuron_activation_view, save_views
+from tl_multineuron.sharing.views import neuron_activation_view, save_views, token_activations
 
 
 def main(out: Path, n_items: int) -> Path:

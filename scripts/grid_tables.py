@@ -53,7 +53,9 @@ def comparison_rows(task: str, comp: pd.DataFrame) -> list[dict]:
     return rows
 
 
-def _find(comp: pd.DataFrame, cond: str, ref: str, metric: str = "accuracy") -> pd.Series | None:
+def find_comparison(
+    comp: pd.DataFrame, cond: str, ref: str, metric: str = "accuracy"
+) -> pd.Series | None:
     m = (
         comp.condition.str.startswith(cond)
         & comp.reference.str.startswith(ref)
@@ -78,17 +80,16 @@ def claims(task: str, comp: pd.DataFrame) -> list[str]:
     for ref in ("deactivate random", "deactivate matched"):
         out.append(
             f"| {task} | deact. all-shared vs {_short(ref)} | "
-            f"{_sign(_find(comp, 'deactivate all-shared', ref))} |"
+            f"{_sign(find_comparison(comp, 'deactivate all-shared', ref))} |"
         )
-    spec = _find(comp, "deactivate specific", "none")
+    spec = find_comparison(comp, "deactivate specific", "none")
     out.append(f"| {task} | deact. specific vs none | {_sign(spec)} |")
     amps = sorted({c for c in comp.condition if c.startswith("amplify") and "all-shared" in c})
     for a in amps:
         alpha = a.split()[1]
-        out.append(
-            f"| {task} | amp. {alpha} all-shared vs none | {_sign(_find(comp, a, 'none'))} |"
-        )
-        ctrl = _find(comp, a, f"amplify {alpha} random")
+        vs_none = _sign(find_comparison(comp, a, "none"))
+        out.append(f"| {task} | amp. {alpha} all-shared vs none | {vs_none} |")
+        ctrl = find_comparison(comp, a, f"amplify {alpha} random")
         if ctrl is not None:
             out.append(
                 f"| {task} | amp. {alpha} all-shared vs amp. {alpha} random | {_sign(ctrl)} |"

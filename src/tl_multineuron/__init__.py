@@ -188,180 +188,62 @@ _EXPORTS: dict[str, str] = {
     "record_for_sets": "experiments.specificity",
     "SpecificityRunConfig": "runs.specificity",
     "run_specificity": "runs.specificity",
+    "ItemSummaries": "sharing.item_summaries",
+    "pair_table": "sharing.language_pairs",
+    "similarity_table": "sharing.language_pairs",
+    "jaccard_matrix": "sharing.language_pairs",
+    "task_differences": "sharing.task_comparison",
+    "input_variation": "sharing.task_comparison",
+    "mantel": "sharing.mantel",
+    "distance_matrix": "sharing.typology",
+    "TypologyWarning": "sharing.typology",
+    "association": "sharing.association",
+    "RowAttribution": "attribution.rows",
+    "correctness_split": "attribution.correctness",
+    "peak_table": "attribution.correctness",
+    "write_paper": "runs.paper",
 }
 
+# fmt: off
 __all__ = [
-    "Accumulator",
-    "accuracy_summary",
-    "accuracy_table",
-    "AccuracySteerConfig",
-    "ActivationHistogram",
-    "active_mask",
-    "amplify",
-    "AnalysisConfig",
-    "AnalysisResult",
-    "analyze",
-    "answer_rows",
-    "answer_token_ids",
-    "AnswerBoundaryWarning",
-    "AnswerRows",
-    "AnswerScores",
-    "apply",
-    "attach_sae",
-    "attention_implementation",
-    "attribute",
-    "AttributionConfig",
-    "AttributionResult",
-    "AttributionStats",
-    "available_devices",
-    "boundary_findings",
-    "build_report",
-    "Categories",
-    "categorize",
-    "categorize_acts",
-    "Category",
-    "CATEGORY_NAMES",
-    "check_model",
-    "check_tl_version",
-    "choose",
-    "coarse_neurons",
-    "Composite",
-    "Condition",
-    "continuation",
-    "contribution_scores",
-    "control_table",
-    "deactivate",
-    "deactivation_matrix",
-    "default_bands",
-    "diff_of_means",
-    "drift_line",
-    "Edit",
-    "edit_hook",
-    "EXPERT_SITE",
-    "SHARED_EXPERT_SITE",
-    "moe_layers",
-    "output_logits",
-    "effective_scores",
-    "efficient_attention",
-    "EMBEDDED_MODEL",
-    "equalize",
-    "estimate_forward",
-    "EvalConfig",
-    "evaluate",
-    "ExperimentScores",
-    "ExperimentSets",
-    "gate_activation",
-    "generate_greedy",
-    "GridConfig",
-    "heldout_comparisons",
-    "identifier_accuracy",
-    "identify_language_sets",
-    "lape_select",
-    "token_language_sets",
-    "lape_diagnostics",
-    "control_seed",
-    "Corpus",
-    "load_corpus",
-    "corpus_from_dataset",
-    "TokenStats",
-    "record_token_stats",
-    "load_lape_sets",
-    "IGResult",
-    "integrated_gradients",
-    "Intervention",
-    "is_feature_site",
-    "iter_dataset",
-    "iter_dataset_with",
-    "language_prefixes",
-    "knowledge_neurons",
-    "KnowledgeNeurons",
-    "KnowledgeStats",
-    "language_edit",
-    "LanguageIdentifier",
-    "LanguageSets",
-    "LanguageSteerConfig",
-    "layer_device_map",
-    "list_tasks",
-    "load_item_categories",
-    "load_model",
-    "load_parallel",
-    "load_sae",
-    "load_task",
-    "load_xnli",
-    "load_mpararel",
-    "load_mzsre",
-    "load_data",
-    "DATA_FORMATS",
-    "DroppedItemsWarning",
-    "LoadInfo",
-    "magnitude_strata",
-    "matrix_table",
-    "mcnemar_exact",
-    "mean_ablate",
-    "memory_budget",
-    "MemoryEstimate",
-    "merge_all",
-    "merge_shards",
-    "model_weights",
-    "ModelWeights",
-    "MultiNeuronError",
-    "native_kind",
-    "NeuronHook",
-    "NeuronSet",
-    "norm_path",
-    "NormPath",
-    "NormSpec",
-    "output_language",
-    "output_language_table",
-    "paired_bootstrap",
-    "paired_comparisons",
-    "paper_conditions",
-    "ParallelDataset",
-    "ParallelItem",
-    "parse_memory",
-    "prefix_cache_status",
-    "prepare_sets",
-    "record",
-    "record_for_sets",
-    "record_with",
-    "RecordingConfig",
-    "refine",
-    "ResidualAdd",
-    "resolve_device",
-    "run_accuracy_study",
-    "run_analysis",
-    "run_attribution",
-    "run_experiment",
-    "run_language_study",
-    "run_specificity",
-    "run_task",
-    "sae_site",
-    "sample_like",
-    "score_answers",
-    "score_steering",
-    "ScoreStats",
-    "scoring_path",
-    "search_space",
-    "search_surface",
-    "selectivity",
-    "Shard",
-    "SharingStats",
-    "SpecificityConfig",
-    "SpecificityRunConfig",
-    "steer_toward",
-    "SteerConfig",
-    "SteeringSets",
-    "SUPPORTED_MODELS",
-    "TASKS",
-    "tl_version",
-    "TokenBatch",
-    "tokenize",
-    "topk_mask",
-    "validate_thresholds",
-    "version_drift",
-    "versions_line",
-    "write_item_views",
+    "Accumulator", "accuracy_summary", "accuracy_table", "AccuracySteerConfig",
+    "ActivationHistogram", "active_mask", "amplify", "AnalysisConfig", "AnalysisResult", "analyze",
+    "answer_rows", "answer_token_ids", "AnswerBoundaryWarning", "AnswerRows", "AnswerScores",
+    "apply", "association", "attach_sae", "attention_implementation", "attribute",
+    "AttributionConfig", "AttributionResult", "AttributionStats", "available_devices",
+    "boundary_findings", "build_report", "Categories", "categorize", "categorize_acts", "Category",
+    "CATEGORY_NAMES", "check_model", "check_tl_version", "choose", "coarse_neurons", "Composite",
+    "Condition", "continuation", "contribution_scores", "control_seed", "control_table", "Corpus",
+    "corpus_from_dataset", "correctness_split", "DATA_FORMATS", "deactivate",
+    "deactivation_matrix", "default_bands", "diff_of_means", "distance_matrix", "drift_line",
+    "DroppedItemsWarning", "Edit", "edit_hook", "effective_scores", "efficient_attention",
+    "EMBEDDED_MODEL", "equalize", "estimate_forward", "EvalConfig", "evaluate", "ExperimentScores",
+    "ExperimentSets", "EXPERT_SITE", "gate_activation", "generate_greedy", "GridConfig",
+    "heldout_comparisons", "identifier_accuracy", "identify_language_sets", "IGResult",
+    "input_variation", "integrated_gradients", "Intervention", "is_feature_site", "ItemSummaries",
+    "iter_dataset", "iter_dataset_with", "jaccard_matrix", "knowledge_neurons", "KnowledgeNeurons",
+    "KnowledgeStats", "language_edit", "language_prefixes", "LanguageIdentifier", "LanguageSets",
+    "LanguageSteerConfig", "lape_diagnostics", "lape_select", "layer_device_map", "list_tasks",
+    "load_corpus", "load_data", "load_item_categories", "load_lape_sets", "load_model",
+    "load_mpararel", "load_mzsre", "load_parallel", "load_sae", "load_task", "load_xnli",
+    "LoadInfo", "magnitude_strata", "mantel", "matrix_table", "mcnemar_exact", "mean_ablate",
+    "memory_budget", "MemoryEstimate", "merge_all", "merge_shards", "model_weights",
+    "ModelWeights", "moe_layers", "MultiNeuronError", "native_kind", "NeuronHook", "NeuronSet",
+    "norm_path", "NormPath", "NormSpec", "output_language", "output_language_table",
+    "output_logits", "pair_table", "paired_bootstrap", "paired_comparisons", "paper_conditions",
+    "ParallelDataset", "ParallelItem", "parse_memory", "peak_table", "prefix_cache_status",
+    "prepare_sets", "record", "record_for_sets", "record_token_stats", "record_with",
+    "RecordingConfig", "refine", "ResidualAdd", "resolve_device", "RowAttribution",
+    "run_accuracy_study", "run_analysis", "run_attribution", "run_experiment",
+    "run_language_study", "run_specificity", "run_task", "sae_site", "sample_like",
+    "score_answers", "score_steering", "ScoreStats", "scoring_path", "search_space",
+    "search_surface", "selectivity", "Shard", "SHARED_EXPERT_SITE", "SharingStats",
+    "similarity_table", "SpecificityConfig", "SpecificityRunConfig", "steer_toward", "SteerConfig",
+    "SteeringSets", "SUPPORTED_MODELS", "task_differences", "TASKS", "tl_version",
+    "token_language_sets", "TokenBatch", "tokenize", "TokenStats", "topk_mask", "TypologyWarning",
+    "validate_thresholds", "version_drift", "versions_line", "write_item_views", "write_paper",
 ]
+# fmt: on
 
 
 def __getattr__(name: str) -> Any:
@@ -384,11 +266,8 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time names load on first use
-    from .attribution.analysis import (
-        AttributionConfig,
-        AttributionResult,
-        attribute,
-    )
+    from .attribution.analysis import AttributionConfig, AttributionResult, attribute
+    from .attribution.correctness import correctness_split, peak_table
     from .attribution.knowledge import (
         KnowledgeNeurons,
         KnowledgeStats,
@@ -396,6 +275,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time names load on 
         knowledge_neurons,
         refine,
     )
+    from .attribution.rows import RowAttribution
     from .attribution.scores import (
         IGResult,
         answer_token_ids,
@@ -403,106 +283,31 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time names load on 
         effective_scores,
         integrated_gradients,
     )
-    from .attribution.stats import (
-        AttributionStats,
-        ScoreStats,
-    )
-    from .backends.attention import (
-        attention_implementation,
-        efficient_attention,
-    )
-    from .backends.devices import (
-        available_devices,
-        resolve_device,
-    )
-    from .backends.experts import (
-        EXPERT_SITE,
-        SHARED_EXPERT_SITE,
-        moe_layers,
-    )
-    from .backends.logits import (
-        output_logits,
-    )
-    from .backends.memory import (
-        MemoryEstimate,
-        estimate_forward,
-        memory_budget,
-        parse_memory,
-    )
-    from .backends.models import (
-        EMBEDDED_MODEL,
-        SUPPORTED_MODELS,
-        LoadInfo,
-        check_model,
-        load_model,
-    )
-    from .backends.norms import (
-        NormPath,
-        NormSpec,
-        norm_path,
-    )
-    from .backends.placement import (
-        layer_device_map,
-    )
-    from .backends.saes import (
-        attach_sae,
-        load_sae,
-        sae_site,
-    )
-    from .backends.sites import (
-        edit_hook,
-        gate_activation,
-        is_feature_site,
-    )
-    from .backends.tl_compat import (
-        check_tl_version,
-        native_kind,
-        tl_version,
-    )
-    from .backends.versions import (
-        drift_line,
-        version_drift,
-        versions_line,
-    )
-    from .backends.weights import (
-        ModelWeights,
-        model_weights,
-    )
-    from .data.answers import (
-        AnswerBoundaryWarning,
-        boundary_findings,
-        continuation,
-    )
-    from .data.corpus import (
-        Corpus,
-        corpus_from_dataset,
-        load_corpus,
-    )
-    from .data.datasets import (
-        ParallelDataset,
-        ParallelItem,
-        load_parallel,
-    )
+    from .attribution.stats import AttributionStats, ScoreStats
+    from .backends.attention import attention_implementation, efficient_attention
+    from .backends.devices import available_devices, resolve_device
+    from .backends.experts import EXPERT_SITE, SHARED_EXPERT_SITE, moe_layers
+    from .backends.logits import output_logits
+    from .backends.memory import MemoryEstimate, estimate_forward, memory_budget, parse_memory
+    from .backends.models import EMBEDDED_MODEL, SUPPORTED_MODELS, LoadInfo, check_model, load_model
+    from .backends.norms import NormPath, NormSpec, norm_path
+    from .backends.placement import layer_device_map
+    from .backends.saes import attach_sae, load_sae, sae_site
+    from .backends.sites import edit_hook, gate_activation, is_feature_site
+    from .backends.tl_compat import check_tl_version, native_kind, tl_version
+    from .backends.versions import drift_line, version_drift, versions_line
+    from .backends.weights import ModelWeights, model_weights
+    from .data.answers import AnswerBoundaryWarning, boundary_findings, continuation
+    from .data.corpus import Corpus, corpus_from_dataset, load_corpus
+    from .data.datasets import ParallelDataset, ParallelItem, load_parallel
     from .data.formats import DATA_FORMATS, load_data
     from .data.mpararel import load_mpararel
     from .data.mzsre import load_mzsre
     from .data.sources import DroppedItemsWarning
-    from .data.tasks import (
-        TASKS,
-        list_tasks,
-        load_task,
-    )
-    from .data.xnli import (
-        load_xnli,
-    )
-    from .errors import (
-        MultiNeuronError,
-    )
-    from .experiments.comparisons import (
-        mcnemar_exact,
-        paired_bootstrap,
-        paired_comparisons,
-    )
+    from .data.tasks import TASKS, list_tasks, load_task
+    from .data.xnli import load_xnli
+    from .errors import MultiNeuronError
+    from .experiments.comparisons import mcnemar_exact, paired_bootstrap, paired_comparisons
     from .experiments.conditions import (
         Condition,
         ExperimentSets,
@@ -511,12 +316,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time names load on 
         prepare_sets,
         run_experiment,
     )
-    from .experiments.evaluation import (
-        EvalConfig,
-        accuracy_table,
-        evaluate,
-        generate_greedy,
-    )
+    from .experiments.evaluation import EvalConfig, accuracy_table, evaluate, generate_greedy
     from .experiments.interventions import (
         Composite,
         Edit,
@@ -538,15 +338,8 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time names load on 
         load_lape_sets,
         token_language_sets,
     )
-    from .experiments.neuron_sets import (
-        NeuronSet,
-        control_seed,
-        magnitude_strata,
-        sample_like,
-    )
-    from .experiments.scores import (
-        ExperimentScores,
-    )
+    from .experiments.neuron_sets import NeuronSet, control_seed, magnitude_strata, sample_like
+    from .experiments.scores import ExperimentScores
     from .experiments.scoring import (
         AnswerRows,
         AnswerScores,
@@ -564,47 +357,19 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time names load on 
         record_for_sets,
         selectivity,
     )
-    from .report.page import (
-        build_report,
-    )
-    from .runs.directories import (
-        load_item_categories,
-    )
-    from .runs.grid import (
-        GridConfig,
-        run_task,
-    )
-    from .runs.language import (
-        LanguageSteerConfig,
-        run_language_study,
-    )
-    from .runs.merge import (
-        merge_shards,
-    )
-    from .runs.pipelines import (
-        run_analysis,
-        run_attribution,
-        write_item_views,
-    )
-    from .runs.shards import (
-        Shard,
-    )
-    from .runs.specificity import (
-        SpecificityRunConfig,
-        run_specificity,
-    )
-    from .runs.steer import (
-        AccuracySteerConfig,
-        run_accuracy_study,
-    )
-    from .sharing.accumulator import (
-        Accumulator,
-    )
-    from .sharing.analysis import (
-        AnalysisConfig,
-        AnalysisResult,
-        analyze,
-    )
+    from .report.page import build_report
+    from .runs.directories import load_item_categories
+    from .runs.grid import GridConfig, run_task
+    from .runs.language import LanguageSteerConfig, run_language_study
+    from .runs.merge import merge_shards
+    from .runs.paper import write_paper
+    from .runs.pipelines import run_analysis, run_attribution, write_item_views
+    from .runs.shards import Shard
+    from .runs.specificity import SpecificityRunConfig, run_specificity
+    from .runs.steer import AccuracySteerConfig, run_accuracy_study
+    from .sharing.accumulator import Accumulator
+    from .sharing.analysis import AnalysisConfig, AnalysisResult, analyze
+    from .sharing.association import association
     from .sharing.classification import (
         CATEGORY_NAMES,
         Categories,
@@ -614,12 +379,11 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time names load on 
         categorize_acts,
         validate_thresholds,
     )
-    from .sharing.histogram import (
-        ActivationHistogram,
-    )
-    from .sharing.masks import (
-        topk_mask,
-    )
+    from .sharing.histogram import ActivationHistogram
+    from .sharing.item_summaries import ItemSummaries
+    from .sharing.language_pairs import jaccard_matrix, pair_table, similarity_table
+    from .sharing.mantel import mantel
+    from .sharing.masks import topk_mask
     from .sharing.recording import (
         RecordingConfig,
         TokenBatch,
@@ -630,32 +394,11 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time names load on 
         record_with,
         tokenize,
     )
-    from .sharing.statistics import (
-        SharingStats,
-        merge_all,
-    )
-    from .sharing.token_stats import (
-        TokenStats,
-        record_token_stats,
-    )
-    from .steering.identifier import (
-        LanguageIdentifier,
-        identifier_accuracy,
-    )
-    from .steering.language import (
-        control_table,
-        diff_of_means,
-        language_edit,
-    )
-    from .steering.sets import (
-        SteerConfig,
-        SteeringSets,
-        default_bands,
-        search_space,
-    )
-    from .steering.study import (
-        choose,
-        heldout_comparisons,
-        score_steering,
-        search_surface,
-    )
+    from .sharing.statistics import SharingStats, merge_all
+    from .sharing.task_comparison import input_variation, task_differences
+    from .sharing.token_stats import TokenStats, record_token_stats
+    from .sharing.typology import TypologyWarning, distance_matrix
+    from .steering.identifier import LanguageIdentifier, identifier_accuracy
+    from .steering.language import control_table, diff_of_means, language_edit
+    from .steering.sets import SteerConfig, SteeringSets, default_bands, search_space
+    from .steering.study import choose, heldout_comparisons, score_steering, search_surface

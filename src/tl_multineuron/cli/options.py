@@ -366,7 +366,7 @@ def add_grid_args(p: argparse.ArgumentParser, sized: bool = False) -> None:
         "--other-seeds",
         default=None,
         help="seeds of the partial-shared and non-activated sets' controls (default: --seeds; "
-        "paper: 0,1)",
+        "paper: 0)",
     )
     p.add_argument(
         "--no-amplify-controls", action="store_true", help="skip random controls of amplification"

@@ -10,8 +10,9 @@ import sys
 import time
 
 HELP = "every analysis of the paper, each claim with its statistic, one report (main job)"
-#: the paper run's sizes where the flags leave them open (see docs/experiments.md)
-DEFAULTS = {"alphas": "2", "other_seeds": "0,1"}
+#: the paper run's sizes where the flags leave them open: amplify x2 (x1.5 is in grid --full),
+#: one control draw per new category (the main job within 15 minutes; see docs/paper.md)
+DEFAULTS = {"alphas": "2", "other_seeds": "0"}
 
 
 def register(p: argparse.ArgumentParser) -> None:

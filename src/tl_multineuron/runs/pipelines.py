@@ -22,9 +22,8 @@ from ..backends.models import check_model
 from ..data.datasets import ParallelDataset
 from ..errors import MultiNeuronError
 from ..sharing.analysis import AnalysisConfig, analyze
-from ..sharing.recording import token_activations
 from ..sharing.statistics import SharingStats
-from ..sharing.views import neuron_activation_view, save_views
+from ..sharing.views import neuron_activation_view, save_views, token_activations
 from .directories import RunDir, write_attribution_tables, write_stats_tables
 
 #: A model, or a function of no arguments that loads one (called at most once).

@@ -12,14 +12,19 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from uuid import uuid4
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from ..backends.devices import model_device
+from ..backends.models import check_model
+from ..backends.sites import site_hook, site_transforms
 from ..errors import MultiNeuronError
 from ..files import atomic_write
+from .recording import encode, get_tokenizer
 
 
 @dataclass(frozen=True)
@@ -143,3 +148,42 @@ def save_views(views: Sequence[View], path: str | Path) -> None:
 
 def load_views(path: str | Path) -> list[View]:
     return [View.from_dict(d) for d in json.loads(Path(path).read_text(encoding="utf-8"))]
+
+
+def token_activations(
+    model: Any,
+    prompts: Sequence[str],
+    neurons: dict[int, Sequence[int]],
+    hook: str = "mlp.hook_post",
+) -> tuple[list[list[str]], list[Float[Tensor, "pos layer neuron"]]]:
+    """Per-token activations of chosen neurons (``{layer: [neuron, ...]}``, the same count
+    per layer) for each prompt: string tokens and ``[pos, layer, neuron]`` tensors (for
+    circuitsvis views)."""
+    if not neurons:
+        raise MultiNeuronError("no neurons chosen")
+    counts = {len(v) for v in neurons.values()}
+    if len(counts) != 1 or 0 in counts:
+        raise MultiNeuronError("choose the same non-zero number of neurons in every layer")
+    names = [f"blocks.{x}.{site_hook(hook)}" for x in neurons]
+    check_model(model, names)
+    fns = site_transforms(model, hook, list(neurons)) or [lambda t: t] * len(names)
+    tok = get_tokenizer(model)
+    words, acts = [], []
+    for p in prompts:
+        ids = encode(model, p)
+        with torch.inference_mode():
+            _, cache = model.run_with_cache(
+                torch.tensor([ids], device=model_device(model)),
+                names_filter=lambda n: n in names,
+            )
+        # one prompt: [1, pos, units], or [pos, units] where a MoE block flattens its tokens
+        a = torch.stack(
+            [
+                f(cache[n] if cache[n].ndim == 2 else cache[n][0])[:, list(idx)]
+                for f, n, idx in zip(fns, names, neurons.values(), strict=True)
+            ],
+            dim=1,
+        )
+        words.append([tok.decode([i]) for i in ids])
+        acts.append(a.float().cpu())
+    return words, acts
