@@ -84,7 +84,7 @@ def main(run_dir: str, out_dir: str) -> None:
         t = t[t.threshold == t.threshold.min()]
         for r in t.itertuples():
             label = f"language similarity: Mantel r (p), co-activation vs {r.distance} distance"
-            cell = f"{r.statistic:+.2f} (p = {r.p_value:.2g})"
+            cell = f"{r.statistic:+.2f} (p = {r.p_value:.3g})"
             rows.setdefault(label, {})[task] = f"**{cell}**" if r.p_value < 0.05 else cell
         (out / task).mkdir(parents=True, exist_ok=True)
         for f in (*KEEP, *EXTRA, "run-grid.json"):
