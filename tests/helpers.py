@@ -243,3 +243,10 @@ def fake_shards(stats, n: int, n_items: int, root, identity: dict) -> list:
         run.close()
         dirs.append(d)
     return dirs
+
+
+def chromium() -> str | None:
+    """Debian's Chromium for the browser tests (.ci/run installs it), or None."""
+    import shutil
+
+    return shutil.which("chromium") or shutil.which("chromium-browser")

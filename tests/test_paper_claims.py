@@ -7,7 +7,7 @@ import os
 import pandas as pd
 import pytest
 import torch
-from helpers import tiny_llama_dir
+from helpers import chromium, tiny_llama_dir
 
 from tl_multineuron.attribution.correctness import correctness_split, peak_table
 from tl_multineuron.attribution.rows import RowAttribution
@@ -145,15 +145,9 @@ def test_paper_command_writes_every_claim_and_the_report(paper_run):
         assert title in html
 
 
-def _chromium():
-    import shutil
-
-    return shutil.which("chromium") or shutil.which("chromium-browser")
-
-
 @pytest.mark.browser
 @pytest.mark.skipif(
-    _chromium() is None and not os.environ.get("CI"),
+    chromium() is None and not os.environ.get("CI"),
     reason="Debian chromium not installed (.ci/run installs it; under CI it must be there)",
 )
 def test_paper_report_in_headless_chromium(paper_run):
@@ -161,7 +155,7 @@ def test_paper_report_in_headless_chromium(paper_run):
 
     with sync_playwright() as pw:
         browser = pw.chromium.launch(
-            executable_path=_chromium(), args=["--no-sandbox", "--disable-gpu", "--no-first-run"]
+            executable_path=chromium(), args=["--no-sandbox", "--disable-gpu", "--no-first-run"]
         )
         try:
             page = browser.new_page(viewport={"width": 1200, "height": 900})

@@ -1,11 +1,10 @@
 import json
 import os
-import shutil
 
 import pandas as pd
 import pytest
 import torch
-from helpers import seeded_acts, tiny_model, toy_dataset
+from helpers import chromium, seeded_acts, tiny_model, toy_dataset
 
 import tl_multineuron as tlm
 from tl_multineuron import MultiNeuronError
@@ -143,13 +142,9 @@ def test_report_renders_what_exists_and_names_what_is_missing(stats, attr, tmp_p
         build_report(tmp_path / "nope")
 
 
-def _chromium():
-    return shutil.which("chromium") or shutil.which("chromium-browser")
-
-
 @pytest.mark.browser
 @pytest.mark.skipif(
-    _chromium() is None and not os.environ.get("CI"),
+    chromium() is None and not os.environ.get("CI"),
     reason="Debian chromium not installed (.ci/run installs it; under CI it must be there)",
 )
 def test_report_in_headless_chromium(stats, attr, tmp_path):
@@ -172,7 +167,7 @@ def test_report_in_headless_chromium(stats, attr, tmp_path):
     (d / "views.html").write_text(views_page([v]))
     with sync_playwright() as pw:
         browser = pw.chromium.launch(
-            executable_path=_chromium(),
+            executable_path=chromium(),
             args=[
                 "--no-sandbox",
                 "--disable-gpu",
@@ -278,7 +273,7 @@ def test_specificity_report_leads_with_the_answer(tmp_path):
 
 @pytest.mark.browser
 @pytest.mark.skipif(
-    _chromium() is None and not os.environ.get("CI"),
+    chromium() is None and not os.environ.get("CI"),
     reason="Debian chromium not installed (.ci/run installs it; under CI it must be there)",
 )
 def test_specificity_report_in_headless_chromium(tmp_path):
@@ -286,7 +281,7 @@ def test_specificity_report_in_headless_chromium(tmp_path):
 
     report = build_report(_specificity_dir(tmp_path))
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=_chromium(), args=["--no-sandbox",
+        browser = pw.chromium.launch(executable_path=chromium(), args=["--no-sandbox",
                                      "--disable-gpu", "--no-first-run"])  # fmt: skip
         try:
             page = browser.new_page(viewport={"width": 1200, "height": 900})

@@ -317,6 +317,25 @@ def read_text(path: Path) -> str:
         ) from e
 
 
+def read_json_lines(path: Path, where: str) -> list[tuple[int, dict[str, Any]]]:
+    """A JSON-lines file's objects with their line numbers (blank lines skipped); a line that is
+    not a JSON object is an error naming ``where`` and the line."""
+    rows = []
+    for n, line in enumerate(read_text(path).splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise MultiNeuronError(f"{where}: line {n} is not valid JSON: {e}") from e
+        if not isinstance(row, dict):
+            raise MultiNeuronError(
+                f"{where}: line {n} is a JSON {type(row).__name__}, expected an object"
+            )
+        rows.append((n, row))
+    return rows
+
+
 def load_parallel(
     path: str | Path,
     languages: Sequence[str] | None = None,
@@ -331,17 +350,7 @@ def load_parallel(
     name = path.stem
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".json"):
-        rows = []
-        for n, line in enumerate(read_text(path).splitlines(), 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise MultiNeuronError(f"{path}: line {n} is not valid JSON: {e}") from e
-                if not isinstance(rows[-1], dict):
-                    raise MultiNeuronError(
-                        f"{path}: line {n} is a JSON {type(rows[-1]).__name__}, expected an object"
-                    )
+        rows = [row for _, row in read_json_lines(path, str(path))]
         if rows and "prompts" not in rows[0]:
             ds = _from_long_rows(rows, languages, name, answer_delimiter)
         else:

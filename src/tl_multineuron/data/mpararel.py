@@ -26,7 +26,6 @@ align).
 
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter
 from collections.abc import Sequence
@@ -35,7 +34,7 @@ from typing import Any, NamedTuple
 
 from ..errors import MultiNeuronError
 from .answers import DelimiterSpec
-from .datasets import ParallelDataset, ParallelItem, read_text
+from .datasets import ParallelDataset, ParallelItem, read_json_lines
 from .language_codes import code_mapping, resolve_languages
 from .sources import source_record
 
@@ -62,23 +61,7 @@ def _root(path: str | Path) -> Path:
 
 
 def _jsonl(path: Path, lang: str) -> list[tuple[int, dict[str, Any]]]:
-    rows = []
-    for n, line in enumerate(read_text(path).splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise MultiNeuronError(
-                f"{path.parent.name}/{path.name} (language {lang!r}): line {n} is not valid "
-                f"JSON: {e}"
-            ) from e
-        if not isinstance(row, dict):
-            raise MultiNeuronError(
-                f"{path.parent.name}/{path.name} (language {lang!r}): line {n} is not an object"
-            )
-        rows.append((n, row))
-    return rows
+    return read_json_lines(path, f"{path.parent.name}/{path.name} (language {lang!r})")
 
 
 def _relation_key(name: str) -> tuple[int, str]:

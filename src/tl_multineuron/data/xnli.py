@@ -36,7 +36,7 @@ from typing import Any
 
 from ..errors import MultiNeuronError
 from .answers import DelimiterSpec
-from .datasets import ParallelDataset, ParallelItem, read_text
+from .datasets import ParallelDataset, ParallelItem, read_json_lines, read_text
 from .language_codes import code_mapping, resolve_languages
 from .sources import source_record
 
@@ -155,16 +155,7 @@ def _frame_rows(path: Path) -> list[dict[str, Any]]:
                 f"{path.name}: reading parquet needs pyarrow: pip install 'tl_multineuron[xnli]'"
             ) from e
         return frame.to_dict("records")
-    import json
-
-    rows = []
-    for n, line in enumerate(read_text(path).splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise MultiNeuronError(f"{path.name}: line {n} is not valid JSON: {e}") from e
-    return rows
+    return [row for _, row in read_json_lines(path, path.name)]
 
 
 def _split_files(folder: Path, split: str) -> list[Path]:

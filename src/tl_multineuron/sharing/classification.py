@@ -65,6 +65,19 @@ def validate_thresholds(thresholds: float | Sequence[float]) -> tuple[float, ...
     return tuple(float(t) for t in ts)
 
 
+def threshold_position(thresholds: Sequence[float], threshold: float | None) -> int:
+    """The index of ``threshold`` in a recorded sweep (``None``: the first); a threshold that
+    was not recorded is an error naming the sweep."""
+    if threshold is None:
+        return 0
+    for i, t in enumerate(thresholds):
+        if abs(t - threshold) < 1e-12:
+            return i
+    raise MultiNeuronError(
+        f"threshold {threshold!r} was not recorded; thresholds: {list(thresholds)}"
+    )
+
+
 def active_mask(
     acts: Float[Tensor, "*batch lang layer neuron"],
     thresholds: float | Sequence[float],

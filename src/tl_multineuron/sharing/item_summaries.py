@@ -26,7 +26,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from ..errors import MultiNeuronError
-from .classification import CATEGORY_NAMES, Category
+from .classification import CATEGORY_NAMES, Category, threshold_position
 
 TENSOR_FIELDS = ("counts", "specific", "pairs", "subset_keys", "subset_counts")
 #: the paper's bands: the middle half of items and their full range
@@ -205,14 +205,7 @@ class ItemSummaries:
 
     # -- derived ---------------------------------------------------------------------------
     def threshold_index(self, threshold: float | None) -> int:
-        if threshold is None:
-            return 0
-        for i, t in enumerate(self.thresholds):
-            if abs(t - threshold) < 1e-12:
-                return i
-        raise MultiNeuronError(
-            f"threshold {threshold!r} was not recorded; thresholds: {list(self.thresholds)}"
-        )
+        return threshold_position(self.thresholds, threshold)
 
     def need_items(self) -> None:
         if self.n_items == 0:

@@ -40,6 +40,7 @@ from .classification import (
     active_mask,
     categorize,
     parse_category,
+    threshold_position,
     validate_thresholds,
 )
 from .item_summaries import ItemSummaries
@@ -176,14 +177,7 @@ class SharingStats:
 
     # -- derived quantities ----------------------------------------------------------------
     def _t(self, threshold: float | None) -> int:
-        if threshold is None:
-            return 0
-        for i, t in enumerate(self.thresholds):
-            if abs(t - threshold) < 1e-12:
-                return i
-        raise MultiNeuronError(
-            f"threshold {threshold!r} was not recorded; thresholds: {list(self.thresholds)}"
-        )
+        return threshold_position(self.thresholds, threshold)
 
     def _need_items(self) -> None:
         if self.n_items == 0:
