@@ -12,7 +12,7 @@ import pandas as pd
 
 from ..errors import MultiNeuronError
 from ..sharing.statistics import SharingStats
-from ..sharing.task_comparison import input_variation, task_differences
+from ..sharing.task_comparison import differences_sentence, input_variation, task_differences
 
 
 def _pct(x: float) -> str:
@@ -100,14 +100,6 @@ def tasks_section(rep: Any, subs: Mapping[str, SharingStats]) -> pd.DataFrame | 
     except MultiNeuronError as e:  # e.g. tasks recorded on different layers
         rep.p(f"Tasks not compared: {e}")
         return None
-    pooled = table[table.layer.astype(str) == "all"]
-    excl = pooled[(pooled.ci_low > 0) | (pooled.ci_high < 0)]
-    top = pooled.loc[pooled["diff"].abs().idxmax()]
-    rep.p(
-        f"Tasks differ: of {len(pooled)} differences (pairs of tasks x categories, layers "
-        f"pooled), {len(excl)} have a 95% item-bootstrap interval that excludes 0; the largest is "
-        f"{top.category} {top.task_a} - {top.task_b} = {100 * top['diff']:+.1f} points "
-        f"[{100 * top.ci_low:+.1f}, {100 * top.ci_high:+.1f}]."
-    )
+    rep.p(differences_sentence(table))
     rep.figure(lambda: sharing_plots.plot_task_differences(table), "task differences")
     return table

@@ -30,7 +30,7 @@ from ..errors import MultiNeuronError
 from ..files import atomic_write
 from ..sharing.association import association
 from ..sharing.statistics import SharingStats
-from ..sharing.task_comparison import input_variation, task_differences
+from ..sharing.task_comparison import differences_sentence, input_variation, task_differences
 
 PAPER_DIR = "paper"
 TABLES = (
@@ -94,15 +94,7 @@ def headlines(tables: dict[str, pd.DataFrame]) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {"i": [], "ii": [], "iii": [], "similarity": []}
     t = tables.get("claim_i_tasks.csv")
     if t is not None:
-        pooled = t[t.layer.astype(str) == "all"]
-        excl = pooled[(pooled.ci_low > 0) | (pooled.ci_high < 0)]
-        top = pooled.loc[pooled["diff"].abs().idxmax()]
-        out["i"].append(
-            f"Tasks differ: {len(excl)} of {len(pooled)} differences of a category's mean "
-            f"fraction between two tasks (layers pooled) exclude 0 (95% item bootstrap); the "
-            f"largest, {top.category} {top.task_a} - {top.task_b}: {100 * top['diff']:+.1f} "
-            f"points [{100 * top.ci_low:+.1f}, {100 * top.ci_high:+.1f}]."
-        )
+        out["i"].append(differences_sentence(t))
     for r in tables["claim_i_inputs.csv"].query("category == 'non-activated'").itertuples():
         out["i"].append(
             f"{r.task}: {100 * r.always_over_mean:.1f}% of the neurons non-activated on an average "

@@ -82,6 +82,20 @@ def task_differences(
     return pd.concat(parts, ignore_index=True)
 
 
+def differences_sentence(table: pd.DataFrame) -> str:
+    """Claim (i), tasks differ, in one sentence: how many pooled differences (task pairs x
+    categories) exclude 0, and the largest with its interval (from :func:`task_differences`)."""
+    pooled = table[table.layer.astype(str) == "all"]
+    excl = pooled[(pooled.ci_low > 0) | (pooled.ci_high < 0)]
+    top = pooled.loc[pooled["diff"].abs().idxmax()]
+    return (
+        f"Tasks differ: {len(excl)} of {len(pooled)} differences of a category's mean "
+        f"fraction between two tasks (layers pooled) exclude 0 (95% item bootstrap); the "
+        f"largest, {top.category} {top.task_a} - {top.task_b}: {100 * top['diff']:+.1f} "
+        f"points [{100 * top.ci_low:+.1f}, {100 * top.ci_high:+.1f}]."
+    )
+
+
 def input_variation(stats: SharingStats, threshold: float | None = None) -> pd.DataFrame:
     """Per category, pooled over layers: ``mean`` (share of neurons in the category on an
     average item), ``always`` (share in it on every item), ``ever`` (on at least one) and
