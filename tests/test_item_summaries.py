@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from scipy.stats import spearmanr
 
 from tl_multineuron import MultiNeuronError, SharingStats
-from tl_multineuron.sharing import language_pairs
+from tl_multineuron.sharing import item_summaries, language_pairs
 from tl_multineuron.sharing.classification import categorize
 from tl_multineuron.sharing.item_summaries import ItemSummaries
 from tl_multineuron.sharing.language_pairs import (
@@ -74,6 +74,50 @@ def test_pair_counts_against_a_hand_count():
         [0, "en+de", 1, 1.0],
         ["all", "en+de", 1, 1.0],
     ]
+
+
+def test_pair_counts_against_a_hand_count_from_the_masks(monkeypatch):
+    """The path for batches too large for one histogram counts the same by hand."""
+    monkeypatch.setattr(item_summaries, "HISTOGRAM_BINS", 0)
+    s = summaries(HAND)
+    assert s.pairs[:, 0, 0].tolist() == [
+        [[2, 1, 1], [1, 2, 1], [1, 1, 1]],
+        [[3, 2, 1], [2, 2, 1], [1, 1, 2]],
+    ]
+    assert s.counts[:, 0, 0].tolist() == [[1, 2, 0, 1], [0, 2, 1, 1]]
+    assert s.specific[:, 0, 0].tolist() == [[1, 1, 0], [1, 0, 1]]
+    assert s.subsets()[["layer", "languages", "count"]].values.tolist() == [
+        [0, "en+de", 1],
+        ["all", "en+de", 1],
+    ]
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    n_lang=st.integers(2, 7),
+    n_thr=st.integers(1, 3),
+    seed=st.integers(0, 2**16),
+)
+def test_histogram_and_mask_paths_are_equal(n_lang, n_thr, seed):
+    g = torch.Generator().manual_seed(seed)
+    acts = torch.randn(3, n_lang, 2, 40, generator=g)
+    thr = torch.linspace(-0.5, 1.0, n_thr)
+    active = acts.unsqueeze(0) > thr.view(-1, 1, 1, 1, 1)
+    codes = categorize(active).codes
+    langs = tuple(f"l{i}" for i in range(n_lang))
+    out = []
+    for bins in (item_summaries.HISTOGRAM_BINS, 0):
+        s = ItemSummaries(langs, tuple(thr.tolist()), 2, 40)
+        old, item_summaries.HISTOGRAM_BINS = item_summaries.HISTOGRAM_BINS, bins
+        try:
+            s.update(active, codes, ["a", "b", "c"])
+        finally:
+            item_summaries.HISTOGRAM_BINS = old
+        out.append(s)
+    assert out[0].equals(out[1])
+    # against the definitions: a pair's count is the neurons active in both languages
+    both = (active.unsqueeze(3) & active.unsqueeze(2)).sum(-1)  # [thr, item, lang, lang, layer]
+    assert torch.equal(out[0].pairs, both.permute(1, 0, 4, 2, 3).to(torch.int32))
 
 
 def test_bands_are_the_spread_over_items():

@@ -135,34 +135,33 @@ class ScoreStats:
             )
         w = poisson_weights(item_ids, self.n_boot) if self.n_boot else None
         s = scores.detach().double().cpu()
-        top = topk_mask(s, self.k)
-        c_all = codes.cpu()
-        per_row: list[tuple[Tensor, Tensor, Tensor]] = []
-        for c in range(4):
-            m = (c_all == c).unsqueeze(1).expand_as(s)
-            per_top = (top & m).sum(-1)  # [item, lang, layer]
-            per_count = m.sum(-1)
-            if self.rows is not None:
-                per_row.append(
-                    (per_top, (s.abs() * m).sum(-1), s.masked_fill(~m, float("-inf")).amax(-1))
-                )
-            self.topk_counts[..., c] += per_top.sum(0)
-            self.count[..., c] += per_count.sum(0)
-            if w is not None:
-                self.boot_topk[..., c] += torch.einsum("ib,ijl->bjl", w, per_top.double())
-                self.boot_count[..., c] += torch.einsum("ib,ijl->bjl", w, per_count.double())
-            self.mass[..., c] += on_grid((s * m).sum((0, -1)), SUM_GRID)
-            self.abs_mass[..., c] += on_grid((s.abs() * m).sum((0, -1)), SUM_GRID)
-            self.min[..., c] = torch.minimum(
-                self.min[..., c], s.masked_fill(~m, float("inf")).amin((0, -1))
-            )
-            self.max[..., c] = torch.maximum(
-                self.max[..., c], s.masked_fill(~m, float("-inf")).amax((0, -1))
-            )
+        c = codes.cpu().long()
+        idx = c.unsqueeze(1).expand_as(s)  # each score's category, one pass per statistic
+        cells = (n_it, N, L, 4)
+        per_top = torch.zeros(cells, dtype=torch.int64).scatter_add_(
+            -1, idx, topk_mask(s, self.k).long()
+        )
+        per_count = torch.zeros((n_it, L, 4), dtype=torch.int64).scatter_add_(
+            -1, c, torch.ones_like(c)
+        )
+        per_count = per_count.unsqueeze(1).expand(cells)
+        mass = torch.zeros(cells, dtype=s.dtype).scatter_add_(-1, idx, s)
+        abs_mass = torch.zeros(cells, dtype=s.dtype).scatter_add_(-1, idx, s.abs())
+        peak = torch.full(cells, float("-inf"), dtype=s.dtype).scatter_reduce_(-1, idx, s, "amax")
+        low = torch.full(cells, float("inf"), dtype=s.dtype).scatter_reduce_(-1, idx, s, "amin")
+        self.topk_counts += per_top.sum(0)
+        self.count += per_count.sum(0)
+        if w is not None:
+            self.boot_topk += torch.einsum("ib,ijlc->bjlc", w, per_top.double())
+            self.boot_count += torch.einsum("ib,ijlc->bjlc", w, per_count.double())
+        self.mass += on_grid(mass.sum(0), SUM_GRID)
+        self.abs_mass += on_grid(abs_mass.sum(0), SUM_GRID)
+        self.min = torch.minimum(self.min, low.amin(0))
+        self.max = torch.maximum(self.max, peak.amax(0))
         if self.rows is not None:
             ids = list(item_ids) if item_ids is not None else None
             ids = ids or [str(self.n_items + i) for i in range(n_it)]
-            self.rows.update(ids, *(torch.stack(x, -1) for x in zip(*per_row, strict=True)))
+            self.rows.update(ids, per_top, abs_mass, peak)
         self.n_items += n_it
 
     def add_gaps(self, gaps: list[float], rel: list[float]) -> None:

@@ -31,6 +31,10 @@ from .classification import CATEGORY_NAMES, Category, threshold_position
 TENSOR_FIELDS = ("counts", "specific", "pairs", "subset_keys", "subset_counts")
 #: the paper's bands: the middle half of items and their full range
 QUANTILES = (0.0, 0.25, 0.5, 0.75, 1.0)
+#: a batch is summarised from one histogram of language subsets per (threshold, item, layer)
+#: while it needs at most this many bins (8 languages, 6 thresholds, 16 items, 18 layers:
+#: 442,368); from the masks beyond
+HISTOGRAM_BINS = 2**22
 
 
 @dataclass
@@ -112,26 +116,16 @@ class ItemSummaries:
         dup = sorted(set(item_ids) & set(self.item_ids))
         if dup or len(set(item_ids)) != len(item_ids):
             raise MultiNeuronError(f"item(s) {dup[:5] or list(item_ids)} summarised twice")
-        counts = torch.stack([(codes == c).sum(-1) for c in Category], -1)  # [T, I, L, 4]
-        spec = active & (codes == Category.SPECIFIC).unsqueeze(2)  # [T, I, N, L, D]
-        a = active.permute(0, 1, 3, 2, 4).float()  # [T, I, L, N, D]; counts <= d_mlp < 2**24
-        pairs = (a @ a.transpose(-1, -2)).round().to(torch.int32)  # [T, I, L, N, N]
-        self.counts = torch.cat([self.counts, counts.transpose(0, 1).to(torch.int32).cpu()])
-        self.specific = torch.cat(
-            [self.specific, spec.sum(-1).permute(1, 0, 3, 2).to(torch.int32).cpu()]
-        )
+        subset = subset_codes(active)
+        if (T * n_items * L) << N <= HISTOGRAM_BINS:
+            counts, specific, pairs, partial = _from_histogram(subset, N)
+        else:
+            counts, specific, pairs, partial = _from_masks(active, codes.long(), subset)
+        self.counts = torch.cat([self.counts, counts.transpose(0, 1).cpu()])
+        self.specific = torch.cat([self.specific, specific.transpose(0, 1).cpu()])
         self.pairs = torch.cat([self.pairs, pairs.transpose(0, 1).cpu()])
-        self._add_subsets(active, codes)
+        self._merge_subsets(*partial)
         self.item_ids += list(item_ids)
-
-    def _add_subsets(self, active: Tensor, codes: Tensor) -> None:
-        T, _, N, L, _ = active.shape
-        bits = (1 << torch.arange(N, device=active.device, dtype=torch.int64)).view(1, 1, N, 1, 1)
-        subset = (active.to(torch.int64) * bits).sum(2)  # [T, I, L, D]
-        cell = torch.arange(T * L, device=active.device, dtype=torch.int64).view(T, 1, L, 1)
-        keys = ((cell << N) | subset)[codes == Category.PARTIAL_SHARED]
-        uniq, n = keys.unique(return_counts=True)
-        self._merge_subsets(uniq.cpu(), n.cpu())
 
     def _merge_subsets(self, keys: Tensor, counts: Tensor) -> None:
         allk = torch.cat([self.subset_keys, keys])
@@ -272,3 +266,75 @@ def _layer_then_count(col: pd.Series) -> pd.Series:
     if col.name == "layer":  # numbered layers first, then "all"
         return col.map(lambda x: 10**9 if x == "all" else int(x))
     return col
+
+
+def subset_codes(
+    active: Bool[Tensor, "thr item lang layer neuron"],
+) -> Int[Tensor, "thr item layer neuron"]:
+    """Each neuron's set of active languages as bits (bit *i*: the *i*-th language)."""
+    T, n_items, N, L, D = active.shape
+    dtype = torch.int32 if N < 31 else torch.int64
+    subset = torch.zeros((T, n_items, L, D), dtype=dtype, device=active.device)
+    for i in range(N):  # a loop over languages (N <= 62), never over neurons
+        subset |= active[:, :, i].to(dtype) << i
+    return subset
+
+
+def _subset_category(subsets: Tensor, N: int) -> Tensor:
+    """The category code of each language subset (as :func:`categorize` counts)."""
+    members = (subsets.unsqueeze(-1) >> torch.arange(N, device=subsets.device)) & 1
+    n = members.sum(-1)
+    return n.clamp(max=2) + (n == N).long()
+
+
+def _partial_keys(per_cell: Tensor, N: int) -> tuple[Tensor, Tensor]:
+    """Sparse (key, count) of the nonzero bins of ``[thr, layer, subset]`` counts."""
+    keys = per_cell.flatten().nonzero().squeeze(1)
+    return keys.cpu(), per_cell.flatten()[keys].cpu()
+
+
+Summaries = tuple[Tensor, Tensor, Tensor, tuple[Tensor, Tensor]]
+
+
+def _from_histogram(subset: Tensor, N: int) -> Summaries:
+    """Every summary from one histogram of subsets per (threshold, item, layer): category
+    counts, per-language specific counts and language-pair counts are sums over its bins."""
+    T, n_items, L, _ = subset.shape
+    S, dev = 1 << N, subset.device
+    cell = torch.arange(T * n_items * L, device=dev, dtype=torch.int64).view(T, n_items, L, 1)
+    hist = torch.bincount(((cell << N) | subset).flatten(), minlength=T * n_items * L * S)
+    hist = hist.view(T, n_items, L, S)
+    bins = torch.arange(S, device=dev)
+    cat = _subset_category(bins, N)
+    counts = torch.zeros((T, n_items, L, 4), dtype=torch.int64, device=dev)
+    counts.index_add_(-1, cat, hist)
+    singles = 1 << torch.arange(N, device=dev)
+    specific = hist[..., singles]  # a single language is a specific neuron (N >= 2)
+    members = ((bins.unsqueeze(-1) >> torch.arange(N, device=dev)) & 1).double()  # [S, N]
+    both = (members.unsqueeze(-1) * members.unsqueeze(-2)).view(S, N * N)
+    pairs = (hist.double() @ both).round().view(T, n_items, L, N, N)  # exact: counts < 2**53
+    partial = hist.sum(1) * (cat == Category.PARTIAL_SHARED)  # [T, L, S]
+    return (
+        counts.to(torch.int32),
+        specific.to(torch.int32),
+        pairs.to(torch.int32),
+        _partial_keys(partial, N),
+    )
+
+
+def _from_masks(active: Tensor, codes: Tensor, subset: Tensor) -> Summaries:
+    """The same summaries from the masks, for batches whose histogram would be too large."""
+    T, n_items, N, L, D = active.shape
+    counts = torch.zeros((T, n_items, L, 4), dtype=torch.int32, device=codes.device)
+    counts.scatter_add_(-1, codes, torch.ones_like(codes, dtype=torch.int32))
+    spec = active & (codes == Category.SPECIFIC).unsqueeze(2)  # [T, I, N, L, D]
+    a = active.permute(0, 1, 3, 2, 4).float()  # [T, I, L, N, D]; counts <= d_mlp < 2**24
+    pairs = (a @ a.transpose(-1, -2)).round().to(torch.int32)  # [T, I, L, N, N]
+    cell = torch.arange(T * L, device=active.device, dtype=torch.int64).view(T, 1, L, 1)
+    keys, n = ((cell << N) | subset)[codes == Category.PARTIAL_SHARED].unique(return_counts=True)
+    return (
+        counts,
+        spec.sum(-1, dtype=torch.int32).permute(0, 1, 3, 2),
+        pairs,
+        (keys.cpu(), n.cpu()),
+    )

@@ -24,7 +24,7 @@ from torch import Tensor
 from ..errors import MultiNeuronError
 from .accumulator import poisson_weights
 from .item_summaries import ItemSummaries
-from .mantel import mantel
+from .mantel import mantel_many
 from .typology import DISTANCES, distance_matrix
 
 
@@ -121,16 +121,28 @@ def similarity_table(
         for w in said:  # say each once, here, not once per layer and threshold
             warnings.warn(w.message, w.category, stacklevel=2)
     for thr in thresholds if thresholds is not None else items.thresholds:
+        both, either = _both_either(items, items.threshold_index(thr))
+        b, e = both.sum(0), either.sum(0)  # [layer, lang, lang], then pooled last
+        jacs = torch.cat([b, b.sum(0, keepdim=True)]) / torch.cat([e, e.sum(0, keepdim=True)])
         for kind, (dist, kept) in mats.items():
             if len(kept) < 3:
                 continue
             idx = [items.languages.index(x) for x in kept]
             left_out = [x for x in items.languages if x not in kept]
-            for layer in [*range(items.n_layers), None]:
-                jac = jaccard_matrix(items, thr, layer)[idx][:, idx].numpy()
-                if not np.isfinite(jac).all():
-                    continue  # a language never active in this layer: no co-activation
-                res = mantel(1.0 - jac, dist, n_perm=n_perm, seed=seed)
+            layers = [*range(items.n_layers), None]
+            # a language never active in a layer has no co-activation there: no row
+            kept_layers = [
+                (i, layer)
+                for i, layer in enumerate(layers)
+                if torch.isfinite(jacs[i][idx][:, idx]).all()
+            ]
+            results = mantel_many(
+                [1.0 - jacs[i][idx][:, idx].numpy() for i, _ in kept_layers],
+                dist,
+                n_perm=n_perm,
+                seed=seed,
+            )
+            for (_, layer), res in zip(kept_layers, results, strict=True):
                 rows.append(
                     {
                         "threshold": items.thresholds[items.threshold_index(thr)],

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,22 +49,34 @@ def mantel(
 ) -> MantelResult:
     """Mantel test of ``a`` against ``b`` (square, same size, symmetric; only the entries above
     the diagonal are used); see the module docstring."""
-    a, b = _check(a, "first matrix"), _check(b, "second matrix")
-    n = a.shape[0]
-    if b.shape != a.shape:
-        raise MultiNeuronError(f"matrices of shapes {a.shape} and {b.shape}; expected the same")
-    if n < 3:
-        raise MultiNeuronError(f"a Mantel test needs at least 3 objects, got {n}")
+    return mantel_many([a], b, method=method, n_perm=n_perm, seed=seed)[0]
+
+
+def mantel_many(
+    mats: Sequence[np.ndarray],
+    b: np.ndarray,
+    *,
+    method: str = "spearman",
+    n_perm: int = 9999,
+    seed: int = 0,
+) -> list[MantelResult]:
+    """:func:`mantel` of each of ``mats`` against one ``b``: ``b``'s permutations (the same
+    ones, same seed) are drawn and ranked once for all of them."""
+    b = _check(b, "second matrix")
+    n = b.shape[0]
     if method not in ("spearman", "pearson"):
         raise MultiNeuronError(f"method {method!r}: expected 'spearman' or 'pearson'")
+    if n < 3:
+        raise MultiNeuronError(f"a Mantel test needs at least 3 objects, got {n}")
+    mats = [_check(a, "first matrix") for a in mats]
+    for a in mats:
+        if a.shape != b.shape:
+            raise MultiNeuronError(f"matrices of shapes {a.shape} and {b.shape}; expected the same")
     iu, ju = np.triu_indices(n, 1)
-    x, y = a[iu, ju], b[iu, ju]
     if method == "spearman":  # ranking commutes with relabelling: rank once, permute the ranks
-        x = rankdata(x)
         ranked = np.zeros_like(b)
-        ranked[iu, ju] = rankdata(y)
+        ranked[iu, ju] = rankdata(b[iu, ju])
         b = ranked + ranked.T
-    x = (x - x.mean()) / (np.linalg.norm(x - x.mean()) or 1.0)
     exact = math.factorial(n) <= n_perm
     if exact:
         perms = np.array(list(itertools.permutations(range(n))))
@@ -73,10 +86,17 @@ def mantel(
     yp = b[perms[:, iu], perms[:, ju]]  # [perm, pairs]
     yp = yp - yp.mean(1, keepdims=True)
     norms = np.linalg.norm(yp, axis=1)
-    r_perm = np.divide(yp @ x, norms, out=np.zeros(len(perms)), where=norms > 0)
     yo = b[iu, ju] - b[iu, ju].mean()
     no = np.linalg.norm(yo)
-    r = float(yo @ x / no) if no > 0 else 0.0
-    hits = int((np.abs(r_perm) >= abs(r) - 1e-12).sum())
-    p = hits / len(perms) if exact else (hits + 1) / (len(perms) + 1)
-    return MantelResult(r, float(p), len(perms), exact, n)
+    out = []
+    for a in mats:  # a loop over matrices (layers), each a matrix-vector product
+        x = a[iu, ju]
+        if method == "spearman":
+            x = rankdata(x)
+        x = (x - x.mean()) / (np.linalg.norm(x - x.mean()) or 1.0)
+        r_perm = np.divide(yp @ x, norms, out=np.zeros(len(perms)), where=norms > 0)
+        r = float(yo @ x / no) if no > 0 else 0.0
+        hits = int((np.abs(r_perm) >= abs(r) - 1e-12).sum())
+        p = hits / len(perms) if exact else (hits + 1) / (len(perms) + 1)
+        out.append(MantelResult(r, float(p), len(perms), exact, n))
+    return out
