@@ -73,8 +73,9 @@ def script_of(language: str) -> str | None:
 
 
 def _cache_dir() -> Path:
-    root = os.environ.get("TLMN_CACHE") or Path.home() / ".cache" / "tl_multineuron"
-    return Path(root) / "typology"
+    from ..backends.models import cache_root  # the models' cache root ($TL_MULTINEURON_CACHE)
+
+    return cache_root() / "typology"
 
 
 @contextlib.contextmanager
