@@ -12,7 +12,7 @@ from helpers import chromium, tiny_llama_dir
 from tl_multineuron.attribution.correctness import correctness_split, peak_table
 from tl_multineuron.attribution.rows import RowAttribution
 from tl_multineuron.attribution.stats import ScoreStats
-from tl_multineuron.cli import main
+from tl_multineuron.cli import build_parser, main
 from tl_multineuron.sharing.association import association, shared_measures
 from tl_multineuron.sharing.classification import categorize
 from tl_multineuron.sharing.item_summaries import ItemSummaries
@@ -108,6 +108,16 @@ def test_association_by_hand():
 
 
 SMALL = ["--eval-items", "4", "--calibration", "6", "--seeds", "0,1", "--allow-empty"]
+
+
+def test_paper_sizes_its_controls_apart_from_grid():
+    """paper: 4 draws of each all-shared control, one per new category, amplify x2; grid keeps
+    its 5 seeds (the flags still set any of them)."""
+    paper = build_parser("paper").parse_args(["paper", "--out", "x"])
+    grid = build_parser("grid").parse_args(["grid", "--out", "x"])
+    assert (paper.seeds, grid.seeds) == ("0,1,2,3", "0,1,2,3,4")
+    again = build_parser("paper").parse_args(["paper", "--out", "x", "--seeds", "0,1,2,3,4"])
+    assert again.seeds == "0,1,2,3,4"
 
 
 @pytest.fixture(scope="module")

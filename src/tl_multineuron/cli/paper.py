@@ -11,14 +11,16 @@ import time
 
 HELP = "every analysis of the paper, each claim with its statistic, one report (main job)"
 #: the paper run's sizes where the flags leave them open: amplify x2 (x1.5 is in grid --full),
-#: one control draw per new category (the main job within 15 minutes; see docs/paper.md)
-DEFAULTS = {"alphas": "2", "other_seeds": "0"}
+#: 4 draws of each all-shared control and one per new category (grid: 5 and 5; the main job
+#: within 15 minutes, see docs/paper.md)
+DEFAULTS = {"alphas": "2", "other_seeds": "0", "seeds": "0,1,2,3"}
 
 
 def register(p: argparse.ArgumentParser) -> None:
     from . import grid
 
     grid.register(p)
+    p.set_defaults(seeds=DEFAULTS["seeds"])
 
 
 def run(args: argparse.Namespace) -> int:
