@@ -95,3 +95,81 @@ def test_fallbacks_to_the_full_path():
     odd = Fake(W, b, fn=lambda z: z**3)
     odd.cfg.output_logits_soft_cap = 0.0
     assert am.linear_unembedding(odd) is None
+
+
+# -- numerics (issue 46): each of these failed before the fix it names ------------------------
+@pytest.mark.parametrize("cap", [7.3, 0.0])
+def test_float64_ranks_never_count_the_gold_above_itself(cap, monkeypatch):
+    """A float64 model with a soft-cap or a scale that is no power of two: the gold's own logit,
+    transformed in float64 and rounded to float32, must fall inside its band (it was
+    transformed after a float32 rounding, and the band was float64-narrow)."""
+    g = torch.Generator().manual_seed(3)
+    d, V, P = 16, 40, 400
+    W = torch.randn(d, V, generator=g, dtype=torch.float64)
+    b = torch.randn(V, generator=g, dtype=torch.float64)
+    fn = None if cap else (lambda z: z * 0.7 / 3.1)  # a logit scale, as Granite's
+    model = Fake(W, b, cap)
+    if fn is not None:  # applied after the unembedding, as a bridge's adapter does
+        monkeypatch.setattr(am, "logit_transform", lambda m: fn)
+        monkeypatch.setattr(am, "logit_slope", lambda m: 0.7 / 3.1)
+    assert am.linear_unembedding(model) is not None  # the vocabulary-blocked path
+    h = torch.randn(P, d, generator=g, dtype=torch.float64) * 4
+    gold = torch.randint(0, V, (P,), generator=g)
+    first = torch.ones(P, dtype=torch.bool)
+    monkeypatch.setattr(am, "BLOCK", 7)
+    got = am.answer_metrics(model, h, gold, first)
+    z = h @ W + b
+    z = (z if fn is None and not cap else (fn or (lambda x: torch.tanh(x / cap) * cap))(z)).float()
+    want_rank = (z > z.gather(1, gold[:, None])).sum(-1)
+    assert torch.equal(got[2], want_rank)
+
+
+def test_reduced_precision_matmul_takes_the_full_path():
+    """With float32 matmuls allowed to round inputs (TF32, bfloat16: precision 'high' or
+    'medium') the rank band's error bound does not hold: the whole-vocabulary path runs."""
+    g = torch.Generator().manual_seed(0)
+    model = Fake(torch.randn(4, 9, generator=g), torch.randn(9, generator=g))
+    assert am.linear_unembedding(model) is not None
+    assert am.metrics_path(model) == "vocabulary-blocked"
+    old = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("high")
+        assert am.linear_unembedding(model) is None
+        assert am.metrics_path(model).startswith("whole-vocabulary")
+    finally:
+        torch.set_float32_matmul_precision(old)
+
+
+def test_a_slightly_nonlinear_or_biased_unembedding_is_not_taken_for_linear():
+    """The probe's tolerance is a GEMM's rounding bound, not 1e-3 of the largest logit."""
+    g = torch.Generator().manual_seed(0)
+    W, b = torch.randn(64, 50, generator=g), torch.randn(50, generator=g)
+    assert am.linear_unembedding(Fake(W, b)) is not None
+    hidden = Fake(W, b, fn=lambda z: z + 1e-4)  # a bias W_U / b_U do not show
+    assert am.linear_unembedding(hidden) is None
+    curved = Fake(W, b, fn=lambda z: z + 1e-5 * z**2)
+    assert am.linear_unembedding(curved) is None
+
+
+def test_a_masked_gold_scores_minus_infinity():
+    """A gold the model can never produce: its log-prob is -inf (it was -1.8e308)."""
+    from tl_multineuron.experiments.scoring import AnswerRows, _buffers, _scatter
+
+    rows = AnswerRows(((1, 2),), ((3, 4),), ("row 0",))
+    o = _buffers(rows, 1)[0]
+    pos = torch.tensor([[True, True]])
+    lp = torch.tensor([-1.5, -torch.inf], dtype=torch.float64)
+    _scatter(o, [0], pos, lp, torch.tensor([False, False]), torch.zeros(2, dtype=torch.long),
+             torch.zeros(2, dtype=torch.long))  # fmt: skip
+    assert o["lp"][0].item() == -torch.inf
+
+
+def test_a_gold_outside_the_vocabulary_is_an_error_naming_the_row(tmp_path):
+    from tl_multineuron import MultiNeuronError
+    from tl_multineuron.experiments.scoring import AnswerRows, score_answers
+
+    model = tiny_model("gated", seed=4)
+    V = model.cfg.d_vocab
+    rows = AnswerRows(((1, 5, 6), (1, 7, 8)), ((9,), (V + 3, 2)), ("item 0 en", "item 0 de"))
+    with pytest.raises(MultiNeuronError, match=rf"item 0 de.*{V + 3}"):
+        score_answers(model, rows)

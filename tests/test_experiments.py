@@ -167,6 +167,7 @@ def test_grid_task_on_tiny_model(model, tmp_path):
     assert boundary == {"findings": []}  # the check ran on the unedited condition
     run = json.loads((tmp_path / "g" / "run-grid.json").read_text())
     assert run["answer_delimiter"] == "auto"
+    assert run["answer_metrics"] == "vocabulary-blocked"  # which path the scorer's metrics took
     # a finding is shown in the report
     msg = "language 'de': on 3 of 4 rows ..."
     (tmp_path / "g" / "answer_boundary.json").write_text(

@@ -31,6 +31,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from ..backends.devices import model_device
+from ..backends.logits import output_width
 from ..backends.models import check_model
 from ..backends.weights import ModelWeights
 from ..errors import MultiNeuronError
@@ -190,8 +191,7 @@ def integrated_gradients(
             f"layer {layer} does not exist: the model has {model.cfg.n_layers} layers"
         )
     check_model(model, [f"blocks.{layer}.{hook}"])
-    vocab = int(getattr(model.cfg, "d_vocab_out", -1) or -1)
-    vocab = vocab if vocab > 0 else int(model.cfg.d_vocab)
+    vocab = output_width(model)
     if not 0 <= int(answer_token) < vocab:
         raise MultiNeuronError(
             f"answer token {answer_token} is outside the vocabulary (0..{vocab - 1}): no "

@@ -42,6 +42,16 @@ def logit_transform(model: Any) -> Callable[[Tensor], Tensor] | None:
     return None
 
 
+def output_width(model: Any) -> int:
+    """How many tokens the model can output: the width of ``W_U`` (else the config's
+    ``d_vocab_out``, else ``d_vocab``)."""
+    W = getattr(model, "W_U", None)
+    if isinstance(W, Tensor) and W.ndim == 2:
+        return int(W.shape[1])
+    vocab = int(getattr(model.cfg, "d_vocab_out", -1) or -1)
+    return vocab if vocab > 0 else int(model.cfg.d_vocab)
+
+
 def output_logits(model: Any, h: Float[Tensor, "batch pos d_model"]) -> Tensor:
     """The model's output logits for final hidden states ``h`` (the input of ``unembed``):
     ``unembed`` followed by the model's own output transform, as its forward computes them."""

@@ -54,36 +54,78 @@ def _unembed_hooked(model: Any) -> bool:
 def linear_unembedding(model: Any) -> tuple[Tensor, Tensor | None] | None:
     """``(W_U [d_model, d_vocab], b_U [d_vocab] or None)`` where ``model.unembed(h)`` is
     ``h @ W_U + b_U`` (probed once per model on random states; ``b_U`` ``None`` where it is
-    all zeros), in float32 or float64, with no hook on the unembedding and an output transform
-    that is a scale or soft-cap; else ``None``: the scorer then unembeds through
-    ``model.unembed``, the whole vocabulary at once."""
-    if _unembed_hooked(model):
-        return None
-    W, b = getattr(model, "W_U", None), getattr(model, "b_U", None)
-    if not isinstance(W, Tensor) or W.ndim != 2 or W.dtype not in (torch.float32, torch.float64):
-        return None  # half-precision GEMMs may accumulate in half: no safe bound for ranks
-    ok = _LINEAR.get(model)
-    if ok is None:
-        g = torch.Generator(device="cpu").manual_seed(0)
-        h = torch.randn(2, 3, W.shape[0], generator=g).to(W.device, W.dtype)
-        with torch.inference_mode():
-            want = model.unembed(h).float()
-            got = (h @ W).float() + (0 if b is None else b.float())
-        fin = want.isfinite()
-        tol = 1e-3 * float(want[fin].abs().max()) + 1e-6 if fin.any() else 0.0
-        ok = tuple(got.shape) == tuple(want.shape) and bool(
-            torch.isclose(got, want, rtol=0, atol=tol).all()  # masked tokens: equal infinities
-        )
-        _LINEAR[model] = ok
-    if not ok:
-        return None
-    try:
-        logit_slope(model)
-    except MultiNeuronError:  # a transform that is not a scale near 0: no bound on it
-        return None
+    all zeros), in float32 or float64, with no hook on the unembedding, an output transform
+    that is a scale or soft-cap and float32 matmuls at precision 'highest' (no TF32 or
+    bfloat16 inputs: the rank band assumes IEEE GEMMs); else ``None``: the scorer then
+    unembeds through ``model.unembed``, the whole vocabulary at once (:func:`metrics_path`
+    says which and why)."""
+    return None if _why_full(model) else _unembedding_weights(model)
+
+
+def _unembedding_weights(model: Any) -> tuple[Tensor, Tensor | None]:
+    W, b = model.W_U, getattr(model, "b_U", None)
     if isinstance(b, Tensor) and not bool(b.any()):
         b = None
     return W, b
+
+
+def _why_full(model: Any) -> str:
+    """Why the metrics must take the whole-vocabulary path ('' where the blocked path holds)."""
+    if _unembed_hooked(model):
+        return "a hook on the unembedding"
+    W, b = getattr(model, "W_U", None), getattr(model, "b_U", None)
+    if not isinstance(W, Tensor) or W.ndim != 2 or W.dtype not in (torch.float32, torch.float64):
+        return "no float32/float64 W_U"  # half-precision GEMMs may accumulate in half
+    precision = torch.get_float32_matmul_precision()
+    tf32 = W.is_cuda and bool(getattr(torch.backends.cuda.matmul, "allow_tf32", False))
+    if precision != "highest" or tf32:  # inputs rounded to TF32/bfloat16: no bound for ranks
+        return f"float32 matmul precision {precision!r}" + (", TF32 allowed" if tf32 else "")
+    ok = _LINEAR.get(model)
+    if ok is None:
+        ok = _probe_linear(model, W, b)
+        _LINEAR[model] = ok
+    if not ok:
+        return "the unembedding is not h @ W_U + b_U"
+    try:
+        logit_slope(model)
+    except MultiNeuronError:  # a transform that is not a scale near 0: no bound on it
+        return "an output transform that is not a scale or soft-cap"
+    return ""
+
+
+def _probe_linear(model: Any, W: Tensor, b: Tensor | None) -> bool:
+    """Whether ``model.unembed(h)`` is ``h @ W + b``: exactly (bit for bit) at 0 and at scaled
+    basis vectors, where a GEMM is exact (one nonzero term), so a hidden bias or a curve as
+    small as one rounding shows; and at random states within a GEMM's rounding bound."""
+    d = W.shape[0]
+    g = torch.Generator(device="cpu").manual_seed(0)
+    idx = torch.randperm(d, generator=g)[:8]
+    basis = torch.zeros(1 + 3 * len(idx), d, dtype=W.dtype)
+    for k, scale in enumerate((1.0, 2.0, -4.0)):  # powers of two: products exact too
+        basis[1 + k * len(idx) + torch.arange(len(idx)), idx] = scale
+    rand = torch.randn(6, d, generator=g).to(W.dtype)
+    h = torch.cat([basis, rand]).to(W.device)
+    with torch.inference_mode():
+        want = model.unembed(h[None])[0]
+        if tuple(want.shape) != (h.shape[0], W.shape[1]):
+            return False
+        got = h @ W + (0 if b is None else b)
+        n = basis.shape[0]
+        if not torch.equal(got[:n], want[:n].to(got.dtype)):
+            return False
+        # random states: each GEMM within d * eps * (|h| @ |W|) of the exact value (x4)
+        mag = h[n:].abs() @ W.abs() + (0 if b is None else b.abs())
+        tol = 4 * torch.finfo(W.dtype).eps * (d + 2) * mag.double()
+        diff = (got[n:].double() - want[n:].double()).abs()
+        same_inf = got[n:] == want[n:]  # masked tokens: equal infinities
+        return bool((same_inf | (diff <= tol)).all())
+
+
+def metrics_path(model: Any) -> str:
+    """Which path :func:`answer_metrics` takes on ``model`` (recorded in run files):
+    ``'vocabulary-blocked'``, or ``'whole-vocabulary (<why>)'``."""
+    why = _why_full(model)
+    return f"whole-vocabulary ({why})" if why else "vocabulary-blocked"
 
 
 def answer_metrics(
@@ -150,8 +192,8 @@ def _blocked(
     eps = torch.finfo(W.dtype).eps
     tol = 4 * eps * (h.shape[1] + 2) * mag * slope
     tol = torch.where(direct.isfinite(), tol, 0.0)  # a masked gold (-inf): exact already
-    if fn is not None:
-        direct = fn(direct.float().to(W.dtype)).double()
+    if fn is not None:  # in the GEMM's dtype, as the block's logits are transformed
+        direct = fn(direct.to(W.dtype)).double()
     lo, hi = (direct - tol).float()[:, None], (direct + tol).float()[:, None]
     m = torch.full((P,), -torch.inf, device=dev)
     s = torch.zeros(P, device=dev)

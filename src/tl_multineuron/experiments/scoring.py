@@ -46,6 +46,7 @@ from torch import Tensor
 from ..backends.attention import efficient_attention
 from ..backends.cache_probes import prefix_cache_status, supports_prefix_cache, warn_full_pass
 from ..backends.devices import model_device
+from ..backends.logits import output_width
 from ..backends.memory import MemoryEstimate, estimate_forward, memory_budget, plan_chunks
 from ..backends.tl_compat import (
     quiet_cache_rename,
@@ -142,6 +143,19 @@ class AnswerScores:
                 "n_answer_tokens": self.n_tokens.numpy(),
             }
         )
+
+
+def check_vocabulary(model: Any, rows: AnswerRows) -> None:
+    """Every answer token must be one the model can output: an id outside its output
+    vocabulary is an error naming the row (it would have no logit, hence no log-prob)."""
+    width = output_width(model)
+    for lab, ans in zip(rows.labels, rows.answers, strict=True):
+        bad = [t for t in ans if not 0 <= t < width]
+        if bad:
+            raise MultiNeuronError(
+                f"{lab}: answer token id(s) {bad} outside the model's output vocabulary "
+                f"(0..{width - 1})"
+            )
 
 
 def scoring_path(model: Any, scope: str = "last", cache: str = "auto") -> str:
@@ -280,6 +294,7 @@ def _plan(
         raise MultiNeuronError("no edits to score (pass [None] for the model as it is)")
     if len(rows) == 0:
         raise MultiNeuronError("no rows to score")
+    check_vocabulary(model, rows)
     cached = scope == "last" and cache != "none" and min(len(p) for p in rows.prompts) >= 2
     if cached:
         cached, why = prefix_cache_status(model)
@@ -414,7 +429,7 @@ def _scatter(
     first = answer_pos.long().argmax(1)  # the first answer position of each row
     idx = torch.tensor(list(block))
     o["greedy"][idx] = top_m.all(1)
-    o["lp"][idx] = torch.nan_to_num(lp_m, nan=0.0).sum(1)
+    o["lp"][idx] = torch.where(answer_pos, lp_m, 0.0).sum(1)  # a masked gold: -inf
     o["rank"][idx] = rank_m.gather(1, first[:, None])[:, 0]
     o["arg"][idx] = arg_m.gather(1, first[:, None])[:, 0]
     # per-token log-probs, left-aligned

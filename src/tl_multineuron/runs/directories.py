@@ -405,3 +405,13 @@ def load_item_categories(path: str | Path) -> tuple[list[str], torch.Tensor, tor
         torch.cat([p["codes"] for p in parts]),
         torch.cat([p["specific_lang"] for p in parts]),
     )
+
+
+def scorer_provenance(model: Any, attention: str = "auto") -> dict:
+    """Where a run that scores answers ran (:func:`~tl_multineuron.backends.models.provenance`)
+    and which path the scorer's metrics took (vocabulary-blocked, or the whole vocabulary and
+    why: :func:`~tl_multineuron.experiments.answer_metrics.metrics_path`)."""
+    from ..backends.models import provenance
+    from ..experiments.answer_metrics import metrics_path
+
+    return {**provenance(model, attention), "answer_metrics": metrics_path(model)}

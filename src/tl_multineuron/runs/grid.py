@@ -29,7 +29,7 @@ from ..attribution.analysis import (
     update_direct_scores,
 )
 from ..attribution.stats import AttributionStats
-from ..backends.models import identity_meta, provenance
+from ..backends.models import identity_meta
 from ..backends.sites import NEURON_EDIT_HOOK, is_feature_site
 from ..backends.weights import model_weights
 from ..data.datasets import ParallelDataset
@@ -44,7 +44,7 @@ from ..sharing.analysis import AnalysisConfig, new_stats
 from ..sharing.classification import Categories
 from ..sharing.recording import RecordingConfig, iter_dataset_with
 from ..sharing.statistics import SharingStats
-from .directories import RunDir, write_stats_tables
+from .directories import RunDir, scorer_provenance, write_stats_tables
 from .shards import Shard
 
 
@@ -197,7 +197,7 @@ def run_task(
         kind=kind,
         stats_file="scores.csv",
     )
-    run.write_run({**split_record(cal, ev), **provenance(model, cfg.attention)})
+    run.write_run({**split_record(cal, ev), **scorer_provenance(model, cfg.attention)})
     sets_file = out / "sets.pt"
     t0 = time.perf_counter()
     if resume and sets_file.exists():

@@ -17,7 +17,6 @@ from typing import Any
 import pandas as pd
 import torch
 
-from ..backends.models import provenance
 from ..data.answers import text_prefix_match
 from ..data.datasets import ParallelDataset
 from ..data.splits import calibration_split, split_record
@@ -35,7 +34,7 @@ from ..steering.language import (
     specific_set,
 )
 from ..steering.sets import SteeringSets
-from .directories import RunDir
+from .directories import RunDir, scorer_provenance
 from .steer import calibration_stats
 
 RELIABLE = 90.0  # identifier accuracy (%) on gold answers below which a target is flagged
@@ -142,7 +141,7 @@ def run_language_study(
         kind="steer-language",
         stats_file="generations.csv",
     )
-    run.write_run({**split_record(cal, ev), **provenance(model, "auto")})
+    run.write_run({**split_record(cal, ev), **scorer_provenance(model, "auto")})
     ident = LanguageIdentifier(ds.languages)
     acc = identifier_accuracy(ident, {x: [it.answers[x] for it in ds.items] for x in ds.languages})
     acc["reliable"] = acc["accuracy"] >= RELIABLE

@@ -33,7 +33,6 @@ from typing import Any
 import pandas as pd
 import torch
 
-from ..backends.models import provenance
 from ..data.corpus import Corpus, corpus_from_dataset
 from ..data.datasets import ParallelDataset
 from ..data.splits import calibration_split, split_record
@@ -65,7 +64,7 @@ from ..sharing.histogram import ActivationHistogram
 from ..sharing.recording import encode
 from ..sharing.statistics import SharingStats
 from ..sharing.token_stats import TokenStats, corpus_fingerprint, record_token_stats
-from .directories import RunDir
+from .directories import RunDir, scorer_provenance
 from .language import RELIABLE
 
 
@@ -248,7 +247,7 @@ def run_specificity(
         overwrite=overwrite, kind="specificity", stats_file="matrix_rows.csv",
     )  # fmt: skip
     try:
-        run.write_run({**split_record(cal, ev), **provenance(model, "auto")})
+        run.write_run({**split_record(cal, ev), **scorer_provenance(model, "auto")})
         cost = CostLedger(gemm_rate(model), model_flops(model))
         say(f"GEMM rate {cost.rate / 1e9:.0f} GFLOP/s (unembedding shape, measured now): each "
             "phase's floor is its weight GEMMs and unembedding at this rate")  # fmt: skip
