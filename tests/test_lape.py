@@ -57,6 +57,65 @@ def test_lape_ties_follow_topk_on_the_layer_major_order():
     assert sorted(got.tolist()) == sorted(want.tolist())
 
 
+def _identify_reference(over_zero, n, top_rate, filter_rate, bar_ratio):
+    """A step-by-step re-statement of ``activation()`` in RUCAIBox/Language-Specific-Neurons'
+    ``identify.py`` (written for this test; that repository has no licence to copy from): the
+    statistics stacked language-last and contiguous, integer division to float32, entropy over
+    the last dim, the two ``kthvalue`` bars, ``topk(largest=False)`` over the flattened
+    entropies, and the per-language lists of sorted indices per layer its ``torch.save`` writes
+    (languages after the last one with a neuron are absent, as ``bincount`` leaves them)."""
+    oz = torch.stack(list(over_zero), dim=-1)  # layer x inter x lang
+    probs = oz / torch.tensor(n)
+    normed = probs / probs.sum(dim=-1, keepdim=True)
+    normed[torch.isnan(normed)] = 0
+    ent = -torch.sum(normed * torch.where(normed > 0, normed.log(), 0), dim=-1)
+    flat = probs.flatten()
+    ent[(probs > flat.kthvalue(round(len(flat) * filter_rate)).values.item()).sum(-1) == 0] = (
+        torch.inf
+    )
+    _, index = ent.flatten().topk(round(ent.numel() * top_rate), largest=False)
+    rows, cols = index // ent.size(1), index % ent.size(1)
+    picked = probs[rows, cols].transpose(0, 1)  # lang x picked
+    lang, which = torch.where(picked > flat.kthvalue(round(len(flat) * bar_ratio)).values.item())
+    out = []
+    for part in which.split(torch.bincount(lang).tolist()):
+        pairs = sorted(tuple(x) for x in torch.stack((rows, cols), -1)[part].tolist())
+        layers = [[] for _ in range(oz.shape[0])]
+        for layer, h in pairs:
+            layers[layer].append(h)
+        out.append([torch.tensor(h).long() for h in layers])
+    return out
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_lape_equals_identify_py_on_integer_counts(seed, tmp_path):
+    """The library's LAPE (token statistics -> selection -> *.neuron.pth) equals identify.py
+    step for step on integer ``over_zero`` / ``n``: 6 languages, many exact ties (counts from a
+    small range, repeated neurons), neurons that fail the filter, and trailing languages
+    without neurons."""
+    g = torch.Generator().manual_seed(seed)
+    langs, L, D = ("en", "zh", "fr", "es", "vi", "ja"), 3, 40
+    n = [1000, 1000, 1000, 1000, 800, 1000]
+    # counts from a few values: probabilities equal to both bars, entropies tied at the cut
+    oz = torch.tensor([0, 0, 50, 100, 200])[torch.randint(0, 5, (len(langs), L, D), generator=g)]
+    oz[:2, :, 30:36] = torch.tensor([800, 700])[:, None, None]  # 18 neurons of one entropy,
+    # the lowest but for a few: the cut (12) falls inside them, so topk's tie order decides
+    oz[:, :, 36:] = 0  # active in no language: entropy 0 but filtered out
+    oz[-2:] = torch.minimum(oz[-2:], torch.tensor(50))  # the last two: below every bar
+    stats = tlm.TokenStats(langs, L, D, "hook_post", torch.tensor(n), oz.long())
+    sets = tlm.token_language_sets(
+        stats, "lape", top_rate=0.1, filter_rate=0.9, activation_bar_ratio=0.9
+    )
+    sets.save_lape(tmp_path / "lib.neuron.pth")
+    got = torch.load(tmp_path / "lib.neuron.pth")
+    want = _identify_reference(list(oz), n, 0.1, 0.9, 0.9)
+    assert len(want) < len(langs)  # trailing languages without neurons: absent there
+    assert [[t.tolist() for t in lang] for lang in got[: len(want)]] == [
+        [t.tolist() for t in lang] for lang in want
+    ]
+    assert all(not t.numel() for lang in got[len(want) :] for t in lang)
+
+
 def test_lape_file_round_trip_and_the_format(tmp_path):
     masks = torch.zeros(3, 2, 10, dtype=torch.bool)
     masks[0, 0, [7, 1]] = True

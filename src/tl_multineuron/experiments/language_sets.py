@@ -369,7 +369,9 @@ def lape_select(
         raise MultiNeuronError(
             f"LAPE probabilities of shape {tuple(p.shape)}; expected [lang, layer, d_mlp]"
         )
-    lpn = p.permute(1, 2, 0)  # identify.py's layout: [layer, inter, lang]
+    lpn = p.permute(
+        1, 2, 0
+    ).contiguous()  # identify.py's layout and reduction order: [layer, inter, lang]
     normed = lpn / lpn.sum(-1, keepdim=True)
     normed[torch.isnan(normed)] = 0
     logs = torch.where(normed > 0, normed.log(), 0)
