@@ -152,16 +152,24 @@ def test_a_slightly_nonlinear_or_biased_unembedding_is_not_taken_for_linear():
 
 
 def test_a_masked_gold_scores_minus_infinity():
-    """A gold the model can never produce: its log-prob is -inf (it was -1.8e308)."""
-    from tl_multineuron.experiments.scoring import AnswerRows, _buffers, _scatter
+    """A gold the model can never produce (its logit -inf, here through a hook on the
+    unembedding): the row's log-prob is -inf (it was -1.8e308, a finite number)."""
+    from tl_multineuron.experiments.scoring import AnswerRows, score_answers
 
-    rows = AnswerRows(((1, 2),), ((3, 4),), ("row 0",))
-    o = _buffers(rows, 1)[0]
-    pos = torch.tensor([[True, True]])
-    lp = torch.tensor([-1.5, -torch.inf], dtype=torch.float64)
-    _scatter(o, [0], pos, lp, torch.tensor([False, False]), torch.zeros(2, dtype=torch.long),
-             torch.zeros(2, dtype=torch.long))  # fmt: skip
-    assert o["lp"][0].item() == -torch.inf
+    model = tiny_model("gated", seed=4)
+    rows = AnswerRows(((1, 5, 6), (1, 7, 8)), ((9, 3), (4,)), ("item 0 en", "item 0 de"))
+
+    def mask(module, args, out):
+        out[..., 3] = -torch.inf
+        return out
+
+    handle = model.unembed.register_forward_hook(mask)
+    try:
+        s = score_answers(model, rows)[0]
+    finally:
+        handle.remove()
+    assert s.logprob[0].item() == -torch.inf  # its second token is masked
+    assert torch.isfinite(s.logprob[1]) and s.token_logprobs[0, 1].item() == -torch.inf
 
 
 def test_a_gold_outside_the_vocabulary_is_an_error_naming_the_row(tmp_path):
