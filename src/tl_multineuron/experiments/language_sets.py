@@ -369,9 +369,8 @@ def lape_select(
         raise MultiNeuronError(
             f"LAPE probabilities of shape {tuple(p.shape)}; expected [lang, layer, d_mlp]"
         )
-    lpn = p.permute(
-        1, 2, 0
-    ).contiguous()  # identify.py's layout and reduction order: [layer, inter, lang]
+    # identify.py's layout, contiguous as there (the sums below then reduce in its order)
+    lpn = p.permute(1, 2, 0).contiguous()  # [layer, inter, lang]
     normed = lpn / lpn.sum(-1, keepdim=True)
     normed[torch.isnan(normed)] = 0
     logs = torch.where(normed > 0, normed.log(), 0)

@@ -16,7 +16,7 @@ from enum import IntEnum
 
 import pandas as pd
 import torch
-from jaxtyping import Bool, Float, Int
+from jaxtyping import Bool, Float, Int, Integer
 from torch import Tensor
 
 from ..errors import MultiNeuronError
@@ -130,6 +130,12 @@ class Categories:
         return pd.DataFrame(rows, columns=["item", "layer", "category", "count"])
 
 
+def codes_from_counts(count: Integer[Tensor, "*shape"], n_lang: int) -> Int[Tensor, "*shape"]:
+    """Category codes (int8) from how many of ``n_lang`` languages are active: 0 none, 1 one
+    (specific), 2 some (partial-shared), 3 all (all-shared)."""
+    return count.clamp(max=2).to(torch.int8) + (count == n_lang).to(torch.int8)
+
+
 def categorize(
     active: Bool[Tensor, "*batch lang layer neuron"], languages: Sequence[str] | None = None
 ) -> Categories:
@@ -150,7 +156,7 @@ def categorize(
     # a specific neuron is then looked up only where exactly one is active (no full argmax).
     small = n_lang < 256
     count = active.view(torch.uint8).sum(LANG_DIM, dtype=torch.uint8 if small else torch.int32)
-    codes = count.clamp(max=2).to(torch.int8) + (count == n_lang).to(torch.int8)
+    codes = codes_from_counts(count, n_lang)
     specific_lang = torch.full(count.shape, -1, dtype=torch.int8, device=active.device)
     flat_lang = active.movedim(LANG_DIM, 0).reshape(n_lang, -1)
     sel = (count.reshape(-1) == 1).nonzero().squeeze(1)

@@ -26,7 +26,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from ..errors import MultiNeuronError
-from .classification import CATEGORY_NAMES, Category, threshold_position
+from .classification import CATEGORY_NAMES, Category, codes_from_counts, threshold_position
 
 TENSOR_FIELDS = ("counts", "specific", "pairs", "subset_keys", "subset_counts")
 #: the paper's bands: the middle half of items and their full range
@@ -280,14 +280,7 @@ def subset_codes(
     return subset
 
 
-def _subset_category(subsets: Tensor, N: int) -> Tensor:
-    """The category code of each language subset (as :func:`categorize` counts)."""
-    members = (subsets.unsqueeze(-1) >> torch.arange(N, device=subsets.device)) & 1
-    n = members.sum(-1)
-    return n.clamp(max=2) + (n == N).long()
-
-
-def _partial_keys(per_cell: Tensor, N: int) -> tuple[Tensor, Tensor]:
+def _partial_keys(per_cell: Tensor) -> tuple[Tensor, Tensor]:
     """Sparse (key, count) of the nonzero bins of ``[thr, layer, subset]`` counts."""
     keys = per_cell.flatten().nonzero().squeeze(1)
     return keys.cpu(), per_cell.flatten()[keys].cpu()
@@ -304,13 +297,13 @@ def _from_histogram(subset: Tensor, N: int) -> Summaries:
     cell = torch.arange(T * n_items * L, device=dev, dtype=torch.int64).view(T, n_items, L, 1)
     hist = torch.bincount(((cell << N) | subset).flatten(), minlength=T * n_items * L * S)
     hist = hist.view(T, n_items, L, S)
-    bins = torch.arange(S, device=dev)
-    cat = _subset_category(bins, N)
+    lang = torch.arange(N, device=dev)
+    members = (torch.arange(S, device=dev).unsqueeze(-1) >> lang) & 1  # [S, N]
+    cat = codes_from_counts(members.sum(-1), N).long()  # each subset's category
     counts = torch.zeros((T, n_items, L, 4), dtype=torch.int64, device=dev)
     counts.index_add_(-1, cat, hist)
-    singles = 1 << torch.arange(N, device=dev)
-    specific = hist[..., singles]  # a single language is a specific neuron (N >= 2)
-    members = ((bins.unsqueeze(-1) >> torch.arange(N, device=dev)) & 1).double()  # [S, N]
+    specific = hist[..., 1 << lang]  # a single language is a specific neuron (N >= 2)
+    members = members.double()
     both = (members.unsqueeze(-1) * members.unsqueeze(-2)).view(S, N * N)
     pairs = (hist.double() @ both).round().view(T, n_items, L, N, N)  # exact: counts < 2**53
     partial = hist.sum(1) * (cat == Category.PARTIAL_SHARED)  # [T, L, S]
@@ -318,7 +311,7 @@ def _from_histogram(subset: Tensor, N: int) -> Summaries:
         counts.to(torch.int32),
         specific.to(torch.int32),
         pairs.to(torch.int32),
-        _partial_keys(partial, N),
+        _partial_keys(partial),
     )
 
 

@@ -42,10 +42,15 @@ def jaccard_matrix(
     """Jaccard index of co-activation over all items, in one layer or pooled over layers
     (``layer=None``); the diagonal is 1 (0/0 cells are NaN)."""
     items.need_items()
-    both, either = _both_either(items, items.threshold_index(threshold))
-    sl = slice(None) if layer is None else [layer]
-    b, e = both[:, sl].sum((0, 1)), either[:, sl].sum((0, 1))
-    return b / e
+    return _jaccards(items, items.threshold_index(threshold))[-1 if layer is None else layer]
+
+
+def _jaccards(items: ItemSummaries, t: int) -> Float[Tensor, "layer_and_pooled lang lang2"]:
+    """Jaccard matrices over all items at threshold index ``t``: one per layer, then the one
+    pooled over layers (ratios of summed counts)."""
+    both, either = _both_either(items, t)
+    b, e = both.sum(0), either.sum(0)  # [layer, lang, lang]
+    return torch.cat([b, b.sum(0, keepdim=True)]) / torch.cat([e, e.sum(0, keepdim=True)])
 
 
 def pair_table(
@@ -121,23 +126,18 @@ def similarity_table(
         for w in said:  # say each once, here, not once per layer and threshold
             warnings.warn(w.message, w.category, stacklevel=2)
     for thr in thresholds if thresholds is not None else items.thresholds:
-        both, either = _both_either(items, items.threshold_index(thr))
-        b, e = both.sum(0), either.sum(0)  # [layer, lang, lang], then pooled last
-        jacs = torch.cat([b, b.sum(0, keepdim=True)]) / torch.cat([e, e.sum(0, keepdim=True)])
+        jacs = _jaccards(items, items.threshold_index(thr))  # layers, then pooled
         for kind, (dist, kept) in mats.items():
             if len(kept) < 3:
                 continue
             idx = [items.languages.index(x) for x in kept]
             left_out = [x for x in items.languages if x not in kept]
             layers = [*range(items.n_layers), None]
+            sub = jacs[:, idx][:, :, idx]  # [layer and pooled, kept, kept]
             # a language never active in a layer has no co-activation there: no row
-            kept_layers = [
-                (i, layer)
-                for i, layer in enumerate(layers)
-                if torch.isfinite(jacs[i][idx][:, idx]).all()
-            ]
+            kept_layers = [(i, layer) for i, layer in enumerate(layers) if sub[i].isfinite().all()]
             results = mantel_many(
-                [1.0 - jacs[i][idx][:, idx].numpy() for i, _ in kept_layers],
+                [1.0 - sub[i].numpy() for i, _ in kept_layers],
                 dist,
                 n_perm=n_perm,
                 seed=seed,
