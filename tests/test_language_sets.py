@@ -5,8 +5,11 @@ import pytest
 import torch
 
 from tl_multineuron import MultiNeuronError, SharingStats
-from tl_multineuron.experiments.language_sets import METHODS, equalize, identify_language_sets
-from tl_multineuron.sharing.histogram import ActivationHistogram
+from tl_multineuron.experiments.language_sets import (
+    ITEM_METHODS,
+    equalize,
+    identify_language_sets,
+)
 
 LANGS = ("en", "de", "fr")
 PLANTED = {"de": (0, 3), "fr": (1, 5)}  # (layer, neuron) firing for that language only
@@ -28,20 +31,13 @@ def planted_stats(n_items: int = 40, seed: int = 0) -> SharingStats:
     return stats
 
 
-def planted_histogram(n_items: int = 40, seed: int = 0) -> ActivationHistogram:
-    hist = ActivationHistogram(LANGS, 2, 8)
-    hist.update(planted_acts(n_items, seed))
-    return hist
-
-
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", ITEM_METHODS)
 def test_every_method_finds_the_planted_neurons(method):
     params = {
         "lape": {"top_rate": 2 / 16},
-        "act-prob-90p": {"top_rate": 2 / 16},
         "magnitude": {"top_rate": 1 / 16},
     }.get(method, {})
-    sets = identify_language_sets(planted_stats(), method, planted_histogram(), **params)
+    sets = identify_language_sets(planted_stats(), method, **params)
     for lang, (layer, neuron) in PLANTED.items():
         m = sets.masks[LANGS.index(lang)]
         assert m[layer, neuron], (method, lang)
@@ -111,22 +107,9 @@ def test_bad_input_names_the_method_and_language():
         identify_language_sets(SharingStats(LANGS, (0.0,), "gt", n_layers=2, d_mlp=8), "lape")
 
 
-def test_act_prob_90p_by_hand():
-    """The relevance is the share of a language's items above the neuron's pooled 90th
-    percentile: for the planted de neuron (a third of the pooled values, all de, at the top)
-    the top 10% of the pooled values is 30% of de's items, none of the others'; the selection
-    is LAPE's on it."""
-    s, h = planted_stats(), planted_histogram()
-    p = h.exceed_probability(0.9)
-    assert p[0, 0, 3] == p[2, 0, 3] == 0 and float(p[1, 0, 3]) == pytest.approx(0.3)
-    sets = identify_language_sets(s, "act-prob-90p", h, top_rate=2 / 16)
-    assert sets.scores[1, 0, 3] == 0  # -entropy of a one-language probability
-    with pytest.raises(MultiNeuronError, match="act-prob-90p needs the recording pass"):
-        identify_language_sets(s, "act-prob-90p")
-    with pytest.raises(MultiNeuronError, match="is not of the statistics' recording pass"):
-        identify_language_sets(s, "act-prob-90p", planted_histogram(n_items=20))
-    with pytest.raises(MultiNeuronError, match=r"act-prob-90p: quantile 1.0; expected"):
-        identify_language_sets(s, "act-prob-90p", h, quantile=1.0)
+def test_act_prob_90p_is_token_level_only():
+    with pytest.raises(MultiNeuronError, match="act-prob-90p is defined on tokens of running"):
+        identify_language_sets(planted_stats(), "act-prob-90p")
 
 
 def test_common_languages_are_those_every_finding_method_covers():

@@ -198,18 +198,17 @@ def planted_dataset(n_items: int = 8):
 
 def test_planted_neurons_are_found_by_every_method_and_give_a_diagonal_matrix():
     import tl_multineuron as tlm
-    from tl_multineuron.experiments.language_sets import METHODS, equalize
+    from tl_multineuron.experiments.language_sets import ITEM_METHODS, equalize
 
     model, ds = planted_model(), planted_dataset()
-    stats, hist = record_for_sets(model, ds, batch_size=8)
-    # one recording pass feeds both accumulators; the statistics are analyze's
+    stats = record_for_sets(model, ds, batch_size=8)
+    # the recording pass's statistics are analyze's
     assert stats.equals(tlm.analyze(model, ds, tlm.AnalysisConfig(batch_size=8)).stats)
-    assert hist.n_items == stats.n_items == len(ds)
     # LAPE's quantile filter and bar at 0.5: a toy's probabilities sit on a few values (the
     # paper's 0.95 is for token frequencies over large corpora)
     lape = {"top_rate": 2 / 48, "filter_rate": 0.5, "activation_bar_ratio": 0.5}
-    params = {"lape": lape, "act-prob-90p": lape, "magnitude": {"top_rate": 1 / 48}}
-    sets = [identify_language_sets(stats, m, hist, **params.get(m, {})) for m in METHODS]
+    params = {"lape": lape, "magnitude": {"top_rate": 1 / 48}}
+    sets = [identify_language_sets(stats, m, **params.get(m, {})) for m in ITEM_METHODS]
     for s in sets:
         for x, k in PLANT.items():
             assert s.masks[s.languages.index(x), 1, k], (s.method, x)
@@ -233,7 +232,7 @@ def test_output_language_deactivation_against_none_and_random():
     """On the planted model, deactivating the French neuron makes French continuations less
     French (the neuron writes toward French tokens); a detector that reads the letters."""
     model, ds = planted_model(), planted_dataset()
-    stats, hist = record_for_sets(model, ds, batch_size=8)
+    stats = record_for_sets(model, ds, batch_size=8)
     sets = [identify_language_sets(stats, "magnitude", top_rate=1 / 48)]
 
     def detect(texts):

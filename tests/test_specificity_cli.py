@@ -168,3 +168,44 @@ def tlm_load_tokens(path):
     from tl_multineuron import TokenStats
 
     return TokenStats.load(path)
+
+
+LAPE_LANGS = ("en", "zh", "fr", "es", "vi", "id", "ja")
+
+
+def test_specificity_on_a_corpus_alone(hf, tmp_path, capsys):
+    """LAPE's own layout, seven languages, one-token lines among them ("Up"), nothing else
+    given: LAPE and Act-Prob-90p identify on the texts, the matrix scores the held-out texts,
+    what needs items is named and left out; --window lape runs LAPE's rows."""
+    d = tmp_path / "mvicuna"
+    d.mkdir()
+    words = {"en": "Up", "zh": "上", "fr": "Oui", "es": "Sí", "vi": "Lên", "id": "Naik", "ja": "上"}
+    for lang in LAPE_LANGS:
+        lines = [f"{words[lang]} line {i} of text {lang} {'x' * (i % 5)}" for i in range(20)]
+        lines.insert(3, words[lang])
+        (d / f"{lang}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    out = tmp_path / "run"
+    assert main(["specificity", "--model", hf, "--corpus", str(d), "--out", str(out),
+                 "--no-progress"]) == 0  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "sharing-matters needs items" in printed and "magnitude needs items" in printed
+    assert "all-shared comparison needs items" in printed
+    assert "output-language study needs items" in printed
+    s = out / "specificity"
+    sizes = pd.read_csv(s / "sets.csv")
+    assert set(sizes["method"]) == {"lape", "act-prob-90p"}
+    assert set(sizes["language"]) == set(LAPE_LANGS)
+    rows = pd.read_csv(s / "matrix_rows.csv", keep_default_na=False, dtype={"item_id": str})
+    assert set(rows["language"]) == set(LAPE_LANGS)
+    assert sorted(set(rows["item_id"]), key=int) == [str(k) for k in range(16)]  # held out
+    run = json.loads((s / "run-specificity.json").read_text())
+    assert run["identity"]["dataset"] == "mvicuna" and "sharing-matters" in run["methods_left_out"]
+    assert (s / "act_prob.pt").exists() and not (s / "calibration.pt").exists()
+    # LAPE's rows: one stream per language, no BOS, rows of 16 tokens
+    out2 = tmp_path / "run2"
+    assert main(["specificity", "--model", hf, "--corpus", str(d), "--out", str(out2),
+                 "--window", "lape:16", "--methods", "lape", "--no-progress"]) == 0  # fmt: skip
+    from tl_multineuron import TokenStats
+
+    tokens = TokenStats.load(out2 / "specificity" / "token_stats.pt")
+    assert tokens.meta["window"] == "lape:16" and (tokens.n_tokens % 16 == 0).all()

@@ -10,7 +10,7 @@ from helpers import tiny_model, toy_dataset
 
 import tl_multineuron as tlm
 from tl_multineuron.sharing.recording import encode
-from tl_multineuron.sharing.token_stats import token_rows, token_site
+from tl_multineuron.sharing.token_stats import token_site
 
 TEXTS = {
     "en": ["the cat sat on the mat", "dogs bark at night", "a b"],
@@ -24,22 +24,25 @@ def model(request):
     return tiny_model(request.param, seed=2, n_ctx=128)
 
 
-def _naive(model, rows):
-    """over_zero [layer, d_mlp] and the token count of ``rows``, one plain forward each, the
-    site computed by hand (act(gate pre-activation) on the gated model, hook_post else)."""
+def _naive(model, rows, skip=1):
+    """over_zero [layer, d_mlp], the sum of squares and the token count of ``rows``, one plain
+    forward each, the site computed by hand (act(gate pre-activation) on the gated model,
+    hook_post else); the first ``skip`` positions (the BOS) not counted."""
     L = model.cfg.n_layers
     gated = model.cfg.gated_mlp
     hook = "mlp.hook_pre" if gated else "mlp.hook_post"
     over = torch.zeros(L, model.cfg.d_mlp, dtype=torch.long)
+    sq = torch.zeros(L, model.cfg.d_mlp, dtype=torch.float64)
     n = 0
     for ids in rows:
         _, cache = model.run_with_cache(torch.tensor([ids]))
         for x in range(L):
-            a = cache[f"blocks.{x}.{hook}"][0, 1:]  # the BOS position is not counted
+            a = cache[f"blocks.{x}.{hook}"][0, skip:]
             a = F.gelu(a) if gated else a
             over[x] += (a > 0).sum(0)
-        n += len(ids) - 1
-    return over, n
+            sq[x] += a.double().square().sum(0)
+        n += len(ids) - skip
+    return over, sq, n
 
 
 @pytest.mark.parametrize("window", [None, 7])
@@ -55,19 +58,40 @@ def test_counts_equal_a_plain_forward_per_row(model, window):
             stream = [t for text in TEXTS[lang] for t in encode(model, text, prepend_bos=False)]
             rows = [[bos, *stream[s : s + window]] for s in range(0, len(stream), window)]
             rows = [r for r in rows if len(r) > 2] if len(rows) > 1 else rows
-        assert token_rows(model, corpus, lang, window) == rows
-        over, n = _naive(model, rows)
+        assert tlm.token_rows(model, corpus, lang, window) == rows
+        over, sq, n = _naive(model, rows)
         assert int(stats.n_tokens[i]) == n
         assert torch.equal(stats.over_zero[i], over), lang
+        torch.testing.assert_close(stats.sq_sum[i], sq, rtol=1e-5, atol=1e-6)
     p = stats.probabilities()
     assert p.dtype == torch.float32 and float(p.max()) <= 1
-    # Act-Prob-90p: every language's share above the pooled quantile, weighted by its tokens,
-    # adds up to the top 10% of all tokens
-    ex = stats.exceed_probability(0.9)
-    total = (ex * stats.n_tokens.double()[:, None, None]).sum(0)
-    torch.testing.assert_close(
-        total, torch.full_like(total, 0.1 * stats.n_items), rtol=1e-6, atol=1e-6
-    )
+    rms = (stats.sq_sum / stats.n_tokens.double()[:, None, None]).mean(0).sqrt()
+    torch.testing.assert_close(stats.rms(), rms)
+
+
+def test_lape_window_is_lapes_rows(model):
+    """window 'lape:W': one stream per language (one-token lines are just tokens of it), rows
+    of W with no BOS, the remainder dropped; every position counted. 'lape' takes n_ctx; a
+    stream shorter than one row is an error naming the language."""
+    texts = {"en": ("the cat sat on the mat", "Up", "dogs bark"), "de": ("die Katze", "Ja")}
+    corpus = tlm.Corpus(texts, "mv")
+    stats = tlm.record_token_stats(model, corpus, window="lape:6", batch_size=2)
+    for i, lang in enumerate(corpus.languages):
+        stream = [t for x in texts[lang] for t in encode(model, x, prepend_bos=False)]
+        rows = [stream[s : s + 6] for s in range(0, len(stream) // 6 * 6, 6)]
+        assert tlm.token_rows(model, corpus, lang, "lape:6") == rows
+        over, _, n = _naive(model, rows, skip=0)
+        assert n == len(stream) // 6 * 6 == int(stats.n_tokens[i])
+        assert torch.equal(stats.over_zero[i], over)
+    assert stats.meta["bos_per_row"] is False and stats.meta["window"] == "lape:6"
+    assert all(len(r) == 128 for r in tlm.token_rows(model, tlm.Corpus({"en": ("x" * 300,)}),
+                                                      "en", "lape"))  # fmt: skip
+    with pytest.raises(tlm.MultiNeuronError, match="language 'de': the stream holds 11 tokens"):
+        tlm.token_rows(model, corpus, "de", "lape:12")
+    with pytest.raises(tlm.MultiNeuronError, match="'lape:W'"):
+        tlm.token_rows(model, corpus, "de", "lape:x")
+    with pytest.raises(tlm.MultiNeuronError, match="exceeds the model's context"):
+        tlm.token_rows(model, corpus, "de", "lape:4096")
 
 
 def test_streamed_merged_saved_losslessly(tmp_path):
@@ -89,8 +113,8 @@ def test_streamed_merged_saved_losslessly(tmp_path):
     assert back.equals(one) and back.meta == one.meta
     sets = tlm.token_language_sets(back, "lape", top_rate=0.1, filter_rate=0.5)
     assert sets.params["unit"] == "token" and sets.masks.shape == (3, 2, 24)
-    ap = tlm.token_language_sets(back, "act-prob-90p", top_rate=0.1)
-    assert ap.method == "act-prob-90p"
+    with pytest.raises(tlm.MultiNeuronError, match="act-prob-90p reads ActProbStats"):
+        tlm.token_language_sets(back, "act-prob-90p")
     with pytest.raises(tlm.MultiNeuronError, match="defined on items"):
         tlm.token_language_sets(back, "magnitude")
 
@@ -132,9 +156,11 @@ def test_corpus_files_and_errors(tmp_path):
     with pytest.raises(err, match="at least 2"):
         tlm.load_corpus(d, ["en"])
     model = tiny_model("gelu", n_ctx=16)
-    short = tlm.Corpus({"en": ("ok text here", "a"), "de": ("gut",)}, "short")
-    with pytest.raises(err, match=r"short, language 'en', line 2: 'a' is 1 token"):
+    short = tlm.Corpus({"en": ("ok text here", ""), "de": ("gut",)}, "short")
+    with pytest.raises(err, match=r"short, language 'en', line 2: '' is no token"):
         tlm.record_token_stats(model, short)
+    one = tlm.Corpus({"en": ("ok", "a"), "de": ("gut",)}, "one")  # a one-token line counts once
+    assert tlm.record_token_stats(model, one).n_tokens.tolist() == [3, 3]
     long = tlm.Corpus({"en": ("x" * 40,), "de": ("y" * 40,)}, "long")
     with pytest.raises(err, match="exceeds the model's context .16.; pack the texts"):
         tlm.record_token_stats(model, long)

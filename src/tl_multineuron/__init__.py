@@ -177,6 +177,17 @@ _EXPORTS: dict[str, str] = {
     "corpus_from_dataset": "data.corpus",
     "TokenStats": "sharing.token_stats",
     "record_token_stats": "sharing.token_stats",
+    "ActProbStats": "sharing.act_prob",
+    "record_act_prob": "sharing.act_prob",
+    "act_prob_select": "experiments.language_sets",
+    "token_rows": "sharing.token_batches",
+    "load_csalt_sets": "experiments.peer_files",
+    "save_csalt_sets": "experiments.peer_files",
+    "load_lape_activations": "experiments.peer_files",
+    "save_lape_activations": "experiments.peer_files",
+    "LanguageVectors": "steering.vectors",
+    "load_clas_vectors": "steering.vectors",
+    "record_language_vectors": "steering.vectors",
     "load_lape_sets": "experiments.language_sets",
     "equalize": "experiments.language_sets",
     "SpecificityConfig": "experiments.specificity",
@@ -206,7 +217,10 @@ _EXPORTS: dict[str, str] = {
 
 # fmt: off
 __all__ = [
-    "Accumulator", "accuracy_summary", "accuracy_table", "AccuracySteerConfig",
+    "Accumulator", "accuracy_summary", "act_prob_select", "ActProbStats", "load_csalt_sets",
+    "save_csalt_sets", "load_lape_activations", "save_lape_activations", "LanguageVectors",
+    "load_clas_vectors", "record_language_vectors", "record_act_prob", "token_rows",
+    "accuracy_table", "AccuracySteerConfig",
     "ActivationHistogram", "active_mask", "amplify", "AnalysisConfig", "AnalysisResult", "analyze",
     "answer_rows", "answer_token_ids", "AnswerBoundaryWarning", "AnswerRows", "AnswerScores",
     "apply", "association", "attach_sae", "attention_implementation", "attribute",
@@ -331,6 +345,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time names load on 
     )
     from .experiments.language_sets import (
         LanguageSets,
+        act_prob_select,
         equalize,
         identify_language_sets,
         lape_diagnostics,
@@ -339,6 +354,12 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time names load on 
         token_language_sets,
     )
     from .experiments.neuron_sets import NeuronSet, control_seed, magnitude_strata, sample_like
+    from .experiments.peer_files import (
+        load_csalt_sets,
+        load_lape_activations,
+        save_csalt_sets,
+        save_lape_activations,
+    )
     from .experiments.scores import ExperimentScores
     from .experiments.scoring import (
         AnswerRows,
@@ -368,6 +389,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time names load on 
     from .runs.specificity import SpecificityRunConfig, run_specificity
     from .runs.steer import AccuracySteerConfig, run_accuracy_study
     from .sharing.accumulator import Accumulator
+    from .sharing.act_prob import ActProbStats, record_act_prob
     from .sharing.analysis import AnalysisConfig, AnalysisResult, analyze
     from .sharing.association import association
     from .sharing.classification import (
@@ -396,9 +418,11 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time names load on 
     )
     from .sharing.statistics import SharingStats, merge_all
     from .sharing.task_comparison import input_variation, task_differences
+    from .sharing.token_batches import token_rows
     from .sharing.token_stats import TokenStats, record_token_stats
     from .sharing.typology import TypologyWarning, distance_matrix
     from .steering.identifier import LanguageIdentifier, identifier_accuracy
     from .steering.language import control_table, diff_of_means, language_edit
     from .steering.sets import SteerConfig, SteeringSets, default_bands, search_space
     from .steering.study import choose, heldout_comparisons, score_steering, search_surface
+    from .steering.vectors import LanguageVectors, load_clas_vectors, record_language_vectors

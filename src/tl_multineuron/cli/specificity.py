@@ -4,7 +4,10 @@ Every identification method (sharing-matters, LAPE, Act-Prob-90p, magnitude) pic
 language's neurons: sharing-matters and magnitude from one recording pass over the calibration
 items, LAPE and Act-Prob-90p from every token of running text (``--corpus DIR`` of LANG.txt
 files, one text per line, whose last ``--eval-items`` texts are held out; by default the
-calibration items' prompts + gold answers), at the gate on gated MLPs. A LAPE ``*.neuron.pth``
+calibration items' prompts + gold answers): LAPE at the gate on gated MLPs, Act-Prob-90p at the
+pre-activation as its authors read it. ``--corpus DIR`` alone (no ``--task`` / ``--data``) is
+enough: the methods and comparisons that need items are named and left out. ``--window lape``
+runs LAPE's own rows. A LAPE ``*.neuron.pth``
 (``--lape-file``, ``--lape-languages``) is judged beside them. Deactivating language L's set,
 every language's held-out text (the corpus's held-out texts, else the evaluated prompts + gold
 answers; every token scored) is scored: a language x language matrix of changes in
@@ -58,20 +61,26 @@ def register(p: argparse.ArgumentParser) -> None:
         "--top-rate",
         type=float,
         default=d["top_rate"],
-        help="lape / act-prob-90p / magnitude: the share of all neurons selected",
+        help="lape / magnitude: the share of all neurons selected",
+    )
+    p.add_argument(
+        "--act-prob-rate",
+        type=float,
+        default=d["act_prob_rate"],
+        help="act-prob-90p: each language's share of all neurons (its authors' 0.00125)",
     )
     p.add_argument(
         "--filter-rate",
         type=float,
         default=d["filter_rate"],
-        help="lape / act-prob-90p: drop neurons none of whose probabilities exceed this "
+        help="lape: drop neurons none of whose probabilities exceed this "
         "quantile of all probabilities",
     )
     p.add_argument(
         "--activation-bar-ratio",
         type=float,
         default=d["activation_bar_ratio"],
-        help="lape / act-prob-90p: a neuron belongs to the languages whose probability exceeds "
+        help="lape: a neuron belongs to the languages whose probability exceeds "
         "this quantile of all probabilities",
     )
     p.add_argument("--seeds", default=csv(d["seeds"]), help="random / matched control seeds")
@@ -84,7 +93,8 @@ def register(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--corpus",
         help="running text: a directory of LANG.txt files, one text per line (LAPE's layout); "
-        "its languages are the files found (or --languages)",
+        "its languages are the files found (or --languages). Enough alone: without --task / "
+        "--data the methods that need items are left out",
     )
     p.add_argument(
         "--unit",
@@ -95,10 +105,10 @@ def register(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--window",
-        type=int,
         default=d["window"],
-        help="pack the running text into rows of N tokens, as LAPE does (default: one text per "
-        "row)",
+        help="rows of running text: N (packed rows of N tokens, each behind a BOS), 'lape' "
+        "(LAPE's own: one stream per language, rows of the model's context, no BOS, remainder "
+        "dropped) or 'lape:N' (LAPE's with rows of N); default: one text per row",
     )
     p.add_argument("--lape-file", help="a LAPE *.neuron.pth judged beside the methods")
     p.add_argument(
@@ -135,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
         langs = [x.strip() for x in args.languages.split(",")] if args.languages else None
         corpus = load_corpus(args.corpus, langs)
         args.languages = ",".join(corpus.languages)
-    ds = dataset(args, shard=False)
+    ds = dataset(args, shard=False) if corpus is None or args.task or args.data else None
     cfg = SpecificityRunConfig(
         methods=tuple(x.strip() for x in args.methods.split(",") if x.strip()),
         eval_items=args.eval_items,
@@ -155,6 +165,7 @@ def run(args: argparse.Namespace) -> int:
         unit=args.unit,
         window=args.window,
         include_bos=args.edit_bos,
+        act_prob_rate=args.act_prob_rate,
     )
     lape_langs = (
         [x.strip() for x in args.lape_languages.split(",")] if args.lape_languages else None
@@ -162,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
     model = load(args)
     out = Path(args.out)
     tables = run_specificity(
-        model, ds, out / "specificity", cfg, identity(args, ds), corpus=corpus,
+        model, ds, out / "specificity", cfg, _identity(args, ds, corpus), corpus=corpus,
         lape_file=args.lape_file, lape_languages=lape_langs, resume=args.resume,
         overwrite=args.overwrite, progress=not args.no_progress, log=print,
     )  # fmt: skip
@@ -179,3 +190,18 @@ def run(args: argparse.Namespace) -> int:
         )
     print(f"\nresults in {out}/specificity/ (tl-multineuron report {out})")
     return 0
+
+
+def _identity(args: argparse.Namespace, ds, corpus) -> dict:
+    """The run's identity: the dataset's, or the corpus's when it runs alone."""
+    if ds is not None:
+        return identity(args, ds)
+    from ..sharing.token_stats import corpus_fingerprint
+
+    return {
+        "model": args.model,
+        "dtype": args.dtype,
+        "dataset": corpus.name,
+        "dataset_fingerprint": corpus_fingerprint(corpus),
+        "languages": list(corpus.languages),
+    }

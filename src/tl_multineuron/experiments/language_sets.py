@@ -14,13 +14,13 @@ ranks by, so sets of different methods can be cut to equal sizes.
   are dropped; the ``top_rate`` share of all neurons (every layer) with the lowest entropy is
   kept, each assigned to every language whose ``p`` exceeds the ``activation_bar_ratio``
   quantile. The paper's bar: top 1%, 0.95, 0.95. Score: minus the entropy.
-* ``act-prob-90p`` (as in csalt-research/LangSpecificNeurons): the LAPE selection above, with
-  "active" meaning above the neuron's own ``quantile`` (0.9) of its activations pooled
-  over the languages instead of above 0. Needs an
-  :class:`~tl_multineuron.sharing.histogram.ActivationHistogram` from the same recording pass
-  (the quantile is interpolated inside its bin). A per-language threshold would make every
-  language's probability ``1 - q`` by construction, so the pooled one is used. Score: minus the
-  entropy.
+* ``act-prob-90p`` (Mondal et al.; csalt-research/LangSpecificNeurons ``activation.py`` and
+  ``lang_neurons.py``): token level only (:func:`token_language_sets` on
+  :class:`~tl_multineuron.sharing.act_prob.ActProbStats`): a language's relevance is the share of
+  its tokens whose pre-activation exceeds the language's own 90th percentile (the mean of
+  per-batch quantiles), and each language keeps, independently, its top ``round(top_rate * L *
+  d)`` neurons by relevance (``top_rate`` 0.00125 as there; no entropy, no filter, no bar; a
+  neuron may belong to several languages). Score: the relevance.
 * ``magnitude``: the neuron's mean activation for L minus its mean over the other languages;
   the ``top_rate`` share of all neurons with the largest difference, per language. Score: the
   difference.
@@ -44,7 +44,7 @@ from torch import Tensor
 
 from ..errors import MultiNeuronError
 from ..files import atomic_write
-from ..sharing.histogram import ActivationHistogram
+from ..sharing.act_prob import ActProbStats
 from ..sharing.statistics import SharingStats
 from ..sharing.token_stats import TokenStats
 from .neuron_sets import NeuronSet
@@ -53,12 +53,7 @@ METHODS = ("sharing-matters", "lape", "act-prob-90p", "magnitude")
 DEFAULTS: dict[str, dict[str, float]] = {
     "sharing-matters": {"min_frequency": 0.5},
     "lape": {"top_rate": 0.01, "filter_rate": 0.95, "activation_bar_ratio": 0.95},
-    "act-prob-90p": {
-        "quantile": 0.9,
-        "top_rate": 0.01,
-        "filter_rate": 0.95,
-        "activation_bar_ratio": 0.95,
-    },
+    "act-prob-90p": {"quantile": 0.9, "top_rate": 0.00125},
     "magnitude": {"top_rate": 0.01},
 }
 
@@ -136,6 +131,13 @@ class LanguageSets:
         ]
         atomic_write(path, lambda tmp: torch.save(out, tmp))
 
+    def save_csalt(self, path: str | Path) -> None:
+        """The sets as csalt's pickle ``{lang: LongTensor[m, 2]}``
+        (:func:`~tl_multineuron.experiments.peer_files.save_csalt_sets`)."""
+        from .peer_files import save_csalt_sets
+
+        save_csalt_sets(self, path)
+
     def _index(self, language: str) -> int:
         if language not in self.languages:
             raise MultiNeuronError(
@@ -208,52 +210,79 @@ def load_lape_sets(
     return LanguageSets(method, languages, masks, masks.float(), {"file": Path(path).name})
 
 
-def identify_language_sets(
-    stats: SharingStats,
-    method: str,
-    histogram: ActivationHistogram | None = None,
-    **params: float,
-) -> LanguageSets:
+def identify_language_sets(stats: SharingStats, method: str, **params: float) -> LanguageSets:
     """The language-specific sets of ``method`` (see the module docstring) with ``params``
-    over the method's defaults (``DEFAULTS``); an unknown or out-of-range parameter is an
-    error naming the method. ``histogram``: the recording pass's activation histogram, needed
-    by ``act-prob-90p`` only."""
+    over the method's defaults (``DEFAULTS``) from one recording pass over items; an unknown or
+    out-of-range parameter is an error naming the method. ``act-prob-90p`` is defined on
+    tokens of running text only (:func:`token_language_sets`)."""
     if method not in METHODS:
         raise MultiNeuronError(f"language-specificity method {method!r}; expected one of {METHODS}")
+    if method not in ITEM_METHODS:
+        raise MultiNeuronError(
+            f"{method} is defined on tokens of running text (its authors' per-language "
+            "quantiles over batches of text): record_act_prob + token_language_sets"
+        )
     p = _check_params(method, params)
-    if method == "act-prob-90p":
-        masks, scores = _act_prob(stats, histogram, **p)
-    else:
-        masks, scores = _METHODS[method](stats, **p)
+    masks, scores = _METHODS[method](stats, **p)
     return LanguageSets(method, tuple(stats.languages), masks, scores.float(), p)
 
 
+#: the methods defined over items' recorded token (what :func:`identify_language_sets` runs)
+ITEM_METHODS = ("sharing-matters", "lape", "magnitude")
 #: the methods defined over tokens of running text (what :func:`token_language_sets` runs)
 TOKEN_METHODS = ("lape", "act-prob-90p")
 
 
-def token_language_sets(stats: TokenStats, method: str, **params: float) -> LanguageSets:
-    """LAPE or Act-Prob-90p as their authors run them: on token-level statistics of running
-    text (:func:`~tl_multineuron.sharing.token_stats.record_token_stats`), the selection of
-    :func:`lape_select` in float32 on ``over_zero / n`` (LAPE) or on the share of each
-    language's tokens above the neuron's pooled ``quantile`` (Act-Prob-90p). Parameters and
-    defaults as :func:`identify_language_sets` (the papers': top 1%, 0.95, 0.95; q = 0.9)."""
+def token_language_sets(
+    stats: TokenStats | ActProbStats, method: str, **params: float
+) -> LanguageSets:
+    """LAPE or Act-Prob-90p as their authors run them, on token-level statistics of running
+    text: LAPE's :func:`lape_select` in float32 on ``over_zero / n`` of a
+    :class:`~tl_multineuron.sharing.token_stats.TokenStats`; Act-Prob-90p's
+    :func:`act_prob_select` on the relevance of an
+    :class:`~tl_multineuron.sharing.act_prob.ActProbStats` (its ``quantile`` is the one it was
+    recorded at). Parameters and defaults as ``DEFAULTS`` (the papers')."""
     if method not in TOKEN_METHODS:
         raise MultiNeuronError(
             f"token-level method {method!r}; expected one of {TOKEN_METHODS} (sharing-matters "
             "and magnitude are defined on items: identify_language_sets)"
         )
+    want = TokenStats if method == "lape" else ActProbStats
+    if not isinstance(stats, want):
+        raise MultiNeuronError(f"{method} reads {want.__name__}; got {type(stats).__name__}")
     p = _check_params(method, params)
     if method == "lape":
         probs = stats.probabilities()
+        masks, ent = lape_select(probs, p["top_rate"], p["filter_rate"],
+                                 p["activation_bar_ratio"])  # fmt: skip
+        scores = (-ent).unsqueeze(0).expand_as(masks).float()
     else:
-        if p["quantile"] >= 1:
-            raise MultiNeuronError(f"act-prob-90p: quantile {p['quantile']}; expected (0, 1)")
-        probs = stats.exceed_probability(p["quantile"]).float()
-    masks, ent = lape_select(probs, p["top_rate"], p["filter_rate"], p["activation_bar_ratio"])
-    scores = (-ent).unsqueeze(0).expand_as(masks).float()
+        if abs(p["quantile"] - stats.q) > 1e-12:
+            raise MultiNeuronError(f"act-prob-90p: statistics recorded at quantile {stats.q}, "
+                                   f"asked for {p['quantile']}")  # fmt: skip
+        masks, scores = act_prob_select(stats.relevance(), p["top_rate"])
     params_out = {**p, "unit": "token", "site": stats.site}
     return LanguageSets(method, tuple(stats.languages), masks, scores, params_out)
+
+
+def act_prob_select(
+    relevance: Float[Tensor, "lang layer d_mlp"], top_rate: float = 0.00125
+) -> tuple[Bool[Tensor, "lang layer d_mlp"], Float[Tensor, "lang layer d_mlp"]]:
+    """Act-Prob-90p's selection exactly as ``lang_neurons.py`` (``_get_set_indep_neurons``)
+    runs it: per language independently, ``torch.topk`` of the relevance over every layer's
+    neurons flattened layer-major (its tie order), ``k = round(top_rate * L * d)`` (a ``k``
+    that rounds to 0 taken as 1). Returns the masks and the relevance as the score."""
+    if relevance.ndim != 3:
+        raise MultiNeuronError(
+            f"act-prob relevance of shape {tuple(relevance.shape)}; expected [lang, layer, d_mlp]"
+        )
+    N, L, D = relevance.shape
+    k = max(1, round(top_rate * L * D))
+    masks = torch.zeros(N, L * D, dtype=torch.bool)
+    for i in range(N):  # per language, as there (topk of each language's flattened relevance)
+        _, top = torch.topk(relevance[i].flatten(), k=k, largest=True)
+        masks[i, top] = True
+    return masks.view(N, L, D), relevance.float()
 
 
 def equalize(sets: Sequence[LanguageSets]) -> list[LanguageSets]:
@@ -300,32 +329,6 @@ def _lape(
 ) -> tuple[Tensor, Tensor]:
     _need_items(stats)
     p = stats.active_counts[0].double() / stats.n_items  # [lang, layer, d_mlp]
-    return _entropy_selection(p, top_rate, filter_rate, activation_bar_ratio)
-
-
-def _act_prob(
-    stats: SharingStats,
-    histogram: ActivationHistogram | None,
-    quantile: float,
-    top_rate: float,
-    filter_rate: float,
-    activation_bar_ratio: float,
-) -> tuple[Tensor, Tensor]:
-    if histogram is None:
-        raise MultiNeuronError(
-            "act-prob-90p needs the recording pass's activation histogram (histogram=...)"
-        )
-    if quantile >= 1:
-        raise MultiNeuronError(f"act-prob-90p: quantile {quantile}; expected a number in (0, 1)")
-    same = (histogram.languages, histogram.n_layers, histogram.d_mlp, histogram.n_items)
-    if same != (stats.languages, stats.n_layers, stats.d_mlp, stats.n_items):
-        raise MultiNeuronError(
-            f"act-prob-90p: the histogram ({list(histogram.languages)}, {histogram.n_layers} "
-            f"layers x {histogram.d_mlp}, {histogram.n_items} items) is not of the statistics' "
-            f"recording pass ({list(stats.languages)}, {stats.n_layers} x {stats.d_mlp}, "
-            f"{stats.n_items} items)"
-        )
-    p = histogram.exceed_probability(quantile)
     return _entropy_selection(p, top_rate, filter_rate, activation_bar_ratio)
 
 

@@ -61,7 +61,10 @@ def magnitude_strata(
 
 def activity_strata(calibration: Any, n_bins: int = 20) -> Int[Tensor, "layer d_mlp"]:
     """Strata for activity-matched controls: :func:`magnitude_strata` of every neuron's RMS
-    activation over a calibration split's items and languages (a ``SharingStats``)."""
+    activation over a calibration split's items and languages (a ``SharingStats``), or over a
+    corpus's tokens (a ``TokenStats``: its ``rms()``)."""
+    if hasattr(calibration, "rms"):
+        return magnitude_strata(calibration.rms(), n_bins)
     rms = (calibration.act_sq_sum.mean(0) / max(1, calibration.n_items)).sqrt()
     return magnitude_strata(rms, n_bins)
 

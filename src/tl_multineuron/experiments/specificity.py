@@ -37,9 +37,9 @@ from ..data.corpus import Corpus
 from ..data.datasets import ParallelDataset
 from ..errors import MultiNeuronError
 from ..sharing.analysis import AnalysisConfig, new_stats
-from ..sharing.histogram import ActivationHistogram, default_edges
 from ..sharing.recording import encode, get_tokenizer, iter_dataset
 from ..sharing.statistics import SharingStats
+from ..sharing.token_stats import TokenStats
 from .comparisons import aligned_values, paired_bootstrap
 from .evaluation import generate_greedy
 from .interventions import Intervention
@@ -78,22 +78,14 @@ class SpecificityConfig:
 
 
 def record_for_sets(
-    model: Any,
-    ds: ParallelDataset,
-    batch_size: int = 8,
-    progress: bool = False,
-    n_bins: int = 64,
-) -> tuple[SharingStats, ActivationHistogram]:
-    """One recording pass (last prompt token, threshold 0) feeding both accumulators every
-    identification method reads: the sharing statistics and the activation histogram."""
+    model: Any, ds: ParallelDataset, batch_size: int = 8, progress: bool = False
+) -> SharingStats:
+    """One recording pass (last prompt token, threshold 0): the sharing statistics every
+    item-level identification method and the controls' activity strata read."""
     stats = new_stats(model, ds, AnalysisConfig(batch_size=batch_size))
-    hist = ActivationHistogram(
-        ds.languages, stats.n_layers, stats.d_mlp, default_edges(n_bins), meta=dict(stats.meta)
-    )
     for s, acts in iter_dataset(model, ds, batch_size=batch_size, progress=progress):
         stats.update(acts, [it.item_id for it in ds.items[s : s + acts.shape[0]]])
-        hist.update(acts)
-    return stats, hist
+    return stats
 
 
 def text_rows(model: Any, source: ParallelDataset | Corpus) -> tuple[AnswerRows, pd.DataFrame]:
@@ -134,7 +126,7 @@ def deactivation_matrix(
     model: Any,
     ds: ParallelDataset | Corpus,
     sets: Sequence[LanguageSets],
-    calibration: SharingStats,
+    calibration: SharingStats | TokenStats,
     config: SpecificityConfig | None = None,
     extra: dict[str, Bool[Tensor, "layer d_mlp"]] | None = None,
     progress: bool = False,

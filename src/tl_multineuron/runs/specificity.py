@@ -6,12 +6,20 @@ tokens of running text as their authors do (``unit='token'``, the default): a co
 identification part when one is given (the last ``eval_items`` texts of every language are held
 out), else the calibration items' prompts + gold answers as text. The deactivation matrix is
 scored on held-out text (the corpus's held-out texts, else the evaluated items), one method at a
-time, and the output-language generations follow. Files: ``calibration.pt`` / ``histogram.pt``
-(the recording pass), ``token_stats.pt`` (the token-level counts) and
-``lape_probabilities.csv`` (their distribution per language, beside LAPE's bars), ``sets.pt``
-and ``sets.csv`` (each method's masks and sizes per language and layer, after equalising; a
-loaded LAPE file's sets as ``lape-file``, at their own sizes), ``matrix_rows.csv`` (one row
-per condition x item x language, rewritten after each method), ``matrix.csv`` and
+time, and the output-language generations follow.
+
+**A corpus alone** (no dataset: ``ds=None``): the corpus's languages; the token methods identify
+on its texts and the matrix scores its held-out texts; what needs items is said in one line and
+left out (sharing-matters and magnitude, the all-shared comparison, the output-language study),
+and the controls' activity strata are the RMS of LAPE's site over the corpus's tokens. A method
+that cannot run at the chosen unit (Act-Prob-90p at ``unit='item'``) is left out the same way.
+
+Files: ``calibration.pt`` (the recording pass), ``token_stats.pt`` (LAPE's counts),
+``act_prob.pt`` (Act-Prob-90p's two passes) and ``lape_probabilities.csv`` (LAPE's
+probabilities per language, beside its bars), ``sets.pt`` and ``sets.csv`` (each method's
+masks and sizes per language and layer, after equalising; a loaded LAPE file's sets as
+``lape-file``, at their own sizes), ``matrix_rows.csv`` (one row per condition x item x
+language, rewritten after each method), ``matrix.csv`` and
 ``selectivity.csv`` (:func:`~tl_multineuron.experiments.specificity.matrix_table` /
 :func:`~tl_multineuron.experiments.specificity.selectivity`), ``identifier.csv``,
 ``generations.csv`` (rewritten after each condition) and ``output_language.csv``.
@@ -39,6 +47,7 @@ from ..data.splits import calibration_split, split_record
 from ..errors import MultiNeuronError
 from ..experiments.cost import CostLedger, gemm_rate, minutes, model_flops, scored_positions
 from ..experiments.language_sets import (
+    ITEM_METHODS,
     METHODS,
     TOKEN_METHODS,
     LanguageSets,
@@ -60,9 +69,10 @@ from ..experiments.specificity import (
     text_rows,
 )
 from ..files import atomic_write
-from ..sharing.histogram import ActivationHistogram
+from ..sharing.act_prob import ActProbStats, record_act_prob
 from ..sharing.recording import encode
 from ..sharing.statistics import SharingStats
+from ..sharing.token_batches import Window, parse_window, token_rows
 from ..sharing.token_stats import TokenStats, corpus_fingerprint, record_token_stats
 from .directories import RunDir, scorer_provenance
 from .language import RELIABLE
@@ -72,14 +82,16 @@ from .language import RELIABLE
 class SpecificityRunConfig:
     """methods: identification methods; equal_size: cut every method's sets, per language, to
     the smallest method's non-empty size; min_frequency / top_rate: sharing-matters' frequency
-    and the LAPE / Act-Prob-90p / magnitude share of all neurons; filter_rate /
-    activation_bar_ratio: the LAPE and Act-Prob-90p quantiles (Tang et al.'s 0.95); seeds:
+    and the LAPE / magnitude share of all neurons; act_prob_rate: Act-Prob-90p's share per
+    language (its authors' 0.00125); filter_rate / activation_bar_ratio: LAPE's quantiles
+    (Tang et al.'s 0.95); seeds:
     random and activity-matched controls per seed; shared_frequency: the all-shared
     comparison set (as the grid's); generate: the output-language study (``max_new_tokens``
     greedy tokens, in batches of ``generate_batch`` (set, prompt) rows); unit: ``token``
     (LAPE and Act-Prob-90p on token statistics of running text, as published) or ``item``
-    (at the last prompt token of the calibration items); window: running text packed into
-    rows of this many tokens (LAPE's packing; ``None``: one text per row); include_bos:
+    (at the last prompt token of the calibration items); window: the rows of running text
+    (:func:`~tl_multineuron.sharing.token_batches.token_rows`: ``None`` one text per row,
+    ``W`` packed rows of W tokens behind a BOS, ``lape`` / ``lape:W`` LAPE's own); include_bos:
     deactivate at the BOS position too."""
 
     methods: tuple[str, ...] = METHODS
@@ -99,14 +111,14 @@ class SpecificityRunConfig:
     generate_batch: int = 128
     n_boot: int = 2000
     unit: str = "token"
-    window: int | None = None
+    window: Window = None
     include_bos: bool = False
+    act_prob_rate: float = 0.00125
 
     def __post_init__(self) -> None:
         if self.unit not in ("token", "item"):
             raise MultiNeuronError(f"specificity unit {self.unit!r}; expected 'token' or 'item'")
-        if self.window is not None and self.window < 2:
-            raise MultiNeuronError(f"specificity window {self.window}: need >= 2 tokens")
+        parse_window(self.window)
         bad = [m for m in self.methods if m not in METHODS]
         if bad or not self.methods:
             raise MultiNeuronError(f"specificity methods {bad or '[]'}; expected some of {METHODS}")
@@ -123,6 +135,7 @@ class SpecificityRunConfig:
             "filter_rate",
             "activation_bar_ratio",
             "shared_frequency",
+            "act_prob_rate",
         ):
             v = getattr(self, name)
             if not 0 < v <= 1:
@@ -133,6 +146,8 @@ class SpecificityRunConfig:
             return {"min_frequency": self.min_frequency}
         if method == "magnitude":
             return {"top_rate": self.top_rate}
+        if method == "act-prob-90p":
+            return {"top_rate": self.act_prob_rate}
         return {
             "top_rate": self.top_rate,
             "filter_rate": self.filter_rate,
@@ -146,38 +161,66 @@ class SpecificityRunConfig:
         return d
 
 
-def method_sets(
-    stats: SharingStats,
-    hist: ActivationHistogram,
-    cfg: SpecificityRunConfig,
-    tokens: TokenStats | None = None,
-) -> list[LanguageSets]:
-    """Every method's sets (LAPE and Act-Prob-90p from ``tokens`` when ``cfg.unit`` is
-    ``token``, the others from the recording pass), equalised when ``cfg.equal_size``."""
-    sets = []
+def runnable_methods(
+    cfg: SpecificityRunConfig, has_items: bool
+) -> tuple[list[str], list[tuple[str, str]]]:
+    """The methods this run can identify with, and ``(method, why)`` for each left out: the
+    item-level ones without items, a token-level one at ``unit='item'`` when it has no
+    item-level definition (Act-Prob-90p)."""
+    keep, left = [], []
     for m in cfg.methods:
         if m in TOKEN_METHODS and cfg.unit == "token":
-            if tokens is None:
-                raise MultiNeuronError(f"{m} at unit 'token' needs token statistics")
-            sets.append(token_language_sets(tokens, m, **cfg.params(m)))
+            keep.append(m)
+        elif m not in ITEM_METHODS:
+            left.append((m, "is defined on tokens of running text only (unit 'token')"))
+        elif not has_items:
+            left.append((m, "needs items (a task or --data); the corpus alone has none"))
         else:
-            sets.append(identify_language_sets(stats, m, hist, **cfg.params(m)))
+            keep.append(m)
+    return keep, left
+
+
+def method_sets(
+    stats: SharingStats | None,
+    cfg: SpecificityRunConfig,
+    tokens: TokenStats | None = None,
+    act_prob: ActProbStats | None = None,
+    methods: list[str] | None = None,
+) -> list[LanguageSets]:
+    """Every method's sets (``methods``, default ``cfg.methods``: LAPE from ``tokens`` and
+    Act-Prob-90p from ``act_prob`` when ``cfg.unit`` is ``token``, the others from the
+    recording pass ``stats``), equalised when ``cfg.equal_size``."""
+    sets = []
+    for m in methods if methods is not None else cfg.methods:
+        if m in TOKEN_METHODS and cfg.unit == "token":
+            source = act_prob if m == "act-prob-90p" else tokens
+            if source is None:
+                raise MultiNeuronError(f"{m} at unit 'token' needs its token statistics")
+            sets.append(token_language_sets(source, m, **cfg.params(m)))
+        else:
+            if stats is None:
+                raise MultiNeuronError(f"{m} needs the items' recording pass")
+            sets.append(identify_language_sets(stats, m, **cfg.params(m)))
     return equalize(sets) if cfg.equal_size and len(sets) > 1 else sets
 
 
 def lape_file_sets(
-    path: str | Path, languages: list[str] | tuple[str, ...], stats: SharingStats
+    path: str | Path,
+    languages: list[str] | tuple[str, ...],
+    run_langs: list[str],
+    n_layers: int,
+    d_mlp: int,
 ) -> LanguageSets:
     """A LAPE ``*.neuron.pth`` judged beside the methods: its entries named by ``languages``,
-    which must be the run's languages (any order); checked against the model's layers and
-    width. Kept at its own sizes (a file carries no ranking to cut by)."""
-    run_langs = list(stats.languages)
+    which must be the run's languages ``run_langs`` (any order); checked against the model's
+    layers and width. Kept at its own sizes (a file carries no ranking to cut by)."""
+    run_langs = list(run_langs)
     if sorted(languages) != sorted(run_langs):
         raise MultiNeuronError(
             f"LAPE file {str(path)!r}: its languages {list(languages)} differ from the run's "
             f"{run_langs} (name the file's entries in order with --lape-languages)"
         )
-    sets = load_lape_sets(path, languages, stats.d_mlp, stats.n_layers)
+    sets = load_lape_sets(path, languages, d_mlp, n_layers)
     order = [sets.languages.index(x) for x in run_langs]
     return LanguageSets(sets.method, tuple(run_langs), sets.masks[order], sets.scores[order],
                         {**sets.params, "file": str(path)})  # fmt: skip
@@ -198,7 +241,7 @@ def sets_frame(sets: list[LanguageSets]) -> pd.DataFrame:
 
 def run_specificity(
     model: Any,
-    ds: ParallelDataset,
+    ds: ParallelDataset | None,
     out: str | Path,
     cfg: SpecificityRunConfig,
     identity: dict,
@@ -214,26 +257,31 @@ def run_specificity(
     """Run (or continue) the study into ``out``; returns its tables (``matrix``,
     ``selectivity``, ``sets``, with token statistics ``lape_probabilities`` and, with
     generation, ``output_language``). ``corpus``: running text per language (its languages
-    pick ``ds``'s; see the module docstring); ``lape_file`` / ``lape_languages``: a LAPE
-    neuron file judged beside the methods (its entries named in order)."""
+    pick ``ds``'s; with ``ds=None`` the corpus alone, see the module docstring);
+    ``lape_file`` / ``lape_languages``: a LAPE neuron file judged beside the methods (its
+    entries named in order)."""
     out = Path(out)
     say = log or (lambda *_: None)
-    if not ds.has_answers:
+    if ds is None and corpus is None:
+        raise MultiNeuronError("specificity needs a dataset (task / --data), a corpus, or both")
+    if ds is not None and not ds.has_answers:
         raise MultiNeuronError(f"dataset {ds.name!r}: the matrix scores prompts + gold answers")
     held_out = None
     extra_identity: dict = {}
     if corpus is not None:
-        missing = [x for x in corpus.languages if x not in ds.languages]
-        if missing:
-            raise MultiNeuronError(
-                f"corpus {corpus.name!r}: language(s) {missing} are not in dataset {ds.name!r} "
-                f"({list(ds.languages)}); its parallel items give the item-level methods, the "
-                "all-shared set, the controls' activity strata and the output-language prompts"
-            )
-        ds = ds.select_languages(corpus.languages)
+        if ds is not None:
+            missing = [x for x in corpus.languages if x not in ds.languages]
+            if missing:
+                raise MultiNeuronError(
+                    f"corpus {corpus.name!r}: language(s) {missing} are not in dataset "
+                    f"{ds.name!r} ({list(ds.languages)}); a dataset adds its items for every "
+                    "corpus language: drop it to run on the corpus alone"
+                )
+            ds = ds.select_languages(corpus.languages)
         corpus, held_out = corpus.split(cfg.eval_items)
         extra_identity["corpus"] = {"name": corpus.name, "fingerprint": corpus_fingerprint(corpus),
                                     "held_out": corpus_fingerprint(held_out)}  # fmt: skip
+    languages = list(corpus.languages if corpus is not None else ds.languages)
     if lape_file is not None:
         if not lape_languages:
             raise MultiNeuronError(
@@ -241,40 +289,58 @@ def run_specificity(
                 "--lape-languages en,zh,...): the file carries no names"
             )
         extra_identity["lape_file"] = {"path": str(lape_file), "languages": list(lape_languages)}
-    cal, ev = calibration_split(ds, cfg.eval_items, cfg.calibration)
+    methods, left_out = runnable_methods(cfg, has_items=ds is not None)
+    for m, why in left_out:
+        say(f"{m} {why}: left out")
+    if not methods:
+        raise MultiNeuronError(f"specificity: none of the methods {list(cfg.methods)} can run "
+                               "here (see above)")  # fmt: skip
+    cal = ev = None
+    if ds is not None:
+        cal, ev = calibration_split(ds, cfg.eval_items, cfg.calibration)
     run = RunDir(
         out, {**identity, "specificity": cfg.identity(), **extra_identity}, resume=resume,
         overwrite=overwrite, kind="specificity", stats_file="matrix_rows.csv",
     )  # fmt: skip
     try:
-        run.write_run({**split_record(cal, ev), **scorer_provenance(model, "auto")})
+        split = split_record(cal, ev) if cal is not None else {"items": None}
+        run.write_run({**split, **scorer_provenance(model, "auto"),
+                       "methods_left_out": dict(left_out)})  # fmt: skip
         cost = CostLedger(gemm_rate(model), model_flops(model))
         say(f"GEMM rate {cost.rate / 1e9:.0f} GFLOP/s (unembedding shape, measured now): each "
             "phase's floor is its weight GEMMs and unembedding at this rate")  # fmt: skip
-        stats, hist = _recording(model, cal, out, cfg, resume, progress, say, cost)
-        tokens = None
+        stats = _recording(model, cal, out, cfg, resume, progress, say, cost) if cal else None
+        tokens = act_prob = None
         tables: dict[str, pd.DataFrame] = {}
-        if cfg.unit == "token" and any(m in TOKEN_METHODS for m in cfg.methods):
-            text = corpus if corpus is not None else corpus_from_dataset(cal)
+        text = corpus if corpus is not None else (corpus_from_dataset(cal) if cal else None)
+        if "lape" in methods and cfg.unit == "token" or stats is None:
             tokens = _token_stats(model, text, out, cfg, resume, progress, say, cost)
             p = cfg.params("lape")
             diag = lape_diagnostics(tokens.probabilities(), tokens.languages, **p)
             atomic_write(out / "lape_probabilities.csv", lambda f: diag.to_csv(f, index=False))
             tables["lape_probabilities"] = diag
-        sets = method_sets(stats, hist, cfg, tokens)
+        if "act-prob-90p" in methods:
+            act_prob = _act_prob(model, text, out, cfg, resume, progress, say, cost)
+        sets = method_sets(stats, cfg, tokens, act_prob, methods)
+        L, D = int(model.cfg.n_layers), int(model.cfg.d_mlp)
         if lape_file is not None:
-            sets.append(lape_file_sets(lape_file, list(lape_languages), stats))
+            sets.append(lape_file_sets(lape_file, list(lape_languages), languages, L, D))
         masks = {s.method: s.masks for s in sets}
         atomic_write(out / "sets.pt", lambda f: torch.save(masks, f))
         sizes = sets_frame(sets)
         atomic_write(out / "sets.csv", lambda f: sizes.to_csv(f, index=False))
-        shared = stats.neuron_mask("all-shared", cfg.shared_frequency)
-        if not shared.any():
-            say(f"no neuron is all-shared in {cfg.shared_frequency:.0%} of the calibration "
-                "items: the all-shared comparison is left out")  # fmt: skip
+        if stats is None:
+            shared = torch.zeros(L, D, dtype=torch.bool)
+            say("the all-shared comparison needs items (a task or --data): left out")
+        else:
+            shared = stats.neuron_mask("all-shared", cfg.shared_frequency)
+            if not shared.any():
+                say(f"no neuron is all-shared in {cfg.shared_frequency:.0%} of the calibration "
+                    "items: the all-shared comparison is left out")  # fmt: skip
         evaluated = held_out if held_out is not None else ev
-        rows = _matrix(model, evaluated, sets, stats, shared, out, cfg, resume, progress, say,
-                       cost)  # fmt: skip
+        strata_from = stats if stats is not None else tokens
+        rows = _matrix(model, evaluated, sets, strata_from, shared, out, cfg, resume, progress,
+                       say, cost)  # fmt: skip
         tables.update({
             "sets": sizes,
             "matrix": matrix_table(rows, cfg.n_boot, sets=sets),
@@ -284,7 +350,9 @@ def run_specificity(
         atomic_write(
             out / "selectivity.csv", lambda f: tables["selectivity"].to_csv(f, index=False)
         )
-        if cfg.generate:
+        if cfg.generate and ev is None:
+            say("the output-language study needs items' prompts (a task or --data): left out")
+        elif cfg.generate:
             tables["output_language"] = _generations(model, ev, sets, out, cfg, resume, say,
                                                      cost)  # fmt: skip
         tables["cost"] = cost.frame()
@@ -297,20 +365,19 @@ def run_specificity(
     return tables
 
 
-def _recording(model, cal, out, cfg, resume, progress, say, cost: CostLedger):
-    f_stats, f_hist = out / "calibration.pt", out / "histogram.pt"
-    if resume and f_stats.exists() and f_hist.exists():
-        return SharingStats.load(f_stats), ActivationHistogram.load(f_hist)
+def _recording(model, cal, out, cfg, resume, progress, say, cost: CostLedger) -> SharingStats:
+    f_stats = out / "calibration.pt"
+    if resume and f_stats.exists():
+        return SharingStats.load(f_stats)
     n_tok = sum(len(encode(model, p)) for x in cal.languages for p in cal.prompts(x))
     say(f"{cal.name}: recording pass over {len(cal)} items, {n_tok} tokens (floor "
         f"{minutes(cost.floor(n_tok))})")  # fmt: skip
     t0 = time.perf_counter()
-    stats, hist = record_for_sets(model, cal, cfg.batch_size, progress)
+    stats = record_for_sets(model, cal, cfg.batch_size, progress)
     stats.save(f_stats)
-    hist.save(f_hist)
     cost.add("recording", time.perf_counter() - t0, n_tok)
     say(f"{cal.name}: recording pass over {len(cal)} items ({time.perf_counter() - t0:.0f}s)")
-    return stats, hist
+    return stats
 
 
 def _token_stats(model, text: Corpus, out, cfg, resume, progress, say, cost) -> TokenStats:
@@ -318,15 +385,30 @@ def _token_stats(model, text: Corpus, out, cfg, resume, progress, say, cost) -> 
     if resume and f.exists():
         return TokenStats.load(f)
     t0 = time.perf_counter()
-    tokens = record_token_stats(  # the histogram (+0.37x a bare forward) only where it is read
-        model, text, window=cfg.window, batch_size=cfg.batch_size, progress=progress,
-        histogram="act-prob-90p" in cfg.methods,
-    )  # fmt: skip
+    tokens = record_token_stats(
+        model, text, window=cfg.window, batch_size=cfg.batch_size, progress=progress
+    )
     tokens.save(f)
     cost.add("token statistics", time.perf_counter() - t0, tokens.n_items)
     say(f"{text.name}: token statistics over {tokens.n_items} tokens at {tokens.site} "
         f"({time.perf_counter() - t0:.0f}s)")  # fmt: skip
     return tokens
+
+
+def _act_prob(model, text: Corpus, out, cfg, resume, progress, say, cost) -> ActProbStats:
+    f = out / "act_prob.pt"
+    if resume and f.exists():
+        return ActProbStats.load(f)
+    t0 = time.perf_counter()
+    stats = record_act_prob(
+        model, text, window=cfg.window, batch_size=cfg.batch_size, progress=progress
+    )
+    stats.save(f)
+    n_tok = sum(len(r) for x in text.languages for r in token_rows(model, text, x, cfg.window))
+    cost.add("act-prob statistics", time.perf_counter() - t0, 2 * n_tok)
+    say(f"{text.name}: Act-Prob-90p's two passes over {int(stats.share_batches.sum())} batches "
+        f"at {stats.site} ({time.perf_counter() - t0:.0f}s)")  # fmt: skip
+    return stats
 
 
 def _matrix(model, ev, sets, stats, shared, out, cfg, resume, progress, say, cost):
