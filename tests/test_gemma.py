@@ -689,6 +689,51 @@ def test_token_stats_count_hfs_own_gate_activation(gemma, gemma_hf):
         assert (stats.over_zero[i] - want).abs().sum() <= 0.0005 * n * L * gemma.cfg.d_mlp
 
 
+def test_act_prob_reads_hfs_own_gate_proj_as_its_authors(gemma, gemma_hf):
+    """Act-Prob-90p on Gemma: the authors hook gate_proj's output; on LAPE's rows (no BOS, no
+    padding) the library's thresholds and relevance equal their two functions (ported in
+    test_act_prob) run on HF's own gate_proj outputs, and the sets equal theirs."""
+    from test_act_prob import authors_mean_p90, authors_relevance, authors_select
+
+    hf = gemma_hf
+    texts = {
+        "en": ("Paris is the capital of France. Dogs bark at night in the village.",),
+        "de": ("Paris ist die Hauptstadt von Frankreich. Hunde bellen nachts im Dorf.",),
+    }
+    corpus = tlm.Corpus(texts, "two")
+    got = tlm.record_act_prob(gemma, corpus, window="lape:6", batch_size=2)
+    assert got.site == "mlp.hook_pre" and got.meta["bos_per_row"] is False
+    L = gemma.cfg.n_layers
+    rel = {}
+    for i, lang in enumerate(corpus.languages):
+        rows = tlm.token_rows(gemma, corpus, lang, "lape:6")
+        batches = []
+        for s in range(0, len(rows), 2):
+            out = {}
+            handles = [
+                hf.model.layers[x].mlp.gate_proj.register_forward_hook(
+                    lambda m, inp, o, x=x, out=out: out.__setitem__(x, o.detach())
+                )
+                for x in range(L)
+            ]
+            try:
+                with torch.inference_mode():
+                    hf(torch.tensor(rows[s : s + 2]))
+            finally:
+                for h in handles:
+                    h.remove()
+            batches.append([out[x] for x in range(L)])
+        p90 = authors_mean_p90(batches)
+        torch.testing.assert_close(got.thresholds[i], p90, rtol=1e-5, atol=1e-5)
+        rel[lang] = authors_relevance(batches, p90)
+        torch.testing.assert_close(got.relevance()[i], rel[lang], rtol=0, atol=1e-3)
+    sets = tlm.token_language_sets(got, "act-prob-90p", top_rate=0.001)
+    theirs = authors_select(rel, 0.001)
+    for i, lang in enumerate(corpus.languages):  # equal up to ties within float noise
+        mine = {tuple(r) for r in sets.masks[i].nonzero().tolist()}
+        assert len(mine & {tuple(r) for r in theirs[lang].tolist()}) >= 0.9 * len(mine)
+
+
 def test_shared_prefixes_score_as_full_passes_on_every_task(gemma, monkeypatch):
     """Scope ``all`` on the real model: rows (the last two items of every built-in task x its
     languages, prompt + gold answer as the specificity matrix scores them) that share a

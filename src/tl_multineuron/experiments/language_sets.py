@@ -43,7 +43,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from ..errors import MultiNeuronError
-from ..files import atomic_write
+from ..files import atomic_write, read_torch_file
 from ..sharing.act_prob import ActProbStats
 from ..sharing.statistics import SharingStats
 from ..sharing.token_stats import TokenStats
@@ -163,12 +163,7 @@ def load_lape_sets(
     languages = tuple(languages)
     if len(set(languages)) != len(languages) or not languages:
         raise MultiNeuronError(f"{where}: languages {list(languages)} must be distinct, >= 1")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError as e:
-        raise MultiNeuronError(f"LAPE neuron file {where!r} does not exist") from e
-    except Exception as e:  # noqa: BLE001 - a file torch cannot read is named, not re-raised raw
-        raise MultiNeuronError(f"{where}: not a LAPE neuron file torch can read: {e}") from e
+    data = read_torch_file(path, "LAPE neuron file")
     if not isinstance(data, list | tuple) or not all(isinstance(x, list | tuple) for x in data):
         raise MultiNeuronError(
             f"{where}: expected a list over languages of lists over layers of LongTensors "

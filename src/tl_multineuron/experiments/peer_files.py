@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from ..errors import MultiNeuronError
-from ..files import atomic_write
+from ..files import atomic_write, read_torch_dict
 from ..sharing.token_stats import TokenStats
 from .language_sets import LanguageSets
 
@@ -155,47 +155,18 @@ def load_lape_activations(
     ns, counts = [], []
     for lang in languages:
         path = lape_activation_path(directory, lang, model_name)
-        where = str(path)
-        try:
-            data = torch.load(path, map_location="cpu", weights_only=True)
-        except FileNotFoundError as e:
-            raise MultiNeuronError(
-                f"language {lang!r}: LAPE activation file {where!r} does not exist"
-            ) from e
-        except Exception as e:  # noqa: BLE001
-            raise MultiNeuronError(
-                f"{where} (language {lang!r}): not a file torch can read: {e}"
-            ) from e
-        if not isinstance(data, dict) or not {"n", "over_zero"} <= set(data):
-            raise MultiNeuronError(
-                f"{where} (language {lang!r}): expected LAPE's dict of n and over_zero"
-            )
+        where = f"{path} (language {lang!r})"
+        data = read_torch_dict(path, f"language {lang!r}: LAPE activation file", ("n", "over_zero"))
         n, oz = data["n"], torch.as_tensor(data["over_zero"])
         n = int(n.item()) if isinstance(n, torch.Tensor) else n
         if not isinstance(n, int) or n <= 0:
-            raise MultiNeuronError(
-                f"{where} (language {lang!r}): n = {n!r}; a language needs tokens counted (n > 0)"
-            )
-        if oz.is_floating_point() or oz.is_complex() or oz.dtype == torch.bool or oz.ndim != 2:
-            raise MultiNeuronError(
-                f"{where} (language {lang!r}): over_zero {oz.dtype} of shape "
-                f"{tuple(oz.shape)}; expected integers [layer, neuron]"
-            )
-        n_layers = oz.shape[0] if n_layers is None else n_layers
-        d_mlp = oz.shape[1] if d_mlp is None else d_mlp
-        if tuple(oz.shape) != (n_layers, d_mlp):
-            raise MultiNeuronError(
-                f"{where} (language {lang!r}): over_zero of shape "
-                f"{tuple(oz.shape)}; the model has {n_layers} layers x "
-                f"{d_mlp} neurons"
-            )
+            raise MultiNeuronError(f"{where}: n = {n!r}; a language needs tokens counted (n > 0)")
+        n_layers, d_mlp = check_matrix(oz, f"{where}: over_zero", False, n_layers, d_mlp)
         oz = oz.long()
         bad = (oz < 0) | (oz > n)
         if bad.any():
             layer = int(bad.nonzero()[0, 0])
-            raise MultiNeuronError(
-                f"{where} (language {lang!r}), layer {layer}: over_zero outside [0, n={n}]"
-            )
+            raise MultiNeuronError(f"{where}, layer {layer}: over_zero outside [0, n={n}]")
         ns.append(n)
         counts.append(oz)
     return TokenStats(
@@ -208,3 +179,24 @@ def load_lape_activations(
         squares=False,
         meta={"source": "lape-activation-files", "model_name": model_name},
     )
+
+
+def check_matrix(
+    t: torch.Tensor, what: str, floating: bool, rows: int | None, cols: int | None
+) -> tuple[int, int]:
+    """A peer file's ``[layer, width]`` matrix: floats (``floating``) or integers, of shape
+    ``(rows, cols)`` where given (else its own); returns the shape. Errors name ``what``."""
+    integer = not (t.is_floating_point() or t.is_complex() or t.dtype == torch.bool)
+    if (t.is_floating_point() if floating else integer) is False or t.ndim != 2:
+        want = "floats" if floating else "integers"
+        raise MultiNeuronError(
+            f"{what} {t.dtype} of shape {tuple(t.shape)}; expected {want} [layer, width]"
+        )
+    rows = t.shape[0] if rows is None else rows
+    cols = t.shape[1] if cols is None else cols
+    if tuple(t.shape) != (rows, cols):
+        raise MultiNeuronError(
+            f"{what} of shape {tuple(t.shape)}; the model has {rows} layers x {cols} "
+            "(another model's file?)"
+        )
+    return int(rows), int(cols)

@@ -89,7 +89,11 @@ OWN_FILES = {
     ),
     "specificity": (
         "calibration.pt",
-        "histogram.pt",
+        "histogram.pt",  # written by runs before the histogram's removal
+        "token_stats.pt",
+        "act_prob.pt",
+        "lape_probabilities.csv",
+        "cost.csv",
         "sets.pt",
         "sets.csv",
         "matrix.csv",

@@ -380,34 +380,37 @@ def _recording(model, cal, out, cfg, resume, progress, say, cost: CostLedger) ->
     return stats
 
 
-def _token_stats(model, text: Corpus, out, cfg, resume, progress, say, cost) -> TokenStats:
-    f = out / "token_stats.pt"
+def _saved(f: Path, resume: bool, load: Any, record: Any) -> tuple[Any, float | None]:
+    """A statistic read back from ``f`` on ``--resume``, else recorded and saved; with the
+    seconds its recording took (``None`` when read back)."""
     if resume and f.exists():
-        return TokenStats.load(f)
+        return load(f), None
     t0 = time.perf_counter()
-    tokens = record_token_stats(
-        model, text, window=cfg.window, batch_size=cfg.batch_size, progress=progress
-    )
-    tokens.save(f)
-    cost.add("token statistics", time.perf_counter() - t0, tokens.n_items)
-    say(f"{text.name}: token statistics over {tokens.n_items} tokens at {tokens.site} "
-        f"({time.perf_counter() - t0:.0f}s)")  # fmt: skip
+    value = record()
+    value.save(f)
+    return value, time.perf_counter() - t0
+
+
+def _token_stats(model, text: Corpus, out, cfg, resume, progress, say, cost) -> TokenStats:
+    kw = {"window": cfg.window, "batch_size": cfg.batch_size, "progress": progress}
+    record = lambda: record_token_stats(model, text, **kw)  # noqa: E731
+    tokens, took = _saved(out / "token_stats.pt", resume, TokenStats.load, record)
+    if took is not None:
+        cost.add("token statistics", took, tokens.n_items)
+        say(f"{text.name}: token statistics over {tokens.n_items} tokens at {tokens.site} "
+            f"({took:.0f}s)")  # fmt: skip
     return tokens
 
 
 def _act_prob(model, text: Corpus, out, cfg, resume, progress, say, cost) -> ActProbStats:
-    f = out / "act_prob.pt"
-    if resume and f.exists():
-        return ActProbStats.load(f)
-    t0 = time.perf_counter()
-    stats = record_act_prob(
-        model, text, window=cfg.window, batch_size=cfg.batch_size, progress=progress
-    )
-    stats.save(f)
-    n_tok = sum(len(r) for x in text.languages for r in token_rows(model, text, x, cfg.window))
-    cost.add("act-prob statistics", time.perf_counter() - t0, 2 * n_tok)
-    say(f"{text.name}: Act-Prob-90p's two passes over {int(stats.share_batches.sum())} batches "
-        f"at {stats.site} ({time.perf_counter() - t0:.0f}s)")  # fmt: skip
+    kw = {"window": cfg.window, "batch_size": cfg.batch_size, "progress": progress}
+    record = lambda: record_act_prob(model, text, **kw)  # noqa: E731
+    stats, took = _saved(out / "act_prob.pt", resume, ActProbStats.load, record)
+    if took is not None:
+        rows = [r for x in text.languages for r in token_rows(model, text, x, cfg.window)]
+        cost.add("act-prob statistics", took, 2 * sum(len(r) for r in rows))
+        say(f"{text.name}: Act-Prob-90p's two passes over {int(stats.share_batches.sum())} "
+            f"batches at {stats.site} ({took:.0f}s)")  # fmt: skip
     return stats
 
 

@@ -41,7 +41,7 @@ from ..backends.models import check_model
 from ..backends.sites import GATE_PRE_HOOK
 from ..data.corpus import Corpus
 from ..errors import MultiNeuronError
-from ..files import atomic_write
+from ..files import atomic_write, read_torch_dict
 from .accumulator import check_same_origin, merged_fingerprints
 from .token_batches import Window, iter_token_batches, parse_window
 from .token_stats import token_meta
@@ -239,14 +239,7 @@ class ActProbStats:
 
     @classmethod
     def load(cls, path: str | Path) -> ActProbStats:
-        try:
-            s = torch.load(path, map_location="cpu", weights_only=True)
-        except FileNotFoundError as e:
-            raise MultiNeuronError(f"act-prob statistics {str(path)!r} do not exist") from e
-        if not isinstance(s, dict) or s.get("format_version") != FORMAT_VERSION:
-            raise MultiNeuronError(
-                f"{str(path)!r} is not an act-prob statistics file of this version"
-            )
+        s = read_torch_dict(path, "act-prob statistics", version=FORMAT_VERSION)
         return cls(
             tuple(s["languages"]),
             int(s["n_layers"]),

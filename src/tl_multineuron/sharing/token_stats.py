@@ -32,7 +32,7 @@ from ..backends.models import check_model, identity_meta, provenance
 from ..backends.sites import GATE, site_hook, site_label, site_transforms
 from ..data.corpus import Corpus
 from ..errors import MultiNeuronError
-from ..files import atomic_write
+from ..files import atomic_write, read_torch_dict
 from .accumulator import check_same_origin, merged_fingerprints
 from .token_batches import Window, iter_token_batches, parse_window, window_bos
 
@@ -193,15 +193,7 @@ class TokenStats:
 
     @classmethod
     def load(cls, path: str | Path) -> TokenStats:
-        try:
-            s = torch.load(path, map_location="cpu", weights_only=True)
-        except FileNotFoundError as e:
-            raise MultiNeuronError(f"token statistics {str(path)!r} do not exist") from e
-        if not isinstance(s, dict) or s.get("format_version") != FORMAT_VERSION:
-            raise MultiNeuronError(
-                f"{str(path)!r} is not a token-statistics file of version {FORMAT_VERSION} "
-                "(re-record it; a LAPE activation file reads with load_lape_activations)"
-            )
+        s = read_torch_dict(path, "token statistics", version=FORMAT_VERSION)
         return cls(
             tuple(s["languages"]), int(s["n_layers"]), int(s["d_mlp"]), s["site"],
             s["n_tokens"], s["over_zero"], s["sq_sum"], json.loads(s["meta_json"]),

@@ -27,7 +27,8 @@ from torch import Tensor
 from ..backends.models import check_model
 from ..data.corpus import Corpus
 from ..errors import MultiNeuronError
-from ..files import atomic_write
+from ..experiments.peer_files import check_matrix
+from ..files import atomic_write, read_torch_dict
 from ..sharing.token_batches import Window, iter_token_batches
 from ..sharing.token_stats import token_meta
 
@@ -121,30 +122,10 @@ def load_clas_vectors(
     for lang in languages:
         path = clas_path(directory, lang, model_name)
         where = f"{path} (language {lang!r})"
-        try:
-            data = torch.load(path, map_location="cpu", weights_only=True)
-        except FileNotFoundError as e:
-            raise MultiNeuronError(
-                f"language {lang!r}: CLaS-Bench vector file {str(path)!r} does not exist"
-            ) from e
-        except Exception as e:  # noqa: BLE001
-            raise MultiNeuronError(f"{where}: not a file torch can read: {e}") from e
-        if not isinstance(data, dict) or "steering_vectors" not in data:
-            raise MultiNeuronError(f"{where}: expected CLaS-Bench's dict with steering_vectors")
+        what = f"language {lang!r}: CLaS-Bench vector file"
+        data = read_torch_dict(path, what, ("steering_vectors",))
         v = torch.as_tensor(data["steering_vectors"])
-        if not v.is_floating_point() or v.ndim != 2:
-            raise MultiNeuronError(
-                f"{where}: steering_vectors {v.dtype} of shape "
-                f"{tuple(v.shape)}; expected floats [layer, d_model]"
-            )
-        n_layers = v.shape[0] if n_layers is None else n_layers
-        d_model = v.shape[1] if d_model is None else d_model
-        if tuple(v.shape) != (n_layers, d_model):
-            raise MultiNeuronError(
-                f"{where}: steering_vectors of shape {tuple(v.shape)}; the "
-                f"model has {n_layers} layers x d_model {d_model} (another "
-                "model's file?)"
-            )
+        n_layers, d_model = check_matrix(v, f"{where}: steering_vectors", True, n_layers, d_model)
         bad = ~torch.isfinite(v).all(-1)
         if bad.any():
             raise MultiNeuronError(f"{where}, layer {int(bad.nonzero()[0])}: non-finite values")
