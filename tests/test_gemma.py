@@ -216,6 +216,21 @@ def test_walkthrough_runs(tmp_path):
     assert "No sharing analysis" not in page and "No attribution results" not in page
 
 
+def test_peer_files_example_runs(tmp_path):
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "peer_files.py"), "--out", str(tmp_path / "p"),
+         "--items", "4"],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    names = {p.name for p in (tmp_path / "p").iterdir()}
+    assert {"gemma-3-270m.neuron.pth", "act_prob_90p.pkl", "activation.ja.train.gemma-3-270m",
+            "vector.ja.gemma-3-270m"} <= names  # fmt: skip
+    assert "act-prob-90p: neurons per language" in r.stdout
+
+
 def test_steering_example_runs(tmp_path):
     r = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "steering.py"), "--out", str(tmp_path / "s"),

@@ -123,3 +123,18 @@ def test_common_languages_are_those_every_finding_method_covers():
     )  # nothing at all: left out of the question
     assert common_languages([a, b, none]) == ["de", "fr"]
     assert common_languages([none]) == []
+
+
+def test_methods_that_cannot_run_are_named_and_left_out():
+    from tl_multineuron.runs.specificity import SpecificityRunConfig, runnable_methods
+
+    keep, left = runnable_methods(SpecificityRunConfig(unit="item"), has_items=True)
+    assert keep == ["sharing-matters", "lape", "magnitude"]
+    assert left == [("act-prob-90p", "is defined on tokens of running text only (unit 'token')")]
+    keep, left = runnable_methods(SpecificityRunConfig(), has_items=False)
+    assert keep == ["lape", "act-prob-90p"]
+    assert [m for m, _ in left] == ["sharing-matters", "magnitude"]
+    assert all("needs items" in why for _, why in left)
+    with pytest.raises(MultiNeuronError, match="window 'lape:1'"):
+        SpecificityRunConfig(window="lape:1")
+    assert SpecificityRunConfig(window="lape:64").params("act-prob-90p") == {"top_rate": 0.00125}
