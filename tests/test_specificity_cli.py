@@ -201,10 +201,14 @@ def test_specificity_on_a_corpus_alone(hf, tmp_path, capsys):
     run = json.loads((s / "run-specificity.json").read_text())
     assert run["identity"]["dataset"] == "mvicuna" and "sharing-matters" in run["methods_left_out"]
     assert (s / "act_prob.pt").exists() and not (s / "calibration.pt").exists()
+    assert main(["report", str(out)]) == 0
+    page = (out / "report.html").read_text()
+    assert "Sets from the corpus alone" in page and "Left out: sharing-matters (needs items" in page
     # LAPE's rows: one stream per language, no BOS, rows of 16 tokens
     out2 = tmp_path / "run2"
     assert main(["specificity", "--model", hf, "--corpus", str(d), "--out", str(out2),
-                 "--window", "lape:16", "--methods", "lape", "--no-progress"]) == 0  # fmt: skip
+                 "--window", "lape:16", "--methods", "lape", "--eval-items", "4",
+                 "--no-progress"]) == 0  # fmt: skip
     from tl_multineuron import TokenStats
 
     tokens = TokenStats.load(out2 / "specificity" / "token_stats.pt")

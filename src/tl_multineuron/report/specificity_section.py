@@ -30,13 +30,19 @@ def specificity_section(rep: Any, d: Path) -> None:
         held = f"the last {cfg.get('eval_items', '?')} texts per language of corpus {name}"
         token_src = f"every token of corpus {name} (the other texts)"
     unit = cfg.get("unit", "item")
+    from_tokens = token_src if unit == "token" else "the same items"
+    if run.get("calibration_items"):
+        sets = (f"Sets: sharing-matters and magnitude from {n_cal} calibration items (last "
+                f"prompt token); LAPE and Act-Prob-90p from {from_tokens}.")  # fmt: skip
+    else:
+        sets = f"Sets from the corpus alone: LAPE and Act-Prob-90p from {token_src}."
     rep.p(
-        f"Sets: sharing-matters and magnitude from {n_cal} calibration items (last prompt "
-        "token); LAPE and Act-Prob-90p from "
-        + (token_src if unit == "token" else "the same items")
-        + f". Held-out text: {held}, every token scored. Sets equalised per language across "
+        f"{sets} Held-out text: {held}, every token scored. Sets equalised per language across "
         f"methods: {cfg.get('equal_size', '?')}; BOS deactivated: {cfg.get('include_bos', False)}."
     )
+    left = run.get("methods_left_out") or {}
+    if left:
+        rep.p("Left out: " + "; ".join(f"{m} ({why})" for m, why in left.items()) + ".")
     if sel is not None and not sel.empty:
         rep.p(
             "Selectivity: own-language change minus the mean change of the other languages "
