@@ -115,8 +115,10 @@ class TokenStats:
                 f"{self.n_layers}, neuron={self.d_mlp}]"
             )
         i = self.languages.index(lang)
-        self.over_zero[i] += (acts > 0).sum(0).cpu()
-        self.sq_sum[i] += acts.double().square().sum(0).cpu()
+        # a batch's count in int32 and its squares summed in float32 (4-5x faster than int64 /
+        # float64 reductions on the CPU), accumulated in int64 / float64 across batches
+        self.over_zero[i] += (acts > 0).sum(0, dtype=torch.int32).cpu()
+        self.sq_sum[i] += acts.float().square().sum(0).cpu()
         self.n_tokens[i] += acts.shape[0]
 
     # -- what the selection methods read ----------------------------------------------------------
