@@ -196,35 +196,27 @@ def test_cached_generate_with_intervention_equals_stepwise(gemma, scope):
     assert got[0, P:].tolist() == ids[P:]
 
 
-def test_walkthrough_runs(tmp_path):
+def _run_example(name: str, out: Path, items: int) -> subprocess.CompletedProcess:
+    """``examples/{name}`` run as a user runs it, into ``out``; a failure shows its stderr."""
     r = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "examples" / "walkthrough.py"),
-            "--out",
-            str(tmp_path / "w"),
-            "--items",
-            "2",
-        ],
+        [sys.executable, str(ROOT / "examples" / name), "--out", str(out), "--items", str(items)],
         capture_output=True,
         text=True,
         timeout=1800,
     )
     assert r.returncode == 0, r.stderr[-3000:]
+    return r
+
+
+def test_walkthrough_runs(tmp_path):
+    r = _run_example("walkthrough.py", tmp_path / "w", 2)
     assert "report:" in r.stdout and (tmp_path / "w" / "report.html").exists()
     page = (tmp_path / "w" / "report.html").read_text()
     assert "No sharing analysis" not in page and "No attribution results" not in page
 
 
 def test_peer_files_example_runs(tmp_path):
-    r = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "peer_files.py"), "--out", str(tmp_path / "p"),
-         "--items", "4"],
-        capture_output=True,
-        text=True,
-        timeout=1800,
-    )  # fmt: skip
-    assert r.returncode == 0, r.stderr[-3000:]
+    r = _run_example("peer_files.py", tmp_path / "p", 4)
     names = {p.name for p in (tmp_path / "p").iterdir()}
     assert {"gemma-3-270m.neuron.pth", "act_prob_90p.pkl", "activation.ja.train.gemma-3-270m",
             "vector.ja.gemma-3-270m"} <= names  # fmt: skip
@@ -232,14 +224,7 @@ def test_peer_files_example_runs(tmp_path):
 
 
 def test_steering_example_runs(tmp_path):
-    r = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "steering.py"), "--out", str(tmp_path / "s"),
-         "--items", "3"],
-        capture_output=True,
-        text=True,
-        timeout=1800,
-    )  # fmt: skip
-    assert r.returncode == 0, r.stderr[-3000:]
+    _run_example("steering.py", tmp_path / "s", 3)
     page = (tmp_path / "s" / "report.html").read_text()
     assert "Accuracy steering" in page and "Output-language control" in page
     assert "No accuracy-steering results" not in page and "No output-language" not in page

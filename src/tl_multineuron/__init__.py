@@ -182,9 +182,7 @@ _EXPORTS: dict[str, str] = {
     "act_prob_select": "experiments.language_sets",
     "token_rows": "sharing.token_batches",
     "load_csalt_sets": "experiments.peer_files",
-    "save_csalt_sets": "experiments.peer_files",
     "load_lape_activations": "experiments.peer_files",
-    "save_lape_activations": "experiments.peer_files",
     "LanguageVectors": "steering.vectors",
     "load_clas_vectors": "steering.vectors",
     "record_language_vectors": "steering.vectors",
@@ -218,7 +216,7 @@ _EXPORTS: dict[str, str] = {
 # fmt: off
 __all__ = [
     "Accumulator", "accuracy_summary", "act_prob_select", "ActProbStats", "load_csalt_sets",
-    "save_csalt_sets", "load_lape_activations", "save_lape_activations", "LanguageVectors",
+    "load_lape_activations", "LanguageVectors",
     "load_clas_vectors", "record_language_vectors", "record_act_prob", "token_rows",
     "accuracy_table", "AccuracySteerConfig",
     "ActivationHistogram", "active_mask", "amplify", "AnalysisConfig", "AnalysisResult", "analyze",
@@ -357,8 +355,6 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time names load on 
     from .experiments.peer_files import (
         load_csalt_sets,
         load_lape_activations,
-        save_csalt_sets,
-        save_lape_activations,
     )
     from .experiments.scores import ExperimentScores
     from .experiments.scoring import (

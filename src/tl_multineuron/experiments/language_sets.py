@@ -33,6 +33,7 @@ read at the statistics' first threshold (0 by default: active = post-activation 
 from __future__ import annotations
 
 import math
+import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -132,11 +133,17 @@ class LanguageSets:
         atomic_write(path, lambda tmp: torch.save(out, tmp))
 
     def save_csalt(self, path: str | Path) -> None:
-        """The sets as csalt's pickle ``{lang: LongTensor[m, 2]}``
-        (:func:`~tl_multineuron.experiments.peer_files.save_csalt_sets`)."""
-        from .peer_files import save_csalt_sets
+        """The sets as csalt's pickle ``{lang: LongTensor[m, 2]}`` of ``(layer, neuron)`` rows
+        in layer-major order (an empty ``[0, 2]`` tensor for a language without neurons),
+        written atomically with :mod:`pickle` as csalt writes it; read back with
+        :func:`~tl_multineuron.experiments.peer_files.load_csalt_sets`."""
+        out = {x: self.masks[i].nonzero().long() for i, x in enumerate(self.languages)}
 
-        save_csalt_sets(self, path)
+        def write(tmp: str) -> None:
+            with open(tmp, "wb") as f:
+                pickle.dump(out, f)
+
+        atomic_write(path, write)
 
     def _index(self, language: str) -> int:
         if language not in self.languages:

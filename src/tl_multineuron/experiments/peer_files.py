@@ -4,12 +4,12 @@
   ``{lang: LongTensor[m, 2]}``, each row ``(layer, neuron)``; its ``lang_neuron_data.pkl``
   holds that mapping under ``lang_to_neuron`` (read too). A language without neurons may be an
   empty tensor of any dtype (``torch.tensor([])``, as its LAPE path writes).
-  :func:`save_csalt_sets` / :func:`load_csalt_sets`.
+  :meth:`LanguageSets.save_csalt` / :func:`load_csalt_sets`.
 * **LAPE's activation statistics** (RUCAIBox/Language-Specific-Neurons ``activation.py``): one
   file per language, ``activation.{lang}.train.{model}``, a ``torch.save`` d dict of ``n`` (the
   tokens counted) and ``over_zero`` (``[layer, neuron]`` int32, tokens with the neuron active):
   exactly :class:`~tl_multineuron.sharing.token_stats.TokenStats`'s counts.
-  :func:`save_lape_activations` / :func:`load_lape_activations`.
+  :meth:`TokenStats.save_lape` / :func:`load_lape_activations`.
 * LAPE's ``*.neuron.pth`` sets: :meth:`LanguageSets.save_lape` / :func:`load_lape_sets`;
   CLaS-Bench's per-language vectors: :mod:`~tl_multineuron.steering.vectors`.
 
@@ -25,22 +25,9 @@ from pathlib import Path
 import torch
 
 from ..errors import MultiNeuronError
-from ..files import atomic_write, read_torch_dict
-from ..sharing.token_stats import TokenStats
+from ..files import read_torch_dict
+from ..sharing.token_stats import TokenStats, lape_activation_path
 from .language_sets import LanguageSets
-
-
-def save_csalt_sets(sets: LanguageSets, path: str | Path) -> None:
-    """``sets`` as csalt's pickle ``{lang: LongTensor[m, 2]}`` of ``(layer, neuron)`` rows in
-    layer-major order (an empty ``[0, 2]`` tensor for a language without neurons). Written
-    atomically, with :mod:`pickle` as csalt writes it."""
-    out = {x: sets.masks[i].nonzero().long() for i, x in enumerate(sets.languages)}
-
-    def write(tmp: str) -> None:
-        with open(tmp, "wb") as f:
-            pickle.dump(out, f)
-
-    atomic_write(path, write)
 
 
 def load_csalt_sets(
@@ -112,27 +99,6 @@ def load_csalt_sets(
             )
         masks[i, layer, idx] = True
     return LanguageSets(method, languages, masks, masks.float(), {"file": Path(path).name})
-
-
-def lape_activation_path(directory: str | Path, lang: str, model_name: str) -> Path:
-    """LAPE's name for a language's activation statistics."""
-    return Path(directory) / f"activation.{lang}.train.{model_name}"
-
-
-def save_lape_activations(stats: TokenStats, directory: str | Path, model_name: str) -> list[Path]:
-    """``stats``'s counts as LAPE's files, one per language (``n`` an int, ``over_zero``
-    ``[layer, neuron]`` int32 as ``activation.py`` writes them); each written atomically.
-    A count beyond int32 is an error (LAPE's dtype cannot hold it)."""
-    if stats.over_zero.numel() and int(stats.over_zero.max()) > 2**31 - 1:
-        raise MultiNeuronError("over_zero exceeds int32, LAPE's dtype")
-    Path(directory).mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i, lang in enumerate(stats.languages):
-        state = {"n": int(stats.n_tokens[i]), "over_zero": stats.over_zero[i].to(torch.int32)}
-        path = lape_activation_path(directory, lang, model_name)
-        atomic_write(path, lambda tmp, s=state: torch.save(s, tmp))
-        paths.append(path)
-    return paths
 
 
 def load_lape_activations(

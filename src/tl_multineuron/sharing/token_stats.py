@@ -47,6 +47,11 @@ def token_site(model: Any, site: str = "auto") -> str:
     return GATE if getattr(model.cfg, "gated_mlp", False) else "mlp.hook_post"
 
 
+def lape_activation_path(directory: str | Path, lang: str, model_name: str) -> Path:
+    """LAPE's name for a language's activation statistics file."""
+    return Path(directory) / f"activation.{lang}.train.{model_name}"
+
+
 def corpus_fingerprint(corpus: Corpus) -> str:
     h = hashlib.sha256()
     for lang, texts in corpus.texts.items():
@@ -187,11 +192,21 @@ class TokenStats:
         atomic_write(path, lambda tmp: torch.save(state, tmp))
 
     def save_lape(self, directory: str | Path, model_name: str) -> list[Path]:
-        """The counts as LAPE's ``activation.{lang}.train.{model_name}`` files
-        (:func:`~tl_multineuron.experiments.peer_files.save_lape_activations`)."""
-        from ..experiments.peer_files import save_lape_activations
-
-        return save_lape_activations(self, directory, model_name)
+        """The counts as LAPE's files, one per language, ``activation.{lang}.train.{model_name}``
+        (``n`` an int, ``over_zero`` ``[layer, neuron]`` int32 as ``activation.py`` writes
+        them), each written atomically; read back with
+        :func:`~tl_multineuron.experiments.peer_files.load_lape_activations`. A count beyond
+        int32 is an error (LAPE's dtype cannot hold it)."""
+        if self.over_zero.numel() and int(self.over_zero.max()) > 2**31 - 1:
+            raise MultiNeuronError("over_zero exceeds int32, LAPE's dtype")
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        paths = []
+        for i, lang in enumerate(self.languages):
+            state = {"n": int(self.n_tokens[i]), "over_zero": self.over_zero[i].to(torch.int32)}
+            path = lape_activation_path(directory, lang, model_name)
+            atomic_write(path, lambda tmp, s=state: torch.save(s, tmp))
+            paths.append(path)
+        return paths
 
     @classmethod
     def load(cls, path: str | Path) -> TokenStats:
