@@ -2,14 +2,15 @@
 embedded Gemma 3 270M, offline.
 
 1. Running text per language (here the built-in facts items' prompts + answers; a directory of
-   LANG.txt files reads with ``tlm.load_corpus(DIR)``), as LAPE's own rows (``window="lape:W"``).
+   LANG.txt files reads with ``tlm.load_corpus(DIR)``), as LAPE's own rows (``--window lape:W``;
+   facts' short prompts make short streams, hence rows of 16 tokens here).
 2. LAPE's counts (``record_token_stats``) and Act-Prob-90p's two passes (``record_act_prob``),
    each method's sets (``token_language_sets``).
 3. Every peer file written and read back: LAPE's ``*.neuron.pth`` and
    ``activation.{lang}.train.{model}``, csalt's ``{lang: LongTensor[m, 2]}`` pickle,
    CLaS-Bench's ``vector.{lang}.{model}``.
 
-    python examples/peer_files.py [--out peer_files] [--items 16]
+    python examples/peer_files.py [--out peer_files] [--items 16] [--window lape:16]
 """
 
 from __future__ import annotations
@@ -22,11 +23,10 @@ import torch
 import tl_multineuron as tlm
 
 
-def main(out: Path, n_items: int) -> None:
+def main(out: Path, n_items: int, window: str) -> None:
     model = tlm.load_model(tlm.EMBEDDED_MODEL)
     L, D, name = model.cfg.n_layers, model.cfg.d_mlp, "gemma-3-270m"
     corpus = tlm.corpus_from_dataset(tlm.load_task("facts").head(n_items))
-    window = "lape:64"  # LAPE's rows: one stream per language, no BOS, remainder dropped
 
     tokens = tlm.record_token_stats(model, corpus, window=window, progress=True)
     act_prob = tlm.record_act_prob(model, corpus, window=window, progress=True)
@@ -62,5 +62,10 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", type=Path, default=Path("peer_files"))
     ap.add_argument("--items", type=int, default=16)
+    ap.add_argument(
+        "--window",
+        default="lape:16",
+        help="LAPE's rows (one stream per language, no BOS, remainder dropped) of this length",
+    )
     args = ap.parse_args()
-    main(args.out, args.items)
+    main(args.out, args.items, args.window)
