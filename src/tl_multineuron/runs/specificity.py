@@ -161,6 +161,11 @@ class SpecificityRunConfig:
         return d
 
 
+def on_tokens(cfg: SpecificityRunConfig, method: str) -> bool:
+    """Whether ``method`` identifies from token statistics of running text in this run."""
+    return method in TOKEN_METHODS and cfg.unit == "token"
+
+
 def runnable_methods(
     cfg: SpecificityRunConfig, has_items: bool
 ) -> tuple[list[str], list[tuple[str, str]]]:
@@ -169,7 +174,7 @@ def runnable_methods(
     item-level definition (Act-Prob-90p)."""
     keep, left = [], []
     for m in cfg.methods:
-        if m in TOKEN_METHODS and cfg.unit == "token":
+        if on_tokens(cfg, m):
             keep.append(m)
         elif m not in ITEM_METHODS:
             left.append((m, "is defined on tokens of running text only (unit 'token')"))
@@ -192,7 +197,7 @@ def method_sets(
     recording pass ``stats``), equalised when ``cfg.equal_size``."""
     sets = []
     for m in methods if methods is not None else cfg.methods:
-        if m in TOKEN_METHODS and cfg.unit == "token":
+        if on_tokens(cfg, m):
             source = act_prob if m == "act-prob-90p" else tokens
             if source is None:
                 raise MultiNeuronError(f"{m} at unit 'token' needs its token statistics")
@@ -313,7 +318,7 @@ def run_specificity(
         tokens = act_prob = None
         tables: dict[str, pd.DataFrame] = {}
         text = corpus if corpus is not None else (corpus_from_dataset(cal) if cal else None)
-        if "lape" in methods and cfg.unit == "token" or stats is None:
+        if stats is None or "lape" in methods and on_tokens(cfg, "lape"):
             tokens = _token_stats(model, text, out, cfg, resume, progress, say, cost)
             p = cfg.params("lape")
             diag = lape_diagnostics(tokens.probabilities(), tokens.languages, **p)

@@ -135,14 +135,10 @@ class ActProbStats:
 
     def fix_thresholds(self) -> None:
         """End pass 1: each language's threshold = the mean of its batches' quantiles."""
-        empty = [
-            x for x, n in zip(self.languages, self.quantile_batches.tolist(), strict=True) if not n
-        ]
+        empty = self._without_batches(self.quantile_batches)
         if empty:
             raise MultiNeuronError(f"act-prob-90p: no batch of text for language(s) {empty}")
-        self.thresholds = torch.stack(
-            [self.quantile_sum[i] / int(n) for i, n in enumerate(self.quantile_batches.tolist())]
-        )
+        self.thresholds = self._batch_mean(self.quantile_sum, self.quantile_batches)
 
     def add_shares(self, lang: str, acts: Float[Tensor, "token layer neuron"]) -> None:
         """Pass 2: one batch's share of tokens above the language's threshold (float16 as
@@ -156,16 +152,21 @@ class ActProbStats:
 
     def relevance(self) -> Float[Tensor, "lang layer neuron"]:
         """Per language, the mean over its batches of the share above its threshold."""
-        empty = [
-            x for x, n in zip(self.languages, self.share_batches.tolist(), strict=True) if not n
-        ]
+        empty = self._without_batches(self.share_batches)
         if self.thresholds is None or empty:
             raise MultiNeuronError(
                 f"act-prob-90p: relevance needs both passes (no pass-2 batch for {empty})"
             )
-        return torch.stack(
-            [self.share_sum[i] / int(n) for i, n in enumerate(self.share_batches.tolist())]
-        )
+        return self._batch_mean(self.share_sum, self.share_batches)
+
+    def _without_batches(self, batches: Tensor) -> list[str]:
+        return [x for x, n in zip(self.languages, batches.tolist(), strict=True) if not n]
+
+    @staticmethod
+    def _batch_mean(total: Tensor, batches: Tensor) -> Tensor:
+        """``total / batches`` per language in ``total``'s dtype (float32), as
+        ``activation.py`` divides its float32 sums by the batch count."""
+        return total / batches.to(total.dtype)[:, None, None]
 
     # -- the accumulator protocol -----------------------------------------------------------------
     def check_compatible(self, other: ActProbStats, verb: str = "merge") -> None:
